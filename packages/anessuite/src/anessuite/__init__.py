@@ -1,0 +1,3 @@
+"""AnesSuite: AnesBench evaluation, data converters and the CPT -> SFT -> GRPO (Morpheus) pipeline."""
+
+__version__ = "0.1.0"
