@@ -1,0 +1,311 @@
+"""MLflow tracking with full provenance.
+
+Default store: a local sqlite file ``runs/mlflow.db`` (no server needed); ``MLFLOW_TRACKING_URI`` overrides it.
+One MLflow experiment per recipe, nested runs for pipelines, one batched call per step for metrics, and
+provenance tags on every run. A run that raises ends FAILED; Ctrl-C or SIGTERM ends KILLED; never RUNNING.
+
+    with start_run("rexrag-train", config=cfg, seeds=[cfg.seed]) as run:
+        run.log_metrics({"reward/mean": 0.4, "kl": 0.01}, step=1)
+        with run.child("eval") as child:
+            child.log_metrics({"em": 0.3}, step=1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rlcore.config import config_hash, to_dict, to_yaml
+from rlcore.runs import repo_root, runs_root
+
+__all__ = ["tracking_uri", "provenance", "start_run", "Run", "write_results_json", "flatten"]
+
+logger = logging.getLogger(__name__)
+
+TRACKED_PACKAGES = (
+    "rlcore", "rexrag", "anessuite", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
+    "deepspeed", "vllm", "faiss-cpu", "faiss-gpu", "sentence-transformers", "mlflow", "omegaconf", "numpy",
+)
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_PARAM_CHARS = 6000
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<runs root>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _git(args: Sequence[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _gpu_list() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return ";".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001 - provenance must never break a run
+        pass
+    return "none"
+
+
+def provenance(config: Any | None = None, seeds: Sequence[int] = ()) -> dict[str, str]:
+    """Tags that identify exactly what produced a run: code, config, seeds, software and hardware."""
+    tags: dict[str, str] = {}
+    root = repo_root(Path(__file__).resolve().parent) or repo_root()
+    if root is not None:
+        tags["git.sha"] = _git(["rev-parse", "HEAD"], root) or "unknown"
+        status = _git(["status", "--porcelain", "--untracked-files=no"], root)
+        tags["git.dirty"] = "unknown" if status is None else str(bool(status)).lower()
+    else:
+        tags["git.sha"], tags["git.dirty"] = "unknown", "unknown"
+    if config is not None:
+        tags["config.hash"] = config_hash(config)
+    tags["seeds"] = ",".join(str(s) for s in seeds) if seeds else "none"
+    for name in TRACKED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            tags[f"version.{name}"] = metadata.version(name)
+    tags["python.version"] = platform.python_version()
+    try:
+        import torch
+
+        tags["torch.cuda"] = str(torch.version.cuda or "none")
+    except Exception:  # noqa: BLE001
+        tags["torch.cuda"] = "unknown"
+    tags["host.name"] = socket.gethostname()
+    tags["host.cpus"] = str(os.cpu_count())
+    tags["host.gpus"] = _gpu_list()
+    tags["command"] = " ".join(sys.argv)[:_MAX_PARAM_CHARS]
+    return tags
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``; lists are kept as JSON strings."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{full}."))
+        elif isinstance(value, list | tuple):
+            flat[full] = json.dumps(value, default=str)
+        else:
+            flat[full] = value
+    return flat
+
+
+def _to_float(value: Any) -> float | None:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class Run:
+    """An open MLflow run. Use :func:`start_run` to create one."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log all metrics of one step in one call. Non-numeric values are skipped; NaN/inf are kept."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        batch = []
+        for key, value in metrics.items():
+            number = _to_float(value)
+            if number is None:
+                continue
+            batch.append(Metric(key=key, value=number, timestamp=stamp, step=int(step)))
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (flattened) parameters, 100 per call (MLflow's batch limit), long values cut to 6000 chars."""
+        from mlflow.entities import Param
+
+        items = [
+            Param(key, str(value)[:_MAX_PARAM_CHARS])
+            for key, value in flatten(params).items()
+        ]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in tags.items()]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=items[start : start + _MAX_PARAMS_PER_BATCH])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        """Write ``obj`` as JSON (or YAML when ``name`` ends in .yaml) into the run's artifacts."""
+        if name.endswith((".yaml", ".yml")):
+            import yaml
+
+            self.log_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True), name)
+        else:
+            self.log_text(json.dumps(obj, indent=2, default=str, ensure_ascii=False), name)
+
+    @contextlib.contextmanager
+    def child(self, name: str, config: Any | None = None, seeds: Sequence[int] = (),
+              tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
+        """A nested run (e.g. one pipeline stage) under this run, in the same experiment."""
+        with _open_run(self.client, self.experiment_id, name, config, seeds, tags, parent_run_id=self.run_id) as run:
+            yield run
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifact_root = None
+    uri = client.tracking_uri if hasattr(client, "tracking_uri") else tracking_uri()
+    if str(uri).startswith("sqlite:"):
+        artifact_root = (runs_root() / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root)
+    except MlflowException:
+        # another process created it between our lookup and create
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+class _Terminated(BaseException):
+    """Raised inside the main thread when SIGTERM arrives, so the run is closed as KILLED."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        # someone (e.g. the trainer's checkpoint-on-SIGTERM handler) already owns the signal
+        yield
+        return
+
+    def _handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _open_run(client: Any, experiment_id: str, run_name: str | None, config: Any | None, seeds: Sequence[int],
+              tags: Mapping[str, Any] | None, parent_run_id: str | None = None,
+              resume_run_id: str | None = None) -> Iterator[Run]:
+    all_tags = provenance(config, seeds)
+    if tags:
+        all_tags.update({str(k): str(v) for k, v in tags.items()})
+    if parent_run_id is not None:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    if resume_run_id is not None:
+        client.update_run(resume_run_id, status="RUNNING")
+        run = Run(client, resume_run_id, experiment_id)
+        run.set_tags({**all_tags, "resumed": "true"})
+    else:
+        created = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        run = Run(client, created.info.run_id, experiment_id)
+        if config is not None:
+            run.log_params(to_dict(config))
+            run.log_text(to_yaml(config), "config.yaml")
+    status = "FINISHED"
+    try:
+        with _sigterm_as_exception():
+            yield run
+    except (KeyboardInterrupt, _Terminated):
+        status = "KILLED"
+        raise
+    except SystemExit as exit_:
+        status = "FINISHED" if exit_.code in (0, None) else "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        try:
+            client.set_terminated(run.run_id, status=status)
+        except Exception as err:  # noqa: BLE001 - never mask the original error
+            logger.warning("could not close MLflow run %s as %s: %s", run.run_id, status, err)
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str | None = None, config: Any | None = None,
+              seeds: Sequence[int] = (), tags: Mapping[str, Any] | None = None,
+              resume_run_id: str | None = None, uri: str | None = None) -> Iterator[Run]:
+    """Open a top-level run in ``experiment`` (created if missing); close it FINISHED/FAILED/KILLED.
+
+    ``resume_run_id`` re-opens an earlier run (e.g. after resuming from a checkpoint) instead of creating one.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or tracking_uri())
+    experiment_id = _experiment_id(client, experiment)
+    with _open_run(client, experiment_id, run_name, config, seeds, tags, resume_run_id=resume_run_id) as run:
+        yield run
+
+
+def write_results_json(path: str | Path, results: Mapping[str, Any], config: Any | None = None,
+                       seeds: Sequence[int] = ()) -> Path:
+    """Write ``results`` plus a ``provenance`` block atomically (temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**results, "provenance": {**provenance(config, seeds), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    if config is not None:
+        payload["config"] = to_dict(config)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, default=str, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
