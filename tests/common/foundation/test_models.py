@@ -1,0 +1,102 @@
+"""rlcore.models: embedded model resolution, Qwen vocabulary ids, offline hub errors, concurrent cache builds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rlcore.models import (
+    ModelNotFoundError,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model_path,
+    train_bpe_tokenizer,
+)
+
+
+def test_qwen_tokenizer_has_real_ids_and_chat_template():
+    tok = load_tokenizer("qwen2.5-tokenizer")
+    assert tok.convert_tokens_to_ids("<|im_start|>") == 151644
+    assert tok.convert_tokens_to_ids("<|im_end|>") == 151645
+    assert tok.encode("Hello world", add_special_tokens=False) == [9707, 1879]
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Q?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert tok.padding_side == "left" and tok.pad_token == "<|endoftext|>"
+
+
+def test_tiny_qwen2_is_seeded_and_runs():
+    first = load_causal_lm("tiny-qwen2")
+    second = load_causal_lm("tiny-qwen2")
+    assert first.config.vocab_size == 151936 and first.config.hidden_size == 64
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    ids = torch.tensor([[9707, 1879]])
+    logits = first(input_ids=ids).logits
+    assert logits.shape == (1, 2, 151936) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("spec", ["Qwen/Qwen2.5-3B-Instruct", "intfloat/e5-base-v2"])
+def test_hub_id_offline_fails_with_instructions(spec, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model_path(spec)
+    message = str(err.value)
+    assert spec in message and "Pass a local path" in message and "smollm2-135m-instruct" in message
+
+
+def test_missing_local_path_and_file_path(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model_path(tmp_path / "no-such-model")
+    a_file = tmp_path / "weights.bin"
+    a_file.write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="is a file"):
+        resolve_model_path(a_file)
+
+
+def test_concurrent_first_use_builds_once(tmp_path):
+    """Three processes race to build the tokenizer into an empty cache; all succeed, one folder results."""
+    code = "from rlcore.models import resolve_model_path; print(resolve_model_path('qwen2.5-tokenizer'))"
+    env = {"RLCORE_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(outputs)) == 1 and outputs[0] == str(tmp_path / "qwen2.5-tokenizer")
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    assert (tmp_path / "qwen2.5-tokenizer" / ".complete").exists()
+
+
+def test_trained_bpe_tokenizer_round_trips(tmp_path):
+    tok = train_bpe_tokenizer(
+        ["the drug Veltrazine is cleared by the kidney"] * 20, vocab_size=300, out=tmp_path
+    )
+    ids = tok.encode("the drug Veltrazine")
+    assert tok.decode(ids) == "the drug Veltrazine"
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<pad>"
+    assert (tmp_path / "tokenizer.json").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_answers_a_simple_question():
+    tok = load_tokenizer("smollm2-135m-instruct")
+    model = load_causal_lm("smollm2-135m-instruct")
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer
