@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from anessuite.benchmark import detect_layout, load_anesbench, load_items
 from anessuite.mcq import MCQItem, SchemaError, detect_language, normalize_level
 from anessuite.tasks import TaskSpec, load_mcq_file, load_task_spec

@@ -1,0 +1,99 @@
+"""``python -m anessuite <subcommand>``: AnesBench scoring/evaluation, data tools and the Morpheus pipeline.
+
+Subcommands that run a recipe (eval, pipeline, ...) take the shared recipe CLI: ``--config FILE``,
+``--dry-run`` and ``a.b=c`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+
+def _score(argv: Sequence[str]) -> int:
+    from anessuite.score import print_summary, run_score
+
+    parser = argparse.ArgumentParser(prog="anessuite score", description="Re-score saved responses.")
+    parser.add_argument("--benchmark", required=True, help="benchmark JSON/JSONL file or folder of files")
+    parser.add_argument("--responses", required=True, help='JSONL of {"id", "response"} records')
+    parser.add_argument("--out", required=True, help="output folder (results.json, tables, chart)")
+    parser.add_argument("--task", default="anesbench", help="task format (see `anessuite tasks`)")
+    parser.add_argument("--task-spec", default=None, help="YAML TaskSpec for a format not in the registry")
+    parser.add_argument(
+        "--languages", default=None, help="comma list, e.g. en,zh (bilingual layout default: en)"
+    )
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="score only the items that have responses"
+    )
+    parser.add_argument(
+        "--bootstrap-iters", type=int, default=1000, help="bootstrap replicates for the 95%% CIs"
+    )
+    parser.add_argument(
+        "--model-name", default=None, help="row label in the tables (default: responses file stem)"
+    )
+    args = parser.parse_args(list(argv))
+    languages = args.languages.split(",") if args.languages else None
+    results = run_score(
+        args.benchmark,
+        args.responses,
+        args.out,
+        task=args.task,
+        languages=languages,
+        task_spec=args.task_spec,
+        allow_partial=args.allow_partial,
+        bootstrap_iters=args.bootstrap_iters,
+        model_name=args.model_name,
+    )
+    print(print_summary(results))
+    return 0
+
+
+def _tasks(argv: Sequence[str]) -> int:
+    from anessuite.tasks import TASKS
+
+    argparse.ArgumentParser(
+        prog="anessuite tasks", description="List registered MCQ task formats."
+    ).parse_args(argv)
+    print("anesbench: AnesBench, layout detected per file (original bilingual or 2026 per-language files)")
+    for name, spec in sorted(TASKS.items()):
+        print(f"{name}: {spec.description}")
+    return 0
+
+
+def _recipe(module: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        import importlib
+
+        return int(importlib.import_module(module).main(list(argv)) or 0)
+
+    return run
+
+
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "score": (_score, "re-score saved responses -> results.json, tables, chart"),
+    "tasks": (_tasks, "list the registered MCQ task formats"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rlcore.logging_utils import setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = ["usage: python -m anessuite <subcommand> [args]", "", "subcommands:"]
+        lines += [f"  {name:<22} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+        print("\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown subcommand '{argv[0]}'", file=sys.stderr)
+            return 2
+        return 0
+    setup_logging()
+    handler, _ = COMMANDS[argv[0]]
+    return handler(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
