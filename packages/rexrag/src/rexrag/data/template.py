@@ -1,0 +1,67 @@
+"""The search-agent prompt: our own wording of the Search-R1 tag protocol, configurable.
+
+The protocol is fixed (``<think>``, ``<search>``, ``<information>``, ``<answer>``); the wording is not, so a user can
+load the exact template a checkpoint was trained with (``template_file`` in the data config). A template is any
+string with one ``{question}`` placeholder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_TEMPLATE = (
+    "Answer the question below. Whenever you receive new information, reason about it inside <think> and </think>. "
+    "If you lack some knowledge, query the search engine by writing <search> your query </search>; its top results "
+    "will come back between <information> and </information>. You may search as many times as you need. When you "
+    "are done, give only the final short answer inside <answer> and </answer>, without explanation, for example "
+    "<answer> Lisbon </answer>. Question: {question}\n"
+)
+
+
+class TemplateError(ValueError):
+    """A prompt template lacks the ``{question}`` placeholder or cannot be read."""
+
+
+def normalize_question(question: str) -> str:
+    """Strip whitespace and end with a question mark (as Search-R1's preprocessing does)."""
+    question = question.strip()
+    if question and not question.endswith("?"):
+        question += "?"
+    return question
+
+
+def load_template(template: str | None = None, template_file: str | None = None) -> str:
+    """Return the template text: ``template_file`` if given, else ``template``, else :data:`DEFAULT_TEMPLATE`."""
+    if template_file:
+        path = Path(template_file)
+        if not path.is_file():
+            raise TemplateError(f"template file not found: {path}")
+        template = path.read_text(encoding="utf-8")
+        source = str(path)
+    else:
+        source = "data.template"
+    template = template or DEFAULT_TEMPLATE
+    if "{question}" not in template:
+        raise TemplateError(f"{source}: the template must contain a '{{question}}' placeholder")
+    return template
+
+
+def render_prompt(question: str, template: str = DEFAULT_TEMPLATE) -> str:
+    """The user message for one question (placeholder substitution only, so braces elsewhere are safe)."""
+    return template.replace("{question}", normalize_question(question))
+
+
+def chat_prompt_ids(tokenizer, user_message: str, use_chat_template: bool = True) -> list[int]:
+    """Token ids of the rollout prompt.
+
+    With ``use_chat_template`` (the official behaviour, applied to base models too) the user message goes through
+    the tokenizer's chat template with the generation prompt appended; otherwise the raw text is encoded.
+    """
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+    return list(tokenizer.encode(user_message, add_special_tokens=False))
