@@ -189,46 +189,46 @@ def corpus_passages(world: World) -> list[dict]:
 
 def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, str, list[str]]]]]:
     """Per family, functions subject -> (question, answer, hop entities). Subjects: people or orgs (or cities)."""
-    P, O, C = world.people, world.orgs, world.cities
+    people, orgs, cities = world.people, world.orgs, world.cities
     one = [
-        ("person", lambda p: (f"Where was {p} born?", P[p]["birth_city"], [p])),
-        ("person", lambda p: (f"Which organization does {p} work for?", P[p]["employer"], [p])),
-        ("person", lambda p: (f"In which year was {p} born?", str(P[p]["birth_year"]), [p])),
-        ("org", lambda o: (f"Who founded {o}?", O[o]["founder"], [o])),
-        ("org", lambda o: (f"In which city is {o} headquartered?", O[o]["headquarters"], [o])),
-        ("city", lambda c: (f"Which country is {c} in?", C[c]["country"], [c])),
+        ("person", lambda p: (f"Where was {p} born?", people[p]["birth_city"], [p])),
+        ("person", lambda p: (f"Which organization does {p} work for?", people[p]["employer"], [p])),
+        ("person", lambda p: (f"In which year was {p} born?", str(people[p]["birth_year"]), [p])),
+        ("org", lambda o: (f"Who founded {o}?", orgs[o]["founder"], [o])),
+        ("org", lambda o: (f"In which city is {o} headquartered?", orgs[o]["headquarters"], [o])),
+        ("city", lambda c: (f"Which country is {c} in?", cities[c]["country"], [c])),
     ]
     two = [
         (
             "person",
             lambda p: (
                 f"In which country was {p} born?",
-                C[P[p]["birth_city"]]["country"],
-                [p, P[p]["birth_city"]],
+                cities[people[p]["birth_city"]]["country"],
+                [p, people[p]["birth_city"]],
             ),
         ),
         (
             "person",
             lambda p: (
                 f"Who founded the organization that {p} works for?",
-                O[P[p]["employer"]]["founder"],
-                [p, P[p]["employer"]],
+                orgs[people[p]["employer"]]["founder"],
+                [p, people[p]["employer"]],
             ),
         ),
         (
             "org",
             lambda o: (
                 f"In which country is {o} headquartered?",
-                C[O[o]["headquarters"]]["country"],
-                [o, O[o]["headquarters"]],
+                cities[orgs[o]["headquarters"]]["country"],
+                [o, orgs[o]["headquarters"]],
             ),
         ),
         (
             "org",
             lambda o: (
                 f"Where was the founder of {o} born?",
-                P[O[o]["founder"]]["birth_city"],
-                [o, O[o]["founder"]],
+                people[orgs[o]["founder"]]["birth_city"],
+                [o, orgs[o]["founder"]],
             ),
         ),
     ]
@@ -237,16 +237,16 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
             "org",
             lambda o: (
                 f"In which country was the founder of {o} born?",
-                C[P[O[o]["founder"]]["birth_city"]]["country"],
-                [o, O[o]["founder"], P[O[o]["founder"]]["birth_city"]],
+                cities[people[orgs[o]["founder"]]["birth_city"]]["country"],
+                [o, orgs[o]["founder"], people[orgs[o]["founder"]]["birth_city"]],
             ),
         ),
         (
             "person",
             lambda p: (
                 f"In which country is the organization that {p} works for headquartered?",
-                C[O[P[p]["employer"]]["headquarters"]]["country"],
-                [p, P[p]["employer"], O[P[p]["employer"]]["headquarters"]],
+                cities[orgs[people[p]["employer"]]["headquarters"]]["country"],
+                [p, people[p]["employer"], orgs[people[p]["employer"]]["headquarters"]],
             ),
         ),
     ]
