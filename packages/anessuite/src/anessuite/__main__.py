@@ -74,6 +74,7 @@ def _recipe(module: str) -> Callable[[Sequence[str]], int]:
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "score": (_score, "re-score saved responses -> results.json, tables, chart"),
+    "eval": (_recipe("anessuite.evaluate"), "evaluate a model (hf | vllm | openai backend), resumable"),
     "tasks": (_tasks, "list the registered MCQ task formats"),
 }
 

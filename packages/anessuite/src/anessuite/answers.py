@@ -2,9 +2,10 @@
 
 The letter cascade itself (EN/ZH patterns, negations, boxed/bold answers, abstention) lives in
 ``rlcore.rewards.extract_choice`` so that evaluation and the GRPO reward agree on what counts as an answer.
-AnesBench responses often name the option's *text* instead of its letter ("the answer is naloxone"); the
-shared extractor sees no letter there and abstains, so this module adds one benchmark-aware step after it:
-if the response's final sentence states exactly one option text, that option is the answer. Unlike the
+AnesBench responses often name the option's *text* instead of its letter ("the answer is naloxone"). The
+option texts are passed to the shared extractor when it accepts them; with an extractor that does not, this
+module adds one benchmark-aware step after it: if the response's final sentence states exactly one option
+text (and is not negated), that option is the answer. Unlike the
 official evaluator (spec section 3.5) nothing is rewritten inside the reasoning and there is no fuzzy
 fallback, so an unclear response abstains instead of being mapped to an arbitrary letter.
 """
@@ -74,7 +75,7 @@ def extract_prediction(text: str, item: MCQItem) -> str | None:
         )
     else:
         letter = extract_choice(text, num_choices=item.num_choices, lang=item.language)
-    if letter is None:
+    if letter is None and not accepts_options:
         letter = option_text_answer(text, item)
     if letter is not None and letter not in item.letters:
         return None

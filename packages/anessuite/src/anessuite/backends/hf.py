@@ -1,0 +1,157 @@
+"""In-process Hugging Face backend: chat template -> token ids -> batched greedy decoding (rlcore HFBackend),
+plus log-likelihood scoring of option letters (one forward pass per batch of questions)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anessuite.backends import Completion, Messages
+from anessuite.cache import model_fingerprint
+
+__all__ = ["HFChatBackend", "encode_chat"]
+
+logger = logging.getLogger(__name__)
+
+
+def encode_chat(tokenizer: Any, messages: Messages, assistant_prefix: str = "") -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's chat template with the assistant turn opened,
+    followed by ``assistant_prefix``. Without a chat template: the contents joined by blank lines."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        text = "\n\n".join(message["content"] for message in messages) + "\n\n"
+    return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
+
+
+def _torch_dtype(name: str) -> torch.dtype | None:
+    if name == "auto":
+        return None
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError as err:
+        raise ValueError(f"backend.dtype must be auto, float32, bfloat16 or float16, got {name!r}") from err
+
+
+class HFChatBackend:
+    """Batched greedy chat completions with a transformers model (see ``rlcore.generation.HFBackend``).
+
+    Conversations are sorted by prompt length and cut into batches of ``batch_size``; each finished batch is
+    yielded at once so the caller can cache it.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str | Path,
+        batch_size: int = 16,
+        dtype: str = "auto",
+        device: str | None = None,
+        model_obj: Any = None,
+        tokenizer: Any = None,
+    ):
+        from rlcore.generation import HFBackend
+        from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
+
+        self.model_spec = str(model)
+        self.model_dir = resolve_model_path(model) if model_obj is None else None
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, padding_side="left")
+        self.model = (
+            model_obj
+            if model_obj is not None
+            else load_causal_lm(model, dtype=_torch_dtype(dtype), device=device)
+        )
+        self.model.eval()
+        self.batch_size = batch_size
+        self.generator = HFBackend(self.model, self.tokenizer, batch_size=batch_size)
+
+    def fingerprint(self) -> str:
+        if self.model_dir is None:
+            raise ValueError("an in-memory model has no fingerprint; save it and pass its folder")
+        return model_fingerprint(self.model_dir)
+
+    def complete(
+        self, conversations: Sequence[Messages], max_new_tokens: int
+    ) -> Iterator[tuple[int, Completion]]:
+        from rlcore.generation import SamplingParams
+
+        prompts = [encode_chat(self.tokenizer, messages) for messages in conversations]
+        order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
+        params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            generations = self.generator.generate([prompts[i] for i in chunk], params)
+            for index, generation in zip(chunk, generations):
+                yield (
+                    index,
+                    Completion(
+                        text=generation.text,
+                        num_tokens=len(generation.token_ids),
+                        finish_reason=generation.finish_reason,
+                    ),
+                )
+
+    def _continuations(self, prefix: str, letters: Sequence[str]) -> list[list[int]]:
+        """Token ids each letter adds after the answer prefix (a space after an ASCII prefix like "Answer:")."""
+        separator = " " if prefix and prefix[-1].isascii() and not prefix[-1].isspace() else ""
+        out = []
+        for letter in letters:
+            full = self.tokenizer.encode(prefix + separator + letter, add_special_tokens=False)
+            prefix_only = self.tokenizer.encode(prefix, add_special_tokens=False)
+            if full[: len(prefix_only)] != prefix_only:
+                raise ValueError(f"tokenizer merges the answer prefix {prefix!r} with the letter {letter!r}")
+            out.append(full[len(prefix_only) :])
+        return out
+
+    @torch.inference_mode()
+    def _sequence_logprobs(self, sequences: list[list[int]], continuation_lengths: list[int]) -> list[float]:
+        """Sum of log p(continuation token | everything before) for each sequence; the continuation is the
+        last ``continuation_lengths[i]`` tokens. Left-padded batch, position ids follow the mask."""
+        device = next(self.model.parameters()).device
+        width = max(len(seq) for seq in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros_like(input_ids)
+        for row, seq in enumerate(sequences):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, device=device)
+            mask[row, width - len(seq) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # (batch, width-1, vocab): predicts token t+1
+        targets = input_ids[:, 1:]
+        token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, width-1)
+        return [
+            float(token_logprobs[row, width - 1 - n :].sum()) for row, n in enumerate(continuation_lengths)
+        ]
+
+    def score_letters(
+        self, conversations: Sequence[Messages], prefixes: Sequence[str], letters: Sequence[Sequence[str]]
+    ) -> Iterator[tuple[int, dict[str, float]]]:
+        """log p(letter | prompt, answer prefix) for every option letter of every conversation.
+
+        Each (question, letter) pair is one sequence ``prompt + prefix + letter``; batches hold ``batch_size``
+        sequences. Yields ``(index, {letter: log-prob})`` per conversation.
+        """
+        pairs: list[tuple[int, str, list[int], int]] = []
+        for index, (messages, prefix, option_letters) in enumerate(zip(conversations, prefixes, letters)):
+            prompt = encode_chat(self.tokenizer, messages, assistant_prefix=prefix)
+            for letter, continuation in zip(option_letters, self._continuations(prefix, option_letters)):
+                pairs.append((index, letter, prompt + continuation, len(continuation)))
+        pairs.sort(key=lambda pair: (len(pair[2]), pair[0]))
+        scores: dict[int, dict[str, float]] = {}
+        remaining = {index: len(option_letters) for index, option_letters in enumerate(letters)}
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start : start + self.batch_size]
+            values = self._sequence_logprobs([seq for _, _, seq, _ in chunk], [n for *_, n in chunk])
+            for (index, letter, _, _), value in zip(chunk, values):
+                scores.setdefault(index, {})[letter] = value
+                remaining[index] -= 1
+                if remaining[index] == 0:
+                    yield index, scores.pop(index)

@@ -1,0 +1,288 @@
+"""Evaluation harness: OpenAI-compatible backend against a local fake server, resumable cache, model isolation,
+in-process HF backend on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from anessuite.backends import Completion
+from anessuite.backends.openai_compat import OpenAIChatBackend, ServerError
+from anessuite.cache import ResponseCache
+from anessuite.evaluate import EvalConfig, run_eval
+from anessuite.mcq import MCQItem
+
+OPTIONS = (("A", "alpha"), ("B", "beta"), ("C", "gamma"), ("D", "delta"))
+
+
+def _items():
+    # gold letters: en q0..q3 = A, B, C, D; zh z0, z1 = B, C
+    items = [
+        MCQItem(
+            id=f"q{i}",
+            question=f"English question {i}?",
+            options=OPTIONS,
+            answer="ABCD"[i],
+            language="en",
+            level=("system1", "system1", "system1.x", "system2")[i],
+        )
+        for i in range(4)
+    ]
+    items += [
+        MCQItem(
+            id=f"z{i}",
+            question=f"中文问题{i}？",
+            options=OPTIONS,
+            answer="BC"[i],
+            language="zh",
+            level="system1",
+        )
+        for i in range(2)
+    ]
+    return items
+
+
+def _write_bench(path):
+    path.write_text(json.dumps([item.to_record() for item in _items()], ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+class FakeServer:
+    """OpenAI-style /v1/chat/completions on 127.0.0.1 with scripted failures and an in-flight counter."""
+
+    def __init__(self, answers: dict[str, str], delay_s: float = 0.05):
+        self.answers = answers
+        self.delay_s = delay_s
+        self.attempts: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                user = body["messages"][-1]["content"]
+                with server.lock:
+                    server.attempts[user] = server.attempts.get(user, 0) + 1
+                    attempt = server.attempts[user]
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                time.sleep(server.delay_s)
+                with server.lock:
+                    server.in_flight -= 1
+                if "TOOLONG" in user:
+                    return self._send(400, {"error": "prompt is longer than the context"})
+                if "DEAD" in user or ("FLAKY" in user and attempt == 1):
+                    return self._send(503, {"error": "overloaded"})
+                letter = next((v for k, v in server.answers.items() if k in user), "A")
+                self._send(
+                    200,
+                    {
+                        "choices": [
+                            {
+                                "message": {"role": "assistant", "content": f"Reasoning.\nAnswer: {letter}"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"completion_tokens": 5},
+                    },
+                )
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _conv(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_openai_backend_concurrency_retries_and_4xx():
+    with FakeServer({}) as server:
+        backend = OpenAIChatBackend(server.url, "m", concurrency=4, backoff_s=0.01, max_retries=2)
+        conversations = [_conv(f"plain {i}") for i in range(8)] + [_conv("FLAKY one"), _conv("TOOLONG one")]
+        results = dict(backend.complete(conversations, max_new_tokens=16))
+        backend.close()
+    assert sorted(results) == list(range(10))
+    assert results[0].text.endswith("Answer: A") and results[0].num_tokens == 5
+    assert 2 <= server.max_in_flight <= 4  # requests overlap, but never more than `concurrency`
+    assert server.attempts["FLAKY one"] == 2 and results[8].error is None  # one 503, then success
+    assert server.attempts["TOOLONG one"] == 1  # a 400 is final: not retried
+    assert results[9].error.startswith("HTTP 400") and results[9].text == ""
+
+
+def test_openai_backend_bounded_retries():
+    with FakeServer({}, delay_s=0.0) as server:
+        backend = OpenAIChatBackend(server.url, "m", concurrency=1, backoff_s=0.001, max_retries=2)
+        with pytest.raises(ServerError, match="after 2 retries"):
+            list(backend.complete([_conv("DEAD")], max_new_tokens=4))
+    assert server.attempts["DEAD"] == 3  # first try + 2 retries, then give up (the official loop never stops)
+
+
+def test_eval_through_server_end_to_end_and_cached_rerun(tmp_path):
+    bench = _write_bench(tmp_path / "bench.json")
+    # the server answers correctly on q0, q1, z0 and wrongly on q2, q3, z1 (everything else -> "A")
+    answers = {
+        "English question 0": "A",
+        "English question 1": "B",
+        "English question 2": "D",
+        "English question 3": "A",
+        "中文问题0": "B",
+        "中文问题1": "D",
+    }
+    cfg = EvalConfig(
+        model="served-model",
+        benchmark=str(bench),
+        out_dir=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        bootstrap_iters=20,
+        track=True,
+    )
+    cfg.backend.kind = "openai"
+    cfg.backend.concurrency = 3
+    with FakeServer(answers, delay_s=0.0) as server:
+        cfg.backend.base_url = server.url
+        results = run_eval(cfg)
+        requests_first = sum(server.attempts.values())
+        again = run_eval(EvalConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "out2")}))
+        assert sum(server.attempts.values()) == requests_first == 6  # the re-run is served from the cache
+    # EN: 2/4 = 0.5 (sys1 2/2 = 1, sys1.x 0/1, sys2 0/1); ZH: 1/2 = 0.5; avg (0.5 + 0.5) / 2 = 0.5
+    en = results["by_language"]["en"]
+    assert (en["total"], en["system1"], en["system1.x"], en["system2"]) == (0.5, 1.0, 0.0, 0.0)
+    assert results["by_language"]["zh"]["total"] == 0.5 and results["avg"] == 0.5
+    assert again["by_language"] == results["by_language"]
+    assert (tmp_path / "out" / "table.md").exists() and (tmp_path / "out" / "responses.jsonl").exists()
+
+
+class ScriptedChat:
+    """A ChatBackend that answers from a question -> letter map, can crash after N answers, and records calls."""
+
+    name = "scripted"
+
+    def __init__(self, fingerprint="fp-a", crash_after=None):
+        self._fingerprint = fingerprint
+        self.crash_after = crash_after
+        self.asked: list[str] = []
+
+    def fingerprint(self):
+        return self._fingerprint
+
+    def complete(self, conversations, max_new_tokens):
+        for index, conversation in enumerate(conversations):
+            if self.crash_after is not None and len(self.asked) >= self.crash_after:
+                raise RuntimeError("simulated crash")
+            user = conversation[-1]["content"]
+            self.asked.append(user)
+            yield index, Completion(text="Answer: B", num_tokens=3, finish_reason="stop")
+
+
+def test_cache_resume_after_crash_and_torn_line(tmp_path):
+    bench = _write_bench(tmp_path / "bench.json")
+    cfg = EvalConfig(
+        model="m",
+        model_name="m",
+        benchmark=str(bench),
+        cache_dir=str(tmp_path / "cache"),
+        out_dir=str(tmp_path / "out"),
+        bootstrap_iters=0,
+        track=False,
+    )
+    crashing = ScriptedChat(crash_after=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_eval(cfg, backend=crashing)
+    (cache_file,) = (tmp_path / "cache").glob("*.jsonl")
+    assert len(cache_file.read_text().splitlines()) == 3  # everything answered before the crash is on disk
+    with open(cache_file, "a") as handle:
+        handle.write('{"key": "en/q3", "resp')  # a write torn by the crash
+    resumed = ScriptedChat()
+    results = run_eval(cfg, backend=resumed)
+    assert len(resumed.asked) == 3  # only the 3 missing questions are asked again
+    assert results["overall"]["n"] == 6
+    # every response says B: gold B for q1 and z0 -> EN 1/4 = 0.25, ZH 1/2 = 0.5
+    assert results["by_language"]["en"]["total"] == 0.25 and results["by_language"]["zh"]["total"] == 0.5
+
+
+def test_two_models_never_share_a_cache(tmp_path):
+    bench = _write_bench(tmp_path / "bench.json")
+    cfg = EvalConfig(
+        model="m",
+        model_name="same-name",
+        benchmark=str(bench),
+        cache_dir=str(tmp_path / "cache"),
+        out_dir=str(tmp_path / "o"),
+        bootstrap_iters=0,
+        track=False,
+    )
+    first, second = ScriptedChat("weights-1"), ScriptedChat("weights-2")
+    run_eval(cfg, backend=first)
+    run_eval(EvalConfig(**{**cfg.__dict__}), backend=second)
+    assert len(first.asked) == len(second.asked) == 6  # same name, different weights: nothing reused
+    assert len(list((tmp_path / "cache").glob("*.jsonl"))) == 2
+    cache = ResponseCache(tmp_path / "cache", "same-name", "weights-1", "b", "c")
+    (other,) = [p for p in (tmp_path / "cache").glob("*.jsonl")][:1]
+    cache.path = other  # point at a file written under a different key
+    with pytest.raises(ValueError, match="refusing to mix"):
+        cache.load()
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    from anessuite.backends.hf import HFChatBackend
+
+    return HFChatBackend("tiny-qwen2", batch_size=4, dtype="float32")
+
+
+def test_hf_backend_batched_equals_one_by_one(tiny_backend):
+    conversations = [_conv("short"), _conv("a somewhat longer prompt here"), _conv("mid length one")]
+    batched = dict(tiny_backend.complete(conversations, max_new_tokens=6))
+    tiny_backend.batch_size = tiny_backend.generator.batch_size = 1
+    try:
+        single = dict(tiny_backend.complete(conversations, max_new_tokens=6))
+    finally:
+        tiny_backend.batch_size = tiny_backend.generator.batch_size = 4
+    assert [batched[i].text for i in range(3)] == [single[i].text for i in range(3)]
+    assert all(batched[i].num_tokens <= 6 for i in range(3))
+
+
+def test_hf_loglik_letters_batched_equals_one_by_one(tiny_backend):
+    item = _items()[0]
+    from anessuite.prompts import PromptConfig, build_direct_messages
+
+    messages, prefix = build_direct_messages(item, PromptConfig())
+    conversations = [messages, _conv("other question")]
+    batched = dict(tiny_backend.score_letters(conversations, [prefix, "Answer:"], [item.letters, ["A", "B"]]))
+    tiny_backend.batch_size = 1
+    try:
+        single = dict(
+            tiny_backend.score_letters(conversations, [prefix, "Answer:"], [item.letters, ["A", "B"]])
+        )
+    finally:
+        tiny_backend.batch_size = 4
+    assert sorted(batched[0]) == ["A", "B", "C", "D"] and sorted(batched[1]) == ["A", "B"]
+    for index in (0, 1):
+        for letter, value in batched[index].items():
+            assert value < 0 and value == pytest.approx(single[index][letter], abs=1e-4)
