@@ -1,0 +1,104 @@
+"""``python -m rexrag <subcommand>``: the REX-RAG command line.
+
+Subcommands:
+    eval        re-score a predictions JSONL -> {"average_em", "by_source": {src: {"em", "f1", "n"}}}
+    table       merge several eval JSONs into the paper-layout table (markdown / CSV / JSON)
+    make-world  write the synthetic knowledge world (corpus + questions in FlashRAG and Search-R1 layouts)
+    sft         supervised warm-up on synthetic search demonstrations (--config FILE, a.b=c overrides)
+    train       GRPO (Search-R1 baseline) or REX-RAG training (--config FILE, a.b=c overrides)
+    evaluate    greedy multi-turn evaluation of a model on QA files (--config FILE, a.b=c overrides)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rexrag.evaluation import format_markdown, read_predictions, score_records
+
+    result = score_records(read_predictions(args.predictions))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(format_markdown({args.name: result}), end="")
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from rexrag.evaluation import format_markdown, write_tables
+
+    results = {}
+    for item in args.results:
+        name, _, path = item.rpartition("=")
+        results[name or Path(path).stem] = json.loads(Path(path).read_text(encoding="utf-8"))
+    write_tables(results, args.out_dir, args.stem)
+    print(format_markdown(results), end="")
+    return 0
+
+
+def _cmd_make_world(args: argparse.Namespace) -> int:
+    from rexrag.data.world import WorldConfig, write_world
+    from rlcore.config import load_config
+
+    cfg = load_config(WorldConfig, args.config, args.overrides)
+    paths = write_world(cfg, args.out)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _recipe(name: str, argv: list[str]) -> int:
+    if name == "train":
+        from rexrag.recipes.train import main as recipe_main
+    elif name == "sft":
+        from rexrag.recipes.sft import main as recipe_main
+    else:
+        from rexrag.recipes.evaluate import main as recipe_main
+    return recipe_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in ("train", "sft", "evaluate"):
+        return _recipe(argv[0], argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="rexrag", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_eval = sub.add_parser("eval", help="re-score a predictions JSONL")
+    p_eval.add_argument(
+        "--predictions", required=True, help="JSONL of {data_source, golden_answers, prediction}"
+    )
+    p_eval.add_argument("--out", required=True, help="output JSON path")
+    p_eval.add_argument("--name", default="predictions", help="row name in the printed table")
+    p_eval.set_defaults(func=_cmd_eval)
+    p_table = sub.add_parser("table", help="paper-layout table from eval JSONs")
+    p_table.add_argument(
+        "results", nargs="+", help="NAME=path/to/eval.json (or a path; the stem names the row)"
+    )
+    p_table.add_argument("--out-dir", required=True)
+    p_table.add_argument("--stem", default="table")
+    p_table.set_defaults(func=_cmd_table)
+    p_world = sub.add_parser("make-world", help="write the synthetic knowledge world")
+    p_world.add_argument("--out", required=True, help="output folder")
+    p_world.add_argument("--config", default=None, help="YAML with WorldConfig fields")
+    p_world.add_argument("overrides", nargs="*", help="WorldConfig overrides, e.g. seed=3 num_people=500")
+    p_world.set_defaults(func=_cmd_make_world)
+    for name in ("sft", "train", "evaluate"):
+        sub.add_parser(name, help=f"{name} recipe (--config FILE [--dry-run] a.b=c ...)")
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
