@@ -99,9 +99,11 @@ class _Common:
 class RetrievalClient(_Common):
     """Blocking client: ``search``, ``health``, ``wait_until_ready``. Reuses one HTTP connection pool."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", **kwargs):
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", transport: httpx.BaseTransport | None = None, **kwargs
+    ):
         super().__init__(url, **kwargs)
-        self._http = httpx.Client(timeout=self.timeout, headers=self.headers)
+        self._http = httpx.Client(timeout=self.timeout, headers=self.headers, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -164,11 +166,19 @@ class RetrievalClient(_Common):
 class AsyncRetrievalClient(_Common):
     """asyncio client: ``await search(...)``; batches of one call run concurrently (``max_concurrency``)."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", max_concurrency: int = 8, **kwargs):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        max_concurrency: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs,
+    ):
         super().__init__(url, **kwargs)
         self.max_concurrency = max_concurrency
-        limits = httpx.Limits(max_connections=max(max_concurrency, 1) * 2)
-        self._http = httpx.AsyncClient(timeout=self.timeout, headers=self.headers, limits=limits)
+        limits = httpx.Limits(max_connections=max(100, 2 * max_concurrency))
+        self._http = httpx.AsyncClient(
+            timeout=self.timeout, headers=self.headers, limits=limits, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

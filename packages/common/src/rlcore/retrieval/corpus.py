@@ -9,7 +9,6 @@ A malformed record raises :class:`CorpusFormatError` naming the file and the 1-b
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -60,16 +59,11 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, str]]:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as raw:
-        stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
-        line_number = 0
-        while True:
+        for line_number, raw_line in enumerate(raw, start=1):  # bytes per line: errors name the exact line
             try:
-                line = stream.readline()
+                line = raw_line.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise CorpusFormatError(f"{path}:{line_number + 1}: invalid UTF-8 ({err.reason})") from err
-            if not line:
-                break
-            line_number += 1
+                raise CorpusFormatError(f"{path}:{line_number}: invalid UTF-8 ({err.reason})") from err
             if not line.strip():
                 continue
             try:

@@ -1,0 +1,273 @@
+"""Retrieval HTTP server (FastAPI + uvicorn), wire-compatible with Search-R1's ``retrieval_server.py``.
+
+    python -m rlcore.retrieval.server --index runs/indexes/wiki --kind flat --port 8000
+
+Endpoints: ``POST /retrieve`` (see ``protocol``), ``GET /health`` (200 only once the index is loaded, 503
+while loading), ``GET /metrics`` (Prometheus text). ``--mode batched`` (default) merges concurrent requests
+into one encode + search (``batching.MicroBatcher``); ``--mode naive`` runs each request on its own in a
+thread pool (one request = one encode + one search), the design of Search-R1's server, kept for benchmarks.
+
+Binds 127.0.0.1 unless ``--host`` says otherwise. If the environment variable named by ``--token-env``
+(default ``RLCORE_RETRIEVER_TOKEN``) is set, ``/retrieve`` and ``/metrics`` need ``Authorization: Bearer
+<token>``. SIGINT/SIGTERM stop accepting connections, finish queued requests, then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .batching import Metrics, MicroBatcher, Overloaded
+from .client import TOKEN_ENV
+from .dense import DenseParams
+from .protocol import ApiError, Limits, encode_results, error_body, parse_retrieve
+
+__all__ = ["ServerConfig", "create_app", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerConfig:
+    """Settings of one retrieval server."""
+
+    index: str = ""  # index folder built by rlcore.retrieval.build
+    kind: str = "flat"  # flat | hnsw | ivfpq | bm25 | hybrid
+    host: str = "127.0.0.1"  # bind address (0.0.0.0 only on a trusted network)
+    port: int = 8000  # TCP port
+    mode: str = "batched"  # batched (micro-batching) | naive (one request = one search)
+    device: str = "auto"  # query encoder device
+    gpu: bool = False  # move Flat/IVF FAISS indexes to all visible GPUs (fp16, sharded)
+    mmap: bool = False  # map the index file instead of reading it (less RAM, slower first queries)
+    max_batch_queries: int = 256  # most queries merged into one encode + search
+    max_wait_ms: float = 1.0  # how long an idle batcher waits for company before searching
+    max_queue_queries: int = 4096  # queued + in-flight queries before 503
+    retry_after_s: int = 1  # Retry-After header on 503
+    ef_search: int = 128  # HNSW search breadth
+    nprobe: int = 32  # IVF cells probed per query
+    token_env: str = TOKEN_ENV  # environment variable holding the bearer token (unset -> no auth)
+    limits: Limits = field(default_factory=Limits)  # request validation limits
+
+
+class _State:
+    def __init__(self) -> None:
+        self.status = "loading"  # loading | ok | error | shutting_down
+        self.error: str | None = None
+        self.retriever = None
+        self.info: dict[str, Any] = {}
+
+
+def create_app(config: ServerConfig, retriever=None):
+    """Build the FastAPI app. With ``retriever`` given it serves that object at once (tests, embedding);
+    otherwise the index named in ``config`` loads in a background thread after start-up."""
+    state, metrics = _State(), Metrics()
+    token = os.environ.get(config.token_env) or None
+
+    def process_batch(batch: list[tuple[list[str], int, object]]) -> list[bytes]:
+        """Worker-thread side: one search per distinct topk over all queries of the batch."""
+        retriever = state.retriever
+        out: list[bytes | None] = [None] * len(batch)
+        for topk in sorted({topk for _, topk, _ in batch}):
+            members = [i for i, (_, k, _) in enumerate(batch) if k == topk]
+            queries = [q for i in members for q in batch[i][0]]
+            scores, rows = retriever.search_rows(queries, topk)
+            start = 0
+            for i in members:
+                n = len(batch[i][0])
+                out[i] = encode_results(
+                    retriever.store, scores[start : start + n], rows[start : start + n], batch[i][2]
+                )
+                start += n
+        return out
+
+    batcher = MicroBatcher(
+        process_batch,
+        config.max_batch_queries,
+        config.max_wait_ms / 1000.0,
+        config.max_queue_queries,
+        metrics,
+    )
+
+    def load() -> None:
+        from .retriever import load_retriever
+
+        try:
+            started = time.perf_counter()
+            params = DenseParams(ef_search=config.ef_search, nprobe=config.nprobe)
+            state.retriever = load_retriever(
+                config.index,
+                kind=config.kind,
+                device=config.device,
+                params=params,
+                gpu=config.gpu,
+                mmap=config.mmap,
+            )
+            state.retriever.search_rows(["warm-up query"], 1)  # first call pays lazy initialisation
+            state.info = {"index": config.index, "load_seconds": round(time.perf_counter() - started, 2)}
+            state.status = "ok"
+            logger.info(
+                "index ready: %s (%s, %d passages) in %.1fs",
+                config.index,
+                config.kind,
+                len(state.retriever),
+                time.perf_counter() - started,
+            )
+        except Exception as err:  # reported by /health; the process stays up so the error is visible
+            logger.exception("failed to load index %s", config.index)
+            state.status, state.error = "error", f"{type(err).__name__}: {err}"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        if retriever is not None:
+            state.retriever, state.status = retriever, "ok"
+        else:
+            threading.Thread(target=load, name="retrieval-load", daemon=True).start()
+        yield
+        state.status = "shutting_down"
+        await batcher.close()
+
+    app = FastAPI(title="rlcore retrieval", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return Response(
+            error_body(message), status_code=status, media_type="application/json", headers=headers
+        )
+
+    def authorised(request: Request) -> bool:
+        if token is None:
+            return True
+        header = request.headers.get("authorization", "")
+        return header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode())
+
+    def unavailable(message: str) -> Response:
+        return error(503, message, {"Retry-After": str(config.retry_after_s)})
+
+    async def answer(request: Request) -> tuple[Response, int]:
+        if not authorised(request):
+            return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}), 0
+        if state.status != "ok":
+            return unavailable(f"index not ready (status: {state.status})"), 0
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > config.limits.max_body_bytes:
+            message = f"request body of {length} bytes exceeds the limit of {config.limits.max_body_bytes}"
+            return error(413, message), 0
+        try:
+            parsed = parse_retrieve(await request.body(), config.limits)
+        except ApiError as err:
+            return error(err.status, err.message, err.headers), 0
+        if config.mode == "naive":
+            # like a sync FastAPI endpoint (Search-R1): each request searches alone in the 40-thread pool
+            batch = [(parsed.queries, parsed.topk, parsed.return_scores)]
+            body = (await run_in_threadpool(process_batch, batch))[0]
+        else:
+            try:
+                future = batcher.submit(parsed.queries, parsed.topk, parsed.return_scores)
+            except Overloaded as err:
+                return unavailable(f"overloaded: {err}; retry later"), 0
+            body = await future
+        return Response(body, media_type="application/json"), len(parsed.queries)
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response, num_queries = await answer(request)
+        except Exception as err:  # a bug, not bad input: logged with traceback, answered as JSON
+            logger.exception("internal error in /retrieve")
+            response, num_queries = error(500, f"internal error: {type(err).__name__}"), 0
+        metrics.record_request(response.status_code, time.perf_counter() - started, num_queries)
+        return response
+
+    @app.get("/health")
+    async def health() -> Response:
+        body: dict[str, Any] = {"status": state.status, "kind": config.kind, "mode": config.mode}
+        if state.status == "ok":
+            body.update(passages=len(state.retriever), **state.info)
+        if state.error:
+            body["error"] = state.error
+        return JSONResponse(body, status_code=200 if state.status == "ok" else 503)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        if not authorised(request):
+            return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.state.retrieval = state
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from rlcore.logging_utils import setup_logging
+
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m rlcore.retrieval.server", description="retrieval HTTP server"
+    )
+    parser.add_argument("--index", required=True, help="index folder built by `make index`")
+    for name in (
+        "kind",
+        "host",
+        "port",
+        "mode",
+        "device",
+        "max_batch_queries",
+        "max_wait_ms",
+        "max_queue_queries",
+        "retry_after_s",
+        "ef_search",
+        "nprobe",
+        "token_env",
+    ):
+        default = getattr(defaults, name)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"default {default}"
+        )
+    for name in ("max_queries", "max_topk", "max_query_chars"):
+        default = getattr(defaults.limits, name)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=default, help=f"default {default}"
+        )
+    parser.add_argument("--gpu", action="store_true", help="FAISS on all visible GPUs (needs the gpu extra)")
+    parser.add_argument("--mmap", action="store_true", help="memory-map the index instead of reading it")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    if args.mode not in ("batched", "naive"):
+        parser.error("--mode must be batched or naive")
+    setup_logging(args.log_level.upper())
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    limits = Limits(args.max_queries, args.max_topk, args.max_query_chars)
+    fields = {k: v for k, v in vars(args).items() if k in ServerConfig.__dataclass_fields__}
+    config = ServerConfig(**fields, limits=limits)
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("binding %s: the server is reachable from other machines", config.host)
+    app = create_app(config)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
