@@ -229,11 +229,11 @@ class RolloutEngine:
         if not isinstance(new, list) or not all(isinstance(t, Trajectory) for t in new):
             raise TypeError(f"on_answer must return a list of Trajectory, got {type(new).__name__}")
         for offset, traj in enumerate(new):
+            if traj is parent:
+                raise ValueError("on_answer returned the answering trajectory itself; return a clone")
             if traj.finished:
                 raise ValueError(f"on_answer returned a finished trajectory (from {parent.trajectory_id}); "
                                  "a spawned trajectory must still be active")
-            if traj is parent:
-                raise ValueError("on_answer returned the answering trajectory itself; return a clone")
             if not traj.trajectory_id or traj.trajectory_id == parent.trajectory_id:
                 traj.trajectory_id = f"{parent.trajectory_id}/clone{already + offset}"
             traj.termination = ""
