@@ -192,8 +192,8 @@ write_pidfile() {
 }
 
 usage() {
-    # the header comment of the calling script, without the shebang and the leading "# "
-    sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"
+    # the header comment of the calling script, without the shebang, #SBATCH lines and the leading "# "
+    sed -n '2,/^[^#]/{/^#/!q;/^#SBATCH/d;s/^# \{0,1\}//;p}' "$0"
 }
 
 # parse_std_args "$@": handles --dry-run, --background, -h/--help; everything after `--` (or the first

@@ -47,12 +47,14 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run_script(script: str | Path, *args: str, env: dict[str, str], cwd: Path | None = None,
-               timeout: float = 60) -> Transcript:
+               timeout: float = 60, parse: bool = True,
+               new_session: bool = False) -> Transcript:
+    """Run an infra script; with ``parse``, split its stdout into command lines and ``#`` notes."""
     path = Path(script) if Path(script).is_absolute() else INFRA / script
     proc = subprocess.run(["bash", str(path), *args], env=env, cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, start_new_session=new_session)
     transcript = Transcript(proc.returncode, proc.stdout, proc.stderr)
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.splitlines() if parse else ():
         if line.startswith("#"):
             transcript.notes.append(line[1:].strip())
         elif line.strip():
