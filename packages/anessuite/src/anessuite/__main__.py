@@ -63,6 +63,21 @@ def _tasks(argv: Sequence[str]) -> int:
     return 0
 
 
+def _synth(argv: Sequence[str]) -> int:
+    from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
+
+    parser = argparse.ArgumentParser(
+        prog="anessuite synth", description="Write the synthetic world's datasets."
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="world seed")
+    args = parser.parse_args(list(argv))
+    paths = generate_world_data(args.out, WorldDataConfig(seed=args.seed))
+    for role, path in paths.items():
+        print(f"{role:<10} {path}")
+    return 0
+
+
 def _recipe(module: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         import importlib
@@ -75,6 +90,7 @@ def _recipe(module: str) -> Callable[[Sequence[str]], int]:
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "score": (_score, "re-score saved responses -> results.json, tables, chart"),
     "eval": (_recipe("anessuite.evaluate"), "evaluate a model (hf | vllm | openai backend), resumable"),
+    "synth": (_synth, "write the synthetic bilingual pharmacology world (corpus, QA, MCQs, benchmark)"),
     "tasks": (_tasks, "list the registered MCQ task formats"),
 }
 

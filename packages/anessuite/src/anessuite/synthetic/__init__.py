@@ -1,0 +1,1 @@
+"""Seeded synthetic bilingual clinical-pharmacology world: the embedded default data for AnesSuite."""
