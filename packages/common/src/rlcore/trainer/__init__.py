@@ -1,0 +1,36 @@
+"""GRPO/PPO trainer recipe on accelerate (+ DeepSpeed ZeRO) with token-exact multi-turn rollouts.
+
+``train(cfg, ...)`` runs the loop in ``rlcore.trainer.grpo``; ``python -m rlcore.trainer.grpo --config FILE``
+is its CLI. Method code plugs in through plain callables (``after_rollout``, ``behaviour_logprobs``,
+``on_answer``), never by subclassing.
+"""
+
+from rlcore.trainer.config import (
+    DataConfig,
+    LoRAConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    RewardConfig,
+    RLTrainConfig,
+    TrackingConfig,
+    TrainLoopConfig,
+)
+from rlcore.trainer.grpo import AfterRollout, BehaviourLogprobs, RewardFn, TrainResult, train
+
+__all__ = [
+    "AfterRollout",
+    "BehaviourLogprobs",
+    "DataConfig",
+    "LoRAConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "RLTrainConfig",
+    "RewardConfig",
+    "RewardFn",
+    "TrackingConfig",
+    "TrainLoopConfig",
+    "TrainResult",
+    "train",
+]

@@ -1,0 +1,101 @@
+"""Building the pieces the trainer loop uses: accelerator, run folder, policy (+ LoRA), reference, reward."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlcore.trainer.config import RewardConfig, RLTrainConfig
+
+__all__ = ["make_accelerator", "resolve_output_dir", "build_policy", "build_reward_fn"]
+
+logger = logging.getLogger(__name__)
+
+
+def make_accelerator(cfg: RLTrainConfig):
+    """An ``accelerate.Accelerator``; DDP/DeepSpeed come from the launcher (``accelerate launch --config_file``
+    or the ``ACCELERATE_USE_DEEPSPEED``/``ACCELERATE_DEEPSPEED_CONFIG_FILE`` variables ``infra/launch_train.sh``
+    sets). ``mixed_precision=auto`` means bf16 autocast on GPU and fp32 on CPU."""
+    from accelerate import Accelerator
+
+    precision = cfg.train.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(mixed_precision=precision)
+
+
+def resolve_output_dir(cfg: RLTrainConfig, accelerator) -> Path:
+    """``train.output_dir``, or a fresh ``runs/grpo/<time>-<hash>`` made by rank 0 and shared with all ranks."""
+    from accelerate.utils import broadcast_object_list
+
+    from rlcore.runs import make_run_dir
+
+    if cfg.train.output_dir:
+        path = Path(cfg.train.output_dir).expanduser().resolve()
+        if accelerator.is_main_process:
+            path.mkdir(parents=True, exist_ok=True)
+    else:
+        holder = [str(make_run_dir("grpo", cfg)) if accelerator.is_main_process else ""]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(holder, from_process=0)
+        path = Path(holder[0])
+    accelerator.wait_for_everyone()
+    return path
+
+
+def build_policy(cfg: RLTrainConfig, device: torch.device) -> tuple[Any, torch.nn.Module, Any]:
+    """``(tokenizer, policy, reference)``.
+
+    The policy is loaded in fp32 (master weights; bf16 comes from autocast or DeepSpeed), with gradient
+    checkpointing and LoRA if configured. ``reference`` is None when ``kl_coef == 0`` (never loaded), the
+    string ``"adapters-off"`` with LoRA (the base model is the policy with adapters disabled), or a frozen
+    fp32 copy on ``device``.
+    """
+    from rlcore.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model.path, padding_side="left")
+    extra = {"attn_implementation": cfg.model.attn_implementation} if cfg.model.attn_implementation else {}
+    model = load_causal_lm(cfg.model.path, dtype=torch.float32, **extra)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    lora = cfg.model.lora
+    if lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+        if cfg.model.gradient_checkpointing:
+            model.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("policy %s: %d trainable / %d parameters", cfg.model.path, trainable, total)
+
+    reference: Any = None
+    if cfg.objective.kl_coef != 0:
+        if lora.enabled:
+            reference = "adapters-off"
+        else:
+            reference = load_causal_lm(cfg.model.path, dtype=torch.float32, **extra).to(device)
+            reference.eval().requires_grad_(False)
+    return tokenizer, model, reference
+
+
+def build_reward_fn(reward: RewardConfig):
+    """The batched reward ``get_reward(reward.name, **reward.kwargs)`` from ``rlcore.rewards``."""
+    from rlcore.rewards import get_reward
+
+    return get_reward(reward.name, **dict(reward.kwargs))
