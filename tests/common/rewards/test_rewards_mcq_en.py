@@ -85,6 +85,12 @@ CASES = [
     ("A. Propofol\nB. Naloxone\nC. Flumazenil\nD. Atropine", 4, None, None),
     # a single option label line is a direct answer
     ("C. Naloxone\n\nNaloxone is an opioid antagonist.", 4, None, "C"),
+    # the letter with its option text in parentheses is the subject of "is the correct choice"
+    ("Option B (Naloxone) is the correct choice.", 4, None, "B"),
+    # "B. Naloxone" as one subject: the period after a lone letter is a label, not a sentence end
+    ("B. Naloxone is the correct answer.", 4, None, "B"),
+    # "the most likely diagnosis is B" names a letter after a superlative noun phrase
+    ("The most likely diagnosis is B.", 4, None, "B"),
     # --- hypotheticals and questions ---
     # "if the answer is A" is hypothetical; the conclusion is C
     ("If the answer is A, the dose would be toxic. So the answer is C.", 4, None, "C"),
@@ -99,6 +105,8 @@ CASES = [
     ("The answer is flumazenil, not naloxone.", 4, OPIOID, "C"),
     # option text as the subject of "is the correct answer"
     ("Naloxone is the correct answer.", 4, OPIOID, "B"),
+    # "drug of choice" predicate with option text as its subject
+    ("Naloxone is the drug of choice for opioid reversal.", 4, OPIOID, "B"),
     # the article "a" before an option text: the text matches option B ("beta blocker")
     ("the answer is a beta blocker", 4, ANTIHYPERTENSIVE, "B"),
     # --- letters inside words and terms, 'A' as an article ---
@@ -117,6 +125,8 @@ CASES = [
     # lowercase "a" closing the sentence is the letter
     ("The answer is a.", 4, None, "A"),
     # --- 5-option and 10-option questions, range ---
+    # "E. coli" (lowercase after the period) is an organism, not option E with its text
+    ("E. coli is the most likely cause.", 5, None, None),
     # E does not exist with 4 options
     ("The answer is E.", 4, None, None),
     # E exists with 5 options

@@ -51,6 +51,8 @@ CASES = [
     ("C是正确答案", 4, None, "C"),
     # "正确的是" + letter
     ("所以正确的是D", 4, None, "D"),
+    # the letter with its option text in full-width parentheses as the subject of "是正确的"
+    ("选项B（纳洛酮）是正确的。", 4, None, "B"),
     # "最符合题意" after "C项"
     ("C项最符合题意", 4, None, "C"),
     # --- negations ---

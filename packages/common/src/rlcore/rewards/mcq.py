@@ -39,6 +39,7 @@ often state the answer in English ("Answer: C"); "auto" both.
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,8 @@ __all__ = ["ChoiceResult", "explain_choice", "extract_choice", "mcq_reward"]
 _ALL_LETTERS = "ABCDEFGHIJ"
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mathit|mbox|emph)\s*\{([^{}]*)\}")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_PHRASE_WINDOW = 400  # characters after a key phrase that can hold its object (a sentence, an option text)
 
 
 @dataclass(frozen=True)
@@ -182,16 +185,21 @@ def _resolve_object(phrase: str, context: _Context) -> tuple[str | None, str] | 
     return None
 
 
-def _resolve_bare(fragment: str, context: _Context, allow_contains: bool) -> tuple[str | None, str] | None:
-    """Resolve a clause that should be just a choice ("Option C", "(c)", "C项", "A and B" -> ambiguous)."""
+def _resolve_bare(
+    fragment: str, context: _Context, allow_contains: bool, labelled: bool = False
+) -> tuple[str | None, str] | None:
+    """Resolve a clause that should be just a choice ("Option C", "(c)", "C项", "A and B" -> ambiguous).
+
+    ``labelled`` (predicate subjects only) also accepts a letter with its option text: "B. Naloxone", "B (x)".
+    """
     body = fragment[P.DISCOURSE.match(fragment).end() :].strip()
     if not body:
         return None
     if P.SUBJECT_LIST.fullmatch(body):
         return None, "ambiguous"
-    bare = P.SUBJECT_LETTER.fullmatch(body)
+    bare = P.SUBJECT_LETTER.fullmatch(body) or (P.SUBJECT_LABELLED.fullmatch(body) if labelled else None)
     if bare:
-        letter = bare.group("letter").upper()
+        letter = (bare.group("letter") or bare.group("letter2")).upper()
         return (letter, "matched") if letter in context.letters else (None, "out_of_range")
     letter = _match_option_text(body, context, allow_contains=allow_contains)
     return (letter, "matched") if letter else None
@@ -202,27 +210,26 @@ def _resolve_bare(fragment: str, context: _Context, allow_contains: bool) -> tup
 
 def _statement_candidates(text: str, context: _Context) -> list[_Candidate]:
     candidates = []
+    clause_breaks = [m.end() for m in P.CLAUSE_BREAK.finditer(text)]  # sorted, for O(log n) clause lookups
     for pattern in P.STATEMENT_PATTERNS:
         if pattern.lang not in context.langs:
             continue
         for match in pattern.regex.finditer(text):
             rank = 1 if match.groupdict().get("final") else pattern.rank
             if pattern.shape == P.OBJECT:
-                clause_start = max(
-                    (m.end() for m in P.CLAUSE_BREAK.finditer(text, 0, match.start())), default=0
-                )
+                index = bisect.bisect_right(clause_breaks, match.start()) - 1
+                clause_start = clause_breaks[index] if index >= 0 else 0
                 before = text[max(clause_start, match.start() - 30) : match.start()]
                 if P.PRE_NEGATION.search(before) or P.CONDITIONAL.search(text[clause_start : match.start()]):
                     continue
-                resolved = _resolve_object(text[match.end() :], context)
+                resolved = _resolve_object(text[match.end() : match.end() + _PHRASE_WINDOW], context)
                 position = match.end()
             else:
-                after = text[match.end() :]
-                if P.HEDGE.match(after):
+                if P.HEDGE.match(text, match.end()):
                     continue
                 prefix = text[max(0, match.start() - 200) : match.start()]
                 fragment = P.SUBJECT_DELIMITER.split(prefix)[-1]
-                resolved = _resolve_bare(fragment, context, allow_contains=True)
+                resolved = _resolve_bare(fragment, context, allow_contains=True, labelled=True)
                 position = match.end()
             if resolved is not None:
                 candidates.append(_Candidate(rank, position, pattern.name, resolved[0], resolved[1]))
@@ -285,6 +292,10 @@ def _refusal_positions(text: str, context: _Context) -> list[int]:
 
 
 def _decide(text: str, context: _Context) -> ChoiceResult:
+    if "zh" in context.langs and not _CJK.search(text):  # Chinese patterns cannot match: skip their cost
+        context = _Context(
+            context.letters, context.options, tuple(lang for lang in context.langs if lang != "zh")
+        )
     candidates = _boxed_candidates(text, context) + _statement_candidates(text, context)
     if not candidates:
         candidates = _bare_candidates(text, context)

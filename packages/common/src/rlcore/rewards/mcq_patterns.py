@@ -51,7 +51,7 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         2,
         re.compile(
             rf"\b(?:(?P<final>final)\s+|{_EN_ADJ}\s+)?(?:answer|option|choice|selection)"
-            rf"(?:\s+(?:to|for)\s+(?:this|the)\s+question)?"
+            rf"(?:\s+(?:to|for)\s+(?:this|the)\s+question|\s+here)?"
             rf"\s*(?:{_EN_BE}\b|[:=]|['’]s\b)",
             _I,
         ),
@@ -90,7 +90,7 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         SUBJECT,
         2,
         re.compile(
-            rf"\s*{_EN_BE}\s+(?:{_ADVERB}\s+)?(?:the|my|our)\s+(?:(?P<final>final)\s+)?(?:{_EN_ADJ}\s+)?"
+            rf"\b{_EN_BE}\s+(?:{_ADVERB}\s+)?(?:the|my|our)\s+(?:(?P<final>final)\s+)?(?:{_EN_ADJ}\s+)?"
             rf"(?:answer|option|choice|one|response)\b",
             _I,
         ),
@@ -102,9 +102,9 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         SUBJECT,
         3,
         re.compile(
-            rf"(?:\s*(?:is|would\s+be|must\s+be|seems|appears|looks)\s+(?:to\s+be\s+)?(?:{_ADVERB}\s+)?"
-            rf"(?:the\s+)?(?:most\s+)?|\s*[:\-–—]\s*|\s+fits\s+)"
-            rf"(?:correct|right|true|accurate|appropriate|best|likely)\b",
+            rf"(?:\b(?:is|would\s+be|must\s+be|seems|appears|looks)\s+(?:to\s+be\s+)?(?:{_ADVERB}\s+)?"
+            rf"(?:the\s+)?(?:most\s+)?|[:\-–—]\s*|\bfits\s+)"
+            rf"(?:correct|right|true|accurate|appropriate|best|likely|(?:[a-z]+\s+)?of\s+choice)\b",
             _I,
         ),
     ),
@@ -127,6 +127,18 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         3,
         re.compile(
             r"\bI\s+(?:think|believe|guess|would\s+say|['’]d\s+say|conclude)\b\s*(?:that\s+)?(?:it['’]s\s+|it\s+is\s+)?",
+            _I,
+        ),
+    ),
+    # "The most likely diagnosis is B", "the best treatment is naloxone"
+    StatementPattern(
+        "en_best_thing",
+        "en",
+        OBJECT,
+        3,
+        re.compile(
+            r"\b(?:most\s+(?:appropriate|likely|suitable|accurate|probable|common|effective)|best|preferred)"
+            r"\s+(?:[A-Za-z\-]+\s+){1,3}?(?:is|would\s+be)\b",
             _I,
         ),
     ),
@@ -161,7 +173,7 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         "zh",
         SUBJECT,
         2,
-        re.compile(rf"\s*(?:是|为)\s*(?:(?P<final>最终)的?|{_ZH_ADJ}的?)*(?:答案|选项|选择)"),
+        re.compile(rf"(?:是|为)\s*(?:(?P<final>最终)的?|{_ZH_ADJ}的?)*(?:答案|选项|选择)"),
     ),
     # "C正确", "C项是正确的", "C最符合题意"
     StatementPattern(
@@ -169,7 +181,7 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         "zh",
         SUBJECT,
         3,
-        re.compile(r"\s*(?:是|为)?(?:正确|准确|对的|符合题意|最符合|最合适|最恰当|最佳|最可能|最合理)"),
+        re.compile(r"(?:是|为)?(?:正确|准确|对的|符合题意|最符合|最合适|最恰当|最佳|最可能|最合理)"),
     ),
     # "我认为是C", "应该是C"
     StatementPattern("zh_i_think", "zh", OBJECT, 3, re.compile(r"(?:我认为|我觉得|我倾向于|应该是|应为)")),
@@ -224,7 +236,7 @@ LETTER_TOKEN = re.compile(
 )
 MULTI_LETTER = re.compile(r"[A-Z]{2,4}(?![A-Za-z0-9])")
 NEXT_WORD = re.compile(r"\s+([A-Za-z]+)")
-HEDGE = re.compile(r"^\s*(?:[?？]|吗|呢)")
+HEDGE = re.compile(r"\s*(?:[?？]|吗|呢)")
 POST_NEGATION = re.compile(
     r"^\s*(?:(?:is|are|was|seems|would\s+be)\s+(?:not\b|incorrect|wrong|false|excluded|eliminated|ruled\s+out)"
     r"|(?:is|are|was|does)n['’]t\b|[:\-–—]?\s*(?:incorrect|wrong|false)\b"
@@ -248,7 +260,9 @@ CONDITIONAL = re.compile(
 CLAUSE_BREAK = re.compile(r"[.!?\n;,，。！？；]")
 
 # Subject helpers (applied to the clause before a SUBJECT match, and to bare lines).
-SUBJECT_DELIMITER = re.compile(r"[.!?\n;,，。！？；]")
+SUBJECT_DELIMITER = re.compile(
+    r"[!?\n;,，。！？；]|(?<!\b[A-Za-z])\."
+)  # "B. Naloxone is correct" stays whole
 DISCOURSE = re.compile(
     r"^(?:[\s:：,，\-–—>]|(?:so|thus|hence|therefore|overall|finally|in\s+conclusion|in\s+summary|clearly|then|"
     r"and|but|only|here|now|the|I\s+think|I\s+believe|we\s+see\s+that)\b"
@@ -260,12 +274,22 @@ SUBJECT_LETTER = re.compile(
     r"(?P<open>[(\[【]\s*)?(?P<letter>[A-Za-z])(?P<close>\s*[)\]】])?\s*(?:项|选项|option)?\s*[.。!！]?",
     _I,
 )
+# The subject of a predicate may carry its option text: "B. Naloxone is correct", "选项B（纳洛酮）是正确的".
+SUBJECT_LABELLED = re.compile(
+    r"(?:(?:option|choice|answer|letter|statement)\b\s*[:：]?\s*|选项)?\s*"
+    r"(?P<open>[(\[【]\s*)?(?P<letter>[A-Za-z])(?P<close>\s*[)\]】])?\s*(?:项|选项)?"
+    r"(?:\s*\.\s*(?![a-z])|\s*[:：]\s*|\s+[\-–—]\s+)(?:[^\s.!?。！？()][^.!?。！？()]{0,80})"  # not "E. coli"
+    r"|(?:(?:option|choice)\b\s*|选项)?\s*(?P<letter2>[A-Za-z])\s*(?:项|选项)?\s*\([^()]{1,80}\)",
+    _I,
+)
 SUBJECT_LIST = re.compile(
     r"(?:option\s+|选项)?[(\[]?(?P<first>[A-Za-z])[)\]]?\s*(?:项)?"
     r"(?:\s*(?:,|、|and|or|和|或|及|与)\s*(?:option\s+)?[(\[]?[A-Za-z][)\]]?\s*(?:项)?)+\s*(?:都|均)?",
     _I,
 )
-LABEL_LINE = re.compile(r"^\s*(?:[(\[](?P<a>[A-Za-z])[)\]]\s*|(?P<b>[A-Za-z])(?:[)\]]\s*|[.:：]\s+))\S")
+LABEL_LINE = re.compile(
+    r"^\s*(?:[(\[](?P<a>[A-Za-z])[)\]]\s*|(?P<b>[A-Za-z])(?:[)\]]\s*|[:：]\s*|\.\s+(?![a-z])))\S"
+)
 # "E. None of the above" / "option E: ..." just before a refusal phrase: the phrase restates an option.
 OPTION_LABEL_BEFORE = re.compile(r"(?:^|[\s(\[])(?:[Oo]ption\s+[A-J]|[(\[]?[A-J][).:\]])\s*[:：\-]?\s*$")
 
