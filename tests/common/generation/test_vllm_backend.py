@@ -1,0 +1,158 @@
+"""vLLM backends without vLLM: parameter translation, output parsing, the HTTP client against a mock server.
+
+The colocated engine itself (LLM construction, load_weights, sleep / wake_up) needs a GPU and the gpu extra;
+``test_colocated_engine_on_gpu`` runs it when both are present.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import torch
+
+from rlcore.generation import FINISH_LENGTH, FINISH_STOP, SamplingParams, VLLMBackend, VLLMServerBackend
+from rlcore.generation.testing import build_tiny_tokenizer
+from rlcore.generation.vllm_backend import (
+    completions_payload,
+    generations_from_completions,
+    generations_from_vllm,
+    hf_named_tensors,
+    vllm_sampling_kwargs,
+)
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def decode(ids):
+    return "|".join(map(str, ids))
+
+
+def test_sampling_kwargs_translation():
+    params = SamplingParams(max_new_tokens=7, temperature=0.7, top_p=0.9, top_k=20, stop=["</search>"],
+                            stop_token_ids=[5], seed=3)
+    assert vllm_sampling_kwargs(params) == {
+        "n": 1, "max_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "stop": ["</search>"],
+        "stop_token_ids": [5], "seed": 3, "ignore_eos": False, "logprobs": 0,
+        "include_stop_str_in_output": True, "skip_special_tokens": True,
+    }
+    greedy = vllm_sampling_kwargs(SamplingParams(greedy=True, temperature=0.7, top_k=0))
+    # greedy is temperature 0 in vLLM; top-k "off" is -1; empty stop lists become None
+    assert (greedy["temperature"], greedy["top_k"], greedy["stop"], greedy["stop_token_ids"]) == (0.0, -1, None, None)
+
+
+def test_generations_from_vllm_outputs():
+    def step(token, value):
+        return {token: SimpleNamespace(logprob=value), 999: SimpleNamespace(logprob=-9.0)}
+
+    outputs = [
+        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[4, 5], logprobs=[step(4, -0.1), step(5, -0.2)],
+                                                 finish_reason="stop", stop_reason="</search>")]),
+        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[6], logprobs=[step(6, -0.3)], finish_reason="length",
+                                                 stop_reason=None)]),
+    ]
+    first, second = generations_from_vllm(outputs, decode)
+    assert (first.token_ids, first.logprobs, first.finish_reason, first.text, first.stop_reason) == (
+        [4, 5], [-0.1, -0.2], FINISH_STOP, "4|5", "</search>")
+    assert (second.finish_reason, second.logprobs) == (FINISH_LENGTH, [-0.3])
+    broken = [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1], logprobs=None, finish_reason="stop")])]
+    with pytest.raises(RuntimeError, match="one log-prob entry per sampled token"):
+        generations_from_vllm(broken, decode)
+
+
+def test_completions_payload_and_parsing():
+    params = SamplingParams(max_new_tokens=4, stop=["</answer>"], seed=1)
+    body = completions_payload([[1, 2], [3]], params, "policy")
+    assert body["prompt"] == [[1, 2], [3]] and body["model"] == "policy"
+    assert body["logprobs"] == 1 and body["return_tokens_as_token_ids"] and body["include_stop_str_in_output"]
+    assert (body["stop"], body["seed"], body["top_k"], body["max_tokens"]) == (["</answer>"], 1, -1, 4)
+    assert "stop_token_ids" not in body
+    response = {"choices": [
+        {"index": 1, "finish_reason": "length", "logprobs": {"tokens": ["token_id:9"], "token_logprobs": [-1.5]}},
+        {"index": 0, "finish_reason": "stop", "stop_reason": "</answer>",
+         "logprobs": {"tokens": ["token_id:7", "token_id:8"], "token_logprobs": [-0.5, -0.25]}},
+    ]}
+    first, second = generations_from_completions(response, 2, decode)  # re-ordered by index
+    assert (first.token_ids, first.logprobs, first.finish_reason) == ([7, 8], [-0.5, -0.25], FINISH_STOP)
+    assert (second.token_ids, second.finish_reason) == ([9], FINISH_LENGTH)
+    with pytest.raises(RuntimeError, match="2 choices for 3 prompts"):
+        generations_from_completions(response, 3, decode)
+    bad = {"choices": [{"index": 0, "logprobs": {"tokens": ["hello"], "token_logprobs": [0.0]}}]}
+    with pytest.raises(RuntimeError, match="token_id"):
+        generations_from_completions(bad, 1, decode)
+
+
+def test_server_backend_against_a_mock_server(monkeypatch):
+    tok = build_tiny_tokenizer()
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "policy"}]})
+        body = json.loads(request.content)
+        seen["body"], seen["auth"] = body, request.headers.get("authorization")
+        choices = [{"index": i, "finish_reason": "length",
+                    "logprobs": {"tokens": [f"token_id:{t}" for t in prompt[:2]], "token_logprobs": [-0.1, -0.2]}}
+                   for i, prompt in enumerate(body["prompt"])]
+        return httpx.Response(200, json={"choices": choices})
+
+    monkeypatch.setenv("TEST_VLLM_KEY", "secret")
+    backend = VLLMServerBackend("http://127.0.0.1:8000/", tok, "policy", api_key_env="TEST_VLLM_KEY",
+                                transport=httpx.MockTransport(handler))
+    backend.check_server()
+    prompts = [tok.encode("<search> a", add_special_tokens=False), tok.encode("Question: b", add_special_tokens=False)]
+    outs = backend.generate(prompts, SamplingParams(max_new_tokens=2))
+    assert seen["body"]["prompt"] == prompts and seen["auth"] == "Bearer secret"
+    assert [o.token_ids for o in outs] == [p[:2] for p in prompts]
+    assert outs[0].text == tok.decode(prompts[0][:2])
+    with pytest.raises(NotImplementedError, match="colocated VLLMBackend"):
+        backend.update_weights(None)
+    with pytest.raises(RuntimeError, match="does not serve model 'other'"):
+        VLLMServerBackend("http://127.0.0.1:8000", tok, "other", transport=httpx.MockTransport(handler)).check_server()
+
+
+def test_hf_named_tensors_strips_wrapper_prefixes():
+    state = {"module._orig_mod.model.embed_tokens.weight": torch.zeros(2), "lm_head.weight": torch.ones(1)}
+    assert [name for name, _ in hf_named_tensors(state)] == ["model.embed_tokens.weight", "lm_head.weight"]
+    module = torch.nn.Linear(2, 1)
+    assert [name for name, _ in hf_named_tensors(module)] == ["weight", "bias"]
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vllm is installed; this checks the error a CPU install gives")
+def test_colocated_backend_without_vllm_explains_the_install():
+    with pytest.raises(ImportError, match="GPU-node-only extra"):
+        VLLMBackend("some/model")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (HAS_VLLM and torch.cuda.is_available()), reason="needs the gpu extra (vllm) and a CUDA GPU")
+def test_colocated_engine_on_gpu(tmp_path):
+    """Logprobs agree with a forward pass, and weight sync changes the policy vLLM samples from."""
+    from rlcore.generation import sampling_logprobs
+    from rlcore.generation.testing import build_tiny_qwen2
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_qwen2(tok, hidden_size=128)  # head_dim 32: vLLM's attention backends need >= 32
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    backend = VLLMBackend(tmp_path, tok, gpu_memory_utilization=0.2, dtype="float32", max_model_len=512)
+    prompt = tok.encode("Question: who wrote the novel?", add_special_tokens=False)
+    params = SamplingParams(max_new_tokens=16, temperature=0.7, top_k=20, seed=0, ignore_eos=True)
+    [out] = backend.generate([prompt], params)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + out.token_ids])).logits[0, len(prompt) - 1 : -1]
+    expected = sampling_logprobs(logits, 0.7, 20).gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(out.logprobs), expected, atol=1e-3)
+    backend.sleep()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(-1.0)
+    backend.update_weights(model)
+    assert backend.last_sync_seconds is not None
+    [after] = backend.generate([prompt], params.replace(greedy=True))
+    with torch.no_grad():
+        greedy = model(torch.tensor([prompt])).logits[0, -1].argmax().item()
+    assert after.token_ids[0] == greedy
