@@ -83,6 +83,10 @@ CASES = [
     ("Option A: incorrect. Option B: incorrect. Option C: correct. Option D: incorrect.", 4, None, "C"),
     # restated option list with no statement: official would pick the last letter; we abstain
     ("A. Propofol\nB. Naloxone\nC. Flumazenil\nD. Atropine", 4, None, None),
+    # a lone letter closing the sentence after "therefore" is the conclusion
+    ("Both A and C are incorrect; therefore B.", 4, None, "B"),
+    # "therefore B is contraindicated" is a claim about B, not a choice of B
+    ("Therefore B is contraindicated in this patient.", 4, None, None),
     # a single option label line is a direct answer
     ("C. Naloxone\n\nNaloxone is an opioid antagonist.", 4, None, "C"),
     # the letter with its option text in parentheses is the subject of "is the correct choice"

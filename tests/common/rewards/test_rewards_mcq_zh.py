@@ -58,6 +58,8 @@ CASES = [
     # --- negations ---
     # per-option verdicts: only C is marked correct
     ("A项错误，B项错误，C项正确，D项错误。", 4, None, "C"),
+    # per-option verdicts with colons: only B is "正确"
+    ("A项：错误。B项：正确。C项：错误。", 4, None, "B"),
     # "A选项不正确" is negated; "D选项正确" is the choice
     ("A选项不正确，D选项正确。", 4, None, "D"),
     # "不选A" is negated; "选C" is the choice

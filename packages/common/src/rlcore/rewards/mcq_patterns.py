@@ -130,6 +130,16 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
             _I,
         ),
     ),
+    # "...; therefore B." (a lone letter closing the sentence; "therefore B is contraindicated" is not a choice)
+    StatementPattern(
+        "en_therefore",
+        "en",
+        OBJECT,
+        3,
+        re.compile(
+            r"\b(?:therefore|thus|hence|so)\s*,?\s*(?=(?:option\s+)?[(\[]?[A-Za-z][)\]]?\s*(?:[.!;]|$))", _I
+        ),
+    ),
     # "The most likely diagnosis is B", "the best treatment is naloxone"
     StatementPattern(
         "en_best_thing",
@@ -181,7 +191,9 @@ STATEMENT_PATTERNS: tuple[StatementPattern, ...] = (
         "zh",
         SUBJECT,
         3,
-        re.compile(r"(?:是|为)?(?:正确|准确|对的|符合题意|最符合|最合适|最恰当|最佳|最可能|最合理)"),
+        re.compile(
+            r"(?:[:：]\s*)?(?:是|为)?(?:正确|准确|对的|符合题意|最符合|最合适|最恰当|最佳|最可能|最合理)"
+        ),
     ),
     # "我认为是C", "应该是C"
     StatementPattern("zh_i_think", "zh", OBJECT, 3, re.compile(r"(?:我认为|我觉得|我倾向于|应该是|应为)")),
