@@ -162,7 +162,8 @@ http_ok() {
 }
 
 # wait_for_http URL TIMEOUT_S [PID [LOGFILE]]: poll URL every 2 s until it answers, fail after TIMEOUT_S
-# seconds, or at once when the server process PID has died (its log tail is shown).
+# seconds, or at once when the server process PID has died (its log tail is shown) or /health reports
+# {"status": "error", ...}.
 wait_for_http() {
     local url="$1" timeout_s="$2" pid="${3:-}" logfile="${4:-}"
     if is_dry_run; then
@@ -175,6 +176,12 @@ wait_for_http() {
         if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
             [[ -n "$logfile" && -f "$logfile" ]] && tail -n 20 "$logfile" >&2
             die "the server (pid $pid) exited before $url answered${logfile:+; log: $logfile}"
+        fi
+        # the retrieval server keeps running after a failed index load and reports it on /health
+        if command -v curl >/dev/null 2>&1; then
+            local body
+            body="$(curl -s --max-time 5 "$url" 2>/dev/null || true)"
+            [[ "$body" =~ \"status\":\ *\"error\" ]] && die "$url reports an error: $body${logfile:+; log: $logfile}"
         fi
         if ((SECONDS - start >= timeout_s)); then
             die "$url did not answer within ${timeout_s}s${logfile:+; log: $logfile}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -169,16 +170,16 @@ if os.environ.get("RLCORE_RETRIEVER_URL"):
 
 # Stands in for rlcore.retrieval.server: answers GET /health with 200 after a short start-up delay.
 FAKE_SERVER = """
-import argparse, http.server, time
+import argparse, http.server, json, os, time
 parser = argparse.ArgumentParser()
-parser.add_argument("--index"); parser.add_argument("--host"); parser.add_argument("--port", type=int)
-parser.add_argument("--device"); parser.add_argument("--fp16", action="store_true")
-parser.add_argument("--shard", action="store_true")
-args = parser.parse_args()
+parser.add_argument("--host"); parser.add_argument("--port", type=int)
+args, _ = parser.parse_known_args()
 time.sleep(1.0)
+status = os.environ.get("FAKE_SERVER_STATUS", "ok")
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404); self.end_headers(); self.wfile.write(b"ok")
+        body = json.dumps({"status": status, "error": "index is corrupt"}).encode()
+        self.send_response(200 if status == "ok" else 503); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a):
         pass
 http.server.HTTPServer((args.host, args.port), Handler).serve_forever()
@@ -214,7 +215,7 @@ def test_real_torchrun_launch_starts_every_rank(fake_modules: Path, tmp_path: Pa
 def test_real_run_with_retriever_waits_then_stops_it(fake_modules: Path, tmp_path: Path):
     port = free_port()
     env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
-                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(port), RETRIEVER_DEVICE="cpu",
+                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(port), RETRIEVER_GPU="0",
                    PYTHON=sys.executable, PYTHONPATH=str(fake_modules), FAKE_RECIPE_OUT=str(tmp_path / "out"))
     result = run_script("launch_train.sh", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -240,12 +241,26 @@ def _alive(pid: int, wait_s: float = 5.0) -> bool:
 def test_real_run_fails_fast_when_the_retriever_dies(fake_modules: Path, tmp_path: Path):
     (fake_modules / "rlcore" / "retrieval" / "server.py").write_text("raise SystemExit('index is corrupt')\n")
     env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
-                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(free_port()), RETRIEVER_DEVICE="cpu",
+                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(free_port()), RETRIEVER_GPU="0",
                    PYTHON=sys.executable, PYTHONPATH=str(fake_modules), FAKE_RECIPE_OUT=str(tmp_path / "out"))
     result = run_script("launch_train.sh", env=env, timeout=60)
     assert result.returncode != 0
     assert "exited before" in result.stderr and "index is corrupt" in result.stderr
     assert not list((tmp_path / "out").iterdir()), "training must not start without the retriever"
+
+
+def test_real_run_stops_waiting_when_health_reports_an_error(fake_modules: Path, tmp_path: Path):
+    """The real server stays up after a failed index load and says so on /health: no 900 s wait."""
+    env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
+                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(free_port()), RETRIEVER_GPU="0",
+                   FAKE_SERVER_STATUS="error", PYTHON=sys.executable, PYTHONPATH=str(fake_modules),
+                   FAKE_RECIPE_OUT=str(tmp_path / "out"))
+    started = time.monotonic()
+    result = run_script("launch_train.sh", env=env, timeout=60)
+    assert result.returncode != 0
+    assert "reports an error" in result.stderr and "index is corrupt" in result.stderr
+    assert time.monotonic() - started < 30
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_real_run_times_out_on_an_unreachable_retriever(fake_modules: Path, tmp_path: Path):
@@ -256,3 +271,45 @@ def test_real_run_times_out_on_an_unreachable_retriever(fake_modules: Path, tmp_
     assert result.returncode != 0
     assert "did not answer within 3s" in result.stderr
     assert not list((tmp_path / "out").iterdir())
+
+
+REAL_CLIENT = """
+import json, os, urllib.request
+body = json.dumps({"queries": ["which organ produces insulin"], "topk": 1, "return_scores": True}).encode()
+request = urllib.request.Request(os.environ["RLCORE_RETRIEVER_URL"] + "/retrieve", data=body,
+                                 headers={"Content-Type": "application/json"})
+answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+with open(os.path.join(os.environ["FAKE_RECIPE_OUT"], "answer.json"), "w") as handle:
+    json.dump(answer, handle)
+"""
+
+
+def test_real_retrieval_server_started_by_the_launcher(tmp_path: Path):
+    """The real rlcore.retrieval.server (BM25, CPU) accepts the flags serve_retriever.sh generates, turns
+    healthy, answers the training process, and is stopped when training ends."""
+    corpus = tmp_path / "corpus.jsonl"
+    passages = [("p1", "Paris\nParis is the capital of France."),
+                ("p2", "Insulin\nInsulin is a hormone produced by the pancreas."),
+                ("p3", "Propofol\nPropofol is an intravenous general anesthetic.")]
+    corpus.write_text("".join(json.dumps({"id": i, "contents": c}) + "\n" for i, c in passages))
+    build = subprocess.run([sys.executable, "-m", "rlcore.retrieval.build", "--corpus", str(corpus),
+                            "--out", str(tmp_path / "index"), "--kind", "bm25"],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    client = tmp_path / "client_pkg" / "realclient"
+    client.mkdir(parents=True)
+    (client / "__init__.py").write_text("")
+    (client / "__main__.py").write_text(textwrap.dedent(REAL_CLIENT))
+    (tmp_path / "out").mkdir()
+    port = free_port()
+    env = base_env(tmp_path, RECIPE="realclient", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
+                   RETRIEVER_INDEX=str(tmp_path / "index"), RETRIEVER_KIND="bm25", RETRIEVER_GPU="0",
+                   RETRIEVER_PORT=str(port), RETRIEVER_WAIT_TIMEOUT="90", PYTHON=sys.executable,
+                   PYTHONPATH=str(tmp_path / "client_pkg"), FAKE_RECIPE_OUT=str(tmp_path / "out"),
+                   HF_HUB_OFFLINE="1")
+    result = run_script("launch_train.sh", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr + (tmp_path / "logs" / f"retriever-{port}.log").read_text()
+    answer = json.loads((tmp_path / "out" / "answer.json").read_text())
+    assert answer["result"][0][0]["document"]["id"] == "p2"
+    pid = int((tmp_path / "logs" / f"retriever-{port}.pid").read_text())
+    assert not _alive(pid)

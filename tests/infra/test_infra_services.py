@@ -50,30 +50,37 @@ def test_help_prints_usage_and_environment(script: Path, tmp_path: Path):
 
 def test_retriever_gpu_defaults(dry_run):
     out = dry_run("serve_retriever.sh", RETRIEVER_INDEX="/indexes/e5_flat")
+    # --gpu: the server puts the Flat index on every visible GPU, fp16, sharded
     assert out.commands == [[FAKE_PYTHON, "-m", "rlcore.retrieval.server", "--index", "/indexes/e5_flat",
-                             "--host", "127.0.0.1", "--port", "8100", "--device", "cuda", "--fp16", "--shard"]]
+                             "--kind", "flat", "--host", "127.0.0.1", "--port", "8100", "--gpu"]]
 
 
 def test_retriever_gpu_subset_extra_args_and_background(dry_run, tmp_path: Path):
-    out = dry_run("serve_retriever.sh", "--background", "--", "--topk", "3", RETRIEVER_INDEX="/i",
-                  RETRIEVER_GPUS="4,5,6,7", RETRIEVER_SHARD="0", RETRIEVER_PORT="9001",
-                  RETRIEVER_EXTRA_ARGS="--batch-size 512", RETRIEVER_WAIT_TIMEOUT="60")
+    out = dry_run("serve_retriever.sh", "--background", "--", "--nprobe", "64", RETRIEVER_INDEX="/i",
+                  RETRIEVER_GPUS="4,5,6,7", RETRIEVER_KIND="ivfpq", RETRIEVER_PORT="9001", RETRIEVER_DEVICE="cuda",
+                  RETRIEVER_EXTRA_ARGS="--max-batch-queries 512", RETRIEVER_WAIT_TIMEOUT="60")
     (cmd,) = out.commands
     assert cmd[:2] == ["env", "CUDA_VISIBLE_DEVICES=4,5,6,7"]
-    assert cmd[-9:] == ["--fp16", "--batch-size", "512", "--topk", "3",
-                        ">", str(tmp_path / "logs" / "retriever-9001.log"), "2>&1", "&"]
-    assert "--shard" not in cmd
+    assert cmd[cmd.index("--kind") + 1] == "ivfpq"
+    assert cmd[-11:] == ["--gpu", "--device", "cuda", "--max-batch-queries", "512", "--nprobe", "64",
+                         ">", str(tmp_path / "logs" / "retriever-9001.log"), "2>&1", "&"]
     assert "wait until GET http://127.0.0.1:9001/health answers 2xx (timeout 60 s)" in out.notes
 
 
 def test_retriever_on_cpu_and_on_all_interfaces(dry_run):
-    out = dry_run("serve_retriever.sh", "--background", RETRIEVER_INDEX="/i", RETRIEVER_DEVICE="cpu",
-                  RETRIEVER_HOST="0.0.0.0")
+    out = dry_run("serve_retriever.sh", "--background", RETRIEVER_INDEX="/i", RETRIEVER_GPU="0",
+                  RETRIEVER_KIND="bm25", RETRIEVER_MMAP="1", RETRIEVER_HOST="0.0.0.0", RLCORE_RETRIEVER_TOKEN="tok-123")
     cmd = out.commands[0]
-    assert "--fp16" not in cmd and "--shard" not in cmd
+    assert "--gpu" not in cmd and "--mmap" in cmd
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert "tok-123" not in out.stdout, "the bearer token stays in the environment"
     # binding every interface is still health-checked through loopback
     assert any("GET http://127.0.0.1:8100/health" in note for note in out.notes)
+
+
+def test_retriever_rejects_unknown_kind(fails):
+    assert "RETRIEVER_KIND=faiss is not one of" in fails("serve_retriever.sh", RETRIEVER_INDEX="/i",
+                                                         RETRIEVER_KIND="faiss")
 
 
 def test_retriever_needs_an_index(fails, tmp_path: Path):
@@ -165,7 +172,7 @@ def _stop_group(pid: int) -> None:
         group = os.getpgid(pid)
         assert group != os.getpgid(0), "refusing to signal the test runner's own process group"
         os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             os.killpg(group, 0)
             time.sleep(0.2)
