@@ -300,7 +300,8 @@ def test_unreachable_server_clear_error():
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(retriever):
-    running = ServerThread(create_app(_config(max_batch_queries=1), retriever=SlowRetriever(retriever, 0.2)))
+    app = create_app(_config(max_batch_queries=1), retriever=SlowRetriever(retriever, 0.2))
+    running = ServerThread(app)
     running.__enter__()
     results: list[int] = []
 
@@ -312,7 +313,10 @@ def test_graceful_shutdown_finishes_in_flight_requests(retriever):
     senders = [threading.Thread(target=send, args=(i,)) for i in range(3)]
     for sender in senders:
         sender.start()
-    time.sleep(0.1)  # all three are queued or in flight (one batch of 1 query takes 0.2 s)
+    deadline = time.monotonic() + 30
+    while app.state.batcher.pending_requests < 3:  # all three queued or in flight (each batch takes 0.2 s)
+        assert time.monotonic() < deadline, "requests never reached the server"
+        time.sleep(0.005)
     running.__exit__(None, None, None)  # same path as SIGTERM: stop accepting, drain, exit
     for sender in senders:
         sender.join(timeout=10)

@@ -82,7 +82,9 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def encode_corpus(store: DocStore, encoder: Encoder, folder: Path, chunk_size: int = 8192) -> Path:
+def encode_corpus(
+    store: DocStore, encoder: Encoder, folder: Path, chunk_size: int = 8192, progress_every: int = 1024
+) -> Path:
     """Fill ``folder/embeddings.f32`` (raw float32, ``(N, dim)``) chunk by chunk; resumable.
 
     Returns the file path. ``progress.json`` holds ``completed_rows``; it is rewritten (atomically) only
@@ -123,15 +125,19 @@ def encode_corpus(store: DocStore, encoder: Encoder, folder: Path, chunk_size: i
     with tqdm(total=num, initial=done, desc=f"encode ({encoder.spec})", unit=" passages") as bar:
         for start in range(done, num, chunk_size):
             end = min(start + chunk_size, num)
-            vectors = encoder.encode_passages(list(store.iter_range(start, end)))
-            if vectors.shape != (end - start, dim):
-                raise ValueError(f"encoder returned shape {vectors.shape}, expected {(end - start, dim)}")
+            texts = list(store.iter_range(start, end))
             window = np.memmap(path, dtype="<f4", mode="r+", offset=4 * dim * start, shape=(end - start, dim))
-            window[:] = vectors
+            for sub in range(0, len(texts), progress_every):  # sub-batches only to move the progress bar
+                vectors = encoder.encode_passages(texts[sub : sub + progress_every])
+                if vectors.shape != (min(progress_every, len(texts) - sub), dim):
+                    raise ValueError(
+                        f"encoder returned shape {vectors.shape} for {len(texts[sub : sub + progress_every])} texts"
+                    )
+                window[sub : sub + len(vectors)] = vectors
+                bar.update(len(vectors))
             window.flush()
             del window
             _write_json_atomic(progress_path, {**identity, "completed_rows": end})
-            bar.update(end - start)
     return path
 
 

@@ -77,9 +77,9 @@ def iter_synthetic(
     hashing encoder see realistic term statistics. ``id = "s<i>"``; the title is the first four words.
     """
     rng = np.random.default_rng(seed)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     lengths = rng.integers(3, 10, size=vocab_size)
-    vocab = ["".join(rng.choice(letters, size=n)) for n in lengths]
+    letters = rng.integers(0, 26, size=(vocab_size, 9), dtype=np.uint8) + ord("a")
+    vocab = [row[:n].tobytes().decode("ascii") for row, n in zip(letters, lengths)]
     probs = 1.0 / np.arange(1, vocab_size + 1)
     probs /= probs.sum()
     for start in range(0, num, chunk):

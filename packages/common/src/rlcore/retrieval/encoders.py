@@ -102,7 +102,11 @@ class SentenceTransformerEncoder:
         self.batch_size = batch_size
         self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
         self.normalize = normalize
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
         self.spec = spec or f"st:{self.path}"
         settings = {
             "kind": "st",
