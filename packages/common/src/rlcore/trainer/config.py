@@ -15,6 +15,7 @@ __all__ = [
     "ModelConfig",
     "LoRAConfig",
     "DataConfig",
+    "GenerationConfig",
     "RewardConfig",
     "ObjectiveConfig",
     "OptimConfig",
@@ -129,6 +130,19 @@ class OptimConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """Which engine samples the rollouts (the trainer always scores them with the training model)."""
+
+    backend: str = (
+        "hf"  # hf: our KV-cache loop on the policy itself | vllm: colocated vLLM engine (GPU extra)
+    )
+    batch_size: int = 64  # hf: prompts per batched generate call
+    vllm_gpu_memory_utilization: float = 0.4  # vllm: share of GPU memory for weights + KV cache
+    vllm_sleep: bool = True  # vllm: release its GPU memory during the update phase (sleep mode)
+    vllm_max_model_len: int | None = None  # vllm: context length cap; None = the model's
+
+
+@dataclass
 class TrainLoopConfig:
     """Length, precision, outputs and checkpoints of the run."""
 
@@ -143,7 +157,6 @@ class TrainLoopConfig:
     stop_after_step: int = (
         0  # save and exit after this step as if preempted (tests, time-boxed jobs); 0 = off
     )
-    generation_batch_size: int = 64  # prompts per batched generate call (HF backend)
     log_every: int = 1  # log metrics every N steps (to MLflow, metrics.jsonl and the console)
 
 
@@ -166,6 +179,7 @@ class RLTrainConfig:
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(max_turns=1, tools_enabled=False, max_new_tokens_per_turn=64)
     )  # turn structure and sampling (rlcore.rollout.RolloutConfig); single-turn by default
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # rollout sampling engine
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # advantages, loss, PPO schedule
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + LR schedule
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)  # length, precision, checkpoints
@@ -183,6 +197,13 @@ class RLTrainConfig:
             )
         if len(self.optim.betas) != 2:
             raise ValueError(f"optim.betas must have two values, got {self.optim.betas}")
+        if self.generation.backend not in ("hf", "vllm"):
+            raise ValueError(f"generation.backend must be hf or vllm, got {self.generation.backend!r}")
+        if self.generation.backend == "vllm" and self.model.lora.enabled:
+            raise ValueError(
+                "generation.backend=vllm with model.lora.enabled is not supported (weight sync "
+                "would need merged adapters); use generation.backend=hf"
+            )
         if self.rollout.greedy or self.rollout.temperature == 0:
             raise ValueError(
                 "rollout.greedy / temperature 0 gives identical rollouts per group: no GRPO signal"

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from rlcore.config import recipe_main, to_dict
-from rlcore.generation import HFBackend
+from rlcore.generation import GenerationBackend
 from rlcore.objectives import (
     aggregate,
     aggregation_denominator,
@@ -58,7 +58,7 @@ from rlcore.objectives import (
     truncated_importance_weights,
 )
 from rlcore.rollout import RolloutEngine, Trajectory
-from rlcore.seeding import seed_everything
+from rlcore.seeding import derive_seed, seed_everything
 from rlcore.trainer.batching import PromptSampler, TrainBatch, collate, minibatch_counts, update_plan
 from rlcore.trainer.checkpoint import StopSignal, load_checkpoint, resolve_resume, save_checkpoint
 from rlcore.trainer.config import RLTrainConfig
@@ -72,7 +72,13 @@ from rlcore.trainer.optim import (
     fill_deepspeed_config,
     generation_context,
 )
-from rlcore.trainer.setup import build_policy, build_reward_fn, make_accelerator, resolve_output_dir
+from rlcore.trainer.setup import (
+    build_backend,
+    build_policy,
+    build_reward_fn,
+    make_accelerator,
+    resolve_output_dir,
+)
 
 __all__ = ["train", "TrainResult", "RewardFn", "AfterRollout", "BehaviourLogprobs", "main"]
 
@@ -103,6 +109,7 @@ def train(
     behaviour_logprobs: BehaviourLogprobs | None = None,
     on_answer: Callable[[Trajectory, int], list[Trajectory]] | None = None,
     stateful: Mapping[str, Any] | None = None,
+    backend: GenerationBackend | None = None,
 ) -> TrainResult:
     """Train ``cfg.model.path`` with GRPO on ``records`` (or ``cfg.data.path``).
 
@@ -114,6 +121,7 @@ def train(
         retriever: ``search(queries, topk)`` object, required when ``cfg.rollout.tools_enabled``.
         after_rollout, behaviour_logprobs, on_answer: the seams described in the module docstring.
         stateful: extra objects with ``state_dict``/``load_state_dict`` saved in every checkpoint.
+        backend: a ready generation backend (e.g. a scripted one in tests); default from ``cfg.generation``.
     """
     cfg.validate()
     accelerator = make_accelerator(cfg)
@@ -143,13 +151,11 @@ def train(
     for name in sorted(stateful or {}):
         accelerator.register_for_checkpointing(stateful[name])
     stepper = Stepper(accelerator, model, optimizer, cfg.optim.max_grad_norm)
+    if rank > 0:  # weights are synchronised; sampling must not repeat rank 0's random stream
+        seed_everything(derive_seed(cfg.train.seed, "rank", rank))
     policy = accelerator.unwrap_model(model)
-    engine = RolloutEngine(
-        HFBackend(policy, tokenizer, batch_size=cfg.train.generation_batch_size),
-        tokenizer,
-        cfg.rollout,
-        retriever,
-    )
+    backend = backend if backend is not None else build_backend(cfg, policy, tokenizer)
+    engine = RolloutEngine(backend, tokenizer, cfg.rollout, retriever)
     sampler = PromptSampler(len(records), cfg.train.seed, cfg.data.shuffle)
     temperature = cfg.rollout.temperature
 
@@ -196,6 +202,8 @@ def train(
             # 2. rollouts
             with timer.phase("rollout"), accelerator.autocast(), generation_context(accelerator, model):
                 trajectories = engine.run(prompt_ids, group_ids, metadata, on_answer=on_answer)
+            if cfg.generation.backend == "vllm" and cfg.generation.vllm_sleep:
+                backend.sleep(level=1)
             timer.add("generate", engine.last_stats.get("generate_seconds", 0.0))
             timer.add("retrieve", engine.last_stats.get("retrieve_seconds", 0.0))
 
@@ -283,7 +291,9 @@ def train(
                         sums.add("optim/grad_norm", grad_norm if applied else 0.0, 1.0 if applied else 0.0)
                         sums.add_total("optim/skipped_steps", 0.0 if applied else 1.0 / world)
             scheduler.step()
-            engine.backend.update_weights(policy)
+            with timer.phase("weight_sync"), generation_context(accelerator, model):
+                if hasattr(backend, "update_weights"):
+                    backend.update_weights(policy)
 
             # 7. metrics: one reduction over ranks, one batched tracking call
             seconds = timer.reset()

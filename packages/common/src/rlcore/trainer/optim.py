@@ -92,7 +92,7 @@ def fill_deepspeed_config(accelerator: Any, max_grad_norm: float, micro_batch_si
     config["gradient_accumulation_steps"] = 1
     config["gradient_clipping"] = float(max_grad_norm) if max_grad_norm > 0 else 0.0
     config["train_micro_batch_size_per_gpu"] = int(micro_batch_size)
-    config["train_batch_size"] = int(micro_batch_size) * accelerator.num_processes
+    config["train_batch_size"] = "auto"  # accelerate derives micro x accumulation x world size
     if "bf16" in config and config["bf16"].get("enabled") in (True, "auto"):
         # without this DeepSpeed does not check bf16 grads for inf/NaN and would apply a NaN step
         config["bf16"].setdefault("check_grad_overflow", True)

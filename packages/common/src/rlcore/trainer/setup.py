@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from rlcore.trainer.config import RewardConfig, RLTrainConfig
 
-__all__ = ["make_accelerator", "resolve_output_dir", "build_policy", "build_reward_fn"]
+__all__ = ["make_accelerator", "resolve_output_dir", "build_policy", "build_reward_fn", "build_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +20,17 @@ def make_accelerator(cfg: RLTrainConfig):
     """An ``accelerate.Accelerator``; DDP/DeepSpeed come from the launcher (``accelerate launch --config_file``
     or the ``ACCELERATE_USE_DEEPSPEED``/``ACCELERATE_DEEPSPEED_CONFIG_FILE`` variables ``infra/launch_train.sh``
     sets). ``mixed_precision=auto`` means bf16 autocast on GPU and fp32 on CPU."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
 
+    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
+    if (
+        launched
+        and not torch.cuda.is_available()
+        and os.environ.get("ACCELERATE_USE_DEEPSPEED", "") == "true"
+    ):
+        # DeepSpeed on CPU: without an explicit backend accelerate records world size 1 while DeepSpeed runs
+        # on all ranks (every rank would act as the main one); naming gloo gives the true world size.
+        PartialState(backend="gloo")
     precision = cfg.train.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
@@ -99,3 +109,23 @@ def build_reward_fn(reward: RewardConfig):
     from rlcore.rewards import get_reward
 
     return get_reward(reward.name, **dict(reward.kwargs))
+
+
+def build_backend(cfg: RLTrainConfig, policy: torch.nn.Module, tokenizer: Any):
+    """The rollout sampler: ``HFBackend`` over the policy module itself (weights always current), or a colocated
+    ``VLLMBackend`` that receives the policy's weights after every update (``update_weights``)."""
+    from rlcore.generation import HFBackend
+
+    if cfg.generation.backend == "hf":
+        return HFBackend(policy, tokenizer, batch_size=cfg.generation.batch_size)
+    from rlcore.generation import VLLMBackend
+    from rlcore.models import resolve_model_path
+
+    return VLLMBackend(
+        resolve_model_path(cfg.model.path),
+        tokenizer,
+        gpu_memory_utilization=cfg.generation.vllm_gpu_memory_utilization,
+        enable_sleep_mode=cfg.generation.vllm_sleep,
+        max_model_len=cfg.generation.vllm_max_model_len,
+        seed=cfg.train.seed,
+    )
