@@ -7,8 +7,9 @@ Steps (wiki corpus, 10,033 passages; MiniLM + FAISS Flat unless told otherwise):
 1. build (or reuse) the flat/hnsw/ivfpq/bm25 indexes under .cache/retrieval/wiki-minilm, each in its own
    process, and report build time and peak RSS from the index manifest;
 2. recall@3/@10 of HNSW and IVF-PQ against Flat on 1,000 real queries (article descriptions);
-3. both servers started by the same command (``python -m rlcore.retrieval.server --mode batched|naive``),
-   one at a time; closed-loop QPS and p50/p99 at concurrency 1/8/32/64 with 1-query and 32-query requests;
+3. both servers started by the same command (``python -m rlcore.retrieval.server --mode batched|naive``);
+   closed-loop QPS and p50/p99 at concurrency 1/8/32/64 with 1-query and 32-query requests, each cell run
+   on one server then the other;
 4. identical-results check (same 1,000 queries, topk 10, both servers);
 5. overload: open-loop arrivals at 4x the measured single-query capacity, for our server and the naive one;
 6. 10,000 valid requests at concurrency 32, counting every non-200 answer or transport error.
@@ -216,37 +217,65 @@ def main() -> int:
     results["recall"] = recall_table(index, queries[:1000])
     print("recall vs flat:", json.dumps(results["recall"]), flush=True)
 
-    ours_args = ["--max-queue-queries", str(args.max_queue_queries)]
-    results["throughput"], results["identical"], results["overload"] = {}, {}, {}
-    answers = {}
-    for mode, extra in (("batched", ours_args), ("naive", [])):
-        print(f"{mode} server:", flush=True)
-        server = Server(index, mode, extra)
-        results.setdefault("server_commands", {})[mode] = " ".join(server.command[1:])
-        try:
-            results["throughput"][mode] = throughput(
-                server.port, queries, args.duration, concurrencies, sizes
-            )
+    # Both servers run at once (an idle one costs no CPU) and every cell alternates between them, so load
+    # from other processes on a shared machine hits both sides alike.
+    servers = {
+        "batched": Server(index, "batched", ["--max-queue-queries", str(args.max_queue_queries)]),
+        "naive": Server(index, "naive", []),
+    }
+    results["server_commands"] = {mode: " ".join(s.command[1:]) for mode, s in servers.items()}
+    results["throughput"] = {"batched": [], "naive": []}
+    results["overload"], answers = {}, {}
+    try:
+        for size in sizes:
+            bodies = [
+                (make_body(queries[i : i + size], 3), size) for i in range(0, len(queries) - size + 1, size)
+            ]
+            for server in servers.values():
+                asyncio.run(closed_loop("127.0.0.1", server.port, bodies, 4, 1.5))  # warm-up
+            for concurrency in concurrencies:
+                for mode, server in servers.items():
+                    run = asyncio.run(
+                        closed_loop("127.0.0.1", server.port, bodies, concurrency, args.duration)
+                    )
+                    row = {
+                        "queries_per_request": size,
+                        "concurrency": concurrency,
+                        **run.summary(),
+                        "load_avg_1m": round(os.getloadavg()[0], 1),
+                    }
+                    results["throughput"][mode].append(row)
+                    print(
+                        f"  {mode:>7} size {size:>2} conc {concurrency:>2}: {row['qps']:>7} q/s  p50 {row['p50_ms']:>7} ms"
+                        f"  p99 {row['p99_ms']:>7} ms  errors {row['errors']} statuses {row['statuses']}"
+                        f"  load {row['load_avg_1m']}",
+                        flush=True,
+                    )
+        for mode, server in servers.items():
             answers[mode] = fetch_all(server.port, queries[:1000])
-            capacity = next(
-                r["rps"]
-                for r in results["throughput"]["batched"]
-                if r["queries_per_request"] == 1 and r["concurrency"] == 32
-            )
-            rate = args.overload_factor * capacity
-            bodies = [(make_body([q], 3), 1) for q in queries]
+        capacity = next(
+            r["rps"]
+            for r in results["throughput"]["batched"]
+            if r["queries_per_request"] == 1 and r["concurrency"] == 32
+        )
+        rate = args.overload_factor * capacity
+        bodies = [(make_body([q], 3), 1) for q in queries]
+        for mode, server in servers.items():
             overload = asyncio.run(
                 open_loop("127.0.0.1", server.port, bodies, rate, args.overload_seconds, timeout=30)
             )
             results["overload"][mode] = {"offered_rps": round(rate, 1), **overload.summary()}
-            print(f"  overload at {rate:.0f} req/s: {results['overload'][mode]}", flush=True)
-            if mode == "batched":
-                valid = asyncio.run(
-                    closed_loop("127.0.0.1", server.port, bodies, 32, 3600, max_requests=args.valid_requests)
-                )
-                results["valid_requests"] = valid.summary()
-                print(f"  {args.valid_requests} valid requests: {results['valid_requests']}", flush=True)
-        finally:
+            print(f"  {mode} overload at {rate:.0f} req/s: {results['overload'][mode]}", flush=True)
+            time.sleep(5)  # let a backlog drain before the next phase
+        valid = asyncio.run(
+            closed_loop(
+                "127.0.0.1", servers["batched"].port, bodies, 32, 3600, max_requests=args.valid_requests
+            )
+        )
+        results["valid_requests"] = valid.summary()
+        print(f"  {args.valid_requests} valid requests: {results['valid_requests']}", flush=True)
+    finally:
+        for server in servers.values():
             server.stop()
     results["identical"] = compare(answers["batched"], answers["naive"])
     print("identical results:", results["identical"], flush=True)
@@ -263,14 +292,15 @@ def main() -> int:
 
 def render(results: dict) -> str:
     lines = [
-        "| queries/request | concurrency | ours q/s | naive q/s | ratio | ours p50 / p99 ms | naive p50 / p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| queries/request | concurrency | ours q/s | naive q/s | ratio | ours p50 / p99 ms | naive p50 / p99 ms | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for ours, naive in zip(results["throughput"]["batched"], results["throughput"]["naive"]):
         ratio = ours["qps"] / naive["qps"] if naive["qps"] else float("inf")
         lines.append(
             f"| {ours['queries_per_request']} | {ours['concurrency']} | {ours['qps']:.0f} | {naive['qps']:.0f} | "
-            f"{ratio:.2f}x | {ours['p50_ms']:.0f} / {ours['p99_ms']:.0f} | {naive['p50_ms']:.0f} / {naive['p99_ms']:.0f} |"
+            f"{ratio:.2f}x | {ours['p50_ms']:.0f} / {ours['p99_ms']:.0f} | {naive['p50_ms']:.0f} / {naive['p99_ms']:.0f} | "
+            f"{ours['load_avg_1m']} / {naive['load_avg_1m']} |"
         )
     lines += [
         "",

@@ -173,3 +173,27 @@ def test_minilm_semantic_retrieval(tmp_path):
     assert {p.title for p in hits[0]} & {"Insulin", "Pancreas"}
     assert hits[1][0].title == "Paris"
     assert retriever.searcher.encoder.dim == 384
+
+
+def _num_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@pytest.mark.skipif(_num_gpus() > 0, reason="checks the CPU-only error path")
+def test_to_gpu_without_gpu_is_explained(hash_index):
+    retriever = load_retriever(hash_index, kind="flat")
+    with pytest.raises(RetrievalError, match="no GPU visible to faiss: install the gpu extra"):
+        retriever.searcher.index.to_gpu()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_num_gpus() == 0, reason="needs faiss-gpu (the gpu extra) and a CUDA GPU")
+def test_gpu_flat_matches_cpu(hash_index):
+    cpu = load_retriever(hash_index, kind="flat")
+    gpu = load_retriever(hash_index, kind="flat", gpu=True)
+    cpu_scores, cpu_rows = cpu.search_rows(QUERIES, 5)
+    gpu_scores, gpu_rows = gpu.search_rows(QUERIES, 5)
+    np.testing.assert_allclose(gpu_scores, cpu_scores, atol=2e-3)  # fp16 storage: ~3 significant digits
+    assert (gpu_rows[:, 0] == cpu_rows[:, 0]).all()

@@ -191,7 +191,11 @@ class MicroBatcher:
             self._wakeup.clear()
             if not self._jobs and self._closing:
                 return
-            if self.max_wait > 0 and sum(len(j.queries) for j in self._jobs) < self.max_batch_queries:
+            if (
+                self._jobs
+                and self.max_wait > 0
+                and sum(len(j.queries) for j in self._jobs) < self.max_batch_queries
+            ):
                 await asyncio.sleep(self.max_wait)  # coming from idle: let concurrent requests join
             while self._jobs:
                 batch = self._take_batch()

@@ -211,7 +211,21 @@ def create_app(config: ServerConfig, retriever=None):
     return app
 
 
+def _limit_threads(threads: int) -> None:
+    """Cap torch and FAISS (OpenMP) threads; 0 keeps their defaults (one per core)."""
+    if threads <= 0:
+        return
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Idle OpenMP workers sleep instead of spinning, so they do not steal the core the HTTP event loop needs
+    # between batches (and do not burn CPU that other processes on a shared node need).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from rlcore.logging_utils import setup_logging
@@ -246,12 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     parser.add_argument("--gpu", action="store_true", help="FAISS on all visible GPUs (needs the gpu extra)")
     parser.add_argument("--mmap", action="store_true", help="memory-map the index instead of reading it")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch/FAISS threads (default 0: one per core)"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.mode not in ("batched", "naive"):
         parser.error("--mode must be batched or naive")
     setup_logging(args.log_level.upper())
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    _limit_threads(args.threads)
     limits = Limits(args.max_queries, args.max_topk, args.max_query_chars)
     fields = {k: v for k, v in vars(args).items() if k in ServerConfig.__dataclass_fields__}
     config = ServerConfig(**fields, limits=limits)
