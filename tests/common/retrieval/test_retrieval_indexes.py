@@ -197,3 +197,37 @@ def test_gpu_flat_matches_cpu(hash_index):
     gpu_scores, gpu_rows = gpu.search_rows(QUERIES, 5)
     np.testing.assert_allclose(gpu_scores, cpu_scores, atol=2e-3)  # fp16 storage: ~3 significant digits
     assert (gpu_rows[:, 0] == cpu_rows[:, 0]).all()
+
+
+def test_e5_style_encoder_pooling_and_prefixes(tmp_path):
+    """A tiny random BERT saved as an e5-style folder: prefixes, masked mean pooling and L2 norm by hand."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rlcore.retrieval.encoders import E5Encoder, minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).eval().save_pretrained(tmp_path / "e5")
+    tokenizer.save_pretrained(tmp_path / "e5")
+    encoder = load_encoder(str(tmp_path / "e5"), device="cpu")  # no modules.json -> e5-style
+    assert isinstance(encoder, E5Encoder) and encoder.dim == 32 and encoder.spec.startswith("e5:")
+    texts = ["short", "a much longer passage about anesthesia and analgesics"]  # different lengths -> padding
+    got_q, got_p = encoder.encode_queries(texts), encoder.encode_passages(texts)
+    model = BertModel.from_pretrained(tmp_path / "e5").eval()
+    for prefix, got in (("query: ", got_q), ("passage: ", got_p)):
+        for text, row in zip(texts, got):
+            ids = tokenizer(prefix + text, return_tensors="pt")  # one text alone: no padding at all
+            with torch.no_grad():
+                hidden = model(**ids).last_hidden_state[0]  # (seq, 32)
+            mean = hidden.mean(dim=0)
+            np.testing.assert_allclose(row, (mean / mean.norm()).numpy(), atol=1e-5)
+    assert not np.allclose(got_q, got_p)  # the prefixes change the embedding
+    assert np.allclose(np.linalg.norm(got_q, axis=1), 1.0, atol=1e-6)
