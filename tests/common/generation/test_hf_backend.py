@@ -8,7 +8,12 @@ import torch
 from rlcore.generation import FINISH_LENGTH, FINISH_STOP, HFBackend, SamplingParams, sampling_logprobs
 from rlcore.generation.testing import build_tiny_qwen2, build_tiny_tokenizer
 
-PROMPT_TEXTS = ["Question: who wrote the novel?", "<search> capital", "A", "Answer the question. Reason inside"]
+PROMPT_TEXTS = [
+    "Question: who wrote the novel?",
+    "<search> capital",
+    "A",
+    "Answer the question. Reason inside",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +56,18 @@ def test_logprobs_match_a_forward_pass_at_temperature_1(model, tok, prompts):
 @pytest.mark.parametrize("top_k, top_p", [(20, 1.0), (20, 0.9), (-1, 0.8)])
 def test_logprobs_match_with_temperature_and_filters(model, tok, prompts, top_k, top_p):
     backend = HFBackend(model, tok, batch_size=3)  # 4 prompts -> batches of 3 and 1
-    params = SamplingParams(max_new_tokens=20, temperature=0.7, top_k=top_k, top_p=top_p, seed=2, ignore_eos=True)
+    params = SamplingParams(
+        max_new_tokens=20, temperature=0.7, top_k=top_k, top_p=top_p, seed=2, ignore_eos=True
+    )
     outs = backend.generate(prompts, params)
     for prompt, out in zip(prompts, outs):
         expected = recompute_logprobs(model, prompt, out.token_ids, 0.7, top_k, top_p)
         assert torch.isfinite(expected).all()  # every sampled token is inside the filtered support
         assert torch.allclose(torch.tensor(out.logprobs), expected, atol=1e-4)
         # and these differ from the unfiltered T=1 log-probs, so the check above is not vacuous
-        assert not torch.allclose(torch.tensor(out.logprobs), recompute_logprobs(model, prompt, out.token_ids), atol=1e-3)
+        assert not torch.allclose(
+            torch.tensor(out.logprobs), recompute_logprobs(model, prompt, out.token_ids), atol=1e-3
+        )
 
 
 def test_greedy_matches_model_generate(model, tok, prompts):
@@ -68,15 +77,23 @@ def test_greedy_matches_model_generate(model, tok, prompts):
     pad = tok.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     attention_mask = (input_ids != pad).long()
-    reference = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=16,
-                               do_sample=False, pad_token_id=pad, eos_token_id=tok.eos_token_id)
+    reference = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=16,
+        do_sample=False,
+        pad_token_id=pad,
+        eos_token_id=tok.eos_token_id,
+    )
     for row, out in enumerate(outs):
         expected = reference[row, width:].tolist()
         if tok.eos_token_id in expected:
             expected = expected[: expected.index(tok.eos_token_id) + 1]
         assert out.token_ids == expected
         # greedy log-probs are under the unmodified model distribution
-        assert torch.allclose(torch.tensor(out.logprobs), recompute_logprobs(model, prompts[row], out.token_ids), atol=1e-4)
+        assert torch.allclose(
+            torch.tensor(out.logprobs), recompute_logprobs(model, prompts[row], out.token_ids), atol=1e-4
+        )
 
 
 def test_batching_and_row_dropping_do_not_change_results(model, tok, prompts):
@@ -94,7 +111,9 @@ def test_stop_strings_and_stop_ids(model, tok, prompts):
         text = out.text
         stops.append(text[len(text) // 2 : len(text) // 2 + 2])  # a 2-char string the greedy run does produce
     for prompt, reference, stop in zip(prompts, free, stops):
-        [out] = backend.generate([prompt], SamplingParams(max_new_tokens=30, greedy=True, ignore_eos=True, stop=[stop]))
+        [out] = backend.generate(
+            [prompt], SamplingParams(max_new_tokens=30, greedy=True, ignore_eos=True, stop=[stop])
+        )
         # Stopped at the first token whose decoding contains the stop string; the ids are a prefix of the free run.
         assert out.finish_reason == FINISH_STOP and out.stop_reason == stop
         assert stop in out.text and stop not in tok.decode(out.token_ids[:-1])
@@ -102,8 +121,10 @@ def test_stop_strings_and_stop_ids(model, tok, prompts):
     # a stop id ends the row right after that token
     reference = free[0].token_ids
     stop_id = reference[5]
-    [out] = backend.generate([prompts[0]], SamplingParams(max_new_tokens=30, greedy=True, ignore_eos=True,
-                                                          stop_token_ids=[stop_id]))
+    [out] = backend.generate(
+        [prompts[0]],
+        SamplingParams(max_new_tokens=30, greedy=True, ignore_eos=True, stop_token_ids=[stop_id]),
+    )
     assert out.token_ids == reference[: reference.index(stop_id) + 1]
     assert (out.finish_reason, out.stop_reason) == (FINISH_STOP, stop_id)
 
@@ -123,7 +144,9 @@ def test_seed_reproducibility_and_training_mode_restored(model, tok, prompts):
 
 def test_eos_from_generation_config_stops_unless_ignored(model, tok, prompts):
     backend = HFBackend(model, tok)
-    reference = backend.generate([prompts[0]], SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True))[0]
+    reference = backend.generate(
+        [prompts[0]], SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True)
+    )[0]
     fake_eos = reference.token_ids[3]
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [saved, fake_eos]  # Qwen-style list of EOS ids
@@ -132,7 +155,9 @@ def test_eos_from_generation_config_stops_unless_ignored(model, tok, prompts):
         [out] = backend.generate([prompts[0]], SamplingParams(max_new_tokens=12, greedy=True))
         assert out.token_ids == reference.token_ids[: reference.token_ids.index(fake_eos) + 1]
         assert out.finish_reason == FINISH_STOP
-        [out] = backend.generate([prompts[0]], SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True))
+        [out] = backend.generate(
+            [prompts[0]], SamplingParams(max_new_tokens=12, greedy=True, ignore_eos=True)
+        )
         assert out.token_ids == reference.token_ids
     finally:
         model.generation_config.eos_token_id = saved

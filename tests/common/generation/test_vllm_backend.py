@@ -32,16 +32,31 @@ def decode(ids):
 
 
 def test_sampling_kwargs_translation():
-    params = SamplingParams(max_new_tokens=7, temperature=0.7, top_p=0.9, top_k=20, stop=["</search>"],
-                            stop_token_ids=[5], seed=3)
+    params = SamplingParams(
+        max_new_tokens=7, temperature=0.7, top_p=0.9, top_k=20, stop=["</search>"], stop_token_ids=[5], seed=3
+    )
     assert vllm_sampling_kwargs(params) == {
-        "n": 1, "max_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "stop": ["</search>"],
-        "stop_token_ids": [5], "seed": 3, "ignore_eos": False, "logprobs": 0,
-        "include_stop_str_in_output": True, "skip_special_tokens": True,
+        "n": 1,
+        "max_tokens": 7,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 20,
+        "stop": ["</search>"],
+        "stop_token_ids": [5],
+        "seed": 3,
+        "ignore_eos": False,
+        "logprobs": 0,
+        "include_stop_str_in_output": True,
+        "skip_special_tokens": True,
     }
     greedy = vllm_sampling_kwargs(SamplingParams(greedy=True, temperature=0.7, top_k=0))
     # greedy is temperature 0 in vLLM; top-k "off" is -1; empty stop lists become None
-    assert (greedy["temperature"], greedy["top_k"], greedy["stop"], greedy["stop_token_ids"]) == (0.0, -1, None, None)
+    assert (greedy["temperature"], greedy["top_k"], greedy["stop"], greedy["stop_token_ids"]) == (
+        0.0,
+        -1,
+        None,
+        None,
+    )
 
 
 def test_generations_from_vllm_outputs():
@@ -49,14 +64,32 @@ def test_generations_from_vllm_outputs():
         return {token: SimpleNamespace(logprob=value), 999: SimpleNamespace(logprob=-9.0)}
 
     outputs = [
-        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[4, 5], logprobs=[step(4, -0.1), step(5, -0.2)],
-                                                 finish_reason="stop", stop_reason="</search>")]),
-        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[6], logprobs=[step(6, -0.3)], finish_reason="length",
-                                                 stop_reason=None)]),
+        SimpleNamespace(
+            outputs=[
+                SimpleNamespace(
+                    token_ids=[4, 5],
+                    logprobs=[step(4, -0.1), step(5, -0.2)],
+                    finish_reason="stop",
+                    stop_reason="</search>",
+                )
+            ]
+        ),
+        SimpleNamespace(
+            outputs=[
+                SimpleNamespace(
+                    token_ids=[6], logprobs=[step(6, -0.3)], finish_reason="length", stop_reason=None
+                )
+            ]
+        ),
     ]
     first, second = generations_from_vllm(outputs, decode)
     assert (first.token_ids, first.logprobs, first.finish_reason, first.text, first.stop_reason) == (
-        [4, 5], [-0.1, -0.2], FINISH_STOP, "4|5", "</search>")
+        [4, 5],
+        [-0.1, -0.2],
+        FINISH_STOP,
+        "4|5",
+        "</search>",
+    )
     assert (second.finish_reason, second.logprobs) == (FINISH_LENGTH, [-0.3])
     broken = [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1], logprobs=None, finish_reason="stop")])]
     with pytest.raises(RuntimeError, match="one log-prob entry per sampled token"):
@@ -70,11 +103,21 @@ def test_completions_payload_and_parsing():
     assert body["logprobs"] == 1 and body["return_tokens_as_token_ids"] and body["include_stop_str_in_output"]
     assert (body["stop"], body["seed"], body["top_k"], body["max_tokens"]) == (["</answer>"], 1, -1, 4)
     assert "stop_token_ids" not in body
-    response = {"choices": [
-        {"index": 1, "finish_reason": "length", "logprobs": {"tokens": ["token_id:9"], "token_logprobs": [-1.5]}},
-        {"index": 0, "finish_reason": "stop", "stop_reason": "</answer>",
-         "logprobs": {"tokens": ["token_id:7", "token_id:8"], "token_logprobs": [-0.5, -0.25]}},
-    ]}
+    response = {
+        "choices": [
+            {
+                "index": 1,
+                "finish_reason": "length",
+                "logprobs": {"tokens": ["token_id:9"], "token_logprobs": [-1.5]},
+            },
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "stop_reason": "</answer>",
+                "logprobs": {"tokens": ["token_id:7", "token_id:8"], "token_logprobs": [-0.5, -0.25]},
+            },
+        ]
+    }
     first, second = generations_from_completions(response, 2, decode)  # re-ordered by index
     assert (first.token_ids, first.logprobs, first.finish_reason) == ([7, 8], [-0.5, -0.25], FINISH_STOP)
     assert (second.token_ids, second.finish_reason) == ([9], FINISH_LENGTH)
@@ -94,16 +137,29 @@ def test_server_backend_against_a_mock_server(monkeypatch):
             return httpx.Response(200, json={"data": [{"id": "policy"}]})
         body = json.loads(request.content)
         seen["body"], seen["auth"] = body, request.headers.get("authorization")
-        choices = [{"index": i, "finish_reason": "length",
-                    "logprobs": {"tokens": [f"token_id:{t}" for t in prompt[:2]], "token_logprobs": [-0.1, -0.2]}}
-                   for i, prompt in enumerate(body["prompt"])]
+        choices = [
+            {
+                "index": i,
+                "finish_reason": "length",
+                "logprobs": {"tokens": [f"token_id:{t}" for t in prompt[:2]], "token_logprobs": [-0.1, -0.2]},
+            }
+            for i, prompt in enumerate(body["prompt"])
+        ]
         return httpx.Response(200, json={"choices": choices})
 
     monkeypatch.setenv("TEST_VLLM_KEY", "secret")
-    backend = VLLMServerBackend("http://127.0.0.1:8000/", tok, "policy", api_key_env="TEST_VLLM_KEY",
-                                transport=httpx.MockTransport(handler))
+    backend = VLLMServerBackend(
+        "http://127.0.0.1:8000/",
+        tok,
+        "policy",
+        api_key_env="TEST_VLLM_KEY",
+        transport=httpx.MockTransport(handler),
+    )
     backend.check_server()
-    prompts = [tok.encode("<search> a", add_special_tokens=False), tok.encode("Question: b", add_special_tokens=False)]
+    prompts = [
+        tok.encode("<search> a", add_special_tokens=False),
+        tok.encode("Question: b", add_special_tokens=False),
+    ]
     outs = backend.generate(prompts, SamplingParams(max_new_tokens=2))
     assert seen["body"]["prompt"] == prompts and seen["auth"] == "Bearer secret"
     assert [o.token_ids for o in outs] == [p[:2] for p in prompts]
@@ -111,7 +167,9 @@ def test_server_backend_against_a_mock_server(monkeypatch):
     with pytest.raises(NotImplementedError, match="colocated VLLMBackend"):
         backend.update_weights(None)
     with pytest.raises(RuntimeError, match="does not serve model 'other'"):
-        VLLMServerBackend("http://127.0.0.1:8000", tok, "other", transport=httpx.MockTransport(handler)).check_server()
+        VLLMServerBackend(
+            "http://127.0.0.1:8000", tok, "other", transport=httpx.MockTransport(handler)
+        ).check_server()
 
 
 def test_hf_named_tensors_strips_wrapper_prefixes():
@@ -128,7 +186,9 @@ def test_colocated_backend_without_vllm_explains_the_install():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (HAS_VLLM and torch.cuda.is_available()), reason="needs the gpu extra (vllm) and a CUDA GPU")
+@pytest.mark.skipif(
+    not (HAS_VLLM and torch.cuda.is_available()), reason="needs the gpu extra (vllm) and a CUDA GPU"
+)
 def test_colocated_engine_on_gpu(tmp_path):
     """Logprobs agree with a forward pass, and weight sync changes the policy vLLM samples from."""
     from rlcore.generation import sampling_logprobs

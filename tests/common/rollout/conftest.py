@@ -14,8 +14,12 @@ def tok():
 
 def turn_index(context_text: str) -> int:
     """Turns already taken in a context: each earlier turn ended with an observation, feedback or an insertion."""
-    return (context_text.count("</information>") + context_text.count("</docs>") + context_text.count("no valid action")
-            + context_text.count("Maybe I missed"))
+    return (
+        context_text.count("</information>")
+        + context_text.count("</docs>")
+        + context_text.count("no valid action")
+        + context_text.count("Maybe I missed")
+    )
 
 
 def scripted(turns_by_key: dict[str, list]):

@@ -106,7 +106,12 @@ def test_search_in_final_turn_ends_without_answer(tok):
     [traj] = engine.run([enc(tok, "Q")], ["g"])
     # Two search rounds get observations; the third (final, search disabled) search ends the trajectory.
     assert len(retriever.calls) == 2
-    assert (traj.num_turns, traj.num_searches, traj.termination, traj.finished) == (3, 2, "search_without_tools", False)
+    assert (traj.num_turns, traj.num_searches, traj.termination, traj.finished) == (
+        3,
+        2,
+        "search_without_tools",
+        False,
+    )
     assert [t.search_enabled for t in traj.turns] == [True, True, False]
     assert traj.components[-1] == MODEL  # nothing appended after the final turn
 
@@ -123,8 +128,12 @@ def test_without_final_turn_the_last_search_is_not_retrieved(tok):
 def test_eos_without_action_ends_or_continues(tok):
     eos = tok.eos_token_id
     text_ids = enc(tok, "I give up")
-    backend = ScriptedBackend(tok, scripted({"Q": [text_ids + [eos] + enc(tok, " ignored"), "<answer> x </answer>"]}))
-    [traj] = RolloutEngine(backend, tok, RolloutConfig(max_turns=3), FakeRetriever()).run([enc(tok, "Q")], ["g"])
+    backend = ScriptedBackend(
+        tok, scripted({"Q": [text_ids + [eos] + enc(tok, " ignored"), "<answer> x </answer>"]})
+    )
+    [traj] = RolloutEngine(backend, tok, RolloutConfig(max_turns=3), FakeRetriever()).run(
+        [enc(tok, "Q")], ["g"]
+    )
     # EOS is sampled, so it stays in the response (as MODEL); what follows it was never sampled.
     assert traj.response_ids == text_ids + [eos]
     assert (traj.termination, traj.finished, traj.final_answer) == ("eos", True, None)
@@ -149,8 +158,10 @@ def test_non_canonical_sampled_ids_are_kept_verbatim(tok):
     # The policy spells "<search> France </search>" one character per token: decoding and re-encoding would
     # merge them into fewer ids. The trajectory must hold the sampled ids, not the re-encoding.
     text = "<search> France </search>"
-    char_ids = [tok.convert_tokens_to_ids(tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(ch)[0][0])
-                for ch in text]
+    char_ids = [
+        tok.convert_tokens_to_ids(tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(ch)[0][0])
+        for ch in text
+    ]
     assert tok.decode(char_ids) == text and enc(tok, text) != char_ids
     backend = ScriptedBackend(tok, scripted({"Q": [char_ids, "<answer> z </answer>"]}))
     [traj] = RolloutEngine(backend, tok, RolloutConfig(), FakeRetriever()).run([enc(tok, "Q")], ["g"])
@@ -175,7 +186,9 @@ def test_response_token_cap(tok):
     config = RolloutConfig(max_response_tokens=30)
     [traj] = RolloutEngine(backend, tok, config, FakeRetriever()).run([enc(tok, "Q")], ["g"])
     turn = enc(tok, "<search> France </search>")
-    assert len(traj) == 30 and traj.response_ids[len(turn):] == enc(tok, FRANCE_OBSERVATION)[: 30 - len(turn)]
+    assert (
+        len(traj) == 30 and traj.response_ids[len(turn) :] == enc(tok, FRANCE_OBSERVATION)[: 30 - len(turn)]
+    )
     assert traj.termination == "max_response_tokens"
 
 
@@ -211,24 +224,35 @@ def test_config_and_input_errors(tok):
 
 
 def test_seeds_differ_per_round_and_run(tok):
-    engine = RolloutEngine(ScriptedBackend(tok, lambda ids, text: ""), tok, RolloutConfig(seed=7), FakeRetriever())
+    engine = RolloutEngine(
+        ScriptedBackend(tok, lambda ids, text: ""), tok, RolloutConfig(seed=7), FakeRetriever()
+    )
     first = [engine.sampling_params(r, 10).seed for r in range(3)]
     engine._run_index += 1
     second = [engine.sampling_params(r, 10).seed for r in range(3)]
     assert len(set(first + second)) == 6
-    unseeded = RolloutEngine(ScriptedBackend(tok, lambda ids, text: ""), tok, RolloutConfig(), FakeRetriever())
+    unseeded = RolloutEngine(
+        ScriptedBackend(tok, lambda ids, text: ""), tok, RolloutConfig(), FakeRetriever()
+    )
     assert unseeded.sampling_params(0, 10).seed is None
 
 
 def test_custom_tags_and_templates(tok):
-    config = RolloutConfig(search_tag="query", answer_tag="final", information_tag="docs",
-                           passage_template="[{index}] {title}: {text}\n", observation_template="<{tag}>{passages}</{tag}>")
+    config = RolloutConfig(
+        search_tag="query",
+        answer_tag="final",
+        information_tag="docs",
+        passage_template="[{index}] {title}: {text}\n",
+        observation_template="<{tag}>{passages}</{tag}>",
+    )
     backend = ScriptedBackend(tok, scripted({"Q": ["<query> Germany </query>", "<final> Berlin </final>"]}))
     [traj] = RolloutEngine(backend, tok, config, FakeRetriever()).run([enc(tok, "Q")], ["g"])
     assert backend.calls[0].params.stop == ["</query>", "</final>"]
     observation = tok.decode([t for t, c in zip(traj.response_ids, traj.components) if c == OBSERVATION])
     # Top-1..3 for "Germany": Germany doc (overlap 1), then France and Jane Austen (overlap 0, corpus order).
-    assert observation == ("<docs>[1] Germany: Berlin is the capital of Germany.\n[2] France: Paris is the capital and "
-                           "largest city of France.\n[3] Jane Austen: Jane Austen wrote Pride and Prejudice, "
-                           "published in 1813.</docs>")
+    assert observation == (
+        "<docs>[1] Germany: Berlin is the capital of Germany.\n[2] France: Paris is the capital and "
+        "largest city of France.\n[3] Jane Austen: Jane Austen wrote Pride and Prejudice, "
+        "published in 1813.</docs>"
+    )
     assert traj.final_answer == "Berlin"

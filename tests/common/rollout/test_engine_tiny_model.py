@@ -6,15 +6,28 @@ import torch
 
 from rlcore.generation import HFBackend
 from rlcore.generation.testing import build_tiny_qwen2
-from rlcore.rollout import FEEDBACK, MODEL, RolloutConfig, RolloutEngine, encode_chat_prompt, verify_trajectory
+from rlcore.rollout import (
+    FEEDBACK,
+    MODEL,
+    RolloutConfig,
+    RolloutEngine,
+    encode_chat_prompt,
+    verify_trajectory,
+)
 from rlcore.rollout.testing import FakeRetriever
 
 
 def test_multi_turn_rollout_is_token_exact(tok):
     model = build_tiny_qwen2(tok, seed=0)
     backend = HFBackend(model, tok, batch_size=4)
-    config = RolloutConfig(max_turns=2, max_new_tokens_per_turn=12, max_response_tokens=400, seed=11,
-                           end_on_eos=False, debug_keep_contexts=True)
+    config = RolloutConfig(
+        max_turns=2,
+        max_new_tokens_per_turn=12,
+        max_response_tokens=400,
+        seed=11,
+        end_on_eos=False,
+        debug_keep_contexts=True,
+    )
     retriever = FakeRetriever()
     engine = RolloutEngine(backend, tok, config, retriever)
     questions = ["who wrote the novel?", "capital of France?", "which river?"]
@@ -36,9 +49,12 @@ def test_multi_turn_rollout_is_token_exact(tok):
         ids = torch.tensor([traj.prompt_ids + traj.response_ids])
         with torch.no_grad():
             logits = model(ids).logits[0, len(traj.prompt_ids) - 1 : -1]
-        recomputed = torch.log_softmax(logits, -1).gather(-1, ids[0, len(traj.prompt_ids):, None]).squeeze(-1)
+        recomputed = (
+            torch.log_softmax(logits, -1).gather(-1, ids[0, len(traj.prompt_ids) :, None]).squeeze(-1)
+        )
         model_positions = torch.tensor([code == MODEL for code in traj.components])
-        assert torch.allclose(recomputed[model_positions], torch.tensor(traj.sample_logprobs)[model_positions],
-                              atol=1e-4)
+        assert torch.allclose(
+            recomputed[model_positions], torch.tensor(traj.sample_logprobs)[model_positions], atol=1e-4
+        )
     assert retriever.calls == []
     assert engine.last_stats["generate_calls"] == 3

@@ -32,8 +32,13 @@ def test_probe_clone_is_cut_at_the_answer_token_and_continues(tok):
     # token len(think_ids): the clone keeps the think tokens and nothing of "<answer> Berlin </answer>".
     think_ids, answer_ids = enc(tok, "<think> sure </think>\n"), enc(tok, "<answer> Berlin </answer>")
     search_ids = enc(tok, "<search> capital of France </search>")
-    script = {"Q": [search_ids, think_ids + answer_ids,
-                    lambda text: "<answer> Paris </answer>" if "Maybe I missed" in text else "unused"]}
+    script = {
+        "Q": [
+            search_ids,
+            think_ids + answer_ids,
+            lambda text: "<answer> Paris </answer>" if "Maybe I missed" in text else "unused",
+        ]
+    }
     backend = ScriptedBackend(tok, scripted(script))
     engine = RolloutEngine(backend, tok, RolloutConfig(max_turns=3), FakeRetriever())
     probe_ids = enc(tok, PROBE)
@@ -44,16 +49,31 @@ def test_probe_clone_is_cut_at_the_answer_token_and_continues(tok):
     assert (original.is_original, original.final_answer, original.termination) == (True, "Berlin", "answer")
     observation_len = original.components.count(OBSERVATION)
     before_answer = len(search_ids) + observation_len
-    assert original.response_ids == search_ids + original.response_ids[len(search_ids):before_answer] + think_ids + answer_ids
+    assert (
+        original.response_ids
+        == search_ids + original.response_ids[len(search_ids) : before_answer] + think_ids + answer_ids
+    )
     # Clone = everything before the answer turn + the think tokens + PROBE (INSERTED) + the clone's own turn.
     paris = enc(tok, "<answer> Paris </answer>")
     assert clone.response_ids == original.response_ids[:before_answer] + think_ids + probe_ids + paris
-    assert clone.components == (original.components[:before_answer] + [MODEL] * len(think_ids)
-                                + [INSERTED] * len(probe_ids) + [MODEL] * len(paris))
-    assert clone.loss_mask()[before_answer + len(think_ids):][: len(probe_ids)] == [True] * len(probe_ids)
-    assert clone.sample_logprobs[before_answer + len(think_ids):][: len(probe_ids)] == [0.0] * len(probe_ids)
-    assert clone.sample_logprobs[:before_answer + len(think_ids)] == original.sample_logprobs[:before_answer + len(think_ids)]
-    assert (clone.is_original, clone.group_id, clone.final_answer, clone.termination) == (False, "g", "Paris", "answer")
+    assert clone.components == (
+        original.components[:before_answer]
+        + [MODEL] * len(think_ids)
+        + [INSERTED] * len(probe_ids)
+        + [MODEL] * len(paris)
+    )
+    assert clone.loss_mask()[before_answer + len(think_ids) :][: len(probe_ids)] == [True] * len(probe_ids)
+    assert clone.sample_logprobs[before_answer + len(think_ids) :][: len(probe_ids)] == [0.0] * len(probe_ids)
+    assert (
+        clone.sample_logprobs[: before_answer + len(think_ids)]
+        == original.sample_logprobs[: before_answer + len(think_ids)]
+    )
+    assert (clone.is_original, clone.group_id, clone.final_answer, clone.termination) == (
+        False,
+        "g",
+        "Paris",
+        "answer",
+    )
     assert (clone.trajectory_id, clone.metadata["parent_id"]) == ("g#0/clone0", "g#0")
     assert [t.action for t in clone.turns] == ["search", "cut", "answer"]
     # Round 2 generated only for the clone, conditioned on exactly its ids.
@@ -79,15 +99,18 @@ def test_probes_only_in_search_rounds_and_only_from_originals(tok):
 
     # With more rounds the clone answers in a search round, but originals_only stops a second generation.
     calls.clear()
-    engine = RolloutEngine(ScriptedBackend(tok, scripted({"Q": [answer]})), tok, RolloutConfig(max_turns=3),
-                           FakeRetriever())
+    engine = RolloutEngine(
+        ScriptedBackend(tok, scripted({"Q": [answer]})), tok, RolloutConfig(max_turns=3), FakeRetriever()
+    )
     out = engine.run([enc(tok, "Q")], ["g"], on_answer=make_probe_hook(tok, choose))
     assert calls == [("g#0", 0)] and len(out) == 2
 
 
 def test_clone_before_answer_rejects_trajectories_that_did_not_answer(tok):
     backend = ScriptedBackend(tok, scripted({"Q": ["<search> France </search>", "<answer> a </answer>"]}))
-    engine = RolloutEngine(backend, tok, RolloutConfig(max_turns=1, final_turn_without_search=False), FakeRetriever())
+    engine = RolloutEngine(
+        backend, tok, RolloutConfig(max_turns=1, final_turn_without_search=False), FakeRetriever()
+    )
     [traj] = engine.run([enc(tok, "Q")], ["g"])
     with pytest.raises(ValueError, match="did not just answer"):
         clone_before_answer(traj, tok, [1, 2])
@@ -126,8 +149,10 @@ def test_verify_catches_a_retokenized_turn(tok):
     # The policy spelled its search one character per token; the naive pipeline would store
     # encode(decode(turn)) instead, which has fewer ids. verify_trajectory must reject that trajectory.
     text = "<search> France </search>"
-    char_ids = [tok.convert_tokens_to_ids(tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(ch)[0][0])
-                for ch in text]
+    char_ids = [
+        tok.convert_tokens_to_ids(tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(ch)[0][0])
+        for ch in text
+    ]
     backend = ScriptedBackend(tok, scripted({"Q": [char_ids, "<answer> Paris </answer>"]}))
     [traj] = RolloutEngine(backend, tok, RolloutConfig(), FakeRetriever()).run([enc(tok, "Q")], ["g"])
     verify_trajectory(traj)

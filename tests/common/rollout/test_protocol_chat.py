@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rlcore.rollout import RolloutConfig, encode_chat_prompt, encode_observation, format_observation, parse_action
+from rlcore.rollout import (
+    RolloutConfig,
+    encode_chat_prompt,
+    encode_observation,
+    format_observation,
+    parse_action,
+)
 from rlcore.rollout.testing import Passage
 
 CFG = RolloutConfig()
@@ -47,7 +53,11 @@ def test_parse_action_offsets_and_tools_off():
 
 
 def test_format_observation():
-    passages = [Passage("1", "Title One\nfirst body"), Passage("2", "Title Two\nsecond\nbody"), Passage("3", "NoBody")]
+    passages = [
+        Passage("1", "Title One\nfirst body"),
+        Passage("2", "Title Two\nsecond\nbody"),
+        Passage("3", "NoBody"),
+    ]
     # title = first line, text = everything after it (inner newlines kept); the joined text is stripped, which
     # removes the last "\n" and, for the body-less third passage, the space after its title too
     assert format_observation(passages, CFG) == (
@@ -57,7 +67,8 @@ def test_format_observation():
     assert format_observation([], CFG) == "\n\n<information>No documents were found.</information>\n\n"
     # FlashRAG-style dicts work too
     assert format_observation([{"document": {"contents": "T\nbody"}}], CFG) == (
-        "\n\n<information>Doc 1(Title: T) body</information>\n\n")
+        "\n\n<information>Doc 1(Title: T) body</information>\n\n"
+    )
 
 
 def test_observation_truncation_in_tokens(tok):
@@ -72,17 +83,21 @@ def test_observation_truncation_in_tokens(tok):
     head = tok.encode("\n\n<information>", add_special_tokens=False)
     tail = tok.encode("</information>\n\n", add_special_tokens=False)
     assert truncated and len(kept) == 40
-    assert kept[: len(head)] == head and kept[-len(tail):] == tail
+    assert kept[: len(head)] == head and kept[-len(tail) :] == tail
     assert tok.decode(kept).startswith("\n\n<information>Doc 1(Title: Title 0) word word")
 
 
 def test_encode_chat_prompt(tok):
     ids = encode_chat_prompt(tok, [{"role": "user", "content": "hi"}])
     # The project's ChatML template adds the default system turn and opens the assistant turn.
-    expected = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
-                "<|im_start|>assistant\n")
+    expected = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     assert tok.decode(ids) == expected
-    assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3  # specials are single ids, not spelled out
+    assert (
+        ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+    )  # specials are single ids, not spelled out
     assert ids == tok.encode(expected, add_special_tokens=False)
     with pytest.raises(ValueError, match="role"):
         encode_chat_prompt(tok, [{"content": "no role"}])

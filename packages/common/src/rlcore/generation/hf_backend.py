@@ -28,7 +28,9 @@ def validate_prompts(prompts: list[list[int]], vocab_size: int | None = None) ->
             raise ValueError(f"prompts[{index}] must be a non-empty list of token ids, got {ids!r:.80}")
         for token in ids:
             if not isinstance(token, int) or token < 0 or (vocab_size is not None and token >= vocab_size):
-                raise ValueError(f"prompts[{index}] holds an invalid token id {token!r} (vocab size {vocab_size})")
+                raise ValueError(
+                    f"prompts[{index}] holds an invalid token id {token!r} (vocab size {vocab_size})"
+                )
 
 
 class HFBackend:
@@ -80,7 +82,10 @@ class HFBackend:
         return ids
 
     def _pad_id(self) -> int:
-        for value in (getattr(self.tokenizer, "pad_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+        for value in (
+            getattr(self.tokenizer, "pad_token_id", None),
+            getattr(self.tokenizer, "eos_token_id", None),
+        ):
             if isinstance(value, int):
                 return value
         return 0
@@ -107,7 +112,9 @@ class HFBackend:
             with torch.inference_mode():
                 for start in range(0, len(order), self.batch_size):
                     chunk = order[start : start + self.batch_size]
-                    outputs = self._generate_batch([list(prompts[i]) for i in chunk], params, stop_ids, generator)
+                    outputs = self._generate_batch(
+                        [list(prompts[i]) for i in chunk], params, stop_ids, generator
+                    )
                     for index, output in zip(chunk, outputs):
                         results[index] = output
         finally:
@@ -115,7 +122,11 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     def _generate_batch(
-        self, prompts: list[list[int]], params: SamplingParams, stop_ids: set[int], generator: torch.Generator | None
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        stop_ids: set[int],
+        generator: torch.Generator | None,
     ) -> list[Generation]:
         device = self.device
         batch = len(prompts)
@@ -127,8 +138,11 @@ class HFBackend:
             attention_mask[row, width - len(ids) :] = 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=True, logits_to_keep=1,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
         )
         cache = out.past_key_values
         next_position = position_ids[:, -1] + 1  # (alive,)
@@ -171,8 +185,11 @@ class HFBackend:
                 alive = [alive[j] for j in keep]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
             out = self.model(
-                input_ids=tokens.unsqueeze(-1), attention_mask=attention_mask,
-                position_ids=next_position.unsqueeze(-1), past_key_values=cache, use_cache=True,
+                input_ids=tokens.unsqueeze(-1),
+                attention_mask=attention_mask,
+                position_ids=next_position.unsqueeze(-1),
+                past_key_values=cache,
+                use_cache=True,
             )
             cache = out.past_key_values
             next_position = next_position + 1
@@ -183,8 +200,11 @@ class HFBackend:
             reason, stop_reason = finish[row] or (FINISH_LENGTH, None)
             generations.append(
                 Generation(
-                    token_ids=token_ids[row], logprobs=logprobs[row], finish_reason=reason,
-                    text=self.decode(token_ids[row]), stop_reason=stop_reason,
+                    token_ids=token_ids[row],
+                    logprobs=logprobs[row],
+                    finish_reason=reason,
+                    text=self.decode(token_ids[row]),
+                    stop_reason=stop_reason,
                 )
             )
         return generations

@@ -7,7 +7,9 @@ import torch
 __all__ = ["sampling_logprobs", "draw_tokens", "StopStringMatcher"]
 
 
-def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = -1, top_p: float = 1.0) -> torch.Tensor:
+def sampling_logprobs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = -1, top_p: float = 1.0
+) -> torch.Tensor:
     """Log-probs of the distribution tokens are drawn from, in float32.
 
     logits: (batch, vocab). Returns (batch, vocab) with ``-inf`` on filtered tokens and

@@ -16,8 +16,14 @@ from collections.abc import Callable
 from rlcore.generation.sampling import StopStringMatcher
 from rlcore.generation.types import FINISH_LENGTH, FINISH_STOP, Generation, SamplingParams
 
-__all__ = ["ScriptedBackend", "ScriptedCall", "scripted_logprob", "TINY_CORPUS", "build_tiny_tokenizer",
-           "build_tiny_qwen2"]
+__all__ = [
+    "ScriptedBackend",
+    "ScriptedCall",
+    "scripted_logprob",
+    "TINY_CORPUS",
+    "build_tiny_tokenizer",
+    "build_tiny_qwen2",
+]
 
 Responder = Callable[[list[int], str], "str | list[int]"]
 
@@ -48,8 +54,13 @@ class ScriptedBackend:
     decoding first contains a stop string, or at ``max_new_tokens``.
     """
 
-    def __init__(self, tokenizer, respond: Responder, eos_token_ids: set[int] | None = None,
-                 skip_special_tokens: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        respond: Responder,
+        eos_token_ids: set[int] | None = None,
+        skip_special_tokens: bool = True,
+    ):
         self.tokenizer = tokenizer
         self.respond = respond
         self.skip_special_tokens = skip_special_tokens
@@ -121,10 +132,18 @@ def build_tiny_qwen2(tokenizer, seed: int = 0, hidden_size: int = 64, num_layers
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=False, initializer_range=0.1,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

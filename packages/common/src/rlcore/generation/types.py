@@ -39,19 +39,25 @@ class SamplingParams:
     def validate(self) -> None:
         """Raise ValueError naming the field on an impossible value."""
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"SamplingParams.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"SamplingParams.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}"
+            )
         if self.temperature < 0:
             raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or self.top_k < -1:
-            raise ValueError(f"SamplingParams.top_k must be -1, 0 (off) or a positive int, got {self.top_k!r}")
+            raise ValueError(
+                f"SamplingParams.top_k must be -1, 0 (off) or a positive int, got {self.top_k!r}"
+            )
         if isinstance(self.stop, str):
             raise ValueError("SamplingParams.stop must be a list of strings, got a single string")
         if any(not isinstance(s, str) or s == "" for s in self.stop):
             raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
-            raise ValueError(f"SamplingParams.stop_token_ids must be non-negative ints, got {self.stop_token_ids!r}")
+            raise ValueError(
+                f"SamplingParams.stop_token_ids must be non-negative ints, got {self.stop_token_ids!r}"
+            )
 
     @property
     def is_greedy(self) -> bool:
@@ -79,9 +85,7 @@ class Generation:
 
     def __post_init__(self) -> None:
         if len(self.token_ids) != len(self.logprobs):
-            raise ValueError(
-                f"Generation: {len(self.token_ids)} token ids but {len(self.logprobs)} logprobs"
-            )
+            raise ValueError(f"Generation: {len(self.token_ids)} token ids but {len(self.logprobs)} logprobs")
 
 
 @runtime_checkable

@@ -83,14 +83,20 @@ def generations_from_vllm(request_outputs: list[Any], decode) -> list[Generation
             )
         logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs, token_ids)]
         generations.append(
-            Generation(token_ids, logprobs, _finish(completion.finish_reason), decode(token_ids),
-                       getattr(completion, "stop_reason", None))
+            Generation(
+                token_ids,
+                logprobs,
+                _finish(completion.finish_reason),
+                decode(token_ids),
+                getattr(completion, "stop_reason", None),
+            )
         )
     return generations
 
 
-def completions_payload(prompts: list[list[int]], params: SamplingParams, model: str,
-                        skip_special_tokens: bool = True) -> dict[str, Any]:
+def completions_payload(
+    prompts: list[list[int]], params: SamplingParams, model: str, skip_special_tokens: bool = True
+) -> dict[str, Any]:
     """JSON body of a ``POST /v1/completions`` to a vLLM server for a batch of token-id prompts.
 
     vLLM extensions used: ``top_k``, ``stop_token_ids``, ``ignore_eos``, ``include_stop_str_in_output``,
@@ -138,8 +144,13 @@ def generations_from_completions(response: Mapping[str, Any], num_prompts: int, 
             raise RuntimeError(f"{where}: missing or ragged logprobs (was logprobs=1 sent?)")
         token_ids = [_token_id(token, where) for token in tokens]
         generations.append(
-            Generation(token_ids, [float(v) for v in values], _finish(choice.get("finish_reason")),
-                       decode(token_ids), choice.get("stop_reason"))
+            Generation(
+                token_ids,
+                [float(v) for v in values],
+                _finish(choice.get("finish_reason")),
+                decode(token_ids),
+                choice.get("stop_reason"),
+            )
         )
     return generations
 
@@ -158,7 +169,7 @@ def hf_named_tensors(model_or_state: Any) -> Iterator[tuple[str, Any]]:
     for name, tensor in items:
         for prefix in ("module.", "_orig_mod."):
             while name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
         yield name, tensor.detach()
 
 
@@ -170,26 +181,47 @@ class VLLMBackend:
     ``generate`` (wakes the KV cache automatically). ``last_sync_seconds`` records the last weight-sync time.
     """
 
-    def __init__(self, model: str | os.PathLike[str], tokenizer=None, *, gpu_memory_utilization: float = 0.4,
-                 enable_sleep_mode: bool = True, dtype: str = "auto", max_model_len: int | None = None,
-                 tensor_parallel_size: int = 1, seed: int = 0, skip_special_tokens: bool = True,
-                 engine_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        tokenizer=None,
+        *,
+        gpu_memory_utilization: float = 0.4,
+        enable_sleep_mode: bool = True,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        skip_special_tokens: bool = True,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
         try:
             import vllm
         except ImportError as err:
             raise ImportError(_INSTALL_HINT) from err
         # An in-process engine (as TRL's colocate mode does) so the model object is reachable for load_weights.
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
-                           ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29533")):
+        for key, value in (
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "29533"),
+        ):
             os.environ.setdefault(key, value)
         self.model_path = str(model)
         self.skip_special_tokens = skip_special_tokens
         self.enable_sleep_mode = enable_sleep_mode
         self.llm = vllm.LLM(
-            model=self.model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size, seed=seed,
-            enable_sleep_mode=enable_sleep_mode, logprobs_mode="processed_logprobs",
-            distributed_executor_backend="external_launcher", **(engine_kwargs or {}),
+            model=self.model_path,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+            enable_sleep_mode=enable_sleep_mode,
+            logprobs_mode="processed_logprobs",
+            distributed_executor_backend="external_launcher",
+            **(engine_kwargs or {}),
         )
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self._vllm = vllm
@@ -203,7 +235,9 @@ class VLLMBackend:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         self.wake_up()
         sampling = self._vllm.SamplingParams(**vllm_sampling_kwargs(params, self.skip_special_tokens))
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], sampling, use_tqdm=False)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": list(p)} for p in prompts], sampling, use_tqdm=False
+        )
         return generations_from_vllm(outputs, self._decode)
 
     def sleep(self, level: int = 1) -> None:
@@ -225,7 +259,9 @@ class VLLMBackend:
         if "weights" in tags:
             self._weights_awake = True
             if self._asleep_level == 2:
-                logger.warning("vLLM woke from sleep level 2: weights are garbage until update_weights() is called")
+                logger.warning(
+                    "vLLM woke from sleep level 2: weights are garbage until update_weights() is called"
+                )
         if "kv_cache" in tags:
             self._asleep_level = None
 
@@ -257,8 +293,17 @@ class VLLMServerBackend:
     and the colocated :class:`VLLMBackend` for training.
     """
 
-    def __init__(self, base_url: str, tokenizer, model: str, *, api_key_env: str = "VLLM_API_KEY",
-                 timeout: float = 600.0, skip_special_tokens: bool = True, transport=None):
+    def __init__(
+        self,
+        base_url: str,
+        tokenizer,
+        model: str,
+        *,
+        api_key_env: str = "VLLM_API_KEY",
+        timeout: float = 600.0,
+        skip_special_tokens: bool = True,
+        transport=None,
+    ):
         import httpx
 
         headers = {}
@@ -267,8 +312,9 @@ class VLLMServerBackend:
         self.tokenizer = tokenizer
         self.model = model
         self.skip_special_tokens = skip_special_tokens
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                   transport=transport)
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
@@ -286,7 +332,9 @@ class VLLMServerBackend:
         body = completions_payload(prompts, params, self.model, self.skip_special_tokens)
         response = self.client.post("/v1/completions", json=body)
         if response.status_code != 200:
-            raise RuntimeError(f"vLLM server {response.request.url}: HTTP {response.status_code}: {response.text[:500]}")
+            raise RuntimeError(
+                f"vLLM server {response.request.url}: HTTP {response.status_code}: {response.text[:500]}"
+            )
         return generations_from_completions(response.json(), len(prompts), self._decode)
 
     def update_weights(self, model_or_state: Any = None) -> None:

@@ -17,55 +17,85 @@ DEFAULT_INVALID_ACTION_FEEDBACK = (
 class RolloutConfig:
     """Turn structure, sampling, and the tag protocol of multi-turn rollouts (Search-R1 defaults)."""
 
-    max_turns: int = 5  # generation rounds in which search is allowed (with tools off: total rounds, normally 1)
+    max_turns: int = (
+        5  # generation rounds in which search is allowed (with tools off: total rounds, normally 1)
+    )
     tools_enabled: bool = True  # False: single-turn generation (MCQ GRPO), no parsing of search blocks
     final_turn_without_search: bool = True  # after max_turns, one more round with search disabled
     max_new_tokens_per_turn: int = 500  # sampled tokens per generation call
-    max_response_tokens: int = 4096  # cap on all response tokens (sampled + observations + feedback + inserted)
+    max_response_tokens: int = (
+        4096  # cap on all response tokens (sampled + observations + feedback + inserted)
+    )
     max_obs_tokens: int = 500  # cap on one observation's tokens
     retrieval_topk: int = 3  # passages per search
     temperature: float = 1.0  # sampling temperature (0 = greedy)
     top_p: float = 1.0  # nucleus sampling mass (1 = off)
     top_k: int = -1  # top-k filter (-1 = off)
     greedy: bool = False  # arg-max decoding (evaluation)
-    seed: int | None = None  # None: global torch RNG (saved by checkpoints); else per-call seeds derived from it
+    seed: int | None = (
+        None  # None: global torch RNG (saved by checkpoints); else per-call seeds derived from it
+    )
     stop_at_answer: bool = True  # with tools off, still stop after the first </answer>
-    end_on_eos: bool = True  # EOS without an action ends the trajectory (Search-R1 instead feeds back "invalid")
+    end_on_eos: bool = (
+        True  # EOS without an action ends the trajectory (Search-R1 instead feeds back "invalid")
+    )
     think_tag: str = "think"  # reasoning tag (only used in prompts and docs; not parsed)
     search_tag: str = "search"  # the query block: <search> query </search>
     answer_tag: str = "answer"  # the answer block: <answer> text </answer>
     information_tag: str = "information"  # wraps observations
-    observation_template: str = "\n\n<{tag}>{passages}</{tag}>\n\n"  # {tag} = information_tag; {passages} once
-    passage_template: str = "Doc {index}(Title: {title}) {text}\n"  # {index} 1-based, {title} first line, {text} rest
+    observation_template: str = (
+        "\n\n<{tag}>{passages}</{tag}>\n\n"  # {tag} = information_tag; {passages} once
+    )
+    passage_template: str = (
+        "Doc {index}(Title: {title}) {text}\n"  # {index} 1-based, {title} first line, {text} rest
+    )
     strip_passages: bool = True  # strip the joined passage text before it goes into the template
     empty_results_text: str = "No documents were found."  # {passages} when the retriever returns nothing
-    obs_truncation: str = "keep_wrapper"  # keep_wrapper: cut the passages, keep <information> tags; cut: cut the tail
-    invalid_action_feedback: str = DEFAULT_INVALID_ACTION_FEEDBACK  # appended (FEEDBACK) after a turn with no action
+    obs_truncation: str = (
+        "keep_wrapper"  # keep_wrapper: cut the passages, keep <information> tags; cut: cut the tail
+    )
+    invalid_action_feedback: str = (
+        DEFAULT_INVALID_ACTION_FEEDBACK  # appended (FEEDBACK) after a turn with no action
+    )
     verify: bool = True  # run verify_trajectory on every trajectory at the end of run()
-    debug_keep_contexts: bool = False  # store each turn's full context and sampled ids (memory heavy; exact diffs)
+    debug_keep_contexts: bool = (
+        False  # store each turn's full context and sampled ids (memory heavy; exact diffs)
+    )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the field on an impossible setting."""
-        positive = ("max_turns", "max_new_tokens_per_turn", "max_response_tokens", "max_obs_tokens", "retrieval_topk")
+        positive = (
+            "max_turns",
+            "max_new_tokens_per_turn",
+            "max_response_tokens",
+            "max_obs_tokens",
+            "retrieval_topk",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"RolloutConfig.{name} must be an int >= 1, got {value!r}")
         if self.obs_truncation not in ("keep_wrapper", "cut"):
-            raise ValueError(f"RolloutConfig.obs_truncation must be 'keep_wrapper' or 'cut', got {self.obs_truncation!r}")
+            raise ValueError(
+                f"RolloutConfig.obs_truncation must be 'keep_wrapper' or 'cut', got {self.obs_truncation!r}"
+            )
         if self.observation_template.count("{passages}") != 1:
-            raise ValueError("RolloutConfig.observation_template must contain '{passages}' exactly once, got "
-                             f"{self.observation_template!r}")
+            raise ValueError(
+                "RolloutConfig.observation_template must contain '{passages}' exactly once, got "
+                f"{self.observation_template!r}"
+            )
         for name in ("search_tag", "answer_tag", "information_tag"):
             value = getattr(self, name)
             if not value or any(ch in value for ch in "<>/ \n"):
                 raise ValueError(f"RolloutConfig.{name} must be a bare tag name like 'search', got {value!r}")
         if not self.tools_enabled and self.max_turns != 1:
-            raise ValueError(f"RolloutConfig.max_turns must be 1 when tools_enabled is False (single-turn "
-                             f"generation), got {self.max_turns}")
+            raise ValueError(
+                f"RolloutConfig.max_turns must be 1 when tools_enabled is False (single-turn "
+                f"generation), got {self.max_turns}"
+            )
         if self.search_tag == self.answer_tag:
             raise ValueError("RolloutConfig.search_tag and answer_tag must differ")
 

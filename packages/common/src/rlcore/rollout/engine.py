@@ -54,14 +54,18 @@ class RolloutEngine:
     After :meth:`run`, ``last_stats`` holds the time split and token counts of that run.
     """
 
-    def __init__(self, backend: GenerationBackend, tokenizer, config: RolloutConfig | None = None, retriever=None):
+    def __init__(
+        self, backend: GenerationBackend, tokenizer, config: RolloutConfig | None = None, retriever=None
+    ):
         self.backend = backend
         self.tokenizer = tokenizer
         self.config = config if config is not None else RolloutConfig()
         self.config.validate()
         if self.config.tools_enabled and retriever is None:
-            raise ValueError("RolloutEngine: tools_enabled=True needs a retriever (or set tools_enabled=False, "
-                             "max_turns=1 for single-turn generation)")
+            raise ValueError(
+                "RolloutEngine: tools_enabled=True needs a retriever (or set tools_enabled=False, "
+                "max_turns=1 for single-turn generation)"
+            )
         self.retriever = retriever
         self._feedback_ids = tokenizer.encode(self.config.invalid_action_feedback, add_special_tokens=False)
         self._run_index = 0
@@ -73,17 +77,29 @@ class RolloutEngine:
 
         cfg = self.config
         seed = None if cfg.seed is None else derive_seed(cfg.seed, self._run_index, round_index)
-        return SamplingParams(max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              top_k=cfg.top_k, stop=stop_strings(cfg), seed=seed, greedy=cfg.greedy)
+        return SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            stop=stop_strings(cfg),
+            seed=seed,
+            greedy=cfg.greedy,
+        )
 
     def _append_capped(self, traj: Trajectory, ids: list[int], component: int) -> bool:
         """Append ``ids`` cut to the response budget; True if anything had to be cut."""
         room = self.config.max_response_tokens - len(traj)
-        traj.append(ids[:max(room, 0)], component)
+        traj.append(ids[: max(room, 0)], component)
         return len(ids) > room
 
-    def run(self, prompt_ids: list[list[int]], group_ids: list[str], metadata: list[dict] | None = None,
-            on_answer: OnAnswer | None = None) -> list[Trajectory]:
+    def run(
+        self,
+        prompt_ids: list[list[int]],
+        group_ids: list[str],
+        metadata: list[dict] | None = None,
+        on_answer: OnAnswer | None = None,
+    ) -> list[Trajectory]:
         """Roll out every prompt; returns the originals in input order, then trajectories added by ``on_answer``.
 
         ``on_answer(traj, round_index)`` runs when a trajectory answers in a search-enabled round; the
@@ -93,20 +109,33 @@ class RolloutEngine:
         if len(prompt_ids) != len(group_ids):
             raise ValueError(f"RolloutEngine.run: {len(prompt_ids)} prompts but {len(group_ids)} group ids")
         if metadata is not None and len(metadata) != len(prompt_ids):
-            raise ValueError(f"RolloutEngine.run: {len(prompt_ids)} prompts but {len(metadata)} metadata entries")
+            raise ValueError(
+                f"RolloutEngine.run: {len(prompt_ids)} prompts but {len(metadata)} metadata entries"
+            )
         for index, ids in enumerate(prompt_ids):
             if not ids:
                 raise ValueError(f"RolloutEngine.run: prompt_ids[{index}] is empty")
         seen: Counter[str] = Counter()
         trajectories = []
         for index, (ids, group) in enumerate(zip(prompt_ids, group_ids)):
-            trajectories.append(Trajectory(
-                prompt_ids=[int(t) for t in ids], group_id=str(group), trajectory_id=f"{group}#{seen[group]}",
-                metadata=dict(metadata[index]) if metadata is not None else {},
-            ))
+            trajectories.append(
+                Trajectory(
+                    prompt_ids=[int(t) for t in ids],
+                    group_id=str(group),
+                    trajectory_id=f"{group}#{seen[group]}",
+                    metadata=dict(metadata[index]) if metadata is not None else {},
+                )
+            )
             seen[group] += 1
-        stats = Counter(generate_seconds=0.0, retrieve_seconds=0.0, generated_tokens=0, generate_calls=0,
-                        retrieval_calls=0, rounds=0, spawned=0)
+        stats = Counter(
+            generate_seconds=0.0,
+            retrieve_seconds=0.0,
+            generated_tokens=0,
+            generate_calls=0,
+            retrieval_calls=0,
+            rounds=0,
+            spawned=0,
+        )
         active = list(trajectories)
         for round_index in range(cfg.num_rounds):
             if not active:
@@ -131,7 +160,9 @@ class RolloutEngine:
             stats["generate_calls"] += 1
             stats["rounds"] += 1
             if len(generations) != len(runnable):
-                raise RuntimeError(f"backend returned {len(generations)} generations for {len(runnable)} prompts")
+                raise RuntimeError(
+                    f"backend returned {len(generations)} generations for {len(runnable)} prompts"
+                )
 
             next_active: list[Trajectory] = []
             spawned: list[Trajectory] = []
@@ -141,13 +172,16 @@ class RolloutEngine:
                 room = cfg.max_response_tokens - len(traj)
                 kept = list(generation.token_ids[:room])
                 record = TurnRecord(
-                    round_index=round_index, start=len(traj), num_tokens=len(kept),
-                    context_fingerprint=fingerprint(context), sampled_fingerprint=fingerprint(kept),
+                    round_index=round_index,
+                    start=len(traj),
+                    num_tokens=len(kept),
+                    context_fingerprint=fingerprint(context),
+                    sampled_fingerprint=fingerprint(kept),
                     search_enabled=search_enabled,
                     context_ids=context if cfg.debug_keep_contexts else None,
                     sampled_ids=list(generation.token_ids) if cfg.debug_keep_contexts else None,
                 )
-                traj.append_sampled(kept, list(generation.logprobs[:len(kept)]), record)
+                traj.append_sampled(kept, list(generation.logprobs[: len(kept)]), record)
                 traj.num_turns += 1
                 if len(kept) < len(generation.token_ids):
                     _end(traj, "max_response_tokens")
@@ -196,7 +230,9 @@ class RolloutEngine:
                 stats["retrieve_seconds"] += time.perf_counter() - started
                 stats["retrieval_calls"] += 1
                 if len(results) != len(queries):
-                    raise RuntimeError(f"retriever returned {len(results)} result lists for {len(queries)} queries")
+                    raise RuntimeError(
+                        f"retriever returned {len(results)} result lists for {len(queries)} queries"
+                    )
                 for (traj, query), passages in zip(searches, results):
                     observation, truncated = encode_observation(list(passages), cfg, self.tokenizer)
                     traj.num_searches += 1
@@ -232,8 +268,10 @@ class RolloutEngine:
             if traj is parent:
                 raise ValueError("on_answer returned the answering trajectory itself; return a clone")
             if traj.finished:
-                raise ValueError(f"on_answer returned a finished trajectory (from {parent.trajectory_id}); "
-                                 "a spawned trajectory must still be active")
+                raise ValueError(
+                    f"on_answer returned a finished trajectory (from {parent.trajectory_id}); "
+                    "a spawned trajectory must still be active"
+                )
             if not traj.trajectory_id or traj.trajectory_id == parent.trajectory_id:
                 traj.trajectory_id = f"{parent.trajectory_id}/clone{already + offset}"
             traj.termination = ""

@@ -16,7 +16,9 @@ from rlcore.rollout.trajectory import INSERTED, Trajectory
 __all__ = ["token_index_at_char", "clone_before_answer", "make_probe_hook"]
 
 
-def token_index_at_char(tokenizer, token_ids: list[int], char_offset: int, skip_special_tokens: bool = True) -> int:
+def token_index_at_char(
+    tokenizer, token_ids: list[int], char_offset: int, skip_special_tokens: bool = True
+) -> int:
     """Index of the first token whose decoding reaches past ``char_offset`` of ``decode(token_ids)``.
 
     So ``decode(token_ids[:index])`` ends at or before ``char_offset``. Returns ``len(token_ids)`` if no token
@@ -29,8 +31,13 @@ def token_index_at_char(tokenizer, token_ids: list[int], char_offset: int, skip_
     return len(token_ids)
 
 
-def clone_before_answer(traj: Trajectory, tokenizer, inserted_ids: list[int], config: RolloutConfig | None = None,
-                        skip_special_tokens: bool = True) -> Trajectory:
+def clone_before_answer(
+    traj: Trajectory,
+    tokenizer,
+    inserted_ids: list[int],
+    config: RolloutConfig | None = None,
+    skip_special_tokens: bool = True,
+) -> Trajectory:
     """A clone of ``traj`` with its last turn's answer block removed and ``inserted_ids`` appended as INSERTED.
 
     ``traj`` must have just answered: its last turn produced the answer block and nothing follows that turn.
@@ -43,13 +50,17 @@ def clone_before_answer(traj: Trajectory, tokenizer, inserted_ids: list[int], co
     record = traj.turns[-1]
     end = record.start + record.num_tokens
     if record.action != "answer" or end != len(traj.response_ids):
-        raise ValueError(f"clone_before_answer: trajectory {traj.trajectory_id!r} did not just answer (last turn "
-                         f"action {record.action!r}, response continues {len(traj.response_ids) - end} tokens after it)")
-    turn_ids = traj.response_ids[record.start:end]
+        raise ValueError(
+            f"clone_before_answer: trajectory {traj.trajectory_id!r} did not just answer (last turn "
+            f"action {record.action!r}, response continues {len(traj.response_ids) - end} tokens after it)"
+        )
+    turn_ids = traj.response_ids[record.start : end]
     text = tokenizer.decode(turn_ids, skip_special_tokens=skip_special_tokens)
     action = parse_action(text, config)
     if action is None or action.kind != "answer":
-        raise ValueError(f"clone_before_answer: no answer block in the last turn of {traj.trajectory_id!r}: {text!r:.200}")
+        raise ValueError(
+            f"clone_before_answer: no answer block in the last turn of {traj.trajectory_id!r}: {text!r:.200}"
+        )
     cut = token_index_at_char(tokenizer, turn_ids, action.start, skip_special_tokens)
     clone = traj.clone()
     clone.truncate(record.start + cut)
@@ -65,9 +76,13 @@ def clone_before_answer(traj: Trajectory, tokenizer, inserted_ids: list[int], co
     return clone
 
 
-def make_probe_hook(tokenizer, choose_insert: Callable[[Trajectory, int], list[int] | None],
-                    config: RolloutConfig | None = None, originals_only: bool = True,
-                    skip_special_tokens: bool = True) -> Callable[[Trajectory, int], list[Trajectory]]:
+def make_probe_hook(
+    tokenizer,
+    choose_insert: Callable[[Trajectory, int], list[int] | None],
+    config: RolloutConfig | None = None,
+    originals_only: bool = True,
+    skip_special_tokens: bool = True,
+) -> Callable[[Trajectory, int], list[Trajectory]]:
     """An ``on_answer`` hook: at most one clone per answering trajectory.
 
     ``choose_insert(traj, round_index)`` returns the token ids to insert (e.g. a tokenized exploratory prompt),

@@ -14,8 +14,14 @@ from typing import Any
 from rlcore.rollout.config import RolloutConfig
 
 __all__ = [
-    "Action", "parse_action", "stop_strings", "passage_contents", "format_passages", "format_observation",
-    "encode_observation", "DEFAULT_SEARCH_INSTRUCTION",
+    "Action",
+    "parse_action",
+    "stop_strings",
+    "passage_contents",
+    "format_passages",
+    "format_observation",
+    "encode_observation",
+    "DEFAULT_SEARCH_INSTRUCTION",
 ]
 
 # Our own wording of the Search-R1-style instruction; callers may load the exact template they trained with.
@@ -77,7 +83,9 @@ def passage_contents(passage: Any) -> str:
             return str(passage["contents"])
         if isinstance(passage.get("document"), dict) and "contents" in passage["document"]:
             return str(passage["document"]["contents"])
-    raise TypeError(f"retriever returned {type(passage).__name__} without a 'contents' field: {passage!r:.120}")
+    raise TypeError(
+        f"retriever returned {type(passage).__name__} without a 'contents' field: {passage!r:.120}"
+    )
 
 
 def format_passages(passages: list[Any], config: RolloutConfig) -> str:
@@ -94,7 +102,9 @@ def format_passages(passages: list[Any], config: RolloutConfig) -> str:
 
 def format_observation(passages: list[Any], config: RolloutConfig) -> str:
     """The whole observation string, e.g. ``"\\n\\n<information>Doc 1(Title: T) body</information>\\n\\n"``."""
-    return config.observation_template.format(tag=config.information_tag, passages=format_passages(passages, config))
+    return config.observation_template.format(
+        tag=config.information_tag, passages=format_passages(passages, config)
+    )
 
 
 def encode_observation(passages: list[Any], config: RolloutConfig, tokenizer) -> tuple[list[int], bool]:

@@ -13,6 +13,7 @@ except ImportError:  # pragma: no cover - same fields, used until rlcore.retriev
         contents: str
         score: float = 0.0
 
+
 __all__ = ["FakeRetriever", "Passage"]
 
 
@@ -24,13 +25,17 @@ class FakeRetriever:
     """
 
     def __init__(self, documents: list[str] | None = None):
-        self.documents = documents if documents is not None else [
-            "France\nParis is the capital and largest city of France.",
-            "Germany\nBerlin is the capital of Germany.",
-            "Jane Austen\nJane Austen wrote Pride and Prejudice, published in 1813.",
-            "Danube\nThe Danube flows through Vienna, Budapest and Belgrade.",
-            "Mount Everest\nMount Everest is Earth's highest mountain above sea level.",
-        ]
+        self.documents = (
+            documents
+            if documents is not None
+            else [
+                "France\nParis is the capital and largest city of France.",
+                "Germany\nBerlin is the capital of Germany.",
+                "Jane Austen\nJane Austen wrote Pride and Prejudice, published in 1813.",
+                "Danube\nThe Danube flows through Vienna, Budapest and Belgrade.",
+                "Mount Everest\nMount Everest is Earth's highest mountain above sea level.",
+            ]
+        )
         self.calls: list[tuple[list[str], int]] = []
 
     def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
@@ -43,6 +48,10 @@ class FakeRetriever:
                 overlap = len(words & set(document.lower().replace("\n", " ").split()))
                 scored.append((-overlap, index))
             scored.sort()
-            results.append([Passage(id=str(index), contents=self.documents[index], score=float(-negative))
-                            for negative, index in scored[:topk]])
+            results.append(
+                [
+                    Passage(id=str(index), contents=self.documents[index], score=float(-negative))
+                    for negative, index in scored[:topk]
+                ]
+            )
         return results

@@ -21,8 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "PROMPT", "MODEL", "FEEDBACK", "OBSERVATION", "INSERTED", "COMPONENT_NAMES", "LOSS_COMPONENTS",
-    "TurnRecord", "Trajectory", "TrajectoryMismatchError", "fingerprint", "verify_trajectory",
+    "PROMPT",
+    "MODEL",
+    "FEEDBACK",
+    "OBSERVATION",
+    "INSERTED",
+    "COMPONENT_NAMES",
+    "LOSS_COMPONENTS",
+    "TurnRecord",
+    "Trajectory",
+    "TrajectoryMismatchError",
+    "fingerprint",
+    "verify_trajectory",
 ]
 
 PROMPT = 0
@@ -30,8 +40,13 @@ MODEL = 1
 FEEDBACK = 3
 OBSERVATION = 4
 INSERTED = 5
-COMPONENT_NAMES = {PROMPT: "prompt", MODEL: "model", FEEDBACK: "feedback", OBSERVATION: "observation",
-                   INSERTED: "inserted"}
+COMPONENT_NAMES = {
+    PROMPT: "prompt",
+    MODEL: "model",
+    FEEDBACK: "feedback",
+    OBSERVATION: "observation",
+    INSERTED: "inserted",
+}
 LOSS_COMPONENTS = frozenset({MODEL, INSERTED})
 _RESPONSE_COMPONENTS = frozenset({MODEL, FEEDBACK, OBSERVATION, INSERTED})
 
@@ -52,7 +67,9 @@ class TurnRecord:
     round_index: int  # engine round (0-based) in which the call happened
     start: int  # index into response_ids of the first sampled token (= response length at call time)
     num_tokens: int  # sampled tokens still in the trajectory (a probe cut or the response cap can shorten it)
-    context_fingerprint: int  # fingerprint(prompt_ids + response_ids[:start]) of the exact list sent to the backend
+    context_fingerprint: (
+        int  # fingerprint(prompt_ids + response_ids[:start]) of the exact list sent to the backend
+    )
     sampled_fingerprint: int  # fingerprint of the num_tokens sampled ids kept
     search_enabled: bool  # whether search was allowed in this round
     action: str = ""  # "search", "answer", "invalid", or "" (no action parsed: eos / length / single-turn)
@@ -68,7 +85,9 @@ class Trajectory:
     group_id: str  # GRPO group: unique per prompt instance; clones keep their parent's
     response_ids: list[int] = field(default_factory=list)  # everything after the prompt
     components: list[int] = field(default_factory=list)  # component code per response token
-    sample_logprobs: list[float] = field(default_factory=list)  # sampling log-prob per token; 0.0 on non-model
+    sample_logprobs: list[float] = field(
+        default_factory=list
+    )  # sampling log-prob per token; 0.0 on non-model
     is_original: bool = True  # False for clones (REX-RAG probes)
     finished: bool = False  # the policy ended it itself (answer or EOS), not a turn / token cap
     num_turns: int = 0  # generation calls made for this trajectory
@@ -76,7 +95,9 @@ class Trajectory:
     num_invalid_actions: int = 0  # turns that got the invalid-action feedback
     final_answer: str | None = None  # content of the answer block, stripped; None if it never answered
     termination: str = ""  # answer | eos | length | max_turns | max_response_tokens | search_without_tools
-    trajectory_id: str = ""  # unique within a run: "<group_id>#<k>" for originals, "<parent>/clone<k>" for clones
+    trajectory_id: str = (
+        ""  # unique within a run: "<group_id>#<k>" for originals, "<parent>/clone<k>" for clones
+    )
     metadata: dict[str, Any] = field(default_factory=dict)
     turns: list[TurnRecord] = field(default_factory=list)
 
@@ -90,8 +111,10 @@ class Trajectory:
         fail :func:`verify_trajectory` because no generation call produced them.
         """
         if component not in _RESPONSE_COMPONENTS:
-            raise ValueError(f"Trajectory.append: component must be one of {sorted(_RESPONSE_COMPONENTS)}, "
-                             f"got {component!r}")
+            raise ValueError(
+                f"Trajectory.append: component must be one of {sorted(_RESPONSE_COMPONENTS)}, "
+                f"got {component!r}"
+            )
         if logprobs is None:
             logprobs = [0.0] * len(ids)
         if len(logprobs) != len(ids):
@@ -103,8 +126,10 @@ class Trajectory:
     def append_sampled(self, ids: list[int], logprobs: list[float], record: TurnRecord) -> None:
         """Append one generation call's sampled ids (component MODEL) with its turn record (engine use)."""
         if record.start != len(self.response_ids) or record.num_tokens != len(ids):
-            raise ValueError(f"append_sampled: record covers [{record.start}, +{record.num_tokens}) but the response "
-                             f"has {len(self.response_ids)} tokens and {len(ids)} ids are appended")
+            raise ValueError(
+                f"append_sampled: record covers [{record.start}, +{record.num_tokens}) but the response "
+                f"has {len(self.response_ids)} tokens and {len(ids)} ids are appended"
+            )
         if len(logprobs) != len(ids):
             raise ValueError(f"append_sampled: {len(ids)} ids but {len(logprobs)} logprobs")
         self.response_ids.extend(ids)
@@ -143,7 +168,7 @@ class Trajectory:
             if end > length:
                 _check_turn(self, record, len(kept_turns))
                 record = dataclasses.replace(record, num_tokens=length - record.start)
-                record.sampled_fingerprint = fingerprint(self.response_ids[record.start:length])
+                record.sampled_fingerprint = fingerprint(self.response_ids[record.start : length])
             kept_turns.append(record)
         self.turns = kept_turns
         del self.response_ids[length:], self.components[length:], self.sample_logprobs[length:]
@@ -153,23 +178,30 @@ def _check_turn(traj: Trajectory, record: TurnRecord, position: int) -> None:
     where = f"trajectory {traj.trajectory_id or traj.group_id!r} turn {position} (round {record.round_index})"
     end = record.start + record.num_tokens
     if end > len(traj.response_ids):
-        raise TrajectoryMismatchError(f"{where}: covers response[{record.start}:{end}] but the response has "
-                                      f"{len(traj.response_ids)} tokens")
-    context = traj.prompt_ids + traj.response_ids[:record.start]
+        raise TrajectoryMismatchError(
+            f"{where}: covers response[{record.start}:{end}] but the response has "
+            f"{len(traj.response_ids)} tokens"
+        )
+    context = traj.prompt_ids + traj.response_ids[: record.start]
     if record.context_ids is not None and context != record.context_ids:
-        first = next((i for i, (a, b) in enumerate(zip(context, record.context_ids)) if a != b),
-                     min(len(context), len(record.context_ids)))
-        raise TrajectoryMismatchError(f"{where}: context differs from what the policy saw at position {first} "
-                                      f"(now {context[first:first + 8]}, then {record.context_ids[first:first + 8]})")
+        first = next(
+            (i for i, (a, b) in enumerate(zip(context, record.context_ids)) if a != b),
+            min(len(context), len(record.context_ids)),
+        )
+        raise TrajectoryMismatchError(
+            f"{where}: context differs from what the policy saw at position {first} "
+            f"(now {context[first : first + 8]}, then {record.context_ids[first : first + 8]})"
+        )
     if fingerprint(context) != record.context_fingerprint:
-        raise TrajectoryMismatchError(f"{where}: prompt + response[:{record.start}] is not the context the policy "
-                                      f"was conditioned on")
-    sampled = traj.response_ids[record.start:end]
-    if record.sampled_ids is not None and sampled != record.sampled_ids[:record.num_tokens]:
+        raise TrajectoryMismatchError(
+            f"{where}: prompt + response[:{record.start}] is not the context the policy was conditioned on"
+        )
+    sampled = traj.response_ids[record.start : end]
+    if record.sampled_ids is not None and sampled != record.sampled_ids[: record.num_tokens]:
         raise TrajectoryMismatchError(f"{where}: response[{record.start}:{end}] is not the sampled ids")
     if fingerprint(sampled) != record.sampled_fingerprint:
         raise TrajectoryMismatchError(f"{where}: response[{record.start}:{end}] is not the sampled ids")
-    if any(code != MODEL for code in traj.components[record.start:end]):
+    if any(code != MODEL for code in traj.components[record.start : end]):
         raise TrajectoryMismatchError(f"{where}: sampled tokens are not all marked MODEL")
 
 
@@ -183,13 +215,18 @@ def verify_trajectory(traj: Trajectory) -> None:
     name = traj.trajectory_id or traj.group_id
     sizes = (len(traj.response_ids), len(traj.components), len(traj.sample_logprobs))
     if len(set(sizes)) != 1:
-        raise TrajectoryMismatchError(f"trajectory {name!r}: response_ids/components/sample_logprobs lengths {sizes}")
+        raise TrajectoryMismatchError(
+            f"trajectory {name!r}: response_ids/components/sample_logprobs lengths {sizes}"
+        )
     for position, (code, logprob) in enumerate(zip(traj.components, traj.sample_logprobs)):
         if code not in _RESPONSE_COMPONENTS:
-            raise TrajectoryMismatchError(f"trajectory {name!r}: invalid component {code} at response[{position}]")
+            raise TrajectoryMismatchError(
+                f"trajectory {name!r}: invalid component {code} at response[{position}]"
+            )
         if code != MODEL and logprob != 0.0:
-            raise TrajectoryMismatchError(f"trajectory {name!r}: non-model token at response[{position}] has "
-                                          f"logprob {logprob}")
+            raise TrajectoryMismatchError(
+                f"trajectory {name!r}: non-model token at response[{position}] has logprob {logprob}"
+            )
     covered = [False] * len(traj.response_ids)
     previous_end = 0
     for position, record in enumerate(traj.turns):
@@ -197,8 +234,10 @@ def verify_trajectory(traj: Trajectory) -> None:
             raise TrajectoryMismatchError(f"trajectory {name!r}: turn {position} overlaps the previous turn")
         _check_turn(traj, record, position)
         previous_end = record.start + record.num_tokens
-        covered[record.start:previous_end] = [True] * record.num_tokens
+        covered[record.start : previous_end] = [True] * record.num_tokens
     for position, code in enumerate(traj.components):
         if code == MODEL and not covered[position]:
-            raise TrajectoryMismatchError(f"trajectory {name!r}: response[{position}] is marked MODEL but no "
-                                          f"generation call produced it")
+            raise TrajectoryMismatchError(
+                f"trajectory {name!r}: response[{position}] is marked MODEL but no "
+                f"generation call produced it"
+            )
