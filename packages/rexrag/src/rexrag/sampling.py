@@ -16,7 +16,7 @@ discarded probes are counted in ``discarded_probe_tokens``.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rexrag.correction import ProbeLayout
 from rexrag.trie import PromptTrie, encode_prompt
@@ -27,15 +27,20 @@ from rlcore.rollout import INSERTED, LOSS_COMPONENTS, RolloutConfig, Trajectory,
 GOLD_KEY = "golden_answers"
 
 
-def is_correct(traj: Trajectory) -> bool:
-    """EM of the trajectory's final answer against ``metadata["golden_answers"]``."""
+def metadata_golds(traj: Trajectory) -> list[str]:
+    """Gold answers stored in the rollout metadata (``metadata["golden_answers"]``)."""
     golds = traj.metadata.get(GOLD_KEY)
     if not golds:
         raise KeyError(
             f"trajectory {traj.trajectory_id!r} has no metadata[{GOLD_KEY!r}]; pass the gold answers "
-            "in the rollout metadata"
+            "in the rollout metadata or a gold_fn"
         )
-    return exact_match(traj.final_answer, golds) >= 1.0
+    return list(golds)
+
+
+def is_correct(traj: Trajectory, gold_fn: Callable[[Trajectory], list[str]] = metadata_golds) -> bool:
+    """EM of the trajectory's final answer against its gold answers."""
+    return exact_match(traj.final_answer, gold_fn(traj)) >= 1.0
 
 
 class MixedSampler:
@@ -48,6 +53,7 @@ class MixedSampler:
         trigger: ProbeTrigger,
         rollout_config: RolloutConfig | None = None,
         seed: int = 0,
+        gold_fn: Callable[[Trajectory], list[str]] = metadata_golds,
     ):
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -57,12 +63,14 @@ class MixedSampler:
         self.rollout_config = rollout_config
         self._rng = random.Random(seed)
         self.discarded_probe_tokens = 0
+        self.gold_fn = gold_fn
+        self.gold_fn = gold_fn
 
     def on_answer(self, traj: Trajectory, round_index: int) -> list[Trajectory]:
         """The engine's ``on_answer`` hook (only called in search-enabled rounds)."""
         if not traj.is_original:
             return []
-        correct = is_correct(traj)
+        correct = is_correct(traj, self.gold_fn)
         if self.trigger.mode == "per_wrong_rollout":
             if not self.trigger.at_answer(is_original=True, answer_correct=correct, search_enabled=True):
                 return []
@@ -79,7 +87,7 @@ class MixedSampler:
         if self.trigger.mode != "dead_end_group":
             return trajectories
         originals = [t for t in trajectories if t.is_original]
-        correct = {t.trajectory_id: is_correct(t) for t in originals}
+        correct = {t.trajectory_id: is_correct(t, self.gold_fn) for t in originals}
         solved: dict[str, bool] = {}
         for t in originals:
             solved[t.group_id] = solved.get(t.group_id, False) or correct[t.trajectory_id]

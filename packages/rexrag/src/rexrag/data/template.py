@@ -57,11 +57,8 @@ def chat_prompt_ids(tokenizer, user_message: str, use_chat_template: bool = True
     With ``use_chat_template`` (the official behaviour, applied to base models too) the user message goes through
     the tokenizer's chat template with the generation prompt appended; otherwise the raw text is encoded.
     """
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+    if use_chat_template:
+        from rlcore.rollout import encode_chat_prompt
+
+        return encode_chat_prompt(tokenizer, [{"role": "user", "content": user_message}])
     return list(tokenizer.encode(user_message, add_special_tokens=False))

@@ -1,0 +1,136 @@
+"""Synthetic search demonstrations for the SFT warm-up on the synthetic world.
+
+Each demonstration is a full multi-turn response built with the real retriever and the rollout engine's own
+observation formatting, so the warm-up policy sees exactly what it will see during RL. Kinds:
+
+- ``search``: search every entity of the question's chain, then answer (the gold behaviour).
+- ``memory``: answer at once "from memory" with a wrong entity of the right type: the confident dead end REX-RAG
+  is built to escape (fictional facts cannot be known without searching).
+- ``shortcut``: multi-hop only: search the first entity, then answer the intermediate entity (a dead end after
+  one search).
+- ``recovery``: the ``memory`` thought, then one self-doubt sentence from the prompt pool, then the full search
+  chain: the behaviour probes try to reach.
+
+Only model-written text is in the loss mask; observations are conditioned on but never trained.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rexrag.data.qa import QAExample
+from rexrag.data.template import chat_prompt_ids, render_prompt
+from rlcore.rollout import RolloutConfig, encode_observation
+
+KINDS = ("search", "memory", "shortcut", "recovery")
+MEMORY_THOUGHT = "<think> I already know this. </think>\n"
+
+
+@dataclass
+class DemoConfig:
+    """Mix of demonstration kinds (shares are renormalised)."""
+
+    frac_search: float = 0.7  # correct search chains
+    frac_memory: float = 0.15  # immediate wrong answer without searching
+    frac_shortcut: float = 0.1  # one search, then the intermediate entity as the answer (multi-hop questions)
+    frac_recovery: float = 0.05  # memory thought -> pool self-doubt sentence -> full search chain
+    seed: int = 0  # seeds the kind draw, distractors and pool sentences
+
+
+@dataclass
+class Demo:
+    """One tokenized demonstration."""
+
+    prompt_ids: list[int]  # chat-templated prompt
+    response_ids: list[int]  # model text and observations
+    loss_mask: list[bool]  # True on model-written tokens
+    kind: str  # one of KINDS
+    text: str  # decoded response (for inspection)
+
+
+def _answer_key(example: QAExample) -> tuple[str, str]:
+    """Questions with the same wording pattern share an answer type (city, person, year, ...)."""
+    words = example.question.split()
+    return example.data_source, " ".join(words[:3])
+
+
+def _search_turns(chain: Sequence[str]) -> list[str]:
+    turns = [f"<think> I need to look up {chain[0]}. </think>\n<search> {chain[0]} </search>"]
+    turns += [f"<think> Next I need {entity}. </think>\n<search> {entity} </search>" for entity in chain[1:]]
+    return turns
+
+
+def _final(answer: str) -> str:
+    return f"<think> So the answer is {answer}. </think>\n<answer> {answer} </answer>"
+
+
+def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str) -> list[tuple[str, str]]:
+    """The demonstration as segments: ("model", text) or ("search", query) (the observation goes after it)."""
+    chain = example.metadata.get("chain")
+    if not chain:
+        raise ValueError(
+            f"example {example.group_key} has no metadata['chain'] (only synthetic-world questions do)"
+        )
+    answer = example.golden_answers[0]
+    if kind == "memory":
+        return [("model", MEMORY_THOUGHT + f"<answer> {distractor} </answer>")]
+    if kind == "shortcut":
+        wrong = chain[1] if len(chain) > 1 and chain[1] != answer else distractor
+        return [("model", _search_turns(chain)[0]), ("search", chain[0]), ("model", _final(wrong))]
+    segments: list[tuple[str, str]] = []
+    turns = _search_turns(chain)
+    if kind == "recovery":
+        turns[0] = MEMORY_THOUGHT + pool_sentence + f" </think>\n<search> {chain[0]} </search>"
+    for entity, turn in zip(chain, turns):
+        segments += [("model", turn), ("search", entity)]
+    segments.append(("model", _final(answer)))
+    return segments
+
+
+def build_demos(
+    examples: Sequence[QAExample],
+    tokenizer,
+    retriever,
+    rollout_config: RolloutConfig,
+    template: str,
+    pool: Sequence[str],
+    cfg: DemoConfig,
+    use_chat_template: bool = True,
+) -> list[Demo]:
+    """One demonstration per example, kinds drawn with ``cfg``'s shares (shortcut falls back to memory on
+    single-hop questions)."""
+    rng = random.Random(cfg.seed)
+    answers_by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for example in examples:
+        answers_by_key[_answer_key(example)].append(example.golden_answers[0])
+    shares = [cfg.frac_search, cfg.frac_memory, cfg.frac_shortcut, cfg.frac_recovery]
+    plans = []
+    for example in examples:
+        kind = rng.choices(KINDS, shares)[0]
+        hops = len(example.metadata.get("chain", []))
+        if kind == "shortcut" and (hops < 2 or example.data_source == "world_compare"):
+            kind = "memory"
+        candidates = [a for a in answers_by_key[_answer_key(example)] if a not in example.golden_answers]
+        distractor = rng.choice(candidates) if candidates else "unknown"
+        plans.append((example, kind, plan_demo(example, kind, distractor, rng.choice(list(pool)))))
+    queries = sorted({text for _, _, segments in plans for part, text in segments if part == "search"})
+    results = dict(zip(queries, retriever.search(queries, rollout_config.retrieval_topk))) if queries else {}
+    demos = []
+    for example, kind, segments in plans:
+        prompt_ids = chat_prompt_ids(tokenizer, render_prompt(example.question, template), use_chat_template)
+        response: list[int] = []
+        mask: list[bool] = []
+        for part, text in segments:
+            if part == "model":
+                ids = tokenizer.encode(text, add_special_tokens=False)
+                trained = True
+            else:
+                ids, _ = encode_observation(list(results[text]), rollout_config, tokenizer)
+                trained = False
+            response += ids
+            mask += [trained] * len(ids)
+        demos.append(Demo(prompt_ids, response, mask, kind, tokenizer.decode(response)))
+    return demos

@@ -1,0 +1,1 @@
+"""Recipes: sft (warm-up), train (GRPO / REX-RAG), evaluate (greedy multi-turn EM)."""

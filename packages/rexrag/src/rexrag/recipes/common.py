@@ -1,0 +1,189 @@
+"""Pieces the REX-RAG recipes share: the synthetic world on disk, its BM25 index, a tokenizer and a tiny model
+trained from scratch on it, and greedy multi-turn evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rexrag.data.qa import QAExample
+from rexrag.data.template import chat_prompt_ids, render_prompt
+from rexrag.data.world import WorldConfig, write_world
+from rexrag.evaluation import score_records
+from rlcore.config import config_hash
+from rlcore.rollout import RolloutConfig, RolloutEngine, Trajectory
+
+logger = logging.getLogger(__name__)
+
+# A short template for tiny models (same tag protocol as DEFAULT_TEMPLATE, fewer tokens per rollout).
+SHORT_TEMPLATE = (
+    "Search with <search> query </search> and answer with <answer> answer </answer>. Question: {question}\n"
+)
+
+
+@dataclass
+class TinyModelConfig:
+    """A small Qwen2 trained from scratch (``init=scratch``) or any model spec for rlcore.models."""
+
+    init: str = (
+        "scratch"  # "scratch" (new tiny Qwen2 + BPE tokenizer trained on the world) or a model spec/path
+    )
+    vocab_size: int = 2048  # BPE vocabulary of the world tokenizer (scratch only)
+    hidden_size: int = 128  # transformer width (scratch only)
+    num_layers: int = 4  # decoder layers (scratch only)
+    num_heads: int = 4  # attention heads (scratch only)
+    num_kv_heads: int = 2  # key/value heads (grouped-query attention; scratch only)
+    intermediate_size: int = 384  # MLP width (scratch only)
+    max_positions: int = 1024  # longest context (scratch only)
+
+
+@dataclass
+class WorldDataConfig:
+    """Where the synthetic world lives and how prompts are rendered."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)  # world generator settings
+    dir: str = "runs/rexrag/world"  # output folder (rebuilt when the world config changes)
+    template: str = SHORT_TEMPLATE  # prompt template with a {question} placeholder
+
+
+def ensure_world(cfg: WorldDataConfig) -> dict[str, Path]:
+    """Write the world (corpus, questions) and its BM25 index unless an identical one is already there."""
+    from rlcore.retrieval import build_index
+
+    out = Path(cfg.dir)
+    stamp = out / "world_config_hash.txt"
+    digest = config_hash(cfg.world)
+    names = ("corpus", "world", "train", "dev", "test")
+    paths = {
+        name: out
+        / ("corpus.jsonl" if name == "corpus" else "world.json" if name == "world" else f"{name}.jsonl")
+        for name in names
+    }
+    if not (
+        stamp.is_file() and stamp.read_text().strip() == digest and all(p.is_file() for p in paths.values())
+    ):
+        logger.info("writing synthetic world (seed %d) to %s", cfg.world.seed, out)
+        write_world(cfg.world, out, cfg.template)
+        build_index(paths["corpus"], out / "index", kind="bm25")
+        stamp.write_text(digest + "\n")
+    paths["index"] = out / "index"
+    return paths
+
+
+def load_world_retriever(paths: dict[str, Path], cache_size: int = 65536):
+    from rlcore.retrieval import load_retriever
+
+    return load_retriever(paths["index"], kind="bm25", cache_size=cache_size)
+
+
+def world_tokenizer_texts(paths: dict[str, Path], template: str, pool: list[str]) -> list[str]:
+    """Text the world tokenizer is trained on: passages, rendered questions, the pool and the tag protocol."""
+    texts = [
+        json.loads(line)["contents"] for line in paths["corpus"].read_text(encoding="utf-8").splitlines()
+    ]
+    for split in ("train", "dev"):
+        for line in paths[split].read_text(encoding="utf-8").splitlines():
+            texts.append(render_prompt(json.loads(line)["question"], template))
+    protocol = (
+        "<think> I need to look up X. </think>\n<search> X </search>\n\n<information>Doc 1(Title: X) y\n"
+        "</information>\n\n<think> Next I need Y. </think><think> So the answer is Z. </think>\n"
+        "<answer> Z </answer><think> I already know this. </think>\n"
+    )
+    return texts + list(pool) * 5 + [protocol] * 50
+
+
+def build_scratch_model(tokenizer, cfg: TinyModelConfig, seed: int):
+    """A randomly initialised Qwen2ForCausalLM sized to ``tokenizer`` (fp32)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    return model
+
+
+def rollout_inputs(
+    examples: list[QAExample],
+    tokenizer,
+    template: str,
+    use_chat_template: bool,
+    repeat: int = 1,
+    group_suffix: str = "",
+) -> tuple[list[list[int]], list[str], list[dict]]:
+    """Prompt ids, group ids (``source:index`` + suffix, unique per prompt instance) and metadata for the engine."""
+    prompts, groups, metadata = [], [], []
+    for example in examples:
+        if example.prompt_messages is not None and use_chat_template:
+            from rlcore.rollout import encode_chat_prompt
+
+            ids = encode_chat_prompt(tokenizer, example.prompt_messages)
+        else:
+            ids = chat_prompt_ids(tokenizer, render_prompt(example.question, template), use_chat_template)
+        for _ in range(repeat):
+            prompts.append(ids)
+            groups.append(example.group_key + group_suffix)
+            metadata.append(
+                {"golden_answers": list(example.golden_answers), "data_source": example.data_source}
+            )
+    return prompts, groups, metadata
+
+
+def trajectory_record(traj: Trajectory, tokenizer) -> dict[str, Any]:
+    """One predictions-file record (the layout ``python -m rexrag eval`` reads)."""
+    return {
+        "data_source": traj.metadata["data_source"],
+        "golden_answers": traj.metadata["golden_answers"],
+        "prediction": tokenizer.decode(traj.response_ids, skip_special_tokens=True),
+        "answer": traj.final_answer,
+        "num_searches": traj.num_searches,
+        "num_turns": traj.num_turns,
+        "termination": traj.termination,
+    }
+
+
+def evaluate_examples(
+    model,
+    tokenizer,
+    retriever,
+    examples: list[QAExample],
+    rollout: RolloutConfig,
+    template: str,
+    use_chat_template: bool = True,
+    greedy: bool = True,
+    batch_size: int = 64,
+    predictions_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Multi-turn rollouts on ``examples`` (greedy unless ``greedy=False``, which samples at the rollout
+    temperature) and their per-source EM/F1; optionally writes the predictions JSONL."""
+    from dataclasses import replace
+
+    from rlcore.generation import HFBackend
+
+    config = replace(rollout, greedy=greedy, verify=False)
+    engine = RolloutEngine(HFBackend(model, tokenizer, batch_size=batch_size), tokenizer, config, retriever)
+    prompts, groups, metadata = rollout_inputs(examples, tokenizer, template, use_chat_template)
+    trajectories = engine.run(prompts, groups, metadata)
+    records = [trajectory_record(t, tokenizer) for t in trajectories]
+    if predictions_path is not None:
+        path = Path(predictions_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return score_records(records)

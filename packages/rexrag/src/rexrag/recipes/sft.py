@@ -1,0 +1,237 @@
+"""SFT warm-up on synthetic search demonstrations (the start point of the CPU-scale GRPO / REX-RAG runs).
+
+    python -m rexrag sft --config packages/rexrag/configs/cpu/sft.yaml [train.steps=300 ...]
+
+Steps: write the synthetic world and its BM25 index -> build a tokenizer and a tiny Qwen2 from scratch (or load a
+model) -> build demonstrations with the real retriever (search chains, confident wrong answers, one-search
+shortcuts, self-doubt recoveries) -> next-token cross-entropy on model-written tokens only -> save an HF folder
+(model + tokenizer) -> greedy multi-turn EM on dev questions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rexrag.data.demos import Demo, DemoConfig, build_demos
+from rexrag.data.qa import load_flashrag_jsonl
+from rexrag.pool import load_pool
+from rexrag.recipes.common import (
+    TinyModelConfig,
+    WorldDataConfig,
+    build_scratch_model,
+    ensure_world,
+    evaluate_examples,
+    load_world_retriever,
+    world_tokenizer_texts,
+)
+from rlcore.config import recipe_main
+from rlcore.rollout import RolloutConfig
+from rlcore.runs import make_run_dir
+from rlcore.seeding import seed_everything
+from rlcore.tracking import start_run, write_results_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTLoopConfig:
+    """Optimisation of the warm-up."""
+
+    steps: int = 400  # optimizer steps
+    batch_size: int = 16  # demonstrations per step
+    lr: float = 2e-3  # peak AdamW learning rate
+    warmup_steps: int = 20  # linear warm-up steps, then cosine decay to 10%
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping
+    num_demos: int = 0  # demonstrations built from train questions; 0 = one per train question
+    seed: int = 0  # seeds model init, demo order and sampling
+    threads: int = 2  # torch CPU threads
+
+
+@dataclass
+class SFTEvalConfig:
+    """Greedy evaluation after the warm-up."""
+
+    num_questions: int = 200  # dev questions evaluated (0 = skip)
+    batch_size: int = 64  # prompts per generate call
+
+
+@dataclass
+class SFTConfig:
+    """Supervised warm-up of a search agent on the synthetic world."""
+
+    data: WorldDataConfig = field(default_factory=WorldDataConfig)  # world, index, template
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)  # scratch tiny Qwen2 or a model spec
+    demos: DemoConfig = field(default_factory=DemoConfig)  # mix of demonstration kinds
+    pool: str = "self_doubt_30"  # prompt pool used by recovery demonstrations
+    use_chat_template: bool = True  # wrap prompts in the tokenizer's chat template (official behaviour)
+    rollout: RolloutConfig = field(
+        default_factory=lambda: RolloutConfig(
+            max_turns=4, max_new_tokens_per_turn=48, max_response_tokens=640
+        )
+    )  # observation format (demos) and turn structure (evaluation)
+    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)  # optimisation
+    eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)  # evaluation after training
+    output_dir: str = ""  # run folder; empty = runs/rexrag-sft/<time>-<hash>
+    experiment: str = "rexrag-sft"  # MLflow experiment
+
+
+def _load_model_and_tokenizer(cfg: SFTConfig, paths: dict[str, Path], pool: list[str]):
+    if cfg.model.init == "scratch":
+        from rlcore.models import train_bpe_tokenizer
+
+        tokenizer = train_bpe_tokenizer(
+            world_tokenizer_texts(paths, cfg.data.template, pool), cfg.model.vocab_size
+        )
+        return build_scratch_model(tokenizer, cfg.model, cfg.train.seed), tokenizer
+    from rlcore.models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(cfg.model.init, dtype=torch.float32), load_tokenizer(cfg.model.init)
+
+
+def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (B, L) input ids, attention mask and labels (-100 outside model-written tokens)."""
+    width = max(len(d.prompt_ids) + len(d.response_ids) for d in demos)
+    ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(demos), width), dtype=torch.long)
+    labels = torch.full((len(demos), width), -100, dtype=torch.long)
+    for row, demo in enumerate(demos):
+        full = demo.prompt_ids + demo.response_ids
+        ids[row, : len(full)] = torch.tensor(full)
+        attention[row, : len(full)] = 1
+        start = len(demo.prompt_ids)
+        trained = torch.tensor(demo.response_ids)[torch.tensor(demo.loss_mask, dtype=torch.bool)]
+        positions = torch.arange(start, start + len(demo.response_ids))[
+            torch.tensor(demo.loss_mask, dtype=torch.bool)
+        ]
+        labels[row, positions] = trained
+    return ids, attention, labels
+
+
+def run(cfg: SFTConfig) -> dict:
+    torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    out = Path(cfg.output_dir) if cfg.output_dir else make_run_dir("rexrag-sft", cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = ensure_world(cfg.data)
+    retriever = load_world_retriever(paths)
+    pool = load_pool(cfg.pool)
+    model, tokenizer = _load_model_and_tokenizer(cfg, paths, pool)
+    train_examples = load_flashrag_jsonl(paths["train"])
+    if cfg.train.num_demos:
+        train_examples = train_examples[: cfg.train.num_demos]
+    demos = build_demos(
+        train_examples,
+        tokenizer,
+        retriever,
+        cfg.rollout,
+        cfg.data.template,
+        pool,
+        cfg.demos,
+        cfg.use_chat_template,
+    )
+    kinds = {k: sum(d.kind == k for d in demos) for k in ("search", "memory", "shortcut", "recovery")}
+    logger.info(
+        "built %d demonstrations %s; %d parameters",
+        len(demos),
+        kinds,
+        sum(p.numel() for p in model.parameters()),
+    )
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.train.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.train.lr,
+    )
+
+    def lr_factor(step: int) -> float:
+        if step < cfg.train.warmup_steps:
+            return (step + 1) / cfg.train.warmup_steps
+        progress = (step - cfg.train.warmup_steps) / max(1, cfg.train.steps - cfg.train.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    rng = random.Random(cfg.train.seed)
+    order: list[int] = []
+    metrics_path = out / "metrics.jsonl"
+    started = time.perf_counter()
+    with start_run(cfg.experiment, run_name=out.name, config=cfg, seeds=[cfg.train.seed]) as run_:
+        model.train()
+        progress = tqdm(range(cfg.train.steps), desc="sft", mininterval=5)
+        with metrics_path.open("w", encoding="utf-8") as metrics_file:
+            for step in progress:
+                if len(order) < cfg.train.batch_size:
+                    order += rng.sample(range(len(demos)), len(demos))
+                batch = [demos[i] for i in order[: cfg.train.batch_size]]
+                del order[: cfg.train.batch_size]
+                ids, attention, labels = _collate(batch, tokenizer.pad_token_id)
+                loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                record = {
+                    "step": step + 1,
+                    "loss": loss.item(),
+                    "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0],
+                }
+                metrics_file.write(json.dumps(record) + "\n")
+                if (step + 1) % 10 == 0 or step + 1 == cfg.train.steps:
+                    run_.log_metrics(
+                        {"sft/loss": record["loss"], "sft/grad_norm": record["grad_norm"]}, step=step + 1
+                    )
+                    progress.set_postfix(loss=f"{record['loss']:.3f}")
+        model.eval()
+        model_dir = out / "model"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        train_seconds = time.perf_counter() - started
+        results: dict = {
+            "train_seconds": train_seconds,
+            "final_loss": record["loss"],
+            "demos": kinds,
+            "model_dir": str(model_dir),
+            "world_dir": str(paths["corpus"].parent),
+        }
+        if cfg.eval.num_questions:
+            dev = load_flashrag_jsonl(paths["dev"])[: cfg.eval.num_questions]
+            scores = evaluate_examples(
+                model,
+                tokenizer,
+                retriever,
+                dev,
+                cfg.rollout,
+                cfg.data.template,
+                cfg.use_chat_template,
+                batch_size=cfg.eval.batch_size,
+                predictions_path=out / "dev_predictions.jsonl",
+            )
+            results["dev"] = scores
+            run_.log_metrics({"eval/average_em": scores["average_em"]}, step=cfg.train.steps)
+            logger.info(
+                "dev EM after SFT: %.3f %s",
+                scores["average_em"],
+                {s: round(v["em"], 3) for s, v in scores["by_source"].items()},
+            )
+        write_results_json(out / "results.json", results, config=cfg, seeds=[cfg.train.seed])
+        run_.log_artifact(out / "results.json")
+    logger.info("SFT done in %.0fs -> %s", train_seconds, model_dir)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    return recipe_main(SFTConfig, run, argv, description=__doc__, prog="python -m rexrag sft")

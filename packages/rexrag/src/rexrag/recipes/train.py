@@ -1,0 +1,246 @@
+"""Search-R1 GRPO baseline and REX-RAG on the shared trainer (``rlcore.trainer.train``).
+
+    python -m rexrag train --config packages/rexrag/configs/cpu/rexrag.yaml [rexrag.enabled=false ...]
+
+Top to bottom: load QA records (synthetic world or Search-R1 / FlashRAG files) -> open the retriever (world BM25,
+an index folder, or the HTTP service) -> build the REX-RAG state (probe pool + trie from the policy tokenizer,
+trigger, keep-ratio EMA) -> ``train`` with ``on_answer`` / ``after_rollout`` / ``behaviour_logprobs`` ->
+greedy evaluation of the final model per data source -> results.json, tables and MLflow.
+
+The baseline is the same run with ``rexrag.enabled=false``: no probes and no correction, everything else equal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rexrag.data.qa import QAExample, load_flashrag_jsonl, load_many
+from rexrag.data.template import load_template, render_prompt
+from rexrag.evaluation import write_tables
+from rexrag.method import RexRag, RexRagConfig
+from rexrag.recipes.common import WorldDataConfig, ensure_world, evaluate_examples, load_world_retriever
+from rlcore.config import recipe_main
+from rlcore.rollout import RolloutConfig
+from rlcore.trainer.config import RLTrainConfig, TrackingConfig
+
+logger = logging.getLogger(__name__)
+
+RETRIEVER_KINDS = ("world-bm25", "index", "http")
+
+
+@dataclass
+class QAConfig:
+    """Questions to train and evaluate on."""
+
+    source: str = "world"  # world: the synthetic world (built if missing) | files: the paths below
+    world: WorldDataConfig = field(
+        default_factory=WorldDataConfig
+    )  # source=world; its template applies to both
+    train_files: list[str] = field(default_factory=list)  # source=files: Search-R1 parquet / FlashRAG JSONL
+    eval_files: list[str] = field(
+        default_factory=list
+    )  # source=files: one file per benchmark (FlashRAG JSONL)
+    template_file: str | None = None  # load the prompt template from this file instead of world.template
+    eval_split: str = "test"  # source=world: dev | test
+    max_train_examples: int = 0  # cap on training questions (0 = all)
+    max_eval_examples: int = 0  # cap on evaluated questions per run (0 = all)
+
+
+@dataclass
+class RetrieverConfig:
+    """Where searches go."""
+
+    kind: str = "world-bm25"  # world-bm25 (index built with the world) | index (folder) | http (service)
+    index_dir: str = ""  # kind=index: folder built by `python -m rlcore.retrieval.build`
+    index_kind: str = "flat"  # kind=index: flat | hnsw | ivfpq | bm25 | hybrid
+    url: str = "http://127.0.0.1:8000"  # kind=http: retrieval service address
+    cache_size: int = 65536  # LRU cache of (query, topk) results (0 = off)
+
+
+@dataclass
+class FinalEvalConfig:
+    """Evaluation of the final model."""
+
+    enabled: bool = True  # evaluate after training
+    greedy: bool = True  # arg-max decoding (the official code sampled at T=1 by accident: spec bug 1)
+    batch_size: int = 64  # prompts per generate call
+
+
+@dataclass
+class RexRagTrainConfig(RLTrainConfig):
+    """GRPO / REX-RAG training of a search agent (all trainer keys, plus qa, retriever, rexrag, final_eval)."""
+
+    rollout: RolloutConfig = field(
+        default_factory=lambda: RolloutConfig(max_turns=5, tools_enabled=True, max_new_tokens_per_turn=500)
+    )  # Search-R1 turn structure: 5 search turns + a forced final answer turn
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="rexrag-train")
+    )  # MLflow
+    qa: QAConfig = field(default_factory=QAConfig)  # questions
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # search backend
+    rexrag: RexRagConfig = field(default_factory=RexRagConfig)  # mixed sampling + policy correction
+    final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)  # evaluation after training
+
+    def validate(self) -> None:
+        super().validate()
+        self.rexrag.validate()
+        if self.qa.source not in ("world", "files"):
+            raise ValueError(f"qa.source must be 'world' or 'files', got {self.qa.source!r}")
+        if self.retriever.kind not in RETRIEVER_KINDS:
+            raise ValueError(f"retriever.kind must be one of {RETRIEVER_KINDS}, got {self.retriever.kind!r}")
+        if self.qa.source == "files" and not self.qa.train_files:
+            raise ValueError("qa.source=files needs qa.train_files")
+        if self.retriever.kind == "world-bm25" and self.qa.source != "world":
+            raise ValueError("retriever.kind=world-bm25 only works with qa.source=world")
+
+
+def load_questions(cfg: RexRagTrainConfig) -> tuple[list[QAExample], list[QAExample], dict[str, Path] | None]:
+    """Training and evaluation questions (and the world's paths when the world is used)."""
+    paths = None
+    if cfg.qa.source == "world":
+        paths = ensure_world(cfg.qa.world)
+        train = load_flashrag_jsonl(paths["train"])
+        evaluation = load_flashrag_jsonl(paths[cfg.qa.eval_split])
+    else:
+        train = load_many(cfg.qa.train_files)
+        evaluation = load_many(cfg.qa.eval_files) if cfg.qa.eval_files else []
+    if cfg.qa.max_train_examples:
+        train = train[: cfg.qa.max_train_examples]
+    if cfg.qa.max_eval_examples:
+        evaluation = evaluation[: cfg.qa.max_eval_examples]
+    return train, evaluation, paths
+
+
+def open_retriever(cfg: RetrieverConfig, paths: dict[str, Path] | None):
+    """The search backend: ``search(queries, topk) -> list[list[Passage]]``."""
+    if cfg.kind == "world-bm25":
+        return load_world_retriever(paths, cfg.cache_size)
+    if cfg.kind == "index":
+        from rlcore.retrieval import load_retriever
+
+        return load_retriever(cfg.index_dir, kind=cfg.index_kind, cache_size=cfg.cache_size)
+    from rlcore.retrieval import RetrievalClient
+
+    return RetrievalClient(cfg.url)
+
+
+def to_records(examples: list[QAExample], template: str) -> list[dict[str, Any]]:
+    """Trainer records: ``id`` (unique source:index), ``prompt`` (stored messages or our template), golds."""
+    return [
+        {
+            "id": ex.group_key,
+            "prompt": ex.prompt_messages
+            if ex.prompt_messages is not None
+            else render_prompt(ex.question, template),
+            "golden_answers": list(ex.golden_answers),
+            "data_source": ex.data_source,
+        }
+        for ex in examples
+    ]
+
+
+def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
+    from rlcore.models import load_causal_lm, load_tokenizer
+    from rlcore.tracking import start_run, write_results_json
+    from rlcore.trainer.grpo import train
+
+    cfg.validate()
+    template = load_template(cfg.qa.world.template, cfg.qa.template_file)
+    train_examples, eval_examples, paths = load_questions(cfg)
+    retriever = open_retriever(cfg.retriever, paths)
+    records = to_records(train_examples, template)
+    tokenizer = load_tokenizer(cfg.model.path)
+    output_dir = Path(cfg.train.output_dir) if cfg.train.output_dir else None
+    if output_dir is None:
+        from rlcore.runs import make_run_dir
+
+        output_dir = make_run_dir("rexrag-train", cfg)
+        cfg = replace(cfg, train=replace(cfg.train, output_dir=str(output_dir)))
+    method = RexRag(
+        cfg.rexrag,
+        tokenizer,
+        cfg.rollout,
+        records,
+        cfg.reward.success_threshold,
+        cfg.objective.eps_low,
+        cfg.objective.eps_high,
+        metrics_path=output_dir / "rexrag_metrics.jsonl",
+    )
+    logger.info(
+        "%s: %d training questions, %d eval questions",
+        "REX-RAG" if cfg.rexrag.enabled else "GRPO",
+        len(records),
+        len(eval_examples),
+    )
+    result = train(
+        cfg,
+        records=records,
+        retriever=retriever,
+        after_rollout=method.after_rollout,
+        behaviour_logprobs=method.behaviour_logprobs,
+        on_answer=method.on_answer,
+        stateful={"rexrag": method},
+    )
+    summary: dict[str, Any] = {
+        "last_step": result.last_step,
+        "stopped_early": result.stopped_early,
+        "train_metrics": result.metrics,
+        "rexrag_metrics": method.history,
+    }
+    if cfg.final_eval.enabled and eval_examples and not result.stopped_early and cfg.train.save_final_model:
+        model = load_causal_lm(result.output_dir / "final").eval()
+        final_tokenizer = load_tokenizer(result.output_dir / "final")
+        scores = evaluate_examples(
+            model,
+            final_tokenizer,
+            retriever,
+            eval_examples,
+            cfg.rollout,
+            template,
+            cfg.data.use_chat_template,
+            cfg.final_eval.greedy,
+            cfg.final_eval.batch_size,
+            result.output_dir / "eval_predictions.jsonl",
+        )
+        summary["eval"] = scores
+        (result.output_dir / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+        name = "REX-RAG" if cfg.rexrag.enabled else "Search-R1 (GRPO)"
+        write_tables({name: scores}, result.output_dir, "eval_table")
+        logger.info(
+            "final eval: average EM %.3f %s",
+            scores["average_em"],
+            {s: round(v["em"], 3) for s, v in scores["by_source"].items()},
+        )
+        if cfg.tracking.enabled and result.run_id is not None:
+            with start_run(cfg.tracking.experiment, config=cfg, resume_run_id=result.run_id) as mlrun:
+                mlrun.log_metrics(
+                    {
+                        "eval/average_em": scores["average_em"],
+                        "eval/average_f1": scores["average_f1"],
+                        **{f"eval/em/{s}": v["em"] for s, v in scores["by_source"].items()},
+                    },
+                    step=result.last_step,
+                )
+                for record in method.history:
+                    mlrun.log_metrics(
+                        {k: v for k, v in record.items() if k != "step"}, step=int(record["step"])
+                    )
+                mlrun.log_artifact(result.output_dir / "eval.json")
+    write_results_json(result.output_dir / "results.json", summary, config=cfg, seeds=[cfg.train.seed])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run_cli(cfg: RexRagTrainConfig) -> int:
+        summary = run(cfg)
+        if "eval" in summary:
+            print(f"final average EM: {summary['eval']['average_em']:.4f}")
+        return 0
+
+    return recipe_main(
+        RexRagTrainConfig, run_cli, argv, description=__doc__.splitlines()[0], prog="python -m rexrag train"
+    )

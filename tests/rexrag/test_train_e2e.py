@@ -1,0 +1,145 @@
+"""A few end-to-end REX-RAG steps on the shared trainer: tiny model, synthetic world, in-process BM25 retriever.
+
+The rollout policy is scripted (a random tiny model never answers, so it would never spawn a probe); the trainer
+still scores, filters and updates the real tiny model on those rollouts.
+"""
+
+import json
+import math
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+
+from rexrag.data.qa import load_flashrag_jsonl
+from rexrag.data.template import DEFAULT_TEMPLATE
+from rexrag.data.world import WorldConfig
+from rexrag.method import RexRag, RexRagConfig
+from rexrag.recipes.common import WorldDataConfig, ensure_world, load_world_retriever
+from rexrag.recipes.train import QAConfig, RexRagTrainConfig, run, to_records
+from rlcore.generation.testing import ScriptedBackend, build_tiny_qwen2, build_tiny_tokenizer
+from rlcore.rollout import RolloutConfig
+from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
+from rlcore.trainer.grpo import train
+
+SMALL_WORLD = WorldConfig(
+    seed=5,
+    num_countries=3,
+    num_cities=8,
+    num_orgs=10,
+    num_people=30,
+    num_surnames=20,
+    num_train_questions=16,
+    num_dev_questions=4,
+    num_test_questions=6,
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    world_cfg = WorldDataConfig(world=SMALL_WORLD, dir=str(root / "world"), template=DEFAULT_TEMPLATE)
+    paths = ensure_world(world_cfg)
+    tok = build_tiny_tokenizer()
+    model = build_tiny_qwen2(tok, seed=0)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    return root, world_cfg, paths, tok
+
+
+def _scripted_policy(examples):
+    """Wrong answer first; after an inserted self-doubt prompt: search the first hop, then the gold answer."""
+    gold = {ex.question: ex.golden_answers[0] for ex in examples}
+    first_hop = {ex.question: ex.metadata["chain"][0] for ex in examples}
+
+    def respond(context_ids, text):
+        question = re.findall(r"Question: (.*?\?)", text)[-1]
+        response = text.split("assistant")[-1]  # the template itself mentions <information> and <think>
+        if "</information>" in response:
+            return f"<answer> {gold[question]} </answer>"
+        if "<think> I" in response:
+            return f" </think>\n<search> {first_hop[question]} </search>"
+        return "<think> I know this. </think>\n<answer> Nobody </answer>"
+
+    return respond
+
+
+@pytest.mark.slow
+def test_rexrag_steps_with_the_shared_trainer(setup, tmp_path):
+    root, world_cfg, paths, tok = setup
+    examples = load_flashrag_jsonl(paths["train"])
+    records = to_records(examples, DEFAULT_TEMPLATE)
+    rollout = RolloutConfig(max_turns=3, max_new_tokens_per_turn=48, max_response_tokens=600)
+    cfg = RexRagTrainConfig(
+        rollout=rollout,
+        objective=ObjectiveConfig(num_generations=2, prompts_per_step=2, micro_batch_size=4, kl_coef=0.001),
+        train=TrainLoopConfig(total_steps=2, output_dir=str(tmp_path / "out"), seed=1),
+        tracking=TrackingConfig(enabled=True, experiment="rexrag-test"),
+        qa=QAConfig(world=world_cfg),
+        # every wrong original probes; keep ratio 1 keeps every probe; the self-doubt pool starts with "<think> I"
+        rexrag=RexRagConfig(probe_prob=1.0, keep_ratio_init=1.0, pool="paraphrase_30"),
+    )
+    cfg.model.path = str(root / "model")
+    cfg.optim.lr = 1e-2
+    method = RexRag(cfg.rexrag, tok, cfg.rollout, records, metrics_path=tmp_path / "rexrag.jsonl")
+    backend = ScriptedBackend(tok, _scripted_policy(examples))
+    before = {k: v.clone() for k, v in build_tiny_qwen2(tok, seed=0).state_dict().items()}
+    result = train(
+        cfg,
+        records=records,
+        retriever=load_world_retriever(paths),
+        after_rollout=method.after_rollout,
+        behaviour_logprobs=method.behaviour_logprobs,
+        on_answer=method.on_answer,
+        stateful={"rexrag": method},
+        backend=backend,
+    )
+    assert result.last_step == 2 and len(method.history) == 2
+    for record in method.history:
+        # 4 originals, all wrong -> 4 probes, all kept (keep ratio 1 -> K = 4): alpha = 4 / 8
+        assert record["rexrag/probes_spawned"] == 4 and record["rexrag/probes_kept"] == 4
+        assert record["rexrag/alpha"] == pytest.approx(0.5)
+        assert record["rexrag/error_rate"] == pytest.approx(1.0)
+        assert record["rexrag/dead_end_rate"] == pytest.approx(1.0)
+        assert record["rexrag/probe_accuracy_kept"] == pytest.approx(
+            1.0
+        )  # every probe searched and recovered
+        assert math.isfinite(record["rexrag/is_weight_mean"]) and record["rexrag/is_weight_max"] > 0
+        # original tokens start at ratio 1 / (1 - alpha) = 2 -> outside the trust region
+        assert record["rexrag/is_weight_mean_orig"] == pytest.approx(2.0, rel=1e-5)
+        assert record["rexrag/clip_frac_orig"] == pytest.approx(1.0)
+    # the EMA moved towards the kept probes' accuracy: 0.9 * 1 + 0.1 * 1 = 1 (stays), saved for resume
+    assert method.ema.value == pytest.approx(1.0)
+    for metrics in result.metrics:
+        assert math.isfinite(metrics["loss/total"])
+        assert metrics["rollout/num_trajectories"] == 8  # 4 originals + 4 probes reach the update
+    from rlcore.models import load_causal_lm
+
+    trained = load_causal_lm(result.output_dir / "final").state_dict()
+    changed = [name for name, value in trained.items() if not torch.equal(value, before[name])]
+    assert len(changed) == len(before)  # every trainable tensor moved
+    lines = (tmp_path / "rexrag.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["step"] == 1.0
+
+
+@pytest.mark.slow
+def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
+    root, world_cfg, paths, tok = setup
+    cfg = RexRagTrainConfig(
+        rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=8, max_response_tokens=64),
+        objective=ObjectiveConfig(num_generations=2, prompts_per_step=2, micro_batch_size=4),
+        train=TrainLoopConfig(total_steps=1, output_dir=str(tmp_path / "run"), seed=0),
+        tracking=TrackingConfig(enabled=True, experiment="rexrag-test"),
+        qa=QAConfig(world=world_cfg, max_eval_examples=3),
+    )
+    cfg.model.path = str(root / "model")
+    summary = run(replace(cfg))
+    assert summary["last_step"] == 1 and len(summary["rexrag_metrics"]) == 1
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert (
+        set(scores) >= {"average_em", "by_source"} and sum(v["n"] for v in scores["by_source"].values()) == 3
+    )
+    assert (tmp_path / "run" / "eval_table.md").read_text().startswith("| Method |")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["enabled"] is True
