@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ServerThread
+from server_thread import ServerThread
 
 from rlcore.retrieval import (
     AsyncRetrievalClient,

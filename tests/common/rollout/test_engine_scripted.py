@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import scripted
+from scripted_turns import scripted
 
 from rlcore.generation.testing import ScriptedBackend, scripted_logprob
 from rlcore.rollout import (
