@@ -235,3 +235,7 @@ def run(cfg: SFTConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     return recipe_main(SFTConfig, run, argv, description=__doc__, prog="python -m rexrag sft")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -98,20 +98,20 @@ class RexRagTrainConfig(RLTrainConfig):
             raise ValueError("retriever.kind=world-bm25 only works with qa.source=world")
 
 
-def load_questions(cfg: RexRagTrainConfig) -> tuple[list[QAExample], list[QAExample], dict[str, Path] | None]:
+def load_questions(qa: QAConfig) -> tuple[list[QAExample], list[QAExample], dict[str, Path] | None]:
     """Training and evaluation questions (and the world's paths when the world is used)."""
     paths = None
-    if cfg.qa.source == "world":
-        paths = ensure_world(cfg.qa.world)
+    if qa.source == "world":
+        paths = ensure_world(qa.world)
         train = load_flashrag_jsonl(paths["train"])
-        evaluation = load_flashrag_jsonl(paths[cfg.qa.eval_split])
+        evaluation = load_flashrag_jsonl(paths[qa.eval_split])
     else:
-        train = load_many(cfg.qa.train_files)
-        evaluation = load_many(cfg.qa.eval_files) if cfg.qa.eval_files else []
-    if cfg.qa.max_train_examples:
-        train = train[: cfg.qa.max_train_examples]
-    if cfg.qa.max_eval_examples:
-        evaluation = evaluation[: cfg.qa.max_eval_examples]
+        train = load_many(qa.train_files)
+        evaluation = load_many(qa.eval_files)
+    if qa.max_train_examples:
+        train = train[: qa.max_train_examples]
+    if qa.max_eval_examples:
+        evaluation = evaluation[: qa.max_eval_examples]
     return train, evaluation, paths
 
 
@@ -150,7 +150,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
 
     cfg.validate()
     template = load_template(cfg.qa.world.template, cfg.qa.template_file)
-    train_examples, eval_examples, paths = load_questions(cfg)
+    train_examples, eval_examples, paths = load_questions(cfg.qa)
     retriever = open_retriever(cfg.retriever, paths)
     records = to_records(train_examples, template)
     tokenizer = load_tokenizer(cfg.model.path)
@@ -244,3 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     return recipe_main(
         RexRagTrainConfig, run_cli, argv, description=__doc__.splitlines()[0], prog="python -m rexrag train"
     )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Every committed REX-RAG config loads into its schema and validates; the paper configs keep the official values."""
+
+from pathlib import Path
+
+import pytest
+
+from rexrag.recipes.evaluate import EvalConfig
+from rexrag.recipes.sft import SFTConfig
+from rexrag.recipes.train import RexRagTrainConfig
+from rlcore.config import load_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "packages" / "rexrag" / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+
+def _schema(path: Path):
+    if path.name.startswith("sft"):
+        return SFTConfig
+    if path.name.startswith("eval"):
+        return EvalConfig
+    return RexRagTrainConfig
+
+
+def test_configs_exist():
+    names = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIGS}
+    assert {
+        "paper/rexrag_qwen2.5-3b.yaml",
+        "paper/searchr1_grpo_qwen2.5-7b.yaml",
+        "cpu/rexrag.yaml",
+        "cpu/grpo.yaml",
+        "cpu/sft.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix())
+def test_config_loads_and_validates(path):
+    cfg = load_config(_schema(path), path)
+    if isinstance(cfg, RexRagTrainConfig):
+        cfg.validate()
+
+
+def test_paper_configs_keep_the_official_hyperparameters():
+    cfg = load_config(RexRagTrainConfig, CONFIG_DIR / "paper" / "rexrag_qwen2.5-3b.yaml")
+    assert (cfg.objective.prompts_per_step, cfg.objective.num_generations) == (512, 5)
+    assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.train.total_steps) == (1e-6, 286, 1005)
+    assert (cfg.objective.kl_coef, cfg.objective.kl_kind, cfg.objective.eps_low, cfg.objective.eps_high) == (
+        0.001,
+        "k3",
+        0.2,
+        0.2,
+    )
+    assert (cfg.rollout.max_turns, cfg.rollout.retrieval_topk, cfg.rollout.max_new_tokens_per_turn) == (
+        5,
+        3,
+        500,
+    )
+    assert (cfg.rexrag.keep_ratio_init, cfg.rexrag.probe_prob, cfg.rexrag.correction) == (0.08, 0.2, "paper")
+    baseline = load_config(RexRagTrainConfig, CONFIG_DIR / "paper" / "searchr1_grpo_qwen2.5-3b.yaml")
+    assert not baseline.rexrag.enabled
+    # the baseline differs from REX-RAG only in rexrag.enabled
+    baseline.rexrag.enabled = True
+    assert baseline == cfg
+    clip_high = load_config(RexRagTrainConfig, CONFIG_DIR / "paper" / "rexrag_cliphigh_qwen2.5-3b.yaml")
+    assert (clip_high.objective.eps_high, clip_high.rexrag.keep_ratio_init) == (0.28, 0.12)
+
+
+def test_cpu_arms_differ_only_in_the_method():
+    base = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / "rexrag.yaml")
+    for name, field, value in [
+        ("grpo", "enabled", False),
+        ("rexrag_no_correction", "correction", "none"),
+        ("rexrag_coarse", "correction", "coarse"),
+        ("rexrag_dead_end", "trigger", "dead_end_group"),
+    ]:
+        arm = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / f"{name}.yaml")
+        assert getattr(arm.rexrag, field) == value
+        setattr(arm.rexrag, field, getattr(base.rexrag, field))
+        assert arm == base, name
+    sft = load_config(SFTConfig, CONFIG_DIR / "cpu" / "sft.yaml")
+    assert sft.data == base.qa.world  # same world (and index) for the warm-up and RL
