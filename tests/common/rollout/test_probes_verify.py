@@ -196,3 +196,5 @@ def test_append_validates(finished_traj):
         traj.append([1], 0)
     with pytest.raises(ValueError, match="1 ids but 2 logprobs"):
         traj.append([1], INSERTED, [0.0, 0.0])
+    with pytest.raises(ValueError, match="0.0 on non-model tokens"):
+        traj.append([1], INSERTED, [-0.7])

@@ -27,6 +27,7 @@ from rlcore.rollout.trajectory import (
     fingerprint,
     verify_trajectory,
 )
+from rlcore.seeding import derive_seed
 
 __all__ = ["RolloutEngine", "OnAnswer", "rollout_metrics"]
 
@@ -73,8 +74,6 @@ class RolloutEngine:
 
     def sampling_params(self, round_index: int, max_new_tokens: int) -> SamplingParams:
         """The sampling params of one round (seed derived per run and round when ``config.seed`` is set)."""
-        from rlcore.seeding import derive_seed
-
         cfg = self.config
         seed = None if cfg.seed is None else derive_seed(cfg.seed, self._run_index, round_index)
         return SamplingParams(

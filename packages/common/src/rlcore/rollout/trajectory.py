@@ -119,6 +119,11 @@ class Trajectory:
             logprobs = [0.0] * len(ids)
         if len(logprobs) != len(ids):
             raise ValueError(f"Trajectory.append: {len(ids)} ids but {len(logprobs)} logprobs")
+        if component != MODEL and any(value != 0.0 for value in logprobs):
+            raise ValueError(
+                "Trajectory.append: sample_logprobs are 0.0 on non-model tokens (nothing sampled them); "
+                "keep other per-token values in metadata"
+            )
         self.response_ids.extend(int(t) for t in ids)
         self.components.extend([component] * len(ids))
         self.sample_logprobs.extend(float(v) for v in logprobs)
