@@ -97,7 +97,10 @@ def test_r1_to_sft_and_rl(tmp_path):
         "content": "Naloxone is an opioid antagonist.\nAnswer: B",
     }
     assert (
-        rl["gold"] == "B" and rl["num_choices"] == 4 and rl["level"] == "system1" and rl["language"] == "en"
+        rl["gold_letter"] == "B"
+        and rl["num_choices"] == 4
+        and rl["level"] == "system1"
+        and rl["language"] == "en"
     )
     # the user turn is exactly the evaluation prompt for this item
     assert rl["prompt"] == sft["messages"][:-1]

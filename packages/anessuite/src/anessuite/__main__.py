@@ -90,6 +90,10 @@ def _recipe(module: str) -> Callable[[Sequence[str]], int]:
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "score": (_score, "re-score saved responses -> results.json, tables, chart"),
     "eval": (_recipe("anessuite.evaluate"), "evaluate a model (hf | vllm | openai backend), resumable"),
+    "pipeline": (
+        _recipe("anessuite.pipeline.run"),
+        "CPT -> SFT -> GRPO with evaluations after each stage (resumable)",
+    ),
     "convert": (_recipe("anessuite.convert"), "AnesCorpus/AnesQA/AnesR1-style files -> CPT/SFT/RLVR JSONL"),
     "synth": (_synth, "write the synthetic bilingual pharmacology world (corpus, QA, MCQs, benchmark)"),
     "tasks": (_tasks, "list the registered MCQ task formats"),

@@ -3,7 +3,8 @@
 * ``corpus``: AnesCorpus parquet (``text``) -> CPT JSONL ``{"text", "language"}``;
 * ``qa``: AnesQA (``question``, ``answer``) -> SFT chat JSONL ``{"messages", "language"}``;
 * ``r1``: AnesR1-style MCQs with a reasoning chain -> SFT chat JSONL (the evaluation prompt, then the reasoning
-  ending in the answer line) and RLVR prompt JSONL (``prompt`` messages + ``gold`` letter + options).
+  ending in the answer line) and RLVR prompt JSONL (``prompt`` messages, ``gold_letter``, ``num_choices``,
+  ``options``: the columns rlcore's ``mcq`` reward reads).
 
 Language selection (``en`` / ``zh`` / ``all``) reads a record's ``language`` field when it has one, else the
 script of its text - never the file name (the official ``--split cn`` matched no ``AnesCorpus_zh-*`` file).
@@ -218,7 +219,7 @@ def convert_r1(
                 {
                     "id": item.id,
                     "prompt": messages,
-                    "gold": item.answer,
+                    "gold_letter": item.answer,
                     "num_choices": item.num_choices,
                     "options": [text for _, text in item.options],
                     "language": item.language,

@@ -1,0 +1,125 @@
+"""Typed config of the CPT -> SFT -> GRPO (Morpheus) pipeline. Defaults are the CPU scale on the embedded
+SmolLM2-135M and the synthetic world; ``packages/anessuite/configs/`` holds the paper-scale YAMLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlcore.rollout import RolloutConfig
+from rlcore.trainer import ObjectiveConfig, OptimConfig
+from rlcore.trainer.config import GenerationConfig as RolloutEngineConfig
+
+__all__ = ["DataPrepConfig", "HFStageConfig", "GRPOStageConfig", "StageEvalConfig", "PipelineConfig"]
+
+
+@dataclass
+class DataPrepConfig:
+    """Where training data comes from; empty paths mean the synthetic world."""
+
+    world_seed: int = 0  # seed of the synthetic world used when a path below is empty
+    corpus: str = ""  # AnesCorpus parquet folder/file (text column)
+    anesqa: str = ""  # AnesQA parquet/JSONL (question, answer)
+    anesr1: str = ""  # AnesR1-style MCQs with reasoning (JSONL/JSON/parquet)
+    benchmark: str = ""  # benchmark file/folder used by the stage evaluations
+    corpus_lang: str = "all"  # CPT language: en | zh | all
+    sft_sources: list[str] = field(
+        default_factory=lambda: ["anesqa", "anesr1"]
+    )  # SFT data: anesqa and/or anesr1
+    sft_lang: str = "all"  # SFT language: en | zh | all
+    rl_lang: str = "all"  # GRPO prompt language: en | zh | all
+    qa_system_prompt: str = ""  # optional system message for AnesQA chats
+
+
+@dataclass
+class HFStageConfig:
+    """One TRL SFTTrainer stage (CPT with packing, or SFT with completion-only loss)."""
+
+    enabled: bool = True  # run this stage (disabled stages pass their input model through)
+    max_length: int = 2048  # tokens per packed block (CPT) or per example (SFT, longer ones are truncated)
+    per_device_batch_size: int = 1  # sequences per device per micro-batch
+    gradient_accumulation_steps: int = 8  # micro-batches per optimizer step
+    learning_rate: float = 1.0e-4  # peak learning rate
+    num_epochs: float = 3.0  # passes over the data (ignored when max_steps > 0)
+    max_steps: int = -1  # optimizer steps; > 0 overrides num_epochs
+    lr_scheduler: str = "cosine"  # transformers scheduler name
+    warmup_ratio: float = 0.05  # share of steps with linear warmup
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping
+    bf16: bool = False  # bf16 mixed precision (GPU)
+    gradient_checkpointing: bool = False  # recompute activations (memory for speed)
+    deepspeed: str | None = None  # DeepSpeed JSON (infra/deepspeed/zero1.json for CPT, zero3.json for SFT)
+    save_steps: int = 100  # checkpoint every N optimizer steps (resume point)
+    save_total_limit: int = 2  # checkpoints kept
+    logging_steps: int = 10  # log loss every N steps
+    max_samples: int | None = None  # cap on training records (CPU smoke runs); None = all
+    eos_token: str | None = None  # document separator / end token override (None = the tokenizer's)
+    attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = transformers' default
+    launcher: str = (
+        ""  # empty: run in this process; else a command prefix, e.g. "accelerate launch --config_file X"
+    )
+
+
+@dataclass
+class GRPOStageConfig:
+    """GRPO on verifiable MCQs through rlcore's trainer (single turn, MCQ correctness + optional format term)."""
+
+    enabled: bool = True  # run this stage
+    total_steps: int = 200  # training steps (one rollout batch each)
+    format_weight: float = 0.0  # reward += weight * (response ends with the "Answer: X" line)
+    max_prompts: int | None = None  # cap on RL prompts; None = all
+    save_every: int = 50  # checkpoint every N steps
+    mixed_precision: str = "auto"  # auto | no | bf16
+    rollout: RolloutConfig = field(
+        default_factory=lambda: RolloutConfig(
+            max_turns=1, tools_enabled=False, max_new_tokens_per_turn=1024, stop_at_answer=False
+        )
+    )  # single-turn sampling settings
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # group size, clipping, KL
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6))  # AdamW + schedule
+    generation: RolloutEngineConfig = field(default_factory=RolloutEngineConfig)  # rollout engine: hf | vllm
+    launcher: str = ""  # empty: run in this process; else a command prefix (accelerate/deepspeed launcher)
+
+
+@dataclass
+class StageEvalConfig:
+    """Held-out benchmark evaluation of the base model and after every stage."""
+
+    enabled: bool = True  # evaluate after each stage
+    modes: list[str] = field(default_factory=lambda: ["generate", "loglik"])  # generate (CoT) and/or loglik
+    max_new_tokens: int = 2048  # generate mode response cap
+    batch_size: int = 16  # hf backend batch size
+    backend: str = "hf"  # hf | vllm
+    languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # benchmark languages
+    limit_per_language: int | None = None  # first N items per language (smoke runs)
+    bootstrap_iters: int = 1000  # bootstrap replicates for the CIs
+
+
+@dataclass
+class PipelineConfig:
+    """CPT -> SFT -> GRPO with an evaluation after each stage, one MLflow parent run, resumable stage by stage."""
+
+    name: str = "cpu-smollm2"  # pipeline name (run folder and MLflow run name)
+    base_model: str = "smollm2-135m-instruct"  # starting checkpoint: folder, embedded name or hub id
+    out_dir: str = (
+        ""  # run folder; empty = <runs root>/anessuite-pipeline/<name>-<config hash>; re-run resumes
+    )
+    seed: int = 0  # training seed of every stage
+    evaluate_base: bool = True  # evaluate the base model before training
+    only_stage: str = ""  # run just this stage (cpt | sft | grpo), e.g. under a multi-GPU launcher
+    tracking: bool = True  # MLflow parent run with nested stage runs
+    experiment: str = "anessuite-pipeline"  # MLflow experiment
+    data: DataPrepConfig = field(default_factory=DataPrepConfig)
+    cpt: HFStageConfig = field(default_factory=HFStageConfig)
+    sft: HFStageConfig = field(
+        default_factory=lambda: HFStageConfig(
+            max_length=4096,
+            gradient_accumulation_steps=4,
+            learning_rate=1e-5,
+            num_epochs=5.0,
+            warmup_ratio=0.1,
+            max_grad_norm=5.0,
+            save_steps=500,
+        )
+    )
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    eval: StageEvalConfig = field(default_factory=StageEvalConfig)

@@ -1,0 +1,140 @@
+"""CPT and SFT stages on TRL's SFTTrainer.
+
+* CPT: plain-text documents, packed into ``max_length`` blocks ("wrapped" packing: documents are concatenated
+  with the end token between them and cut into equal blocks), loss on every token.
+* SFT: chats converted to prompt/completion pairs, so the loss covers only the assistant's answer
+  (TRL's completion-only loss); the prompt is the same chat template the evaluation uses.
+
+Each stage writes ``<stage>/trainer/checkpoint-*`` (resume points; a re-run continues from the newest) and
+``<stage>/final`` (a plain Hugging Face folder, the next stage's input). Metrics go to the stage's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from anessuite.pipeline.config import HFStageConfig
+
+__all__ = ["run_hf_stage", "chat_to_prompt_completion"]
+
+logger = logging.getLogger(__name__)
+
+
+def chat_to_prompt_completion(record: dict[str, Any]) -> dict[str, Any]:
+    """``{"messages": [..., assistant]}`` -> ``{"prompt": [...], "completion": [assistant]}``."""
+    messages = record["messages"]
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError(
+            f"SFT record must end with an assistant message, got roles {[m['role'] for m in messages]}"
+        )
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def _load_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                rows.append(json.loads(line))
+                if limit is not None and len(rows) >= limit:
+                    break
+    if not rows:
+        raise ValueError(f"{path}: no training records")
+    return rows
+
+
+def _mlflow_callback(run: Any):
+    from transformers import TrainerCallback
+
+    class MLflowStageCallback(TrainerCallback):
+        """Forward the Trainer's logs to our (nested) MLflow run instead of letting it open its own."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if run is not None and logs:
+                run.log_metrics({f"train/{k}": v for k, v in logs.items()}, step=state.global_step)
+
+    return MLflowStageCallback()
+
+
+def _newest_checkpoint(folder: Path) -> str | None:
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def run_hf_stage(
+    kind: str, cfg: HFStageConfig, model_in: str, data_file: Path, stage_dir: Path, seed: int, run: Any = None
+) -> Path:
+    """Train ``model_in`` on ``data_file`` (CPT text or SFT chats); returns the ``final`` model folder."""
+    import datasets
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from rlcore.models import load_causal_lm, load_tokenizer
+
+    if kind not in ("cpt", "sft"):
+        raise ValueError(f"kind must be cpt or sft, got {kind!r}")
+    final = stage_dir / "final"
+    trainer_dir = stage_dir / "trainer"
+    rows = _load_jsonl(data_file, cfg.max_samples)
+    if kind == "cpt":
+        dataset = datasets.Dataset.from_list([{"text": row["text"]} for row in rows])
+    else:
+        dataset = datasets.Dataset.from_list([chat_to_prompt_completion(row) for row in rows])
+    tokenizer = load_tokenizer(model_in, padding_side="right")
+    extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    model = load_causal_lm(model_in, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **extra)
+    args = SFTConfig(
+        output_dir=str(trainer_dir),
+        max_length=cfg.max_length,
+        packing=kind == "cpt",
+        packing_strategy="wrapped",
+        completion_only_loss=None if kind == "cpt" else True,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        deepspeed=cfg.deepspeed,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        eos_token=cfg.eos_token,
+        dataset_num_proc=None,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[_mlflow_callback(run)],
+    )
+    resume = _newest_checkpoint(trainer_dir)
+    if resume:
+        logger.info("%s: resuming from %s", kind, resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    summary = {
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "records": len(rows),
+        "resumed_from": resume,
+    }
+    if run is not None:
+        run.log_metrics({"final/train_loss": result.training_loss}, step=result.global_step)
+    (stage_dir / "train_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    logger.info("%s done: %s -> %s", kind, summary, final)
+    return final
