@@ -87,6 +87,18 @@ def test_trained_bpe_tokenizer_round_trips(tmp_path):
     assert (tmp_path / "tokenizer.json").exists()
 
 
+def test_trained_tokenizer_next_to_a_qwen2_config_reloads_identically(tmp_path):
+    """AutoTokenizer would rebuild it as Qwen2Tokenizer (from config.json) and split "\n\n" differently."""
+    from transformers import Qwen2Config
+
+    text = "hello world\n\n 1 2 3 <think> done"
+    tok = train_bpe_tokenizer([text] * 20, vocab_size=300, out=tmp_path)
+    Qwen2Config(vocab_size=len(tok)).save_pretrained(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.encode(text) == tok.encode(text)
+    assert again.chat_template == tok.chat_template
+
+
 @pytest.mark.slow
 def test_smollm2_answers_a_simple_question():
     tok = load_tokenizer("smollm2-135m-instruct")

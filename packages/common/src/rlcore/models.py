@@ -86,6 +86,8 @@ _QWEN_SPECIALS = [
     "</think>",
 ]
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Saved by a tokenizer built from a tokenizers.Tokenizer object; load it as exactly that object.
+_GENERIC_TOKENIZER_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -260,9 +262,21 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
 
 def load_tokenizer(spec: str | os.PathLike[str], padding_side: str = "left", **kwargs: Any):
     """The tokenizer of ``spec``, with a pad token guaranteed (EOS if the model has none)."""
-    from transformers import AutoTokenizer
+    import json
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(spec), **kwargs)
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = resolve_model_path(spec)
+    saved_class = None
+    config_file = folder / "tokenizer_config.json"
+    if config_file.is_file():
+        saved_class = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
+    if saved_class in _GENERIC_TOKENIZER_CLASSES and (folder / "tokenizer.json").is_file():
+        # AutoTokenizer would pick the model family's class from config.json (e.g. Qwen2Tokenizer), which
+        # rebuilds the pre-tokenizer and splits text differently from the tokenizer.json that was saved.
+        tok = PreTrainedTokenizerFast.from_pretrained(folder, **kwargs)
+    else:
+        tok = AutoTokenizer.from_pretrained(folder, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
