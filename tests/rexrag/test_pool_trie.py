@@ -118,3 +118,18 @@ def test_trie_over_shipped_pools_is_uniform(name):
         # inserted token" is exactly the trie value for these pools)
         assert logprobs[:3] == pytest.approx([0.0, 0.0, 0.0])
         assert math.exp(sum(logprobs)) == pytest.approx(1 / len(prompts))
+
+
+@pytest.mark.slow  # loading the Qwen tokenizer takes ~40 s on 2 shared cores
+def test_trie_with_the_qwen_tokenizer_is_uniform_over_the_pool():
+    from rlcore.models import load_tokenizer
+
+    tokenizer = load_tokenizer("qwen2.5-tokenizer")
+    prompts = load_pool("self_doubt_30")
+    trie = PromptTrie.from_prompts(prompts, tokenizer)
+    first = {seq[0] for seq in trie.sequences}
+    assert len(first) == 1  # every prompt starts with the same "<think>" token(s): probability 1
+    for seq in trie.sequences:
+        assert math.exp(trie.sequence_logprob(seq)) == pytest.approx(1 / 30)
+    # shared prefixes are merged: fewer nodes than the total number of tokens
+    assert trie.num_prefix_nodes() < sum(len(seq) for seq in trie.sequences)

@@ -1,0 +1,52 @@
+# REX-RAG (packages/rexrag): synthetic world, SFT warm-up, GRPO vs REX-RAG at CPU scale, paper-scale launches,
+# evaluation and tables. See docs/rexrag.md. Variables read here are prefixed REXRAG_ so other area makefiles
+# that use short names are not affected.
+REXRAG_CPU_DIR ?= runs/rexrag-cpu
+REXRAG_SEEDS ?= 0 1 2
+REXRAG_CPU_CONFIGS := packages/rexrag/configs/cpu
+REXRAG_PAPER_CONFIGS := packages/rexrag/configs/paper
+REXRAG_SIZE ?= 3b
+
+.PHONY: rexrag-world rexrag-sft-cpu reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-main \
+	rexrag-eval rexrag-table test-rexrag
+
+rexrag-world: setup ## write the synthetic knowledge world (corpus + questions, FlashRAG and Search-R1 layouts)
+	$(PY) -m rexrag make-world --out $(REXRAG_CPU_DIR)/world-export seed=0
+
+$(REXRAG_CPU_DIR)/sft/model/config.json:
+	$(PY) -m rexrag sft --config $(REXRAG_CPU_CONFIGS)/sft.yaml
+
+rexrag-sft-cpu: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## SFT warm-up of the tiny search agent (CPU, reused if present)
+
+reproduce-rexrag-cpu: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## GRPO vs REX-RAG on the synthetic world, seeds $(REXRAG_SEEDS) (CPU), then the table
+	for seed in $(REXRAG_SEEDS); do \
+		for arm in grpo rexrag; do \
+			$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
+				train.output_dir=$(REXRAG_CPU_DIR)/$$arm-seed$$seed train.resume=never || exit 1; \
+		done; \
+	done
+	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
+		--out experiments/rexrag-cpu
+
+reproduce-rexrag-cpu-ablations: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## ablations (no / coarse correction, dead-end trigger), seed 0 (CPU)
+	for arm in rexrag_no_correction rexrag_coarse rexrag_dead_end; do \
+		$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=0 rexrag.seed=0 \
+			train.output_dir=$(REXRAG_CPU_DIR)/$$arm-seed0 train.resume=never || exit 1; \
+	done
+	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) \
+		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds 0 \
+		--out experiments/rexrag-cpu-ablations
+
+reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
+	for arm in searchr1_grpo rexrag; do \
+		RECIPE=rexrag.recipes.train CONFIG=$(REXRAG_PAPER_CONFIGS)/$${arm}_qwen2.5-$(REXRAG_SIZE).yaml START_RETRIEVER=1 \
+			infra/launch_train.sh -- train.output_dir=runs/rexrag-main/$${arm}-$(REXRAG_SIZE) || exit 1; \
+	done
+	$(PY) -m rexrag table "Search-R1=runs/rexrag-main/searchr1_grpo-$(REXRAG_SIZE)/eval.json" \
+		"REX-RAG=runs/rexrag-main/rexrag-$(REXRAG_SIZE)/eval.json" --out-dir experiments/rexrag-main --stem table-$(REXRAG_SIZE)
+
+rexrag-eval: setup ## re-score predictions: make rexrag-eval REXRAG_PRED=predictions.jsonl REXRAG_OUT=eval.json
+	$(PY) -m rexrag eval --predictions $(REXRAG_PRED) --out $(REXRAG_OUT)
+
+test-rexrag: setup ## the REX-RAG tests only (CPU; the two end-to-end training tests are marked slow)
+	$(PY) -m pytest tests/rexrag -q
