@@ -286,3 +286,10 @@ def test_hf_loglik_letters_batched_equals_one_by_one(tiny_backend):
     for index in (0, 1):
         for letter, value in batched[index].items():
             assert value < 0 and value == pytest.approx(single[index][letter], abs=1e-4)
+    # the one-forward fast path equals scoring the full sequence prompt + letter token
+    from anessuite.backends.hf import encode_chat
+
+    prompt = encode_chat(tiny_backend.tokenizer, messages, assistant_prefix=prefix)
+    (cont_b,) = tiny_backend._continuations(prefix, ["B"])
+    (full,) = tiny_backend._sequence_logprobs([prompt + cont_b], [len(cont_b)])
+    assert batched[0]["B"] == pytest.approx(full, abs=1e-4)

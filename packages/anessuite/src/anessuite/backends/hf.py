@@ -131,22 +131,59 @@ class HFChatBackend:
             float(token_logprobs[row, width - 1 - n :].sum()) for row, n in enumerate(continuation_lengths)
         ]
 
+    @torch.inference_mode()
+    def _next_token_logprobs(
+        self, sequences: list[list[int]], token_ids: list[list[int]]
+    ) -> list[list[float]]:
+        """log p(next token = t | sequence) for each t in ``token_ids[i]``: one forward of the prompts only."""
+        device = next(self.model.parameters()).device
+        width = max(len(seq) for seq in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros_like(input_ids)
+        for row, seq in enumerate(sequences):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, device=device)
+            mask[row, width - len(seq) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        ).logits
+        logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (batch, vocab)
+        return [[float(logprobs[row, t]) for t in ids] for row, ids in enumerate(token_ids)]
+
     def score_letters(
         self, conversations: Sequence[Messages], prefixes: Sequence[str], letters: Sequence[Sequence[str]]
     ) -> Iterator[tuple[int, dict[str, float]]]:
         """log p(letter | prompt, answer prefix) for every option letter of every conversation.
 
-        Each (question, letter) pair is one sequence ``prompt + prefix + letter``; batches hold ``batch_size``
-        sequences. Yields ``(index, {letter: log-prob})`` per conversation.
+        When every letter is one token after the prefix (the usual case), one forward pass of the prompt scores
+        all letters at once: log_softmax(logits at the last position)[letter ids]. Otherwise each
+        (question, letter) pair is scored as the sum of its continuation's token log-probs. Batches hold
+        ``batch_size`` sequences. Yields ``(index, {letter: log-prob})`` per conversation.
         """
-        pairs: list[tuple[int, str, list[int], int]] = []
-        for index, (messages, prefix, option_letters) in enumerate(zip(conversations, prefixes, letters)):
-            prompt = encode_chat(self.tokenizer, messages, assistant_prefix=prefix)
-            for letter, continuation in zip(option_letters, self._continuations(prefix, option_letters)):
-                pairs.append((index, letter, prompt + continuation, len(continuation)))
+        prompts, continuations = [], []
+        for messages, prefix, option_letters in zip(conversations, prefixes, letters):
+            prompts.append(encode_chat(self.tokenizer, messages, assistant_prefix=prefix))
+            continuations.append(self._continuations(prefix, option_letters))
+        single = [index for index, conts in enumerate(continuations) if all(len(c) == 1 for c in conts)]
+        single.sort(key=lambda index: len(prompts[index]))
+        for start in range(0, len(single), self.batch_size):
+            chunk = single[start : start + self.batch_size]
+            values = self._next_token_logprobs(
+                [prompts[i] for i in chunk], [[c[0] for c in continuations[i]] for i in chunk]
+            )
+            for index, row in zip(chunk, values):
+                yield index, dict(zip(letters[index], row))
+        single_set = set(single)
+        pairs = [
+            (index, letter, prompts[index] + cont, len(cont))
+            for index in range(len(prompts))
+            if index not in single_set
+            for letter, cont in zip(letters[index], continuations[index])
+        ]
         pairs.sort(key=lambda pair: (len(pair[2]), pair[0]))
         scores: dict[int, dict[str, float]] = {}
-        remaining = {index: len(option_letters) for index, option_letters in enumerate(letters)}
+        remaining = {index: len(letters[index]) for index in range(len(prompts)) if index not in single_set}
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]
             values = self._sequence_logprobs([seq for _, _, seq, _ in chunk], [n for *_, n in chunk])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from anessuite.prompts import PromptConfig
 from rlcore.rollout import RolloutConfig
 from rlcore.trainer import ObjectiveConfig, OptimConfig
 from rlcore.trainer.config import GenerationConfig as RolloutEngineConfig
@@ -108,6 +109,9 @@ class PipelineConfig:
     only_stage: str = ""  # run just this stage (cpt | sft | grpo), e.g. under a multi-GPU launcher
     tracking: bool = True  # MLflow parent run with nested stage runs
     experiment: str = "anessuite-pipeline"  # MLflow experiment
+    prompt: PromptConfig = field(
+        default_factory=PromptConfig
+    )  # MCQ prompt used by SFT/GRPO data and evaluation
     data: DataPrepConfig = field(default_factory=DataPrepConfig)
     cpt: HFStageConfig = field(default_factory=HFStageConfig)
     sft: HFStageConfig = field(

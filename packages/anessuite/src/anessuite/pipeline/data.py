@@ -14,6 +14,7 @@ from pathlib import Path
 
 from anessuite.convert import convert_corpus, convert_qa, convert_r1
 from anessuite.pipeline.config import DataPrepConfig
+from anessuite.prompts import PromptConfig
 
 __all__ = ["PreparedData", "prepare_data"]
 
@@ -32,8 +33,13 @@ def _mix(sources: list[Path], out: Path, seed: int) -> int:
     return len(lines)
 
 
-def prepare_data(cfg: DataPrepConfig, folder: str | Path, seed: int = 0) -> PreparedData:
-    """Write ``cpt.jsonl``, ``sft.jsonl``, ``rl.jsonl`` under ``folder`` and return them with the benchmark."""
+def prepare_data(
+    cfg: DataPrepConfig, folder: str | Path, seed: int = 0, prompt: PromptConfig | None = None
+) -> PreparedData:
+    """Write ``cpt.jsonl``, ``sft.jsonl``, ``rl.jsonl`` under ``folder`` and return them with the benchmark.
+
+    ``prompt`` renders the MCQ user turn of the AnesR1 SFT chats and RL prompts (the evaluation's prompt)."""
+    prompt = prompt or PromptConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = folder / "DONE.json"
@@ -53,7 +59,7 @@ def prepare_data(cfg: DataPrepConfig, folder: str | Path, seed: int = 0) -> Prep
         }
         sources = {key: value or str(synthetic[key]) for key, value in sources.items()}
     prepared["benchmark"] = Path(sources["benchmark"])
-    wanted = {"config": asdict(cfg), "sources": sources}
+    wanted = {"config": asdict(cfg), "sources": sources, "prompt": asdict(prompt)}
     if done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(wanted)):
         logger.info("reusing prepared data in %s", folder)
         return prepared
@@ -67,13 +73,15 @@ def prepare_data(cfg: DataPrepConfig, folder: str | Path, seed: int = 0) -> Prep
             sources["anesqa"], folder / "sft_anesqa.jsonl", cfg.sft_lang, cfg.qa_system_prompt
         )
         parts.append(folder / "sft_anesqa.jsonl")
-    stats["anesr1"] = convert_r1(sources["anesr1"], folder / "sft_anesr1.jsonl", prepared["rl"], lang="all")
+    stats["anesr1"] = convert_r1(
+        sources["anesr1"], folder / "sft_anesr1.jsonl", prepared["rl"], lang="all", prompt=prompt
+    )
     if "anesr1" in cfg.sft_sources:
         if cfg.sft_lang != "all":
-            convert_r1(sources["anesr1"], folder / "sft_anesr1.jsonl", None, lang=cfg.sft_lang)
+            convert_r1(sources["anesr1"], folder / "sft_anesr1.jsonl", None, lang=cfg.sft_lang, prompt=prompt)
         parts.append(folder / "sft_anesr1.jsonl")
     if cfg.rl_lang != "all":
-        convert_r1(sources["anesr1"], None, prepared["rl"], lang=cfg.rl_lang)
+        convert_r1(sources["anesr1"], None, prepared["rl"], lang=cfg.rl_lang, prompt=prompt)
     stats["sft_mixed"] = _mix(parts, prepared["sft"], seed)
     (folder / "stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
     done.write_text(json.dumps(wanted, indent=1), encoding="utf-8")

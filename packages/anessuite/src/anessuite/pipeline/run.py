@@ -129,6 +129,7 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
             seed=cfg.seed,
             track=False,
             generation=GenerationConfig(mode=mode, max_new_tokens=cfg.eval.max_new_tokens),
+            prompt=cfg.prompt,
         )
         eval_cfg.backend.kind = cfg.eval.backend
         eval_cfg.backend.batch_size = cfg.eval.batch_size
@@ -198,7 +199,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    data = prepare_data(cfg.data, out / "data", cfg.seed)
+    data = prepare_data(cfg.data, out / "data", cfg.seed, cfg.prompt)
     plan = stage_plan(cfg)
     if cfg.only_stage and cfg.only_stage not in STAGES:
         raise ValueError(f"only_stage must be one of {STAGES}, got {cfg.only_stage!r}")
