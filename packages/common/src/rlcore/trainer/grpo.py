@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -98,6 +99,7 @@ class TrainResult:
     metrics: list[dict[str, float]]  # per-step metrics logged by this process (main rank), in order
     stopped_early: bool  # a signal or train.stop_after_step ended the run before total_steps
     run_id: str | None  # MLflow run id (None when tracking is off)
+    model: torch.nn.Module | None = None  # the trained policy, unwrapped (for in-process evaluation)
 
 
 def train(
@@ -346,7 +348,12 @@ def train(
         _save_final_model(accelerator, model, tokenizer, output_dir / "final")
     accelerator.wait_for_everyone()
     return TrainResult(
-        output_dir=output_dir, last_step=step, metrics=history, stopped_early=stopped_early, run_id=run_id
+        output_dir=output_dir,
+        last_step=step,
+        metrics=history,
+        stopped_early=stopped_early,
+        run_id=run_id,
+        model=policy,
     )
 
 
@@ -391,7 +398,13 @@ def _micro_batch_loss(
     if obj.entropy_coef != 0:
         loss = loss - obj.entropy_coef * aggregate(entropy, micro.loss_mask, obj.aggregation, denominator)
     sums.add("entropy", float(masked_mean(entropy.detach(), micro.loss_mask)), tokens)
-    sums.add("loss/total", float(loss.detach()) / num_updates)
+    total = float(loss.detach())
+    sums.add("loss/total", total / num_updates)
+    if not math.isfinite(total):
+        # A NaN loss can still give finite (zero) gradients, e.g. through a clamp, and the step would pass the
+        # grad-norm check as a silent no-op. Make every gradient NaN instead, so the optimizer step is skipped
+        # and counted the same way under plain, DDP and DeepSpeed training.
+        loss = loss + (logprobs * float("nan")).sum()
     for name, value in pg_metrics.items():
         if name == "ratio_max":
             sums.maximum("policy/ratio_max", value)

@@ -65,7 +65,8 @@ class MetricSums:
 
     def maximum(self, name: str, value: float | torch.Tensor) -> None:
         value = float(value)
-        self._max[name] = max(self._max.get(name, -float("inf")), value)
+        current = self._max.get(name, -float("inf"))
+        self._max[name] = value if (value != value or value > current) else current  # NaN propagates
 
     def reduce(self, accelerator: Any | None = None) -> dict[str, float]:
         """Weighted means (totals for ``add_total`` names) and maxima over all ranks, identical on every rank."""
