@@ -78,11 +78,11 @@ def _synth(argv: Sequence[str]) -> int:
     return 0
 
 
-def _recipe(module: str) -> Callable[[Sequence[str]], int]:
+def _recipe(module: str, function: str = "main") -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         import importlib
 
-        return int(importlib.import_module(module).main(list(argv)) or 0)
+        return int(getattr(importlib.import_module(module), function)(list(argv)) or 0)
 
     return run
 
@@ -90,6 +90,12 @@ def _recipe(module: str) -> Callable[[Sequence[str]], int]:
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "score": (_score, "re-score saved responses -> results.json, tables, chart"),
     "eval": (_recipe("anessuite.evaluate"), "evaluate a model (hf | vllm | openai backend), resumable"),
+    "table3": (
+        _recipe("anessuite.tables", "table3_main"),
+        "evaluate models and render the paper's Table 3 layout",
+    ),
+    "morpheus": (_recipe("anessuite.tables", "morpheus_main"), "Table 4: base vs SFT vs SFT + GRPO (no CPT)"),
+    "strategies": (_recipe("anessuite.tables", "strategies_main"), "Table 5: with/without CPT x SFT data"),
     "pipeline": (
         _recipe("anessuite.pipeline.run"),
         "CPT -> SFT -> GRPO with evaluations after each stage (resumable)",

@@ -37,16 +37,37 @@ STAGES = ("cpt", "sft", "grpo")
 _PARENT_ENV = "ANESSUITE_PARENT_RUN_ID"
 
 
+def training_fingerprint(cfg: PipelineConfig) -> str:
+    """Hash of everything that changes the trained models (not evaluation settings or the benchmark path), so
+    changing how stages are evaluated never forces retraining."""
+    import hashlib
+
+    from rlcore.config import to_dict
+
+    data = {k: v for k, v in to_dict(cfg.data).items() if k != "benchmark"}
+    relevant = {
+        "name": cfg.name,
+        "base_model": cfg.base_model,
+        "seed": cfg.seed,
+        "prompt": to_dict(cfg.prompt),
+        "data": data,
+        **{stage: to_dict(getattr(cfg, stage)) for stage in STAGES},
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def pipeline_dir(cfg: PipelineConfig) -> Path:
-    from rlcore.config import config_hash
     from rlcore.runs import runs_root
 
     if cfg.out_dir:
         return Path(cfg.out_dir)
-    relevant = {**cfg.__dict__, "only_stage": "", "out_dir": ""}
-    return (
-        runs_root() / "anessuite-pipeline" / f"{cfg.name}-{config_hash(PipelineConfig(**relevant), length=8)}"
-    )
+    return runs_root() / "anessuite-pipeline" / f"{cfg.name}-{training_fingerprint(cfg)}"
+
+
+def stage_final(out: Path, stage: str) -> str:
+    """The final model folder recorded by a finished stage (stored relative to the run folder)."""
+    final = json.loads((out / stage / "DONE.json").read_text())["final"]
+    return str(out / final) if not Path(final).is_absolute() else final
 
 
 def stage_plan(cfg: PipelineConfig) -> list[tuple[str, str]]:
@@ -67,7 +88,7 @@ def _stage_input(cfg: PipelineConfig, out: Path, stage: str) -> str:
     marker = out / previous[-1] / "DONE.json"
     if not marker.exists():
         raise FileNotFoundError(f"stage '{stage}' needs '{previous[-1]}' first ({marker} missing)")
-    return json.loads(marker.read_text())["final"]
+    return stage_final(out, previous[-1])
 
 
 def _is_main_rank() -> bool:
@@ -87,7 +108,14 @@ def _train_stage(cfg: PipelineConfig, out: Path, stage: str, data: dict[str, Pat
 
         final = run_hf_stage(stage, getattr(cfg, stage), model_in, data[stage], stage_dir, cfg.seed, run)
     if _is_main_rank():
-        (stage_dir / "DONE.json").write_text(json.dumps({"final": str(final), "input": model_in}, indent=1))
+        relative = (
+            Path(final).resolve().relative_to(out.resolve())
+            if Path(final).resolve().is_relative_to(out.resolve())
+            else final
+        )
+        (stage_dir / "DONE.json").write_text(
+            json.dumps({"final": str(relative), "input": model_in}, indent=1)
+        )
     return final
 
 
@@ -227,7 +255,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 )
                 with child as run:
                     _train_stage(cfg, out, stage, data, run)
-            final = json.loads(marker.read_text())["final"]
+            final = stage_final(out, stage)
             if cfg.eval.enabled:
                 rows.append((label, _evaluate(cfg, out, label, final, data["benchmark"], parent)))
                 _write_tables(out, rows, cfg.eval.modes)

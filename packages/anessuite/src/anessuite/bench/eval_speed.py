@@ -1,0 +1,140 @@
+"""``make bench-eval``: evaluation throughput, measured side by side on the same model and questions.
+
+1. In-process: our batched HF backend (``batch_size`` prompts per decode loop) against a one-question-at-a-time
+   loop (batch size 1, what a naive script does); both greedy, same prompts, same token cap. Reports
+   questions/s, generated tokens/s, the speed-up ratio and how many responses are identical.
+2. HTTP: the OpenAI-compatible client against a local server (``anessuite.bench.server``, dynamic batching)
+   with ``concurrency`` requests in flight against one request at a time (the official evaluator's pattern
+   with 1 worker; it uses 16 threads against an 8-replica SGLang router).
+
+    python -m anessuite.bench.eval_speed --questions 32 --max-new-tokens 64 --out experiments/anessuite-bench-eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _timed(backend, conversations, max_new_tokens: int) -> tuple[float, dict[int, Any]]:
+    started = time.perf_counter()
+    results = dict(backend.complete(conversations, max_new_tokens))
+    return time.perf_counter() - started, results
+
+
+def _summary(seconds: float, results: dict[int, Any]) -> dict[str, float]:
+    tokens = sum(r.num_tokens or 0 for r in results.values())
+    return {
+        "seconds": round(seconds, 3),
+        "questions_per_s": round(len(results) / seconds, 4),
+        "generated_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 2),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve(backend, model_name: str, max_batch: int) -> tuple[str, Any]:
+    import uvicorn
+
+    from anessuite.bench.server import build_app
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(backend, model_name, max_batch), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("benchmark server did not start within 60 s")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}/v1", server
+
+
+def run(model: str, questions: int, max_new_tokens: int, batch_size: int, concurrency: int) -> dict[str, Any]:
+    from anessuite.backends.hf import HFChatBackend
+    from anessuite.backends.openai_compat import OpenAIChatBackend
+    from anessuite.benchmark import load_anesbench
+    from anessuite.prompts import PromptConfig, build_messages
+    from anessuite.synthetic.generate import ensure_default_world
+
+    items = load_anesbench(ensure_default_world()["benchmark"])
+    english = [item for item in items if item.language == "en"][: questions // 2]
+    chinese = [item for item in items if item.language == "zh"][: questions - len(english)]
+    conversations = [build_messages(item, PromptConfig()) for item in english + chinese]
+    backend = HFChatBackend(model, batch_size=batch_size)
+    backend.complete(conversations[:2], 4)  # warm-up (allocations, first-call overheads)
+
+    report: dict[str, Any] = {
+        "model": model,
+        "questions": len(conversations),
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+    }
+    backend.batch_size = backend.generator.batch_size = 1
+    seconds, loop_results = _timed(backend, conversations, max_new_tokens)
+    report["in_process_loop"] = _summary(seconds, loop_results)
+    backend.batch_size = backend.generator.batch_size = batch_size
+    seconds, batched_results = _timed(backend, conversations, max_new_tokens)
+    report["in_process_batched"] = _summary(seconds, batched_results)
+    report["in_process_speedup"] = round(report["in_process_loop"]["seconds"] / seconds, 3)
+    report["identical_responses"] = sum(loop_results[i].text == batched_results[i].text for i in loop_results)
+
+    url, server = _serve(backend, model, batch_size)
+    try:
+        for name, workers in (("http_sequential", 1), ("http_concurrent", concurrency)):
+            client = OpenAIChatBackend(url, model, concurrency=workers, timeout_s=3600)
+            seconds, results = _timed(client, conversations, max_new_tokens)
+            client.close()
+            report[name] = _summary(seconds, results)
+        report["http_speedup"] = round(
+            report["http_sequential"]["seconds"] / report["http_concurrent"]["seconds"], 3
+        )
+    finally:
+        server.should_exit = True
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlcore.logging_utils import setup_logging
+    from rlcore.tracking import write_results_json
+
+    parser = argparse.ArgumentParser(prog="anessuite.bench.eval_speed", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model folder or embedded name")
+    parser.add_argument("--questions", type=int, default=32, help="benchmark questions (half EN, half ZH)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="greedy token cap per response")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="in-process batch size and server max batch"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight")
+    parser.add_argument("--out", default="experiments/anessuite-bench-eval", help="folder for results.json")
+    args = parser.parse_args(argv)
+    setup_logging()
+    report = run(args.model, args.questions, args.max_new_tokens, args.batch_size, args.concurrency)
+    path = write_results_json(Path(args.out) / "results.json", report)
+    print(json.dumps(report, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

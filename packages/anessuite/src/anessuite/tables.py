@@ -1,0 +1,263 @@
+"""The paper's tables as commands: Table 3 (main AnesBench results), Table 4 (Morpheus: base vs SFT vs
+SFT + GRPO) and Table 5 (training strategies: with/without CPT x SFT data).
+
+    python -m anessuite table3 --config experiments/anessuite-table3/config.yaml
+    python -m anessuite table3 benchmark=/data/AnesBench models='[/models/Qwen2.5-7B-Instruct]'
+    python -m anessuite table3 benchmark=/data/AnesBench models='[http://127.0.0.1:8000/v1]'
+    python -m anessuite morpheus --config experiments/anessuite-morpheus/config.yaml
+    python -m anessuite strategies --config experiments/anessuite-training-strategies/config.yaml
+
+Every number in the rendered tables comes from a results.json written in the same call (or read from the
+pipeline run it resumes); nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_tables
+
+__all__ = [
+    "Table3Config",
+    "MorpheusConfig",
+    "StrategiesConfig",
+    "run_table3",
+    "run_morpheus",
+    "run_strategies",
+    "expand_models",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Table3Config:
+    """Evaluate a list of models on AnesBench and render the Table 3 layout."""
+
+    models: list[str] = field(default_factory=list)  # folders / embedded names / hub ids / server URLs
+    # ("http://host:port/v1" evaluates every served model, "http://host:port/v1#name" one of them);
+    # empty: the embedded models = base and every stage of `pipeline_config`
+    model_names: list[str] = field(
+        default_factory=list
+    )  # row labels, same order as models (default: derived)
+    benchmark: str = ""  # file or folder with anesbench_*.json; empty: the synthetic benchmark
+    pipeline_config: str = "packages/anessuite/configs/pipeline_cpu.yaml"  # used when models is empty
+    languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # benchmark languages
+    mode: str = "generate"  # generate (zero-shot CoT) | loglik
+    max_new_tokens: int = 2048  # response cap (the paper's)
+    backend: str = "hf"  # engine for local models: hf | vllm
+    batch_size: int = 16  # hf batch size
+    concurrency: int = 16  # requests in flight for server URLs
+    limit_per_language: int | None = None  # smoke runs: first N items per language
+    bootstrap_iters: int = 1000  # bootstrap replicates for the CIs
+    out_dir: str = "experiments/anessuite-table3/results"  # where table3.md/.csv/.png and results.json go
+
+
+@dataclass
+class MorpheusConfig:
+    """Table 4 layout from a pipeline without CPT: base, +SFT, +SFT+GRPO."""
+
+    pipeline_config: str = "experiments/anessuite-morpheus/pipeline.yaml"  # the pipeline to run or resume
+    mode: str = "generate"  # which evaluation mode fills the table
+    out_dir: str = "experiments/anessuite-morpheus/results"  # table4.md/.csv and results.json
+
+
+@dataclass
+class StrategiesConfig:
+    """Table 5 layout: base vs base+CPT, each fine-tuned on every SFT data choice (GRPO off)."""
+
+    pipeline_config: str = (
+        "experiments/anessuite-training-strategies/pipeline.yaml"  # base model, CPT/SFT settings
+    )
+    sft_data: list[str] = field(
+        default_factory=lambda: ["anesqa", "anesr1", "anesqa+anesr1"]
+    )  # SFT data rows
+    mode: str = "generate"  # which evaluation mode fills the table
+    out_dir: str = "experiments/anessuite-training-strategies/results"  # table5.md/.csv and results.json
+
+
+def _served_models(base_url: str) -> list[str]:
+    import httpx
+
+    response = httpx.get(base_url.rstrip("/") + "/models", timeout=30)
+    response.raise_for_status()
+    return [entry["id"] for entry in response.json()["data"]]
+
+
+def expand_models(models: Sequence[str]) -> list[tuple[str, str | None]]:
+    """[(model spec, server base URL or None)]; a bare server URL expands to every model it serves."""
+    expanded: list[tuple[str, str | None]] = []
+    for entry in models:
+        if entry.startswith(("http://", "https://")):
+            url, _, name = entry.partition("#")
+            names = [name] if name else _served_models(url)
+            expanded += [(served, url) for served in names]
+        else:
+            expanded.append((entry, None))
+    return expanded
+
+
+def _write_outputs(
+    out: Path, stem: str, rows: list[dict], columns: list[str], results: dict[str, Any]
+) -> None:
+    from rlcore.tracking import write_results_json
+
+    md, _ = write_tables(out, stem, rows, columns)
+    write_results_json(out / "results.json", {"table": stem, "rows": rows, "results": results})
+    logger.info("%s:\n%s", md, md.read_text())
+
+
+def _pipeline(config_path: str, overrides: Sequence[str] = ()) -> tuple[Any, dict[str, dict]]:
+    from anessuite.pipeline.config import PipelineConfig
+    from anessuite.pipeline.run import run_pipeline
+    from rlcore.config import load_config
+
+    cfg = load_config(PipelineConfig, config_path, overrides)
+    return cfg, run_pipeline(cfg)
+
+
+def run_table3(cfg: Table3Config) -> Path:
+    """Evaluate every model (or run/resume the default pipeline) and write table3.{md,csv,png}, results.json."""
+    from anessuite.evaluate import EvalConfig, GenerationConfig, run_eval
+
+    out = Path(cfg.out_dir)
+    per_model: dict[str, dict[str, Any]] = {}
+    if not cfg.models:
+        overrides = [f"eval.modes=[{cfg.mode}]"] + (
+            [f"data.benchmark={cfg.benchmark}"] if cfg.benchmark else []
+        )
+        _, stage_results = _pipeline(cfg.pipeline_config, overrides)
+        per_model = {label: by_mode[cfg.mode] for label, by_mode in stage_results.items()}
+    else:
+        expanded = expand_models(cfg.models)
+        names = list(cfg.model_names) or [
+            Path(spec.rstrip("/")).name if url is None else spec for spec, url in expanded
+        ]
+        if len(names) != len(expanded):
+            raise ValueError(f"model_names has {len(names)} entries for {len(expanded)} models")
+        for (spec, url), name in zip(expanded, names):
+            eval_cfg = EvalConfig(
+                model=spec,
+                model_name=name,
+                benchmark=cfg.benchmark,
+                languages=list(cfg.languages),
+                limit_per_language=cfg.limit_per_language,
+                out_dir=str(out / "models" / name),
+                bootstrap_iters=cfg.bootstrap_iters,
+                generation=GenerationConfig(mode=cfg.mode, max_new_tokens=cfg.max_new_tokens),
+            )
+            eval_cfg.backend.kind = "openai" if url else cfg.backend
+            eval_cfg.backend.base_url = url or eval_cfg.backend.base_url
+            eval_cfg.backend.batch_size = cfg.batch_size
+            eval_cfg.backend.concurrency = cfg.concurrency
+            per_model[name] = run_eval(eval_cfg)
+    rows = [{"Model": name, **table3_row(results)} for name, results in per_model.items()]
+    _write_outputs(out, "table3", rows, ["Model", *TABLE3_COLUMNS], per_model)
+    plot_levels(per_model, out / "table3.png", title=f"AnesBench accuracy by level ({cfg.mode})")
+    return out / "table3.md"
+
+
+def _lang_total(results: dict[str, Any], lang: str) -> float | None:
+    return results.get("by_language", {}).get(lang, {}).get("total")
+
+
+def run_morpheus(cfg: MorpheusConfig) -> Path:
+    pipeline_cfg, stage_results = _pipeline(cfg.pipeline_config)
+    if pipeline_cfg.cpt.enabled:
+        raise ValueError(f"{cfg.pipeline_config}: Morpheus is trained without CPT; set cpt.enabled: false")
+    rows, per_model = [], {}
+    for label, by_mode in stage_results.items():
+        results = by_mode[cfg.mode]
+        name = pipeline_cfg.base_model if label == "base" else f"{pipeline_cfg.name} ({label})"
+        rows.append(
+            {
+                "Model": name,
+                "SFT": "✓" if "SFT" in label else "–",
+                "GRPO": "✓" if "GRPO" in label else "–",
+                "EN Total": _lang_total(results, "en"),
+                "ZH Total": _lang_total(results, "zh"),
+                "Avg.": results["avg"],
+            }
+        )
+        per_model[label] = results
+    out = Path(cfg.out_dir)
+    _write_outputs(out, "table4", rows, ["Model", "SFT", "GRPO", "EN Total", "ZH Total", "Avg."], per_model)
+    return out / "table4.md"
+
+
+def run_strategies(cfg: StrategiesConfig) -> Path:
+    """One CPT run, then SFT on each data choice from the base and from the CPT model (GRPO off)."""
+    from anessuite.pipeline.config import PipelineConfig
+    from anessuite.pipeline.run import pipeline_dir, stage_final
+    from rlcore.config import load_config
+
+    base_cfg = load_config(PipelineConfig, cfg.pipeline_config)
+    cpt_only = ["sft.enabled=false", "grpo.enabled=false", f"name={base_cfg.name}-cpt-only"]
+    cpt_cfg, cpt_results = _pipeline(cfg.pipeline_config, cpt_only)
+    cpt_model = stage_final(pipeline_dir(cpt_cfg), "cpt")
+    rows, per_model = [], {}
+    for label, results in (("base", cpt_results["base"]), ("base-CPT", cpt_results["base+CPT"])):
+        rows.append(
+            {
+                "Model": label,
+                "SFT data": "–",
+                "EN": _lang_total(results[cfg.mode], "en"),
+                "ZH": _lang_total(results[cfg.mode], "zh"),
+                "Avg.": results[cfg.mode]["avg"],
+            }
+        )
+        per_model[f"{label}/none"] = results[cfg.mode]
+    for start_label, start_model in (("base", base_cfg.base_model), ("base-CPT", cpt_model)):
+        for data_choice in cfg.sft_data:
+            sources = data_choice.split("+")
+            overrides = [
+                f"base_model={start_model}",
+                "cpt.enabled=false",
+                "grpo.enabled=false",
+                "evaluate_base=false",
+                f"data.sft_sources=[{','.join(sources)}]",
+                f"name={base_cfg.name}-{start_label}-{data_choice}",
+            ]
+            _, results = _pipeline(cfg.pipeline_config, overrides)
+            final = results["base+SFT"][cfg.mode]
+            rows.append(
+                {
+                    "Model": start_label,
+                    "SFT data": data_choice,
+                    "EN": _lang_total(final, "en"),
+                    "ZH": _lang_total(final, "zh"),
+                    "Avg.": final["avg"],
+                }
+            )
+            per_model[f"{start_label}/{data_choice}"] = final
+    out = Path(cfg.out_dir)
+    _write_outputs(out, "table5", rows, ["Model", "SFT data", "EN", "ZH", "Avg."], per_model)
+    return out / "table5.md"
+
+
+def _main(schema, fn, prog: str, argv: Sequence[str] | None) -> int:
+    from rlcore.config import recipe_main
+
+    def _run(cfg) -> int:
+        path = fn(cfg)
+        print(Path(path).read_text())
+        print(f"written: {path}")
+        return 0
+
+    return recipe_main(schema, _run, argv=argv, prog=prog, description=schema.__doc__)
+
+
+def table3_main(argv: Sequence[str] | None = None) -> int:
+    return _main(Table3Config, run_table3, "anessuite table3", argv)
+
+
+def morpheus_main(argv: Sequence[str] | None = None) -> int:
+    return _main(MorpheusConfig, run_morpheus, "anessuite morpheus", argv)
+
+
+def strategies_main(argv: Sequence[str] | None = None) -> int:
+    return _main(StrategiesConfig, run_strategies, "anessuite strategies", argv)
