@@ -54,6 +54,7 @@ class Table3Config:
     concurrency: int = 16  # requests in flight for server URLs
     limit_per_language: int | None = None  # smoke runs: first N items per language
     bootstrap_iters: int = 1000  # bootstrap replicates for the CIs
+    seed: int = 0  # bootstrap seed (decoding is greedy; the pipeline's training seed is in its own config)
     out_dir: str = "experiments/anessuite-table3/results"  # where table3.md/.csv/.png and results.json go
 
 
@@ -63,6 +64,7 @@ class MorpheusConfig:
 
     pipeline_config: str = "experiments/anessuite-morpheus/pipeline.yaml"  # the pipeline to run or resume
     mode: str = "generate"  # which evaluation mode fills the table
+    seed: int = 0  # recorded for provenance; the training seed is the pipeline config's
     out_dir: str = "experiments/anessuite-morpheus/results"  # table4.md/.csv and results.json
 
 
@@ -77,6 +79,7 @@ class StrategiesConfig:
         default_factory=lambda: ["anesqa", "anesr1", "anesqa+anesr1"]
     )  # SFT data rows
     mode: str = "generate"  # which evaluation mode fills the table
+    seed: int = 0  # recorded for provenance; the training seed is the pipeline config's
     out_dir: str = "experiments/anessuite-training-strategies/results"  # table5.md/.csv and results.json
 
 
@@ -148,6 +151,7 @@ def run_table3(cfg: Table3Config) -> Path:
                 limit_per_language=cfg.limit_per_language,
                 out_dir=str(out / "models" / name),
                 bootstrap_iters=cfg.bootstrap_iters,
+                seed=cfg.seed,
                 generation=GenerationConfig(mode=cfg.mode, max_new_tokens=cfg.max_new_tokens),
             )
             eval_cfg.backend.kind = "openai" if url else cfg.backend

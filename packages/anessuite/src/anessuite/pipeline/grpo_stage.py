@@ -57,10 +57,8 @@ def make_reward_fn(format_weight: float):
     return reward
 
 
-def run_grpo_stage(
-    cfg: GRPOStageConfig, model_in: str, rl_file: Path, stage_dir: Path, seed: int, run: Any = None
-) -> Path:
-    """Train with GRPO; returns the final model folder. Resumes from the newest checkpoint in the stage folder."""
+def build_rl_config(cfg: GRPOStageConfig, model_in: str, rl_file: Path, stage_dir: Path, seed: int):
+    """The rlcore ``RLTrainConfig`` this stage trains with (validated)."""
     from rlcore.trainer import (
         DataConfig,
         ModelConfig,
@@ -68,13 +66,8 @@ def run_grpo_stage(
         RLTrainConfig,
         TrackingConfig,
         TrainLoopConfig,
-        train,
     )
 
-    records = [json.loads(line) for line in rl_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if cfg.max_prompts is not None:
-        records = records[: cfg.max_prompts]
-    trainer_dir = stage_dir / "trainer"
     rl_cfg = RLTrainConfig(
         model=ModelConfig(path=model_in),
         data=DataConfig(path=str(rl_file), prompt_field="prompt"),
@@ -82,19 +75,34 @@ def run_grpo_stage(
         rollout=cfg.rollout,
         objective=cfg.objective,
         optim=cfg.optim,
+        generation=cfg.generation,
         train=TrainLoopConfig(
             total_steps=cfg.total_steps,
             seed=seed,
             mixed_precision=cfg.mixed_precision,
-            output_dir=str(trainer_dir),
+            output_dir=str(stage_dir / "trainer"),
             save_every=cfg.save_every,
             save_final_model=True,
             resume="auto",
         ),
-        generation=cfg.generation,
         # the pipeline's nested MLflow run records the metrics (copied below), so the trainer opens none
         tracking=TrackingConfig(enabled=False),
     )
+    rl_cfg.validate()
+    return rl_cfg
+
+
+def run_grpo_stage(
+    cfg: GRPOStageConfig, model_in: str, rl_file: Path, stage_dir: Path, seed: int, run: Any = None
+) -> Path:
+    """Train with GRPO; returns the final model folder. Resumes from the newest checkpoint in the stage folder."""
+    from rlcore.trainer import train
+
+    records = [json.loads(line) for line in rl_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if cfg.max_prompts is not None:
+        records = records[: cfg.max_prompts]
+    trainer_dir = stage_dir / "trainer"
+    rl_cfg = build_rl_config(cfg, model_in, rl_file, stage_dir, seed)
     result = train(rl_cfg, records=records, reward_fn=make_reward_fn(cfg.format_weight))
     if run is not None:
         for metrics in result.metrics:

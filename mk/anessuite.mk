@@ -1,0 +1,30 @@
+# AnesSuite: AnesBench evaluation, the CPT -> SFT -> GRPO (Morpheus) pipeline and the paper's tables.
+# See docs/anessuite.md. User variables (BENCHMARK, MODELS, BACKEND, OUT, ...) are read, never assigned here.
+.PHONY: reproduce-table3 reproduce-morpheus reproduce-training-strategies bench-eval anessuite-eval anessuite-pipeline
+
+_anessuite_empty :=
+_anessuite_space := $(_anessuite_empty) $(_anessuite_empty)
+_anessuite_comma := ,
+# MODELS may be space- or comma-separated; the recipe wants a YAML list [a,b].
+_anessuite_models = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(subst $(_anessuite_comma),$(_anessuite_space),$(MODELS))))
+
+reproduce-table3: setup ## AnesBench Table 3 (EN/ZH x Sys1/1.x/2/Total, Avg.); default: embedded models on the synthetic benchmark; real: BENCHMARK=<dir> MODELS=<paths or URL> [BACKEND=vllm]
+	$(PY) -m anessuite table3 --config experiments/anessuite-table3/config.yaml \
+		$(if $(BENCHMARK),benchmark=$(BENCHMARK)) \
+		$(if $(MODELS),'models=[$(_anessuite_models)]' out_dir=$(or $(OUT),experiments/anessuite-table3/results-custom)) \
+		$(if $(BACKEND),backend=$(BACKEND)) $(TABLE3_ARGS)
+
+reproduce-morpheus: setup ## Morpheus Table 4 layout (base / +SFT / +SFT+GRPO) at CPU scale on the synthetic world
+	$(PY) -m anessuite morpheus --config experiments/anessuite-morpheus/config.yaml $(MORPHEUS_ARGS)
+
+reproduce-training-strategies: setup ## Table 5 layout (base vs +CPT x SFT data) at CPU scale on the synthetic world
+	$(PY) -m anessuite strategies --config experiments/anessuite-training-strategies/config.yaml $(STRATEGIES_ARGS)
+
+bench-eval: setup ## eval throughput: batched in-process vs one-at-a-time (ratio), and HTTP client concurrency vs sequential
+	$(PY) -m anessuite.bench.eval_speed --out experiments/anessuite-bench-eval $(BENCH_EVAL_ARGS)
+
+anessuite-eval: setup ## one model on a benchmark: make anessuite-eval [EVAL_ARGS='model=... benchmark=... backend.kind=openai']
+	$(PY) -m anessuite eval --config packages/anessuite/configs/eval_cpu.yaml $(EVAL_ARGS)
+
+anessuite-pipeline: setup ## CPT -> SFT -> GRPO on CPU (resumable): make anessuite-pipeline [PIPELINE_CONFIG=...]
+	$(PY) -m anessuite pipeline --config $(or $(PIPELINE_CONFIG),packages/anessuite/configs/pipeline_cpu.yaml) $(PIPELINE_ARGS)

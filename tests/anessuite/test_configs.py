@@ -1,0 +1,53 @@
+"""Every committed AnesSuite YAML config loads against its schema and passes the trainer's validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from anessuite.evaluate import EvalConfig
+from anessuite.pipeline.config import PipelineConfig
+from anessuite.pipeline.grpo_stage import build_rl_config
+from anessuite.tables import MorpheusConfig, StrategiesConfig, Table3Config
+from rlcore.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "packages/anessuite/configs").glob("*.yaml"))
+EXPERIMENTS = sorted(ROOT.glob("experiments/anessuite-*/*.yaml"))
+SCHEMAS = {"pipeline": PipelineConfig, "morpheus_": PipelineConfig, "eval_": EvalConfig}
+EXPERIMENT_SCHEMAS = {
+    "anessuite-table3": Table3Config,
+    "anessuite-morpheus": MorpheusConfig,
+    "anessuite-training-strategies": StrategiesConfig,
+}
+
+
+def _schema(path: Path):
+    if path.parent.name in EXPERIMENT_SCHEMAS:
+        return PipelineConfig if path.name == "pipeline.yaml" else EXPERIMENT_SCHEMAS[path.parent.name]
+    return next(schema for prefix, schema in SCHEMAS.items() if path.name.startswith(prefix))
+
+
+def test_configs_found():
+    assert len(CONFIGS) >= 8 and len(EXPERIMENTS) >= 5
+
+
+@pytest.mark.parametrize("path", CONFIGS + EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_config_loads_and_validates(path, tmp_path):
+    cfg = load_config(_schema(path), path)
+    if isinstance(cfg, PipelineConfig):
+        build_rl_config(cfg.grpo, cfg.base_model, tmp_path / "rl.jsonl", tmp_path, cfg.seed)  # validates
+        for stage in (cfg.cpt, cfg.sft):
+            if stage.deepspeed:
+                assert (ROOT / stage.deepspeed).is_file(), stage.deepspeed
+    else:
+        assert getattr(cfg, "seed", 0) >= 0
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_experiment_configs_point_at_existing_files(path):
+    cfg = load_config(_schema(path), path)
+    pipeline = getattr(cfg, "pipeline_config", None)
+    if pipeline:
+        assert (ROOT / pipeline).is_file(), pipeline
