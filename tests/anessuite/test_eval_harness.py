@@ -293,3 +293,42 @@ def test_hf_loglik_letters_batched_equals_one_by_one(tiny_backend):
     (cont_b,) = tiny_backend._continuations(prefix, ["B"])
     (full,) = tiny_backend._sequence_logprobs([prompt + cont_b], [len(cont_b)])
     assert batched[0]["B"] == pytest.approx(full, abs=1e-4)
+
+
+def test_vllm_backend_with_a_stand_in_engine(monkeypatch):
+    """The vLLM path without a GPU: a stand-in `vllm` module records what the backend sends and returns."""
+    import sys
+    import types
+
+    from transformers import AutoTokenizer
+
+    from rlcore.models import resolve_model_path
+
+    calls = {}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls["init"] = kwargs
+
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(resolve_model_path("tiny-qwen2"))
+
+        def generate(self, prompts, params, use_tqdm=False):
+            calls.setdefault("chunks", []).append(len(prompts))
+            calls["params"] = params
+            sample = types.SimpleNamespace(text="Answer: C", token_ids=[1, 2, 3], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[sample]) for _ in prompts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from anessuite.backends.vllm_offline import VLLMChatBackend
+
+    backend = VLLMChatBackend("tiny-qwen2", tensor_parallel_size=2, chunk_size=2)
+    results = dict(backend.complete([_conv("a"), _conv("b"), _conv("c")], max_new_tokens=32))
+    assert calls["init"]["tensor_parallel_size"] == 2
+    assert calls["params"] == {"temperature": 0.0, "max_tokens": 32, "n": 1}  # greedy, the token cap
+    assert calls["chunks"] == [2, 1]  # chunks reach the cache as they finish
+    assert results[2].text == "Answer: C" and results[2].num_tokens == 3
+    assert len(backend.fingerprint()) == 16
