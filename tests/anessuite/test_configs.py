@@ -51,3 +51,11 @@ def test_experiment_configs_point_at_existing_files(path):
     pipeline = getattr(cfg, "pipeline_config", None)
     if pipeline:
         assert (ROOT / pipeline).is_file(), pipeline
+
+
+def test_module_size_caps():
+    """Components stay under ~400 lines and recipes under ~600 (CONVENTIONS.md)."""
+    recipes = {"evaluate.py", "run.py", "tables.py", "convert.py", "generate.py", "tasks.py"}
+    for path in sorted((ROOT / "packages/anessuite/src/anessuite").rglob("*.py")):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= (600 if path.name in recipes else 400), f"{path.name}: {lines} lines"
