@@ -212,3 +212,30 @@ def test_make_compare_without_experiment_explains_itself():
                             text=True, timeout=60)
     assert result.returncode != 0
     assert "EXPERIMENT=<mlflow experiment name>" in result.stderr
+
+
+def test_provenance_written_by_rlcore_tracking_is_shown(tmp_path: Path):
+    """Runs logged through rlcore.tracking.start_run carry the tags the report reads (no silent '—')."""
+    from dataclasses import dataclass
+
+    from rlcore.config import config_hash
+    from rlcore.tracking import start_run
+
+    @dataclass
+    class Cfg:
+        seed: int = 5  # seed
+        lr: float = 1e-6  # learning rate
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for lr in (1e-6, 2e-6):
+        cfg = Cfg(lr=lr)
+        with start_run("tracked", run_name=f"lr{lr}", config=cfg, seeds=[cfg.seed], tags={"method": "grpo"},
+                       uri=uri) as tracked:
+            tracked.log_metrics({"reward/mean": 0.5, "kl": 0.01}, step=1)
+    result = compare_experiment("tracked", tmp_path / "out", tracking_uri=uri)
+    rows = dict((line.split("|")[1].strip(), line) for line in result.markdown.read_text().splitlines()
+                if line.startswith("| "))
+    for label in ("git sha", "dirty", "config hash", "seeds", "method"):
+        assert "—" not in rows[label], f"{label} missing from runs logged by rlcore.tracking: {rows[label]}"
+    assert config_hash(Cfg(lr=2e-6)) in rows["config hash"] and "| seeds | 5 | 5 |" == rows["seeds"]
+    assert rows["lr"].startswith("| lr | 1e-06 | 2e-06 |")
