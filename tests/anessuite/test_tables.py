@@ -1,0 +1,57 @@
+"""Table commands end to end against a local OpenAI-compatible server (no weights)."""
+
+from __future__ import annotations
+
+import json
+
+from anessuite.backends import Completion
+from anessuite.bench.eval_speed import _serve
+from anessuite.mcq import MCQItem
+from anessuite.report import TABLE3_COLUMNS
+from anessuite.tables import Table3Config, expand_models, run_table3
+
+
+class AlwaysA:
+    name = "always-a"
+
+    def complete(self, conversations, max_new_tokens):
+        for index, _ in enumerate(conversations):
+            yield index, Completion(text="Reasoning.\nAnswer: A", num_tokens=4, finish_reason="stop")
+
+
+def test_table3_for_a_served_model(tmp_path):
+    options = (("A", "w"), ("B", "x"), ("C", "y"), ("D", "z"))
+    # EN golds A, A, B (sys1, sys1.x, sys2); ZH golds A, C (sys1, sys1)
+    items = [
+        MCQItem(id="e1", question="q1", options=options, answer="A", language="en", level="system1"),
+        MCQItem(id="e2", question="q2", options=options, answer="A", language="en", level="system1.x"),
+        MCQItem(id="e3", question="q3", options=options, answer="B", language="en", level="system2"),
+        MCQItem(id="z1", question="问题一", options=options, answer="A", language="zh", level="system1"),
+        MCQItem(id="z2", question="问题二", options=options, answer="C", language="zh", level="system1"),
+    ]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "anesbench_en.json").write_text(json.dumps([i.to_record() for i in items[:3]]))
+    (bench / "anesbench_zh.json").write_text(
+        json.dumps([i.to_record() for i in items[3:]], ensure_ascii=False)
+    )
+    url, server = _serve(AlwaysA(), "always-a", max_batch=4)
+    try:
+        assert expand_models([url, "/some/path"]) == [("always-a", url), ("/some/path", None)]
+        cfg = Table3Config(
+            models=[url],
+            benchmark=str(bench),
+            out_dir=str(tmp_path / "out"),
+            bootstrap_iters=10,
+            max_new_tokens=16,
+        )
+        table = run_table3(cfg)
+    finally:
+        server.should_exit = True
+    lines = table.read_text().splitlines()
+    assert lines[0] == "| " + " | ".join(["Model", *TABLE3_COLUMNS]) + " |"
+    # EN: sys1 1/1, sys1.x 1/1, sys2 0/1, total 2/3 = 0.67; ZH: sys1 1/2 = 0.50, total 0.50; avg (0.667+0.5)/2 = 0.58
+    assert lines[2] == "| always-a | 1.00 | 1.00 | 0.00 | 0.67 | 0.50 | – | – | 0.50 | 0.58 |"
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["rows"][0]["Avg."] == results["results"]["always-a"]["avg"]
+    assert (tmp_path / "out" / "table3.png").exists() and (tmp_path / "out" / "table3.csv").exists()
