@@ -40,8 +40,8 @@ class WorldDataConfig:
     cpt_docs_zh: int = 400  # CPT documents in Chinese
     qa_repeats: int = 1  # copies of each QA pair (more copies = more SFT exposure per epoch)
     rlvr_per_language: int = 400  # AnesR1-style MCQs per language
-    bench_en: tuple[int, int, int] = (40, 16, 12)  # held-out EN items for System 1 / 1.x / 2
-    bench_zh: tuple[int, int, int] = (30, 10, 8)  # held-out ZH items for System 1 / 1.x / 2
+    bench_en: tuple[int, int, int] = (32, 12, 8)  # held-out EN items for System 1 / 1.x / 2
+    bench_zh: tuple[int, int, int] = (22, 6, 4)  # held-out ZH items for System 1 / 1.x / 2
 
 
 def _lbl(table: dict[str, tuple[str, str]], key: str, lang: str) -> str:
