@@ -69,6 +69,7 @@ class RunResult:
     latencies: list[float] = field(default_factory=list)  # of 200 answers, seconds
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0  # transport errors and timeouts
+    send_seconds: float = 0.0  # open loop: time taken to send every request (> duration = generator lagged)
 
     def summary(self) -> dict:
         lat = np.array(self.latencies) * 1000 if self.latencies else np.array([np.nan])
@@ -84,6 +85,7 @@ class RunResult:
             "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1),
             "max_ms": round(float(lat.max()), 1),
+            **({"sent_rps": round(self.requests / self.send_seconds, 1)} if self.send_seconds else {}),
         }
 
 
@@ -176,6 +178,7 @@ async def open_loop(
             await asyncio.sleep(delay)
         result.requests += 1
         tasks.append(asyncio.create_task(one(i, scheduled)))
+    result.send_seconds = time.perf_counter() - started
     await asyncio.gather(*tasks)
     result.seconds = duration
     while not pool.empty():

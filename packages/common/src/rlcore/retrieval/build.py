@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
     setup_logging()
+    for noisy in ("faiss.loader", "bm25s"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     params = DenseParams(**{f: getattr(args, f) for f in asdict(DenseParams())})
     entry = build_index(
         args.corpus,
