@@ -22,11 +22,24 @@ REPO = HERE.parents[2]
 def test_zero2_two_processes_through_accelerate_launch(tmp_path):
     config = json.loads((REPO / "infra/deepspeed/zero2.json").read_text())
     assert config["zero_optimization"]["stage"] == 2 and config["zero_allow_untested_optimizer"] is True
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "infra/accelerate/zero2.yaml"), "--num_processes", "2", "--main_process_port", "29731",
-               str(HERE / "dist_worker.py"), str(tmp_path)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "infra/accelerate/zero2.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "29731",
+        str(HERE / "dist_worker.py"),
+        str(tmp_path),
+    ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     lines = re.findall(r"RANK (\d) WORLD (\d) LAST_STEP (\d) CHECKSUM (\S+)", done.stdout)
@@ -43,10 +56,14 @@ def test_zero2_two_processes_through_accelerate_launch(tmp_path):
     # DeepSpeed's checkpoint layout (sharded optimizer states per rank) inside our atomic folder
     checkpoint = tmp_path / "checkpoints" / "step-00000002"
     assert (checkpoint / "COMPLETE").is_file() and (checkpoint / "pytorch_model").is_dir()
-    assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == ["random_states_0.pkl",
-                                                                            "random_states_1.pkl"]
+    assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
     # the final Hugging Face folder holds the trained weights, different from the initial ones
     initial = load_causal_lm("tiny-qwen2")
     final = load_causal_lm(tmp_path / "final")
-    changed = [n for n, p in final.named_parameters() if not torch.equal(p, dict(initial.named_parameters())[n])]
+    changed = [
+        n for n, p in final.named_parameters() if not torch.equal(p, dict(initial.named_parameters())[n])
+    ]
     assert changed

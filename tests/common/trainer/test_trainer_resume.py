@@ -24,23 +24,37 @@ HERE = Path(__file__).parent
 def test_stop_and_resume_in_process_equals_uninterrupted(tmp_path):
     full = train(make_cfg(tmp_path / "full", "train.total_steps=2"), records=RECORDS, reward_fn=letter_reward)
     part_dir = tmp_path / "part"
-    first = train(make_cfg(part_dir, "train.total_steps=2", "train.stop_after_step=1", "tracking.enabled=true"),
-                  records=RECORDS, reward_fn=letter_reward)
+    first = train(
+        make_cfg(part_dir, "train.total_steps=2", "train.stop_after_step=1", "tracking.enabled=true"),
+        records=RECORDS,
+        reward_fn=letter_reward,
+    )
     assert first.stopped_early and first.last_step == 1
     assert [step for step, _ in list_checkpoints(part_dir)] == [1]
-    second = train(make_cfg(part_dir, "train.total_steps=2", "tracking.enabled=true"), records=RECORDS,
-                   reward_fn=letter_reward)
+    second = train(
+        make_cfg(part_dir, "train.total_steps=2", "tracking.enabled=true"),
+        records=RECORDS,
+        reward_fn=letter_reward,
+    )
     assert not second.stopped_early and second.last_step == 2
     assert second.run_id == first.run_id  # the MLflow run continues instead of starting over
-    assert [deterministic(m) for m in read_metrics(part_dir)] == [deterministic(m) for m in read_metrics(full.output_dir)]
+    assert [deterministic(m) for m in read_metrics(part_dir)] == [
+        deterministic(m) for m in read_metrics(full.output_dir)
+    ]
     for (name, a), (_, b) in zip(full.model.named_parameters(), second.model.named_parameters()):
         assert torch.equal(a, b), name
 
 
 def _worker(*args, **kwargs):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(HERE / "resume_worker.py"), *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "resume_worker.py"), *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from rlcore.config import recipe_main, to_dict
 from rlcore.generation import GenerationBackend
@@ -177,7 +178,14 @@ def train(
     history: list[dict[str, float]] = []
     step, stopped_early = start_step, False
     tracking = _tracking(cfg, accelerator, run_id, output_dir)
-    with StopSignal() as stop, tracking as run:
+    progress = tqdm(
+        total=cfg.train.total_steps,
+        initial=start_step,
+        desc="grpo",
+        unit="step",
+        disable=not accelerator.is_main_process,
+    )
+    with StopSignal() as stop, tracking as run, progress:
         run_id = run.run_id if run is not None else run_id
         for step in range(start_step + 1, cfg.train.total_steps + 1):
             timer, sums = PhaseTimer(), MetricSums()
@@ -327,6 +335,10 @@ def train(
                     seconds["step"],
                 )
             history.append({"step": float(step), **metrics})
+            progress.set_postfix(
+                reward=f"{metrics.get('reward/mean', 0.0):.3f}", loss=f"{metrics['loss/total']:.4f}"
+            )
+            progress.update(1)
 
             # 8. checkpoint (periodic, on a signal, at a planned stop, at the end)
             stop_now = _any_rank(accelerator, stop.requested is not None) or step == cfg.train.stop_after_step
