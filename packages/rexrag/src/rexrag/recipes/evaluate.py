@@ -43,6 +43,7 @@ class EvalConfig:
     output_dir: str = ""  # empty = runs/rexrag-eval/<time>-<hash>
     experiment: str = "rexrag-eval"  # MLflow experiment
     seed: int = 0  # sampling seed when greedy=false
+    num_threads: int = 0  # torch CPU threads (0 = torch default)
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:
@@ -52,6 +53,10 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     from rlcore.tracking import start_run, write_results_json
 
     seed_everything(cfg.seed)
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir) if cfg.output_dir else make_run_dir("rexrag-eval", cfg)
     out.mkdir(parents=True, exist_ok=True)
     template = load_template(cfg.qa.world.template, cfg.qa.template_file)

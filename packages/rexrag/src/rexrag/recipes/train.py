@@ -84,6 +84,7 @@ class RexRagTrainConfig(RLTrainConfig):
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # search backend
     rexrag: RexRagConfig = field(default_factory=RexRagConfig)  # mixed sampling + policy correction
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)  # evaluation after training
+    num_threads: int = 0  # torch CPU threads (0 = torch default); 1 avoids oversubscription on busy CPUs
 
     def validate(self) -> None:
         super().validate()
@@ -149,6 +150,10 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
     from rlcore.trainer.grpo import train
 
     cfg.validate()
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
     template = load_template(cfg.qa.world.template, cfg.qa.template_file)
     train_examples, eval_examples, paths = load_questions(cfg.qa)
     retriever = open_retriever(cfg.retriever, paths)
