@@ -112,3 +112,26 @@ def test_smollm2_answers_a_simple_question():
     out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_cache_built_by_rank_1_of_a_distributed_job_is_complete(tmp_path):
+    """Inside an initialised process group transformers saves on rank 0 only; the build must not depend on it."""
+    script = tmp_path / "rank1_builds.py"
+    script.write_text(
+        "import torch.distributed as dist\n"
+        "from rlcore.models import resolve_model_path\n"
+        "dist.init_process_group('gloo')\n"
+        "if dist.get_rank() == 1:\n"
+        "    print(resolve_model_path('tiny-qwen2'))\n"
+        "dist.barrier()\n"
+        "dist.destroy_process_group()\n"
+    )
+    env = {"RLCORE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "cache" / "tiny-qwen2"
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert load_causal_lm(folder).config.model_type == "qwen2"

@@ -25,6 +25,8 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -209,7 +211,7 @@ def _build_cached(name: str) -> Path:
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
-            EMBEDDED_MODELS[name](tmp)
+            _build_in_clean_process(name, tmp)
             (tmp / ".complete").write_text("ok\n")
             if final.exists():  # a stale, unfinished folder from a killed build
                 shutil.rmtree(final)
@@ -218,6 +220,26 @@ def _build_cached(name: str) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+# Variables that make transformers believe it runs inside a distributed job. Inside one (torch.distributed
+# initialised), save_pretrained writes weights on rank 0 only, so a cache built by rank 1 would lack them.
+_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                    "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_DEEPSPEED")
+
+
+def _build_in_clean_process(name: str, out: Path) -> None:
+    """Run the builder in a fresh single-process interpreter so no distributed state can alter the files."""
+    env = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED_ENV and not k.startswith("TORCHELASTIC_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "rlcore.models", "build", name, str(out)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building embedded model '{name}' failed:\n{done.stderr[-4000:]}")
+    expected = "tokenizer.json" if name.endswith("tokenizer") else "config.json"
+    if not (out / expected).is_file():
+        raise RuntimeError(f"building embedded model '{name}' produced no {expected} in {out}")
 
 
 def _offline() -> bool:
@@ -325,3 +347,10 @@ def train_bpe_tokenizer(
     if out is not None:
         tok.save_pretrained(out)
     return tok
+
+
+if __name__ == "__main__":  # internal: `python -m rlcore.models build NAME OUT`, used by _build_in_clean_process
+    if len(sys.argv) != 4 or sys.argv[1] != "build" or sys.argv[2] not in EMBEDDED_MODELS:
+        sys.exit(f"usage: python -m rlcore.models build {{{','.join(EMBEDDED_MODELS)}}} OUT_DIR")
+    logging.basicConfig(level=logging.INFO)
+    EMBEDDED_MODELS[sys.argv[2]](Path(sys.argv[3]))
