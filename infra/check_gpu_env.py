@@ -37,7 +37,9 @@ def check_all(transformers_pin: str | None) -> list[str]:
     if installed["faiss-cpu"]:
         problems.append("faiss-cpu is installed next to faiss-gpu (same module): pip uninstall faiss-cpu")
     if transformers_pin and installed["transformers"] != transformers_pin:
-        problems.append(f"transformers is {installed['transformers']}, pinned {transformers_pin} (vllm needs <5.18)")
+        problems.append(
+            f"transformers is {installed['transformers']}, pinned {transformers_pin} (vllm needs <5.18)"
+        )
     try:
         import vllm  # noqa: F401
     except Exception as err:  # noqa: BLE001 - report any import failure
@@ -62,7 +64,9 @@ def _version(name: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("torch", "all"), default="all")
-    parser.add_argument("--transformers", default=None, help="the transformers version that must be installed")
+    parser.add_argument(
+        "--transformers", default=None, help="the transformers version that must be installed"
+    )
     args = parser.parse_args(argv)
     problems = check_torch() if args.stage == "torch" else check_all(args.transformers)
     for problem in problems:

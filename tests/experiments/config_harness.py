@@ -22,7 +22,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_GLOBS = (
-    "experiments/*/config.yaml",
+    "experiments/*/*.yaml",  # config.yaml and any stage config next to it (e.g. pipeline.yaml)
     "packages/*/configs/**/*.yaml",
     "packages/*/src/*/configs/**/*.yaml",
 )
@@ -37,7 +37,9 @@ class RecipeLineError(ValueError):
 
 def find_configs(root: Path = REPO) -> list[Path]:
     """Every committed recipe config, relative to ``root``, sorted and without duplicates."""
-    found = {path.relative_to(root) for pattern in CONFIG_GLOBS for path in root.glob(pattern) if path.is_file()}
+    found = {
+        path.relative_to(root) for pattern in CONFIG_GLOBS for path in root.glob(pattern) if path.is_file()
+    }
     return sorted(found)
 
 
@@ -76,8 +78,13 @@ class DryRun:
     resolved: Any = None  # the printed YAML, parsed
 
 
-def dry_run(config: Path, root: Path = REPO, scratch: Path | None = None, timeout: float = 600,
-            extra_env: dict[str, str] | None = None) -> DryRun:
+def dry_run(
+    config: Path,
+    root: Path = REPO,
+    scratch: Path | None = None,
+    timeout: float = 600,
+    extra_env: dict[str, str] | None = None,
+) -> DryRun:
     """Run ``python -m <recipe> --config <config> --dry-run`` from ``root``; offline, writing nothing outside
     ``scratch``."""
     command = [sys.executable, "-m", *recipe_argv(root / config), "--config", str(config), "--dry-run"]

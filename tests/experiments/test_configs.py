@@ -1,4 +1,4 @@
-"""Every committed recipe config (experiments/*/config.yaml, packages/*/configs/**/*.yaml) is validated by
+"""Every committed recipe config (experiments/*/*.yaml, packages/*/configs/**/*.yaml) is validated by
 running the recipe its `# recipe:` line names with --dry-run. Nothing is skipped silently: a config without
 the line fails, with a message saying what to add."""
 
@@ -29,14 +29,16 @@ def test_config_dry_runs_through_its_recipe(config: Path, tmp_path: Path):
         f"{config}: --dry-run must print the resolved config as a YAML mapping on stdout; got:\n"
         f"{result.stdout[:2000]}"
     )
-    if config.parts[0] == "experiments":
-        seeds = [s for s in find_key(result.resolved, "seed") if isinstance(s, int) and not isinstance(s, bool)]
+    if config.parts[0] == "experiments" and config.name == "config.yaml":
+        seeds = [
+            s for s in find_key(result.resolved, "seed") if isinstance(s, int) and not isinstance(s, bool)
+        ]
         assert seeds, f"{config}: an experiment config must pin an integer `seed` (CONVENTIONS.md)"
 
 
 # --- the harness itself: these must fail where a broken config would ---------------------------------------
 
-FAKE_RECIPE = '''
+FAKE_RECIPE = """
 from dataclasses import dataclass, field
 from rlcore.config import recipe_main
 
@@ -54,7 +56,7 @@ class Config:
 
 if __name__ == "__main__":
     raise SystemExit(recipe_main(Config, lambda cfg: 0))
-'''
+"""
 
 
 @pytest.fixture
@@ -64,16 +66,27 @@ def fake_repo(tmp_path: Path) -> Path:
     (root / "fakepkg" / "__init__.py").write_text("")
     (root / "fakepkg" / "train.py").write_text(textwrap.dedent(FAKE_RECIPE))
     (root / "experiments" / "good").mkdir(parents=True)
-    (root / "experiments" / "good" / "config.yaml").write_text("# Tiny run.\n# recipe: fakepkg.train\nseed: 7\n")
+    (root / "experiments" / "good" / "config.yaml").write_text(
+        "# Tiny run.\n# recipe: fakepkg.train\nseed: 7\n"
+    )
     (root / "packages" / "p" / "configs" / "sub").mkdir(parents=True)
     (root / "packages" / "p" / "configs" / "sub" / "x.yaml").write_text("# recipe: fakepkg.train\n")
-    (root / "experiments" / "notes").mkdir()
-    (root / "experiments" / "notes" / "other.yaml").write_text("not: a config\n")  # not config.yaml: ignored
+    (root / "experiments" / "good" / "pipeline.yaml").write_text("# recipe: fakepkg.train\nseed: 8\n")
+    (root / "experiments" / "good" / "summarize.py").write_text("")  # not YAML: not a config
+    (root / "packages" / "p" / "src" / "p" / "configs").mkdir(parents=True)
+    (root / "packages" / "p" / "src" / "p" / "configs" / "y.yaml").write_text("# recipe: fakepkg.train\n")
+    (root / "packages" / "p" / "data").mkdir()
+    (root / "packages" / "p" / "data" / "z.yaml").write_text("not: a config\n")  # outside configs/: ignored
     return root
 
 
-def test_discovery_finds_both_layouts(fake_repo: Path):
-    assert find_configs(fake_repo) == [Path("experiments/good/config.yaml"), Path("packages/p/configs/sub/x.yaml")]
+def test_discovery_finds_every_layout(fake_repo: Path):
+    assert find_configs(fake_repo) == [
+        Path("experiments/good/config.yaml"),
+        Path("experiments/good/pipeline.yaml"),
+        Path("packages/p/configs/sub/x.yaml"),
+        Path("packages/p/src/p/configs/y.yaml"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +107,10 @@ def test_recipe_line_is_read_from_the_leading_comments(tmp_path: Path, text: str
     ("text", "message"),
     [
         ("seed: 1\n", "no '# recipe: <python module>' line"),
-        ("seed: 1\n# recipe: rexrag.train\n", "no '# recipe: <python module>' line"),  # after YAML: not a header
+        (
+            "seed: 1\n# recipe: rexrag.train\n",
+            "no '# recipe: <python module>' line",
+        ),  # after YAML: not a header
         ("# recipe: rexrag/train.py\n", "is not '# recipe: <python.module> [subcommand]'"),
         ("# recipe: x; rm -rf /\n", "is not '# recipe: <python.module> [subcommand]'"),
     ],
@@ -107,8 +123,12 @@ def test_bad_recipe_lines_fail_with_a_message(tmp_path: Path, text: str, message
 
 
 def test_a_valid_config_passes(fake_repo: Path, tmp_path: Path):
-    result = dry_run(Path("experiments/good/config.yaml"), root=fake_repo, scratch=tmp_path,
-                     extra_env={"PYTHONPATH": str(fake_repo)})
+    result = dry_run(
+        Path("experiments/good/config.yaml"),
+        root=fake_repo,
+        scratch=tmp_path,
+        extra_env={"PYTHONPATH": str(fake_repo)},
+    )
     assert result.returncode == 0, result.stderr
     assert result.resolved == {"seed": 7, "trainer": {"lr": 1e-6}}
     assert find_key(result.resolved, "seed") == [7]
@@ -117,8 +137,12 @@ def test_a_valid_config_passes(fake_repo: Path, tmp_path: Path):
 def test_an_unknown_key_fails_with_the_recipe_error(fake_repo: Path, tmp_path: Path):
     config = fake_repo / "experiments" / "good" / "config.yaml"
     config.write_text("# recipe: fakepkg.train\nseed: 1\ntrainer:\n  lrr: 0.1\n")
-    result = dry_run(Path("experiments/good/config.yaml"), root=fake_repo, scratch=tmp_path,
-                     extra_env={"PYTHONPATH": str(fake_repo)})
+    result = dry_run(
+        Path("experiments/good/config.yaml"),
+        root=fake_repo,
+        scratch=tmp_path,
+        extra_env={"PYTHONPATH": str(fake_repo)},
+    )
     assert result.returncode == 2
     assert "unknown config key 'trainer.lrr'" in explain(Path("experiments/good/config.yaml"), result)
 
@@ -126,7 +150,11 @@ def test_an_unknown_key_fails_with_the_recipe_error(fake_repo: Path, tmp_path: P
 def test_a_missing_recipe_module_fails(fake_repo: Path, tmp_path: Path):
     config = fake_repo / "experiments" / "good" / "config.yaml"
     config.write_text("# recipe: fakepkg.nonexistent\nseed: 1\n")
-    result = dry_run(Path("experiments/good/config.yaml"), root=fake_repo, scratch=tmp_path,
-                     extra_env={"PYTHONPATH": str(fake_repo)})
+    result = dry_run(
+        Path("experiments/good/config.yaml"),
+        root=fake_repo,
+        scratch=tmp_path,
+        extra_env={"PYTHONPATH": str(fake_repo)},
+    )
     assert result.returncode != 0
     assert "No module named fakepkg.nonexistent" in result.stderr

@@ -46,13 +46,26 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_script(script: str | Path, *args: str, env: dict[str, str], cwd: Path | None = None,
-               timeout: float = 60, parse: bool = True,
-               new_session: bool = False) -> Transcript:
+def run_script(
+    script: str | Path,
+    *args: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = 60,
+    parse: bool = True,
+    new_session: bool = False,
+) -> Transcript:
     """Run an infra script; with ``parse``, split its stdout into command lines and ``#`` notes."""
     path = Path(script) if Path(script).is_absolute() else INFRA / script
-    proc = subprocess.run(["bash", str(path), *args], env=env, cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=timeout, start_new_session=new_session)
+    proc = subprocess.run(
+        ["bash", str(path), *args],
+        env=env,
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=new_session,
+    )
     transcript = Transcript(proc.returncode, proc.stdout, proc.stderr)
     for line in proc.stdout.splitlines() if parse else ():
         if line.startswith("#"):

@@ -18,27 +18,68 @@ DS = {stage: str(INFRA / "deepspeed" / f"zero{stage}.json") for stage in (1, 2, 
 
 
 def ds_env(stage: int) -> list[str]:
-    return ["env", "ACCELERATE_USE_DEEPSPEED=true", f"ACCELERATE_DEEPSPEED_CONFIG_FILE={DS[stage]}",
-            f"RLCORE_DEEPSPEED_CONFIG={DS[stage]}"]
+    return [
+        "env",
+        "ACCELERATE_USE_DEEPSPEED=true",
+        f"ACCELERATE_DEEPSPEED_CONFIG_FILE={DS[stage]}",
+        f"RLCORE_DEEPSPEED_CONFIG={DS[stage]}",
+    ]
 
 
 def test_accelerate_single_node_default(dry_run, tmp_path: Path):
     config = tmp_path / "config.yaml"
     config.write_text("seed: 1\n")
-    out = dry_run("launch_train.sh", "--", "trainer.lr=1e-6", "seed=3", RECIPE="rexrag.train",
-                  CONFIG=str(config), NPROC_PER_NODE="8")
-    assert out.commands == [ds_env(2) + [
-        FAKE_PYTHON, "-m", "accelerate.commands.launch", "--num_machines", "1", "--num_processes", "8",
-        "--machine_rank", "0", "--main_process_ip", "127.0.0.1", "--main_process_port", "29500",
-        "--use_deepspeed", "--deepspeed_config_file", DS[2],
-        "-m", "rexrag.train", "--config", str(config), "trainer.lr=1e-6", "seed=3",
-    ]]
+    out = dry_run(
+        "launch_train.sh",
+        "--",
+        "trainer.lr=1e-6",
+        "seed=3",
+        RECIPE="rexrag.train",
+        CONFIG=str(config),
+        NPROC_PER_NODE="8",
+    )
+    assert out.commands == [
+        ds_env(2)
+        + [
+            FAKE_PYTHON,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_machines",
+            "1",
+            "--num_processes",
+            "8",
+            "--machine_rank",
+            "0",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            "29500",
+            "--use_deepspeed",
+            "--deepspeed_config_file",
+            DS[2],
+            "-m",
+            "rexrag.train",
+            "--config",
+            str(config),
+            "trainer.lr=1e-6",
+            "seed=3",
+        ]
+    ]
     assert "node 0 of 1, 8 processes per node (world size 8), ZeRO stage 2" in out.notes
 
 
 def test_accelerate_multinode_uses_standard_launcher_and_global_process_count(dry_run):
-    out = dry_run("launch_train.sh", RECIPE="anessuite.grpo", NNODES="4", NODE_RANK="2", NPROC_PER_NODE="8",
-                  MASTER_ADDR="node001", MASTER_PORT="29611", ZERO_STAGE="3", MIXED_PRECISION="bf16")
+    out = dry_run(
+        "launch_train.sh",
+        RECIPE="anessuite.grpo",
+        NNODES="4",
+        NODE_RANK="2",
+        NPROC_PER_NODE="8",
+        MASTER_ADDR="node001",
+        MASTER_PORT="29611",
+        ZERO_STAGE="3",
+        MIXED_PRECISION="bf16",
+    )
     cmd = out.command_with("accelerate.commands.launch")
     joined = " ".join(cmd)
     # accelerate counts processes over all machines: 4 nodes x 8 GPUs = 32
@@ -67,52 +108,135 @@ def test_zero_stage_0_means_plain_ddp(dry_run):
 def test_ds_config_override_and_config_key(dry_run, tmp_path: Path):
     custom = tmp_path / "my_zero.json"
     custom.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    out = dry_run("launch_train.sh", RECIPE="m", DS_CONFIG=str(custom), DS_CONFIG_KEY="trainer.deepspeed",
-                  NPROC_PER_NODE="1", LAUNCHER="torchrun")
+    out = dry_run(
+        "launch_train.sh",
+        RECIPE="m",
+        DS_CONFIG=str(custom),
+        DS_CONFIG_KEY="trainer.deepspeed",
+        NPROC_PER_NODE="1",
+        LAUNCHER="torchrun",
+    )
     cmd = out.commands[-1]
     assert f"ACCELERATE_DEEPSPEED_CONFIG_FILE={custom}" in cmd
     assert cmd[-1] == f"trainer.deepspeed={custom}"
 
 
 def test_torchrun_multinode(dry_run):
-    out = dry_run("launch_train.sh", "--", "a=1", RECIPE="rexrag.train", LAUNCHER="torchrun", NNODES="2",
-                  NODE_RANK="1", NPROC_PER_NODE="8", MASTER_ADDR="n1")
-    assert out.commands == [ds_env(2) + [
-        FAKE_PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "8", "--node-rank", "1",
-        "--master-addr", "n1", "--master-port", "29500", "-m", "rexrag.train", "a=1",
-    ]]
+    out = dry_run(
+        "launch_train.sh",
+        "--",
+        "a=1",
+        RECIPE="rexrag.train",
+        LAUNCHER="torchrun",
+        NNODES="2",
+        NODE_RANK="1",
+        NPROC_PER_NODE="8",
+        MASTER_ADDR="n1",
+    )
+    assert out.commands == [
+        ds_env(2)
+        + [
+            FAKE_PYTHON,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "8",
+            "--node-rank",
+            "1",
+            "--master-addr",
+            "n1",
+            "--master-port",
+            "29500",
+            "-m",
+            "rexrag.train",
+            "a=1",
+        ]
+    ]
 
 
 def test_deepspeed_single_node_has_no_hostfile(dry_run):
     out = dry_run("launch_train.sh", RECIPE="m", LAUNCHER="deepspeed", NPROC_PER_NODE="8", ZERO_STAGE="1")
-    assert out.commands == [ds_env(1) + [
-        FAKE_PYTHON, "-m", "deepspeed.launcher.runner", "--num_gpus", "8", "--master_addr", "127.0.0.1",
-        "--master_port", "29500", "--no_local_rank", "--module", "m",
-    ]]
+    assert out.commands == [
+        ds_env(1)
+        + [
+            FAKE_PYTHON,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--num_gpus",
+            "8",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            "29500",
+            "--no_local_rank",
+            "--module",
+            "m",
+        ]
+    ]
 
 
 def test_deepspeed_multinode_runs_without_ssh_from_a_hostfile(dry_run, tmp_path: Path):
-    out = dry_run("launch_train.sh", RECIPE="m", LAUNCHER="deepspeed", NNODES="2", NODE_RANK="1",
-                  NPROC_PER_NODE="8", MASTER_ADDR="n1", SLURM_JOB_ID="77")
+    out = dry_run(
+        "launch_train.sh",
+        RECIPE="m",
+        LAUNCHER="deepspeed",
+        NNODES="2",
+        NODE_RANK="1",
+        NPROC_PER_NODE="8",
+        MASTER_ADDR="n1",
+        SLURM_JOB_ID="77",
+    )
     hostfile = str(tmp_path / "logs" / "hostfile-77")
     assert any(hostfile in note and "slots=8" in note for note in out.notes)
     cmd = out.commands[-1]
-    tail = cmd[cmd.index("deepspeed.launcher.runner") + 1:]
-    assert tail == ["--num_gpus", "8", "--master_addr", "n1", "--master_port", "29500", "--hostfile", hostfile,
-                    "--no_ssh", "--node_rank", "1", "--num_nodes", "2", "--no_local_rank", "--module", "m"]
+    tail = cmd[cmd.index("deepspeed.launcher.runner") + 1 :]
+    assert tail == [
+        "--num_gpus",
+        "8",
+        "--master_addr",
+        "n1",
+        "--master_port",
+        "29500",
+        "--hostfile",
+        hostfile,
+        "--no_ssh",
+        "--node_rank",
+        "1",
+        "--num_nodes",
+        "2",
+        "--no_local_rank",
+        "--module",
+        "m",
+    ]
 
 
 def test_slurm_variables_set_the_topology(dry_run):
-    out = dry_run("launch_train.sh", RECIPE="m", LAUNCHER="torchrun", SLURM_NNODES="3", SLURM_NODEID="2",
-                  SLURM_GPUS_ON_NODE="4", MASTER_ADDR="h0")
+    out = dry_run(
+        "launch_train.sh",
+        RECIPE="m",
+        LAUNCHER="torchrun",
+        SLURM_NNODES="3",
+        SLURM_NODEID="2",
+        SLURM_GPUS_ON_NODE="4",
+        MASTER_ADDR="h0",
+    )
     joined = " ".join(out.commands[-1])
     assert "--nnodes 3 --nproc-per-node 4 --node-rank 2 --master-addr h0" in joined
 
 
 def test_start_retriever_runs_it_first_and_waits_for_health(dry_run, tmp_path: Path):
-    out = dry_run("launch_train.sh", RECIPE="rexrag.train", LAUNCHER="torchrun", NPROC_PER_NODE="8",
-                  START_RETRIEVER="1", RETRIEVER_INDEX="/indexes/wiki18", RETRIEVER_PORT="8123",
-                  RETRIEVER_WAIT_TIMEOUT="42")
+    out = dry_run(
+        "launch_train.sh",
+        RECIPE="rexrag.train",
+        LAUNCHER="torchrun",
+        NPROC_PER_NODE="8",
+        START_RETRIEVER="1",
+        RETRIEVER_INDEX="/indexes/wiki18",
+        RETRIEVER_PORT="8123",
+        RETRIEVER_WAIT_TIMEOUT="42",
+    )
     server, train = out.commands
     assert server[:4] == [FAKE_PYTHON, "-m", "rlcore.retrieval.server", "--index"]
     assert server[-4:] == [">", str(tmp_path / "logs" / "retriever-8123.log"), "2>&1", "&"]
@@ -122,8 +246,13 @@ def test_start_retriever_runs_it_first_and_waits_for_health(dry_run, tmp_path: P
 
 
 def test_external_retriever_url_is_waited_for(dry_run):
-    out = dry_run("launch_train.sh", RECIPE="m", NPROC_PER_NODE="1", RETRIEVER_URL="http://search:9000/",
-                  RETRIEVER_WAIT_TIMEOUT="5")
+    out = dry_run(
+        "launch_train.sh",
+        RECIPE="m",
+        NPROC_PER_NODE="1",
+        RETRIEVER_URL="http://search:9000/",
+        RETRIEVER_WAIT_TIMEOUT="5",
+    )
     assert out.notes[0] == "wait until GET http://search:9000/health answers 2xx (timeout 5 s)"
     assert len(out.commands) == 1 and "RLCORE_RETRIEVER_URL=http://search:9000/" in out.commands[0]
 
@@ -148,8 +277,9 @@ def test_unknown_option_is_rejected(fails):
 
 
 def test_real_run_refuses_missing_deepspeed_config(fails, tmp_path: Path):
-    stderr = fails("launch_train.sh", dry=False, RECIPE="m", DS_CONFIG=str(tmp_path / "missing.json"),
-                   NPROC_PER_NODE="1")
+    stderr = fails(
+        "launch_train.sh", dry=False, RECIPE="m", DS_CONFIG=str(tmp_path / "missing.json"), NPROC_PER_NODE="1"
+    )
     assert f"DeepSpeed config (DS_CONFIG) not found: {tmp_path / 'missing.json'}" in stderr
 
 
@@ -202,9 +332,17 @@ def fake_modules(tmp_path: Path) -> Path:
 
 
 def test_real_torchrun_launch_starts_every_rank(fake_modules: Path, tmp_path: Path):
-    env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="torchrun", ZERO_STAGE="0", NPROC_PER_NODE="2",
-                   MASTER_PORT=str(free_port()), PYTHON=sys.executable, PYTHONPATH=str(fake_modules),
-                   FAKE_RECIPE_OUT=str(tmp_path / "out"))
+    env = base_env(
+        tmp_path,
+        RECIPE="fakerecipe",
+        LAUNCHER="torchrun",
+        ZERO_STAGE="0",
+        NPROC_PER_NODE="2",
+        MASTER_PORT=str(free_port()),
+        PYTHON=sys.executable,
+        PYTHONPATH=str(fake_modules),
+        FAKE_RECIPE_OUT=str(tmp_path / "out"),
+    )
     result = run_script("launch_train.sh", "--", "x=1", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     records = {p.name: json.loads(p.read_text()) for p in (tmp_path / "out").iterdir()}
@@ -214,9 +352,19 @@ def test_real_torchrun_launch_starts_every_rank(fake_modules: Path, tmp_path: Pa
 
 def test_real_run_with_retriever_waits_then_stops_it(fake_modules: Path, tmp_path: Path):
     port = free_port()
-    env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
-                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(port), RETRIEVER_GPU="0",
-                   PYTHON=sys.executable, PYTHONPATH=str(fake_modules), FAKE_RECIPE_OUT=str(tmp_path / "out"))
+    env = base_env(
+        tmp_path,
+        RECIPE="fakerecipe",
+        LAUNCHER="python",
+        ZERO_STAGE="0",
+        START_RETRIEVER="1",
+        RETRIEVER_INDEX=str(tmp_path),
+        RETRIEVER_PORT=str(port),
+        RETRIEVER_GPU="0",
+        PYTHON=sys.executable,
+        PYTHONPATH=str(fake_modules),
+        FAKE_RECIPE_OUT=str(tmp_path / "out"),
+    )
     result = run_script("launch_train.sh", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "out" / "rank-solo.json").read_text())
@@ -240,9 +388,19 @@ def _alive(pid: int, wait_s: float = 5.0) -> bool:
 
 def test_real_run_fails_fast_when_the_retriever_dies(fake_modules: Path, tmp_path: Path):
     (fake_modules / "rlcore" / "retrieval" / "server.py").write_text("raise SystemExit('index is corrupt')\n")
-    env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
-                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(free_port()), RETRIEVER_GPU="0",
-                   PYTHON=sys.executable, PYTHONPATH=str(fake_modules), FAKE_RECIPE_OUT=str(tmp_path / "out"))
+    env = base_env(
+        tmp_path,
+        RECIPE="fakerecipe",
+        LAUNCHER="python",
+        ZERO_STAGE="0",
+        START_RETRIEVER="1",
+        RETRIEVER_INDEX=str(tmp_path),
+        RETRIEVER_PORT=str(free_port()),
+        RETRIEVER_GPU="0",
+        PYTHON=sys.executable,
+        PYTHONPATH=str(fake_modules),
+        FAKE_RECIPE_OUT=str(tmp_path / "out"),
+    )
     result = run_script("launch_train.sh", env=env, timeout=60)
     assert result.returncode != 0
     assert "exited before" in result.stderr and "index is corrupt" in result.stderr
@@ -251,10 +409,20 @@ def test_real_run_fails_fast_when_the_retriever_dies(fake_modules: Path, tmp_pat
 
 def test_real_run_stops_waiting_when_health_reports_an_error(fake_modules: Path, tmp_path: Path):
     """The real server stays up after a failed index load and says so on /health: no 900 s wait."""
-    env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
-                   RETRIEVER_INDEX=str(tmp_path), RETRIEVER_PORT=str(free_port()), RETRIEVER_GPU="0",
-                   FAKE_SERVER_STATUS="error", PYTHON=sys.executable, PYTHONPATH=str(fake_modules),
-                   FAKE_RECIPE_OUT=str(tmp_path / "out"))
+    env = base_env(
+        tmp_path,
+        RECIPE="fakerecipe",
+        LAUNCHER="python",
+        ZERO_STAGE="0",
+        START_RETRIEVER="1",
+        RETRIEVER_INDEX=str(tmp_path),
+        RETRIEVER_PORT=str(free_port()),
+        RETRIEVER_GPU="0",
+        FAKE_SERVER_STATUS="error",
+        PYTHON=sys.executable,
+        PYTHONPATH=str(fake_modules),
+        FAKE_RECIPE_OUT=str(tmp_path / "out"),
+    )
     started = time.monotonic()
     result = run_script("launch_train.sh", env=env, timeout=60)
     assert result.returncode != 0
@@ -264,9 +432,17 @@ def test_real_run_stops_waiting_when_health_reports_an_error(fake_modules: Path,
 
 
 def test_real_run_times_out_on_an_unreachable_retriever(fake_modules: Path, tmp_path: Path):
-    env = base_env(tmp_path, RECIPE="fakerecipe", LAUNCHER="python", ZERO_STAGE="0",
-                   RETRIEVER_URL=f"http://127.0.0.1:{free_port()}", RETRIEVER_WAIT_TIMEOUT="3",
-                   PYTHON=sys.executable, PYTHONPATH=str(fake_modules), FAKE_RECIPE_OUT=str(tmp_path / "out"))
+    env = base_env(
+        tmp_path,
+        RECIPE="fakerecipe",
+        LAUNCHER="python",
+        ZERO_STAGE="0",
+        RETRIEVER_URL=f"http://127.0.0.1:{free_port()}",
+        RETRIEVER_WAIT_TIMEOUT="3",
+        PYTHON=sys.executable,
+        PYTHONPATH=str(fake_modules),
+        FAKE_RECIPE_OUT=str(tmp_path / "out"),
+    )
     result = run_script("launch_train.sh", env=env, timeout=60)
     assert result.returncode != 0
     assert "did not answer within 3s" in result.stderr
@@ -288,13 +464,28 @@ def test_real_retrieval_server_started_by_the_launcher(tmp_path: Path):
     """The real rlcore.retrieval.server (BM25, CPU) accepts the flags serve_retriever.sh generates, turns
     healthy, answers the training process, and is stopped when training ends."""
     corpus = tmp_path / "corpus.jsonl"
-    passages = [("p1", "Paris\nParis is the capital of France."),
-                ("p2", "Insulin\nInsulin is a hormone produced by the pancreas."),
-                ("p3", "Propofol\nPropofol is an intravenous general anesthetic.")]
+    passages = [
+        ("p1", "Paris\nParis is the capital of France."),
+        ("p2", "Insulin\nInsulin is a hormone produced by the pancreas."),
+        ("p3", "Propofol\nPropofol is an intravenous general anesthetic."),
+    ]
     corpus.write_text("".join(json.dumps({"id": i, "contents": c}) + "\n" for i, c in passages))
-    build = subprocess.run([sys.executable, "-m", "rlcore.retrieval.build", "--corpus", str(corpus),
-                            "--out", str(tmp_path / "index"), "--kind", "bm25"],
-                           capture_output=True, text=True, timeout=120)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlcore.retrieval.build",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(tmp_path / "index"),
+            "--kind",
+            "bm25",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert build.returncode == 0, build.stderr
     client = tmp_path / "client_pkg" / "realclient"
     client.mkdir(parents=True)
@@ -302,11 +493,22 @@ def test_real_retrieval_server_started_by_the_launcher(tmp_path: Path):
     (client / "__main__.py").write_text(textwrap.dedent(REAL_CLIENT))
     (tmp_path / "out").mkdir()
     port = free_port()
-    env = base_env(tmp_path, RECIPE="realclient", LAUNCHER="python", ZERO_STAGE="0", START_RETRIEVER="1",
-                   RETRIEVER_INDEX=str(tmp_path / "index"), RETRIEVER_KIND="bm25", RETRIEVER_GPU="0",
-                   RETRIEVER_PORT=str(port), RETRIEVER_WAIT_TIMEOUT="90", PYTHON=sys.executable,
-                   PYTHONPATH=str(tmp_path / "client_pkg"), FAKE_RECIPE_OUT=str(tmp_path / "out"),
-                   HF_HUB_OFFLINE="1")
+    env = base_env(
+        tmp_path,
+        RECIPE="realclient",
+        LAUNCHER="python",
+        ZERO_STAGE="0",
+        START_RETRIEVER="1",
+        RETRIEVER_INDEX=str(tmp_path / "index"),
+        RETRIEVER_KIND="bm25",
+        RETRIEVER_GPU="0",
+        RETRIEVER_PORT=str(port),
+        RETRIEVER_WAIT_TIMEOUT="90",
+        PYTHON=sys.executable,
+        PYTHONPATH=str(tmp_path / "client_pkg"),
+        FAKE_RECIPE_OUT=str(tmp_path / "out"),
+        HF_HUB_OFFLINE="1",
+    )
     result = run_script("launch_train.sh", env=env, timeout=180)
     assert result.returncode == 0, result.stderr + (tmp_path / "logs" / f"retriever-{port}.log").read_text()
     answer = json.loads((tmp_path / "out" / "answer.json").read_text())

@@ -21,10 +21,19 @@ SCRIPTS = sorted([*INFRA.glob("*.sh"), *INFRA.glob("slurm/*.sbatch")])
 
 # --- every script ------------------------------------------------------------------------------------------
 
+
 def test_the_expected_launchers_exist():
     names = {p.relative_to(INFRA).as_posix() for p in SCRIPTS}
-    assert {"lib.sh", "launch_train.sh", "serve_retriever.sh", "serve_vllm.sh", "serve_mlflow.sh",
-            "setup_gpu_env.sh", "slurm/train_1node.sbatch", "slurm/train_multinode.sbatch"} <= names
+    assert {
+        "lib.sh",
+        "launch_train.sh",
+        "serve_retriever.sh",
+        "serve_vllm.sh",
+        "serve_mlflow.sh",
+        "setup_gpu_env.sh",
+        "slurm/train_1node.sbatch",
+        "slurm/train_multinode.sbatch",
+    } <= names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(INFRA).as_posix())
@@ -33,7 +42,9 @@ def test_script_parses_and_has_no_machine_paths(script: Path):
     assert syntax.returncode == 0, syntax.stderr
     code_lines = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
     for line in code_lines:
-        assert not re.search(r"(/home/|/work/|/scratch/|/data/|/mnt/|/Users/)", line), f"hard-coded path: {line}"
+        assert not re.search(r"(/home/|/work/|/scratch/|/data/|/mnt/|/Users/)", line), (
+            f"hard-coded path: {line}"
+        )
     if script.name != "lib.sh":
         assert os.access(script, os.X_OK), f"{script} is not executable"
 
@@ -48,28 +59,73 @@ def test_help_prints_usage_and_environment(script: Path, tmp_path: Path):
 
 # --- retrieval service -------------------------------------------------------------------------------------
 
+
 def test_retriever_gpu_defaults(dry_run):
     out = dry_run("serve_retriever.sh", RETRIEVER_INDEX="/indexes/e5_flat")
     # --gpu: the server puts the Flat index on every visible GPU, fp16, sharded
-    assert out.commands == [[FAKE_PYTHON, "-m", "rlcore.retrieval.server", "--index", "/indexes/e5_flat",
-                             "--kind", "flat", "--host", "127.0.0.1", "--port", "8100", "--gpu"]]
+    assert out.commands == [
+        [
+            FAKE_PYTHON,
+            "-m",
+            "rlcore.retrieval.server",
+            "--index",
+            "/indexes/e5_flat",
+            "--kind",
+            "flat",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8100",
+            "--gpu",
+        ]
+    ]
 
 
 def test_retriever_gpu_subset_extra_args_and_background(dry_run, tmp_path: Path):
-    out = dry_run("serve_retriever.sh", "--background", "--", "--nprobe", "64", RETRIEVER_INDEX="/i",
-                  RETRIEVER_GPUS="4,5,6,7", RETRIEVER_KIND="ivfpq", RETRIEVER_PORT="9001", RETRIEVER_DEVICE="cuda",
-                  RETRIEVER_EXTRA_ARGS="--max-batch-queries 512", RETRIEVER_WAIT_TIMEOUT="60")
+    out = dry_run(
+        "serve_retriever.sh",
+        "--background",
+        "--",
+        "--nprobe",
+        "64",
+        RETRIEVER_INDEX="/i",
+        RETRIEVER_GPUS="4,5,6,7",
+        RETRIEVER_KIND="ivfpq",
+        RETRIEVER_PORT="9001",
+        RETRIEVER_DEVICE="cuda",
+        RETRIEVER_EXTRA_ARGS="--max-batch-queries 512",
+        RETRIEVER_WAIT_TIMEOUT="60",
+    )
     (cmd,) = out.commands
     assert cmd[:2] == ["env", "CUDA_VISIBLE_DEVICES=4,5,6,7"]
     assert cmd[cmd.index("--kind") + 1] == "ivfpq"
-    assert cmd[-11:] == ["--gpu", "--device", "cuda", "--max-batch-queries", "512", "--nprobe", "64",
-                         ">", str(tmp_path / "logs" / "retriever-9001.log"), "2>&1", "&"]
+    assert cmd[-11:] == [
+        "--gpu",
+        "--device",
+        "cuda",
+        "--max-batch-queries",
+        "512",
+        "--nprobe",
+        "64",
+        ">",
+        str(tmp_path / "logs" / "retriever-9001.log"),
+        "2>&1",
+        "&",
+    ]
     assert "wait until GET http://127.0.0.1:9001/health answers 2xx (timeout 60 s)" in out.notes
 
 
 def test_retriever_on_cpu_and_on_all_interfaces(dry_run):
-    out = dry_run("serve_retriever.sh", "--background", RETRIEVER_INDEX="/i", RETRIEVER_GPU="0",
-                  RETRIEVER_KIND="bm25", RETRIEVER_MMAP="1", RETRIEVER_HOST="0.0.0.0", RLCORE_RETRIEVER_TOKEN="tok-123")
+    out = dry_run(
+        "serve_retriever.sh",
+        "--background",
+        RETRIEVER_INDEX="/i",
+        RETRIEVER_GPU="0",
+        RETRIEVER_KIND="bm25",
+        RETRIEVER_MMAP="1",
+        RETRIEVER_HOST="0.0.0.0",
+        RLCORE_RETRIEVER_TOKEN="tok-123",
+    )
     cmd = out.commands[0]
     assert "--gpu" not in cmd and "--mmap" in cmd
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
@@ -79,8 +135,9 @@ def test_retriever_on_cpu_and_on_all_interfaces(dry_run):
 
 
 def test_retriever_rejects_unknown_kind(fails):
-    assert "RETRIEVER_KIND=faiss is not one of" in fails("serve_retriever.sh", RETRIEVER_INDEX="/i",
-                                                         RETRIEVER_KIND="faiss")
+    assert "RETRIEVER_KIND=faiss is not one of" in fails(
+        "serve_retriever.sh", RETRIEVER_INDEX="/i", RETRIEVER_KIND="faiss"
+    )
 
 
 def test_retriever_needs_an_index(fails, tmp_path: Path):
@@ -92,13 +149,41 @@ def test_retriever_needs_an_index(fails, tmp_path: Path):
 
 # --- vLLM ----------------------------------------------------------------------------------------------------
 
+
 def test_vllm_command(dry_run):
-    out = dry_run("serve_vllm.sh", VLLM_MODEL="/ckpt/morpheus-7b", VLLM_DP="8", VLLM_MAX_MODEL_LEN="8192",
-                  VLLM_SERVED_NAME="morpheus", VLLM_API_KEY="sk-secret-value")
-    assert out.commands == [["vllm", "serve", "/ckpt/morpheus-7b", "--host", "127.0.0.1", "--port", "8000",
-                             "--tensor-parallel-size", "1", "--data-parallel-size", "8", "--dtype", "bfloat16",
-                             "--gpu-memory-utilization", "0.90", "--seed", "0", "--max-model-len", "8192",
-                             "--served-model-name", "morpheus"]]
+    out = dry_run(
+        "serve_vllm.sh",
+        VLLM_MODEL="/ckpt/morpheus-7b",
+        VLLM_DP="8",
+        VLLM_MAX_MODEL_LEN="8192",
+        VLLM_SERVED_NAME="morpheus",
+        VLLM_API_KEY="sk-secret-value",
+    )
+    assert out.commands == [
+        [
+            "vllm",
+            "serve",
+            "/ckpt/morpheus-7b",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8000",
+            "--tensor-parallel-size",
+            "1",
+            "--data-parallel-size",
+            "8",
+            "--dtype",
+            "bfloat16",
+            "--gpu-memory-utilization",
+            "0.90",
+            "--seed",
+            "0",
+            "--max-model-len",
+            "8192",
+            "--served-model-name",
+            "morpheus",
+        ]
+    ]
     assert "sk-secret-value" not in out.stdout + out.stderr
 
 
@@ -120,17 +205,39 @@ def test_vllm_validation(fails):
 
 # --- MLflow ----------------------------------------------------------------------------------------------------
 
+
 def test_mlflow_sqlite_default_under_runs_dir(dry_run, tmp_path: Path):
     out = dry_run("serve_mlflow.sh")
     runs = tmp_path / "runs"
-    assert out.commands == [["mlflow", "server", "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
-                             "--artifacts-destination", str(runs / "mlartifacts"), "--serve-artifacts",
-                             "--host", "127.0.0.1", "--port", "5000", "--workers", "2"]]
+    assert out.commands == [
+        [
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{runs / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(runs / "mlartifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5000",
+            "--workers",
+            "2",
+        ]
+    ]
 
 
 def test_mlflow_postgresql_keeps_the_password_in_the_environment(dry_run):
-    out = dry_run("serve_mlflow.sh", MLFLOW_BACKEND="postgresql", MLFLOW_PG_HOST="db.internal",
-                  MLFLOW_PG_USER="tracker", MLFLOW_PG_DB="exp", PGPASSWORD="hunter2", MLFLOW_PORT="5055")
+    out = dry_run(
+        "serve_mlflow.sh",
+        MLFLOW_BACKEND="postgresql",
+        MLFLOW_PG_HOST="db.internal",
+        MLFLOW_PG_USER="tracker",
+        MLFLOW_PG_DB="exp",
+        PGPASSWORD="hunter2",
+        MLFLOW_PORT="5055",
+    )
     cmd = out.commands[0]
     assert cmd[cmd.index("--backend-store-uri") + 1] == "postgresql://tracker@db.internal:5432/exp"
     assert "hunter2" not in out.stdout + out.stderr
@@ -151,15 +258,17 @@ def test_mlflow_relative_sqlite_path_is_made_absolute(dry_run):
 def test_real_mlflow_server_answers_health_on_loopback(tmp_path: Path):
     """Starts the real `mlflow server` with the generated flags (about 6-10 s), then stops it."""
     port = free_port()
-    env = base_env(tmp_path, PYTHON=sys.executable, MLFLOW_PORT=str(port), MLFLOW_WORKERS="1",
-                   MLFLOW_WAIT_TIMEOUT="90")
+    env = base_env(
+        tmp_path, PYTHON=sys.executable, MLFLOW_PORT=str(port), MLFLOW_WORKERS="1", MLFLOW_WAIT_TIMEOUT="90"
+    )
     # own session: the server and the helper processes it forks form one group we can stop together
     result = run_script("serve_mlflow.sh", "--background", env=env, timeout=120, new_session=True)
     pid_file = tmp_path / "logs" / f"mlflow-{port}.pid"
     try:
         assert result.returncode == 0, result.stderr + (tmp_path / "logs" / f"mlflow-{port}.log").read_text()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5", timeout=10
+        ) as response:
             assert response.status == 200
         assert (tmp_path / "runs" / "mlflow.db").is_file()
     finally:
@@ -181,6 +290,7 @@ def _stop_group(pid: int) -> None:
 
 # --- GPU environment setup -------------------------------------------------------------------------------------
 
+
 def _pins(path: Path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
@@ -199,8 +309,18 @@ def test_gpu_setup_steps_in_order(dry_run, tmp_path: Path):
     cpu_pins = _pins(cpu)
     steps = out.commands
     assert steps[0] == ["python3", "-m", "venv", str(venv)]
-    assert steps[1] == ["env", "PIP_FIND_LINKS=", py, "-m", "pip", "install", "--disable-pip-version-check",
-                        "--index-url", "https://example.invalid/cu999", f"torch=={cpu_pins['torch']}"]
+    assert steps[1] == [
+        "env",
+        "PIP_FIND_LINKS=",
+        py,
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--index-url",
+        "https://example.invalid/cu999",
+        f"torch=={cpu_pins['torch']}",
+    ]
     assert steps[2] == [py, str(INFRA / "check_gpu_env.py"), "--stage", "torch"]
     cpu_step = steps[3]
     assert cpu_step[:2] == ["env", "DS_BUILD_OPS=0"] and ["-c", str(cpu)] == cpu_step[7:9]
@@ -209,10 +329,22 @@ def test_gpu_setup_steps_in_order(dry_run, tmp_path: Path):
     assert steps[4] == [py, "-m", "pip", "uninstall", "--yes", "--quiet", "faiss-cpu"]
     assert steps[5][-4:] == ["-c", str(cpu), "-r", str(gpu)], "gpu extra installed under the cpu pins"
     assert steps[6][-3:] == ["--no-deps", "-r", str(REPO / "requirements" / "assets.txt")]
-    assert steps[7][-6:] == ["-e", str(REPO / "packages/common"), "-e", str(REPO / "packages/rexrag"),
-                             "-e", str(REPO / "packages/anessuite")]
-    assert steps[8] == [py, str(INFRA / "check_gpu_env.py"), "--stage", "all",
-                        "--transformers", cpu_pins["transformers"]]
+    assert steps[7][-6:] == [
+        "-e",
+        str(REPO / "packages/common"),
+        "-e",
+        str(REPO / "packages/rexrag"),
+        "-e",
+        str(REPO / "packages/anessuite"),
+    ]
+    assert steps[8] == [
+        py,
+        str(INFRA / "check_gpu_env.py"),
+        "--stage",
+        "all",
+        "--transformers",
+        cpu_pins["transformers"],
+    ]
     assert len(steps) == 9
     assert not any("faiss-cpu==" in arg for step in steps for arg in step)
 
@@ -229,8 +361,12 @@ def test_pins_are_compatible_with_vllm_0_31():
 
 def test_check_gpu_env_rejects_a_cpu_torch():
     """This machine has the CPU torch build: the check must say so and fail."""
-    result = subprocess.run([sys.executable, str(INFRA / "check_gpu_env.py"), "--stage", "torch"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(INFRA / "check_gpu_env.py"), "--stage", "torch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     import torch
 
     if torch.version.cuda:
@@ -241,6 +377,7 @@ def test_check_gpu_env_rejects_a_cpu_torch():
 
 # --- SLURM --------------------------------------------------------------------------------------------------------
 
+
 def test_sbatch_headers_ask_for_8_gpu_nodes():
     for name, nodes in (("train_1node.sbatch", "1"), ("train_multinode.sbatch", "2")):
         text = (INFRA / "slurm" / name).read_text()
@@ -250,29 +387,72 @@ def test_sbatch_headers_ask_for_8_gpu_nodes():
 
 
 def test_one_node_job_runs_the_launcher_for_8_gpus(dry_run):
-    out = dry_run("slurm/train_1node.sbatch", "--", "trainer.total_steps=10", RECIPE="rexrag.train",
-                  CONFIG=str(REPO / "pyproject.toml"), SLURM_GPUS_ON_NODE="8", LAUNCHER="torchrun")
+    out = dry_run(
+        "slurm/train_1node.sbatch",
+        "--",
+        "trainer.total_steps=10",
+        RECIPE="rexrag.train",
+        CONFIG=str(REPO / "pyproject.toml"),
+        SLURM_GPUS_ON_NODE="8",
+        LAUNCHER="torchrun",
+    )
     (cmd,) = out.commands
-    assert cmd[cmd.index("torch.distributed.run"):] == [
-        "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "8", "--node-rank", "0",
-        "--master-addr", "127.0.0.1", "--master-port", "29500", "-m", "rexrag.train",
-        "--config", str(REPO / "pyproject.toml"), "trainer.total_steps=10"]
+    assert cmd[cmd.index("torch.distributed.run") :] == [
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "8",
+        "--node-rank",
+        "0",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        "29500",
+        "-m",
+        "rexrag.train",
+        "--config",
+        str(REPO / "pyproject.toml"),
+        "trainer.total_steps=10",
+    ]
 
 
 def test_one_node_job_with_local_retriever(dry_run):
-    out = dry_run("slurm/train_1node.sbatch", RECIPE="rexrag.train", START_RETRIEVER="1",
-                  RETRIEVER_INDEX="/idx", SLURM_GPUS_ON_NODE="8")
+    out = dry_run(
+        "slurm/train_1node.sbatch",
+        RECIPE="rexrag.train",
+        START_RETRIEVER="1",
+        RETRIEVER_INDEX="/idx",
+        SLURM_GPUS_ON_NODE="8",
+    )
     server, train = out.commands
     assert "rlcore.retrieval.server" in server and server[-1] == "&", "the retriever starts in the background"
     assert "accelerate.commands.launch" in train and "RLCORE_RETRIEVER_URL=http://127.0.0.1:8100" in train
 
 
 def test_multinode_job_sruns_one_launcher_per_node(dry_run):
-    out = dry_run("slurm/train_multinode.sbatch", "--", "seed=1", RECIPE="rexrag.train", SLURM_NNODES="4",
-                  MASTER_ADDR="gpu-a01", NODE_RANK="3", SLURM_JOB_ID="123")
+    out = dry_run(
+        "slurm/train_multinode.sbatch",
+        "--",
+        "seed=1",
+        RECIPE="rexrag.train",
+        SLURM_NNODES="4",
+        MASTER_ADDR="gpu-a01",
+        NODE_RANK="3",
+        SLURM_JOB_ID="123",
+    )
     srun, node0 = out.commands
-    assert srun == ["srun", "--nodes", "4", "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
-                    str(INFRA / "launch_train.sh"), "--", "seed=1"]
+    assert srun == [
+        "srun",
+        "--nodes",
+        "4",
+        "--ntasks-per-node",
+        "1",
+        "--kill-on-bad-exit=1",
+        str(INFRA / "launch_train.sh"),
+        "--",
+        "seed=1",
+    ]
     joined = " ".join(node0)
     assert "--num_machines 4 --num_processes 32 --machine_rank 0 --main_process_ip gpu-a01" in joined
     assert node0[-3:] == ["-m", "rexrag.train", "seed=1"]

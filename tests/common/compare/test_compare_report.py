@@ -25,24 +25,24 @@ def history(*pairs: tuple[int, float]) -> list[MetricPoint]:
 @pytest.mark.parametrize(
     ("key", "direction"),
     [
-        ("reward/mean", "max"),          # outcome reward: higher is better
-        ("val/em", "max"),               # exact match
-        ("eval/average_em", "max"),      # REX-RAG eval summary key
+        ("reward/mean", "max"),  # outcome reward: higher is better
+        ("val/em", "max"),  # exact match
+        ("eval/average_em", "max"),  # REX-RAG eval summary key
         ("accuracy", "max"),
-        ("overall/accuracy", "max"),     # AnesBench score
+        ("overall/accuracy", "max"),  # AnesBench score
         ("f1", "max"),
         ("loss", "min"),
         ("policy/loss", "min"),
-        ("reward_loss", "min"),          # a loss even though it mentions reward: lower-is-better wins
+        ("reward_loss", "min"),  # a loss even though it mentions reward: lower-is-better wins
         ("kl", "min"),
         ("actor/kl_div", "min"),
         ("rollout/dead_end_rate", "min"),  # REX-RAG dead ends: fewer is better
-        ("step_time_s", "min"),          # wall time per step
-        ("tokens_per_s", "max"),         # throughput, not a duration
-        ("entropy", None),               # neither direction is "better"
+        ("step_time_s", "min"),  # wall time per step
+        ("tokens_per_s", "max"),  # throughput, not a duration
+        ("entropy", None),  # neither direction is "better"
         ("lr", None),
         ("response_length/mean", None),
-        ("member", None),                # 'em' inside a word is not exact match
+        ("member", None),  # 'em' inside a word is not exact match
     ],
 )
 def test_metric_direction(key: str, direction: str | None):
@@ -68,37 +68,77 @@ def test_summarize_ignores_nan_for_best_but_reports_a_nan_final():
 
 
 def test_same_step_logged_twice_takes_the_later_value():
-    points = sorted([MetricPoint(5, 0.3, 2000), MetricPoint(5, 0.7, 3000)], key=lambda p: (p.step, p.timestamp))
+    points = sorted(
+        [MetricPoint(5, 0.3, 2000), MetricPoint(5, 0.7, 3000)], key=lambda p: (p.step, p.timestamp)
+    )
     assert summarize_metric(points, None).final == 0.7
 
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(None, "—"), (0.41234, "0.4123"), (3.0, "3"), (0.0, "0"), (1.5e-5, "1.500e-05"), (123456.0, "1.235e+05"),
-     (float("nan"), "nan"), (float("inf"), "inf")],
+    [
+        (None, "—"),
+        (0.41234, "0.4123"),
+        (3.0, "3"),
+        (0.0, "0"),
+        (1.5e-5, "1.500e-05"),
+        (123456.0, "1.235e+05"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+    ],
 )
 def test_format_value(value, text):
     assert format_value(value) == text
 
 
 def run(name: str, params: dict[str, str], tags: dict[str, str] | None = None, **metrics) -> RunRecord:
-    return RunRecord(run_id=f"{name:0<32}"[:32], name=name, status="FINISHED", start_time=0, end_time=125_000,
-                     params=params, tags=tags or {}, metrics=metrics)
+    return RunRecord(
+        run_id=f"{name:0<32}"[:32],
+        name=name,
+        status="FINISHED",
+        start_time=0,
+        end_time=125_000,
+        params=params,
+        tags=tags or {},
+        metrics=metrics,
+    )
 
 
 def test_config_differences_include_params_missing_in_some_runs():
-    runs = [run("a", {"lr": "1e-6", "seed": "1", "model": "tiny"}),
-            run("b", {"lr": "1e-6", "seed": "2", "model": "tiny", "probe.keep_ratio": "0.08"})]
+    runs = [
+        run("a", {"lr": "1e-6", "seed": "1", "model": "tiny"}),
+        run("b", {"lr": "1e-6", "seed": "2", "model": "tiny", "probe.keep_ratio": "0.08"}),
+    ]
     differing, identical = config_differences(runs)
     assert differing == {"probe.keep_ratio": [None, "0.08"], "seed": ["1", "2"]}
     assert identical == 2  # lr and model
 
 
 def test_provenance_rows_prefer_project_tags_and_show_drift_only():
-    runs = [run("a", {}, {"git.sha": "0123456789abcdef0123", "git.dirty": "false", "config.hash": "h1",
-                          "seeds": "1", "version.torch": "2.13.0", "version.trl": "1.16.0"}),
-            run("b", {}, {"mlflow.source.git.commit": "fedcba9876543210", "seeds": "2",
-                          "version.torch": "2.13.1", "version.trl": "1.16.0"})]
+    runs = [
+        run(
+            "a",
+            {},
+            {
+                "git.sha": "0123456789abcdef0123",
+                "git.dirty": "false",
+                "config.hash": "h1",
+                "seeds": "1",
+                "version.torch": "2.13.0",
+                "version.trl": "1.16.0",
+            },
+        ),
+        run(
+            "b",
+            {},
+            {
+                "mlflow.source.git.commit": "fedcba9876543210",
+                "seeds": "2",
+                "version.torch": "2.13.1",
+                "version.trl": "1.16.0",
+            },
+        ),
+    ]
     rows = dict(provenance_rows(runs))
     assert rows["git sha"] == ["0123456789ab", "fedcba987654"]  # 12 characters; MLflow's own tag as fallback
     assert rows["dirty"] == ["false", "—"] and rows["config hash"] == ["h1", "—"]
@@ -110,15 +150,21 @@ def test_provenance_rows_prefer_project_tags_and_show_drift_only():
 
 
 def test_markdown_marks_the_best_run_and_missing_metrics():
-    runs = [run("base", {"seed": "1"}, {"method": "grpo"}, **{"reward/mean": history((0, 0.1), (1, 0.4)),
-                                                              "entropy": history((0, 2.0), (1, 1.5))}),
-            run("rex", {"seed": "2"}, {"method": "rexrag"}, **{"reward/mean": history((0, 0.2), (1, 0.6))})]
+    runs = [
+        run(
+            "base",
+            {"seed": "1"},
+            {"method": "grpo"},
+            **{"reward/mean": history((0, 0.1), (1, 0.4)), "entropy": history((0, 2.0), (1, 1.5))},
+        ),
+        run("rex", {"seed": "2"}, {"method": "rexrag"}, **{"reward/mean": history((0, 0.2), (1, 0.6))}),
+    ]
     text = render_markdown("exp", runs, "sqlite:///x.db", [("Reward", "curves-reward.png", ["reward/mean"])])
     lines = text.splitlines()
-    final_rows = lines[lines.index("## Final metrics"):lines.index("## Best metrics")]
+    final_rows = lines[lines.index("## Final metrics") : lines.index("## Best metrics")]
     assert "| reward/mean ↑ | 0.4000 @1 | **0.6000 @1** |" in final_rows
     assert "| entropy | 1.5000 @1 | — |" in final_rows
-    best_rows = lines[lines.index("## Best metrics"):]
+    best_rows = lines[lines.index("## Best metrics") :]
     assert not any(row.startswith("| entropy") for row in best_rows), "no best for an unknown direction"
     assert "| method | grpo | rexrag |" in lines
     assert "| seed | 1 | 2 |" in lines
@@ -137,8 +183,24 @@ def test_run_id_prefixes():
 def test_metric_families_claim_keys_once_and_list_in_display_order():
     from rlcore.compare.plots import group_metric_keys
 
-    runs = [run("a", {}, **{key: history((0, 1.0)) for key in (
-        "rollout/dead_end_rate", "reward/kl_penalty", "reward/mean", "val/em", "entropy", "actor/kl", "lr")})]
+    runs = [
+        run(
+            "a",
+            {},
+            **{
+                key: history((0, 1.0))
+                for key in (
+                    "rollout/dead_end_rate",
+                    "reward/kl_penalty",
+                    "reward/mean",
+                    "val/em",
+                    "entropy",
+                    "actor/kl",
+                    "lr",
+                )
+            },
+        )
+    ]
     groups = [(slug, keys) for _, slug, keys in group_metric_keys(runs)]
     assert groups == [
         ("reward", ["reward/mean"]),

@@ -53,12 +53,22 @@ def _summary_json(experiment: str, uri: str, runs: list[RunRecord], plots: list[
             direction = metric_direction(key)
             summary = summarize_metric(history, direction)
             metrics[key] = {
-                "final": _finite_or_text(summary.final), "final_step": summary.final_step,
-                "best": _finite_or_text(summary.best), "best_step": summary.best_step,
-                "direction": direction, "num_points": summary.num_points,
+                "final": _finite_or_text(summary.final),
+                "final_step": summary.final_step,
+                "best": _finite_or_text(summary.best),
+                "best_step": summary.best_step,
+                "direction": direction,
+                "num_points": summary.num_points,
             }
-        entries.append({"run_id": run.run_id, "name": run.name, "status": run.status, "params": run.params,
-                        "metrics": metrics})
+        entries.append(
+            {
+                "run_id": run.run_id,
+                "name": run.name,
+                "status": run.status,
+                "params": run.params,
+                "metrics": metrics,
+            }
+        )
     return {
         "experiment": experiment,
         "tracking_uri": uri,
@@ -70,7 +80,9 @@ def _summary_json(experiment: str, uri: str, runs: list[RunRecord], plots: list[
     }
 
 
-def compare_runs(experiment: str, runs: list[RunRecord], out_dir: str | Path, tracking_uri: str) -> CompareResult:
+def compare_runs(
+    experiment: str, runs: list[RunRecord], out_dir: str | Path, tracking_uri: str
+) -> CompareResult:
     """Write comparison.md, comparison.json and one curves-<family>.png per metric family into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,18 +92,32 @@ def compare_runs(experiment: str, runs: list[RunRecord], out_dir: str | Path, tr
         path = plot_family(runs, title, keys, out / f"curves-{slug}.png")
         plots.append(path)
         plot_entries.append((title, path.name, keys))
-    text = render_markdown(experiment, runs, tracking_uri, plot_entries,
-                           generated_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+    text = render_markdown(
+        experiment, runs, tracking_uri, plot_entries, generated_at=time.strftime("%Y-%m-%d %H:%M:%S")
+    )
     markdown = out / "comparison.md"
     markdown.write_text(text, encoding="utf-8")
     summary = out / "comparison.json"
-    summary.write_text(json.dumps(_summary_json(experiment, tracking_uri, runs, plots), indent=2,
-                                  ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    summary.write_text(
+        json.dumps(
+            _summary_json(experiment, tracking_uri, runs, plots),
+            indent=2,
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return CompareResult(markdown=markdown, summary=summary, plots=plots, runs=runs)
 
 
-def compare_experiment(experiment: str, out_dir: str | Path, run_ids: list[str] | None = None,
-                       tracking_uri: str | None = None, max_runs: int = 50) -> CompareResult:
+def compare_experiment(
+    experiment: str,
+    out_dir: str | Path,
+    run_ids: list[str] | None = None,
+    tracking_uri: str | None = None,
+    max_runs: int = 50,
+) -> CompareResult:
     """Load the runs of ``experiment`` from MLflow and write the comparison into ``out_dir``."""
     uri = tracking_uri or default_tracking_uri()
     runs = load_runs(experiment, run_ids=run_ids, tracking_uri=uri, max_runs=max_runs)

@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True, help="MLflow experiment name, e.g. rexrag-train")
     parser.add_argument("--runs", default="", help="comma-separated run ids or unique prefixes [all runs]")
     parser.add_argument("--out", type=Path, default=None, help="output folder [runs/compare/<experiment>]")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI [$MLFLOW_TRACKING_URI, else sqlite runs/mlflow.db]")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI [$MLFLOW_TRACKING_URI, else sqlite runs/mlflow.db]",
+    )
     parser.add_argument("--max-runs", type=int, default=50, help="without --runs, compare the latest N runs")
     args = parser.parse_args(argv)
     setup_logging()
@@ -31,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
         out = runs_root() / "compare" / args.experiment
     try:
-        result = compare_experiment(args.experiment, out, run_ids=run_ids, tracking_uri=args.tracking_uri,
-                                    max_runs=args.max_runs)
+        result = compare_experiment(
+            args.experiment, out, run_ids=run_ids, tracking_uri=args.tracking_uri, max_runs=args.max_runs
+        )
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

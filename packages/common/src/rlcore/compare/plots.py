@@ -25,8 +25,11 @@ METRIC_FAMILIES: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("KL divergence", "kl", re.compile(rf"{_SEP}kl{_END}|kl_div")),
     ("Entropy", "entropy", re.compile(r"entropy")),
     ("Reward", "reward", re.compile(r"reward")),
-    ("EM / F1 / accuracy", "accuracy",
-     re.compile(rf"{_SEP}(?:em|f1|acc|accuracy|exact_match|average_em){_END}")),
+    (
+        "EM / F1 / accuracy",
+        "accuracy",
+        re.compile(rf"{_SEP}(?:em|f1|acc|accuracy|exact_match|average_em){_END}"),
+    ),
 )
 _DISPLAY_ORDER = ("reward", "accuracy", "kl", "entropy", "dead_end")
 _MAX_PANELS = 12
@@ -64,8 +67,15 @@ def plot_family(runs: Sequence[RunRecord], title: str, keys: Sequence[str], path
                 continue
             steps = [p.step for p in history]
             values = [p.value for p in history]
-            ax.plot(steps, values, label=run.label, color=colours(run_index % 10), linewidth=1.4,
-                    marker="o" if len(history) < 12 else None, markersize=3.5)
+            ax.plot(
+                steps,
+                values,
+                label=run.label,
+                color=colours(run_index % 10),
+                linewidth=1.4,
+                marker="o" if len(history) < 12 else None,
+                markersize=3.5,
+            )
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -79,8 +89,14 @@ def plot_family(runs: Sequence[RunRecord], title: str, keys: Sequence[str], path
                 labels.append(label)
     fig.suptitle(title)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9,
-                   bbox_to_anchor=(0.5, 0.0))
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(4, len(labels)),
+            fontsize=9,
+            bbox_to_anchor=(0.5, 0.0),
+        )
     legend_rows = math.ceil(len(labels) / 4) if labels else 0
     fig.tight_layout(rect=(0, 0.04 + 0.04 * legend_rows, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -174,8 +174,9 @@ def _metric_rows(runs: Sequence[RunRecord], which: str) -> list[list[str]]:
         direction = metric_direction(key)
         if which == "best" and direction is None:
             continue
-        summaries = [summarize_metric(run.metrics[key], direction) if key in run.metrics else None
-                     for run in runs]
+        summaries = [
+            summarize_metric(run.metrics[key], direction) if key in run.metrics else None for run in runs
+        ]
         values = [None if s is None else (s.final if which == "final" else s.best) for s in summaries]
         finite = [v for v in values if v is not None and not math.isnan(v)]
         winner = None
@@ -194,30 +195,47 @@ def _metric_rows(runs: Sequence[RunRecord], which: str) -> list[list[str]]:
     return rows
 
 
-def render_markdown(experiment: str, runs: Sequence[RunRecord], tracking_uri: str,
-                    plots: Sequence[tuple[str, str, Sequence[str]]] = (), generated_at: str = "") -> str:
+def render_markdown(
+    experiment: str,
+    runs: Sequence[RunRecord],
+    tracking_uri: str,
+    plots: Sequence[tuple[str, str, Sequence[str]]] = (),
+    generated_at: str = "",
+) -> str:
     """The whole report. ``plots``: (title, png file name relative to the report, metric keys in it)."""
     header = ["", *[run.label for run in runs]]
     lines = [f"# Run comparison: {experiment}", ""]
-    lines.append(f"{len(runs)} runs from `{tracking_uri}`" + (f", generated {generated_at}" if generated_at else "")
-                 + ". Values are `value @step`; **bold** marks the best run of a row (↑ higher is better, "
-                 "↓ lower is better); — means the run did not log it.")
+    lines.append(
+        f"{len(runs)} runs from `{tracking_uri}`"
+        + (f", generated {generated_at}" if generated_at else "")
+        + ". Values are `value @step`; **bold** marks the best run of a row (↑ higher is better, "
+        "↓ lower is better); — means the run did not log it."
+    )
     lines += ["", "## Runs and provenance", ""]
     lines += _table(header, [[label, *values] for label, values in provenance_rows(runs)])
 
     differing, identical = config_differences(runs)
     lines += ["", "## Config differences", ""]
     if differing:
-        lines += _table(["parameter", *header[1:]],
-                        [[key, *[v if v is not None else _MISSING for v in values]] for key, values in differing.items()])
+        lines += _table(
+            ["parameter", *header[1:]],
+            [[key, *[v if v is not None else _MISSING for v in values]] for key, values in differing.items()],
+        )
         lines.append("")
-    lines.append(f"{identical} parameters are identical across the runs (not shown)."
-                 if differing else f"All {identical} parameters are identical across the runs.")
+    lines.append(
+        f"{identical} parameters are identical across the runs (not shown)."
+        if differing
+        else f"All {identical} parameters are identical across the runs."
+    )
 
     for which, title, explanation in (
         ("final", "Final metrics", "value at each run's last logged step"),
-        ("best", "Best metrics", "best value over the run and the step it was reached; metrics without a "
-                                 "known direction are left out"),
+        (
+            "best",
+            "Best metrics",
+            "best value over the run and the step it was reached; metrics without a "
+            "known direction are left out",
+        ),
     ):
         rows = _metric_rows(runs, which)
         lines += ["", f"## {title}", "", f"{explanation.capitalize()}.", ""]
@@ -226,8 +244,14 @@ def render_markdown(experiment: str, runs: Sequence[RunRecord], tracking_uri: st
     if plots:
         lines += ["", "## Curves", ""]
         for title, filename, keys in plots:
-            lines += [f"### {title}", "", f"![{title}]({filename})", "",
-                      "Metrics: " + ", ".join(f"`{k}`" for k in keys), ""]
+            lines += [
+                f"### {title}",
+                "",
+                f"![{title}]({filename})",
+                "",
+                "Metrics: " + ", ".join(f"`{k}`" for k in keys),
+                "",
+            ]
             for key in keys:
                 absent = [run.label for run in runs if key not in run.metrics]
                 if absent:

@@ -66,7 +66,7 @@ def _check_store_exists(uri: str) -> None:
     if not uri.startswith("sqlite:///"):
         return
     # SQLAlchemy form: sqlite:///relative/path or sqlite:////absolute/path
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     if path and path != ":memory:" and not Path(path).exists():
         raise CompareError(
             f"no MLflow store at {path} (tracking URI {uri}); run a recipe first or set MLFLOW_TRACKING_URI"
@@ -88,8 +88,9 @@ def _resolve_run_ids(wanted: list[str], available: dict[str, object], experiment
     return resolved
 
 
-def load_runs(experiment: str, run_ids: list[str] | None = None, tracking_uri: str | None = None,
-              max_runs: int = 50) -> list[RunRecord]:
+def load_runs(
+    experiment: str, run_ids: list[str] | None = None, tracking_uri: str | None = None, max_runs: int = 50
+) -> list[RunRecord]:
     """Runs of ``experiment`` (all active ones, oldest first, at most ``max_runs``; or exactly ``run_ids``).
 
     Raises:
@@ -108,14 +109,21 @@ def load_runs(experiment: str, run_ids: list[str] | None = None, tracking_uri: s
         raise CompareError(
             f"unknown experiment '{experiment}' in {uri}; known experiments: {', '.join(known) or '(none)'}"
         )
-    runs = list(client.search_runs([found.experiment_id], max_results=max(max_runs, 1000),
-                                   order_by=["attributes.start_time ASC"]))
+    runs = list(
+        client.search_runs(
+            [found.experiment_id], max_results=max(max_runs, 1000), order_by=["attributes.start_time ASC"]
+        )
+    )
     if run_ids:
         by_id = {run.info.run_id: run for run in runs}
         runs = [by_id[run_id] for run_id in _resolve_run_ids(run_ids, by_id, experiment)]
     elif len(runs) > max_runs:
-        logger.warning("experiment '%s' has %d runs; comparing the latest %d (pass --runs to choose)",
-                       experiment, len(runs), max_runs)
+        logger.warning(
+            "experiment '%s' has %d runs; comparing the latest %d (pass --runs to choose)",
+            experiment,
+            len(runs),
+            max_runs,
+        )
         runs = runs[-max_runs:]
     if not runs:
         raise CompareError(f"experiment '{experiment}' has no runs to compare")
@@ -124,17 +132,21 @@ def load_runs(experiment: str, run_ids: list[str] | None = None, tracking_uri: s
     for run in tqdm(runs, desc="reading runs", unit="run", disable=len(runs) < 4):
         histories = {}
         for key in sorted(run.data.metrics):
-            points = [MetricPoint(int(m.step), float(m.value), int(m.timestamp))
-                      for m in client.get_metric_history(run.info.run_id, key)]
+            points = [
+                MetricPoint(int(m.step), float(m.value), int(m.timestamp))
+                for m in client.get_metric_history(run.info.run_id, key)
+            ]
             histories[key] = sorted(points, key=lambda p: (p.step, p.timestamp))
-        records.append(RunRecord(
-            run_id=run.info.run_id,
-            name=run.info.run_name or "",
-            status=run.info.status,
-            start_time=run.info.start_time,
-            end_time=run.info.end_time,
-            params=dict(run.data.params),
-            tags=dict(run.data.tags),
-            metrics=histories,
-        ))
+        records.append(
+            RunRecord(
+                run_id=run.info.run_id,
+                name=run.info.run_name or "",
+                status=run.info.status,
+                start_time=run.info.start_time,
+                end_time=run.info.end_time,
+                params=dict(run.data.params),
+                tags=dict(run.data.tags),
+                metrics=histories,
+            )
+        )
     return records
