@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rexrag.sampling import MixedSampler, probe_stats
+from rexrag.sampling import MixedSampler, probe_generated_tokens, probe_stats
 from rexrag.trigger import ProbeTrigger
 from rlcore.generation.testing import ScriptedBackend, build_tiny_tokenizer
 from rlcore.rollout import INSERTED, MODEL, OBSERVATION, RolloutConfig, RolloutEngine
@@ -82,6 +82,10 @@ def test_probe_is_cloned_before_the_answer_with_the_prompt_inserted(tok):
     obs = [i for i, c in enumerate(probe.components) if c == OBSERVATION]
     assert obs and obs[0] == end + search_len
     assert tok.decode(probe.response_ids[obs[-1] + 1 :]) == RIGHT
+    # the probe's own generation cost: its search turn and its answer (not the copied prefix)
+    right_len = len(tok.encode(RIGHT, add_special_tokens=False))
+    assert probe_generated_tokens(probe) == search_len + right_len
+    assert probe_generated_tokens(original) == len(wrong_ids)
     # loss mask: model + inserted tokens, never the observation
     mask = probe.loss_mask()
     assert all(mask[i] == (c in (MODEL, INSERTED)) for i, c in enumerate(probe.components))

@@ -30,9 +30,9 @@ import torch
 from rexrag.correction import PREFIX_COUNTS, VARIANTS, behaviour_logprobs, importance_diagnostics
 from rexrag.filtering import KeepRatioEMA, select_probes
 from rexrag.pool import load_pool
-from rexrag.sampling import MixedSampler
+from rexrag.sampling import MixedSampler, probe_generated_tokens
 from rexrag.trigger import TRIGGER_MODES, ProbeTrigger, dead_end_rate
-from rlcore.rollout import INSERTED, LOSS_COMPONENTS, RolloutConfig, Trajectory
+from rlcore.rollout import INSERTED, RolloutConfig, Trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class RexRag:
 
     def after_rollout(self, trajectories: list[Trajectory], step: int) -> list[Trajectory]:
         """Select and filter probes; fix alpha and z for this step (see module docstring)."""
+        self.sampler.discarded_probe_tokens = 0  # counted per step
         trajectories = self.sampler.select_dead_end_probes(trajectories)
         originals = [t for t in trajectories if t.is_original]
         probes = [t for t in trajectories if not t.is_original]
@@ -174,9 +175,7 @@ class RexRag:
             else 0.0,
             "rexrag/orig_accuracy": n_orig_ok / n_orig if n_orig else 0.0,
             "rexrag/discarded_probe_tokens": float(self.sampler.discarded_probe_tokens),
-            "rexrag/probe_model_tokens": float(
-                sum(sum(1 for c in t.components if c in LOSS_COMPONENTS) for t in probes)
-            ),
+            "rexrag/probe_generated_tokens": float(sum(probe_generated_tokens(t) for t in probes)),
         }
         if not self.cfg.enabled or self.cfg.correction == "none":
             self._flush()

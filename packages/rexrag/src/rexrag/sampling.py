@@ -22,7 +22,7 @@ from rexrag.correction import ProbeLayout
 from rexrag.trie import PromptTrie, encode_prompt
 from rexrag.trigger import ProbeTrigger, dead_end_rate
 from rlcore.rewards.qa import exact_match
-from rlcore.rollout import INSERTED, LOSS_COMPONENTS, RolloutConfig, Trajectory, clone_before_answer
+from rlcore.rollout import INSERTED, LOSS_COMPONENTS, MODEL, RolloutConfig, Trajectory, clone_before_answer
 
 GOLD_KEY = "golden_answers"
 
@@ -41,6 +41,13 @@ def metadata_golds(traj: Trajectory) -> list[str]:
 def is_correct(traj: Trajectory, gold_fn: Callable[[Trajectory], list[str]] = metadata_golds) -> bool:
     """EM of the trajectory's final answer against its gold answers."""
     return exact_match(traj.final_answer, gold_fn(traj)) >= 1.0
+
+
+def probe_generated_tokens(traj: Trajectory) -> int:
+    """Tokens a probe sampled itself (after its inserted prompt): its extra generation cost."""
+    inserted = [i for i, code in enumerate(traj.components) if code == INSERTED]
+    start = inserted[-1] + 1 if inserted else 0
+    return sum(1 for code in traj.components[start:] if code == MODEL)
 
 
 class MixedSampler:
@@ -98,7 +105,7 @@ class MixedSampler:
             elif not solved.get(traj.group_id, False) and self.trigger.draw():
                 kept.append(traj)
             else:
-                self.discarded_probe_tokens += sum(1 for c in traj.components if c in LOSS_COMPONENTS)
+                self.discarded_probe_tokens += probe_generated_tokens(traj)
         return kept
 
     def layout(self, traj: Trajectory) -> ProbeLayout:
