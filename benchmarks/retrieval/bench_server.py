@@ -195,6 +195,9 @@ def main() -> int:
     parser.add_argument(
         "--max-queue-queries", type=int, default=256, help="our server's queue bound in the run"
     )
+    parser.add_argument(
+        "--max-queue-wait-ms", type=float, default=1000.0, help="our server's queue-wait shedding in the run"
+    )
     parser.add_argument("--valid-requests", type=int, default=10_000)
     parser.add_argument("--out", default=str(ROOT / "runs/bench-retrieval"))
     args = parser.parse_args()
@@ -276,7 +279,16 @@ def main() -> int:
         # Overload: open-loop arrivals at 4x the capacity measured by the 10,000-request run. Our server runs
         # again with a small queue bound (the latency bound is about bound / throughput); naive has no bound.
         servers["batched"].stop()
-        bounded = Server(index, "batched", ["--max-queue-queries", str(args.max_queue_queries)])
+        bounded = Server(
+            index,
+            "batched",
+            [
+                "--max-queue-queries",
+                str(args.max_queue_queries),
+                "--max-queue-wait-ms",
+                str(args.max_queue_wait_ms),
+            ],
+        )
         results["server_commands"]["batched-overload"] = " ".join(bounded.command[1:])
         rate = args.overload_factor * valid.summary()["rps"]
         for mode, server in (("batched", bounded), ("naive", servers["naive"])):

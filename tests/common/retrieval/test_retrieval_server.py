@@ -324,3 +324,22 @@ def test_graceful_shutdown_finishes_in_flight_requests(retriever):
     assert not running.thread.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{running.url}/retrieve", json={"queries": ["late"]}, timeout=2)
+
+
+def test_requests_queued_too_long_are_shed(retriever):
+    config = _config(max_batch_queries=1, batch_workers=1, max_queue_wait_ms=150)
+    with ServerThread(create_app(config, retriever=SlowRetriever(retriever, 0.6))) as slow:
+
+        async def burst():
+            async with httpx.AsyncClient(timeout=30) as http:
+                return await asyncio.gather(
+                    *(http.post(f"{slow.url}/retrieve", json={"queries": [f"q {i}"]}) for i in range(4))
+                )
+
+        responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    # one worker, one query per batch, 0.6 s per batch: the first request is served, the other three have
+    # waited 0.6 s > 0.15 s by the time the worker is free again, so they are shed
+    assert codes == [200, 503, 503, 503]
+    shed = [r for r in responses if r.status_code == 503]
+    assert all("waited over 0.15s in the queue" in r.json()["error"] for r in shed)

@@ -3,8 +3,10 @@
 Requests land in one in-memory queue (a deque guarded by the event loop). A single batcher task takes every
 queued request (up to ``max_batch_queries`` queries), waits ``max_wait`` seconds first only when it was
 idle (so a lone request is not held back under load), and runs one encode + one index search per distinct
-``topk`` in a dedicated worker thread, off the event loop. While the worker computes, new requests queue
-up and form the next batch, so batch size adapts to load. ``max_queue_queries`` bounds queued plus
+``topk`` in a worker thread, off the event loop. ``num_workers`` batches may be in flight at once (default
+2: while one batch computes, the previous one's answers are written and the next one forms, so the
+compute never waits for network I/O, which matters in closed loops where every client is in the batch).
+While the workers are busy, new requests queue up and form the next batch, so batch size adapts to load. ``max_queue_queries`` bounds queued plus
 in-flight queries; beyond it ``submit`` raises :class:`Overloaded` and the server answers 503.
 """
 
@@ -124,6 +126,7 @@ class _Job:
     topk: int
     payload: object  # passed through to ``process``
     future: asyncio.Future
+    enqueued: float  # time.monotonic() at submit
 
 
 class MicroBatcher:
@@ -139,6 +142,8 @@ class MicroBatcher:
         max_wait: float = 0.001,
         max_queue_queries: int = 4096,
         metrics: Metrics | None = None,
+        num_workers: int = 2,
+        max_queue_wait: float = 0.0,
     ):
         self.process = process
         self.max_batch_queries, self.max_wait, self.max_queue_queries = (
@@ -151,7 +156,9 @@ class MicroBatcher:
         self._jobs: deque[_Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval-batch")
+        self.num_workers = num_workers
+        self.max_queue_wait = max_queue_wait  # seconds a request may wait before it is shed (0: no limit)
+        self._executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="retrieval-batch")
         self.pending_requests = self.pending_queries = 0
         self._closing = False
 
@@ -166,7 +173,7 @@ class MicroBatcher:
         if self.pending_queries and self.pending_queries + len(queries) > self.max_queue_queries:
             raise Overloaded(f"{self.pending_queries} queries queued (limit {self.max_queue_queries})")
         future = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(queries, topk, payload, future))
+        self._jobs.append(_Job(queries, topk, payload, future, time.monotonic()))
         self.pending_requests += 1
         self.pending_queries += len(queries)
         self._wakeup.set()
@@ -180,49 +187,62 @@ class MicroBatcher:
                 self.pending_requests -= 1
                 self.pending_queries -= len(job.queries)
                 continue
+            if self.max_queue_wait and time.monotonic() - job.enqueued > self.max_queue_wait:
+                self.pending_requests -= 1
+                self.pending_queries -= len(job.queries)
+                job.future.set_exception(Overloaded(f"waited over {self.max_queue_wait:.2f}s in the queue"))
+                continue
             batch.append(job)
             size += len(job.queries)
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.num_workers)
+        running: set[asyncio.Task] = set()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._jobs and self._closing:
-                return
-            if (
-                self._jobs
-                and self.max_wait > 0
-                and sum(len(j.queries) for j in self._jobs) < self.max_batch_queries
-            ):
+                break
+            queued = sum(len(j.queries) for j in self._jobs)
+            if self._jobs and not running and self.max_wait > 0 and queued < self.max_batch_queries:
                 await asyncio.sleep(self.max_wait)  # coming from idle: let concurrent requests join
             while self._jobs:
+                await slots.acquire()  # while every worker is busy, arrivals pile up into the next batch
                 batch = self._take_batch()
                 if not batch:
+                    slots.release()
                     continue
-                started = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(
-                        self._executor, self.process, [(j.queries, j.topk, j.payload) for j in batch]
-                    )
-                    error = None
-                except Exception as err:  # reported to each waiting request, the loop keeps serving
-                    logger.exception("retrieval batch failed")
-                    results, error = [None] * len(batch), err
-                num_queries = sum(len(j.queries) for j in batch)
-                self.metrics.record_batch(num_queries, time.perf_counter() - started)
-                for job, result in zip(batch, results):
-                    self.pending_requests -= 1
-                    self.pending_queries -= len(job.queries)
-                    if job.future.done():
-                        continue
-                    if error is None:
-                        job.future.set_result(result)
-                    else:
-                        job.future.set_exception(error)
-            if self._closing:
-                return
+                task = asyncio.get_running_loop().create_task(self._execute(batch, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if self._closing and not self._jobs:
+                break
+        await asyncio.gather(*running)
+
+    async def _execute(self, batch: list[_Job], slots: asyncio.Semaphore) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self.process, [(j.queries, j.topk, j.payload) for j in batch]
+            )
+            error = None
+        except Exception as err:  # reported to each waiting request, the loop keeps serving
+            logger.exception("retrieval batch failed")
+            results, error = [None] * len(batch), err
+        finally:
+            slots.release()
+        self.metrics.record_batch(sum(len(j.queries) for j in batch), time.perf_counter() - started)
+        for job, result in zip(batch, results):
+            self.pending_requests -= 1
+            self.pending_queries -= len(job.queries)
+            if job.future.done():
+                continue
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Stop accepting, finish the queued requests (up to ``timeout`` seconds), stop the worker."""

@@ -53,6 +53,8 @@ class ServerConfig:
     max_batch_queries: int = 256  # most queries merged into one encode + search
     max_wait_ms: float = 1.0  # how long an idle batcher waits for company before searching
     max_queue_queries: int = 4096  # queued + in-flight queries before 503
+    max_queue_wait_ms: float = 0.0  # shed (503) requests queued longer than this; 0 = no limit
+    batch_workers: int = 2  # batches in flight at once (compute overlaps the previous batch's network I/O)
     retry_after_s: int = 1  # Retry-After header on 503
     ef_search: int = 128  # HNSW search breadth
     nprobe: int = 32  # IVF cells probed per query
@@ -97,6 +99,8 @@ def create_app(config: ServerConfig, retriever=None):
         config.max_wait_ms / 1000.0,
         config.max_queue_queries,
         metrics,
+        num_workers=config.batch_workers,
+        max_queue_wait=config.max_queue_wait_ms / 1000.0,
     )
 
     def load() -> None:
@@ -176,7 +180,10 @@ def create_app(config: ServerConfig, retriever=None):
                 future = batcher.submit(parsed.queries, parsed.topk, parsed.return_scores)
             except Overloaded as err:
                 return unavailable(f"overloaded: {err}; retry later"), 0
-            body = await future
+            try:
+                body = await future
+            except Overloaded as err:
+                return unavailable(f"overloaded: {err}; retry later"), 0
         return Response(body, media_type="application/json"), len(parsed.queries)
 
     @app.post("/retrieve")
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_batch_queries",
         "max_wait_ms",
         "max_queue_queries",
+        "max_queue_wait_ms",
+        "batch_workers",
         "retry_after_s",
         "ef_search",
         "nprobe",
