@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -470,3 +471,15 @@ def test_sbatch_outside_the_repository_says_where_to_submit(tmp_path: Path):
     result = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert "submit from the repository root or set REPO_ROOT" in result.stderr
+
+
+def test_dry_run_lines_round_trip_through_the_shell(tmp_path: Path):
+    """What --dry-run prints parses back to the exact argv (spaces, quotes, $, empty strings)."""
+    tricky = ["plain", "two words", "it's", "$HOME", "", "a=b c", "x;y", "*"]
+    script = tmp_path / "t.sh"
+    script.write_text(f'source "{INFRA / "lib.sh"}"\nDRY_RUN=1\nrun tool "$@"\n')
+    result = subprocess.run(
+        ["bash", str(script), *tricky], capture_output=True, text=True, env=base_env(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert shlex.split(result.stdout) == ["tool", *tricky]
