@@ -163,14 +163,14 @@ http_ok() {
 
 # wait_for_http URL TIMEOUT_S [PID [LOGFILE]]: poll URL every 2 s until it answers, fail after TIMEOUT_S
 # seconds, or at once when the server process PID has died (its log tail is shown) or /health reports
-# {"status": "error", ...}.
+# {"status": "error", ...}. On failure a still-running PID is stopped: nobody else would ever stop it.
 wait_for_http() {
     local url="$1" timeout_s="$2" pid="${3:-}" logfile="${4:-}"
     if is_dry_run; then
         printf '# wait until GET %s answers 2xx (timeout %s s)\n' "$url" "$timeout_s"
         return 0
     fi
-    local start=$SECONDS
+    local start=$SECONDS body
     log "waiting for $url (timeout ${timeout_s}s)"
     until http_ok "$url"; do
         if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
@@ -179,16 +179,26 @@ wait_for_http() {
         fi
         # the retrieval server keeps running after a failed index load and reports it on /health
         if command -v curl >/dev/null 2>&1; then
-            local body
             body="$(curl -s --max-time 5 "$url" 2>/dev/null || true)"
-            [[ "$body" =~ \"status\":\ *\"error\" ]] && die "$url reports an error: $body${logfile:+; log: $logfile}"
+            if [[ "$body" =~ \"status\":\ *\"error\" ]]; then
+                _stop_unhealthy "$pid"
+                die "$url reports an error: $body${logfile:+; log: $logfile}"
+            fi
         fi
         if ((SECONDS - start >= timeout_s)); then
+            _stop_unhealthy "$pid"
             die "$url did not answer within ${timeout_s}s${logfile:+; log: $logfile}"
         fi
         sleep 2
     done
     log "$url is up after $((SECONDS - start))s"
+}
+
+_stop_unhealthy() {
+    if [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; then
+        log "stopping the server (pid $1): it did not become healthy"
+        kill "$1" 2>/dev/null || true
+    fi
 }
 
 # write_pidfile NAME PID: record a background service so a later step (or a person) can stop it.

@@ -409,6 +409,7 @@ def test_real_run_fails_fast_when_the_retriever_dies(fake_modules: Path, tmp_pat
 
 def test_real_run_stops_waiting_when_health_reports_an_error(fake_modules: Path, tmp_path: Path):
     """The real server stays up after a failed index load and says so on /health: no 900 s wait."""
+    port = free_port()
     env = base_env(
         tmp_path,
         RECIPE="fakerecipe",
@@ -416,7 +417,7 @@ def test_real_run_stops_waiting_when_health_reports_an_error(fake_modules: Path,
         ZERO_STAGE="0",
         START_RETRIEVER="1",
         RETRIEVER_INDEX=str(tmp_path),
-        RETRIEVER_PORT=str(free_port()),
+        RETRIEVER_PORT=str(port),
         RETRIEVER_GPU="0",
         FAKE_SERVER_STATUS="error",
         PYTHON=sys.executable,
@@ -428,6 +429,8 @@ def test_real_run_stops_waiting_when_health_reports_an_error(fake_modules: Path,
     assert result.returncode != 0
     assert "reports an error" in result.stderr and "index is corrupt" in result.stderr
     assert time.monotonic() - started < 30
+    pid = int((tmp_path / "logs" / f"retriever-{port}.pid").read_text())
+    assert not _alive(pid), "an unhealthy server started by the launcher must not be left running"
     assert not list((tmp_path / "out").iterdir())
 
 
