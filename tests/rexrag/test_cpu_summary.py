@@ -1,0 +1,66 @@
+"""experiments/rexrag-cpu/summarize.py: mean +- std over seeds from run folders."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "rexrag-cpu" / "summarize.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("rexrag_cpu_summarize", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_run(folder: Path, em: float, accuracy: list[float]) -> None:
+    folder.mkdir(parents=True)
+    train = [
+        {"step": i + 1, "accuracy": a, "rollout/generated_tokens": 100.0, "time/step": 2.0}
+        for i, a in enumerate(accuracy)
+    ]
+    method = [{"step": i + 1, "rexrag/dead_end_rate": 0.5, "rexrag/alpha": 0.1} for i in range(len(accuracy))]
+    results = {
+        "last_step": len(accuracy),
+        "train_metrics": train,
+        "rexrag_metrics": method,
+        "eval": {"average_em": em, "by_source": {"world_1hop": {"em": em, "f1": em, "n": 10}}},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_summary_mean_and_std(tmp_path, capsys):
+    summarize = _load()
+    for seed, em in enumerate([0.1, 0.2, 0.3]):
+        _fake_run(tmp_path / "runs" / f"grpo-seed{seed}", em, [0.0] * 5 + [1.0] * 5)
+    assert (
+        summarize.main(
+            [
+                "--runs",
+                str(tmp_path / "runs"),
+                "--arms",
+                "grpo",
+                "--seeds",
+                "0",
+                "1",
+                "2",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    em = summary["arms"]["grpo"]["eval_average_em"]
+    # mean of 0.1, 0.2, 0.3 = 0.2 ; sample std = sqrt((0.01 + 0 + 0.01) / 2) = 0.1
+    assert em["mean"] == pytest.approx(0.2) and em["std"] == pytest.approx(0.1)
+    # first five steps all 0, last five all 1
+    acc = summary["arms"]["grpo"]
+    assert acc["train_accuracy_first5"]["mean"] == 0.0 and acc["train_accuracy_last5"]["mean"] == 1.0
+    assert acc["train_seconds"]["mean"] == pytest.approx(20.0)
+    assert (tmp_path / "out" / "table.md").read_text().startswith("| Method |")
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    assert "grpo: test EM 20.0 +- 10.0" in capsys.readouterr().out
