@@ -87,6 +87,7 @@ class ObjectiveConfig:
     kl_coef: float = 0.0  # weight of the KL-to-reference loss; 0 skips the reference model entirely
     kl_kind: str = "k3"  # k1 | k2 | k3 per-token estimator
     kl_clamp: float = 10.0  # bound on the k3 value per token
+    kl_importance_weighted: bool = False  # multiply the per-token KL by the PPO ratio (unbiased KL gradient)
     entropy_coef: float = 0.0  # weight of the entropy bonus (loss -= coef * entropy)
     tis_cap: float | None = None  # truncated importance weight cap for sampler/trainer mismatch; None = off
     ppo_epochs: int = 1  # passes over the step's trajectories

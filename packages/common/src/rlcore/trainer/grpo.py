@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from rlcore.config import recipe_main, to_dict
 from rlcore.generation import GenerationBackend
 from rlcore.objectives import (
+    MAX_LOG_RATIO,
     aggregate,
     aggregation_denominator,
     group_reward_stats,
@@ -189,7 +190,7 @@ def train(
         run_id = run.run_id if run is not None else run_id
         for step in range(start_step + 1, cfg.train.total_steps + 1):
             timer, sums = PhaseTimer(), MetricSums()
-            step_started = time.perf_counter()
+            step_started, cpu_started = time.perf_counter(), time.process_time()
 
             # 1. sample prompts: the same global list on every rank, each rank rolls out its slice
             indices = sampler.next_indices(obj.prompts_per_step)
@@ -294,7 +295,7 @@ def train(
                         for index, rows in enumerate(micro_batches):
                             micro = batch.select(rows)
                             with accelerator.autocast():
-                                loss = _micro_batch_loss(model, micro, cfg, denominator, sums, num_updates)
+                                loss = micro_batch_loss(model, micro, cfg, denominator, sums, num_updates)
                             stepper.backward(loss, boundary=index == len(micro_batches) - 1)
                             update_tokens += int(micro.attention_mask.sum())
                         grad_norm, applied = stepper.step()
@@ -308,6 +309,9 @@ def train(
             # 7. metrics: one reduction over ranks, one batched tracking call
             seconds = timer.reset()
             seconds["step"] = time.perf_counter() - step_started
+            seconds["step_cpu"] = (
+                time.process_time() - cpu_started
+            )  # CPU seconds of this process (all threads)
             for name, value in seconds.items():
                 sums.add(f"time/{name}", value)
             generated = engine.last_stats.get("generated_tokens", 0.0)
@@ -369,7 +373,7 @@ def train(
     )
 
 
-def _micro_batch_loss(
+def micro_batch_loss(
     model: torch.nn.Module,
     micro: TrainBatch,
     cfg: RLTrainConfig,
@@ -404,6 +408,12 @@ def _micro_batch_loss(
     sums.add("loss/policy", float(loss.detach()) / num_updates)
     if micro.ref_logprobs is not None:
         kl = kl_penalty(logprobs, micro.ref_logprobs, obj.kl_kind, micro.loss_mask, obj.kl_clamp)
+        if obj.kl_importance_weighted:
+            # tokens came from the behaviour policy, not pi_theta: weight by the (differentiable) ratio so the KL
+            # gradient is the unbiased reverse-KL gradient (DeepSeek-V3.2; TRL's use_bias_correction_kl)
+            behaviour = micro.behaviour_logprobs if micro.behaviour_logprobs is not None else old
+            log_ratio = torch.where(micro.loss_mask, logprobs - behaviour, torch.zeros_like(logprobs))
+            kl = kl * torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
         kl_loss = aggregate(kl, micro.loss_mask, obj.aggregation, denominator)
         loss = loss + obj.kl_coef * kl_loss
         sums.add("kl", float(masked_mean(kl.detach(), micro.loss_mask)), tokens)
