@@ -52,3 +52,16 @@ def test_source_files_stay_readable():
             if lines > MAX_LINES:
                 too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
     assert not too_long, f"split these files (cap {MAX_LINES} lines):\n" + "\n".join(too_long)
+
+
+def test_test_file_basenames_are_unique():
+    """Without __init__.py files pytest imports test modules by basename; two equal names break collection."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.name == "conftest.py":
+            continue
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "rename one of each pair (prefix the area):\n" + "\n".join(clashes)
