@@ -1,0 +1,796 @@
+"""`make demo`: the project's main job, end to end on the embedded defaults, on a CPU, offline.
+
+    python -m experiments.demo.run_demo --config experiments/demo/config.yaml [--smoke] [--dry-run] [a.b=c ...]
+
+Top to bottom (every stage logs to ``<out>/logs/<stage>.log``; ``<out>`` = ``runs/demo/<time>/``):
+
+  REX-RAG chain (first core)                          AnesBench branch (second core, in parallel)
+  1. world     synthetic knowledge world (rexrag API)   a. anes-synth  synthetic bilingual benchmark
+  2. index     retrieval index over its corpus          b. anes-eval   SmolLM2-135M-Instruct, Table 3 layout
+  3. server    python -m rlcore.retrieval.server on a free 127.0.0.1 port, wait for GET /health
+  4. sft       SFT warm-up of a tiny Qwen2 trained from scratch (python -m rexrag sft)
+  5. train     short REX-RAG run against the HTTP server, then greedy EM per source (python -m rexrag train)
+  6. report    plots, summary.json / summary.md, one MLflow parent run "demo" with every stage's run nested
+
+The server and every subprocess are stopped on success, on a failing stage, on Ctrl-C and on SIGTERM. A failing
+stage stops the demo with a message naming the stage and its log file (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("demo")
+
+REPO = Path(__file__).resolve().parents[2]
+HEARTBEAT_S = 30.0  # progress line for a running stage every this many seconds
+STOP_GRACE_S = 30.0  # SIGTERM -> SIGKILL grace for stopped subprocesses
+
+# `--smoke`: the same stages on a few examples (tests/experiments/test_demo_e2e.py); applied before the user's
+# overrides. BM25 instead of MiniLM saves the encoder load in the build and in the server.
+SMOKE_OVERRIDES = (
+    "index.kind=bm25",
+    "rexrag.sft_steps=2",
+    "rexrag.sft_num_demos=32",
+    "rexrag.train_steps=1",
+    "rexrag.eval_questions=4",
+    "anessuite.limit_per_language=2",
+    "budget_minutes=3",
+)
+
+
+@dataclass
+class IndexConfig:
+    """The retrieval index built over the world's corpus (python -m rlcore.retrieval.build)."""
+
+    kind: str = "flat"  # flat (exact FAISS inner product) | hnsw | ivfpq | bm25
+    encoder: str = "minilm"  # dense kinds: minilm (embedded all-MiniLM-L6-v2) | hashing:DIM | e5:PATH | PATH
+
+
+@dataclass
+class ServerConfig:
+    """The retrieval HTTP server (python -m rlcore.retrieval.server) the training run searches through."""
+
+    port: int = 0  # 0 = a free 127.0.0.1 port chosen at start
+    threads: int = (
+        1  # torch/FAISS threads of the server (the trainer and the AnesBench branch use the others)
+    )
+    startup_timeout_s: float = 180.0  # give up when GET /health is not 200 after this long
+
+
+@dataclass
+class RexRagStageConfig:
+    """SFT warm-up and the short REX-RAG run (python -m rexrag sft / train), CPU configs shrunk by overrides."""
+
+    sft_config: str = "packages/rexrag/configs/cpu/sft.yaml"  # SFT recipe config (tiny Qwen2 from scratch)
+    train_config: str = "packages/rexrag/configs/cpu/rexrag.yaml"  # REX-RAG recipe config
+    sft_steps: int = 600  # SFT optimizer steps (the CPU experiment uses 1200)
+    sft_num_demos: int = 0  # demonstrations built for SFT; 0 = one per training question
+    train_steps: int = 20  # REX-RAG training steps (4 prompts x 4 rollouts + probes each)
+    eval_questions: int = 150  # greedy evaluation on the first N test questions after training
+    sft_overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m rexrag sft
+    train_overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m rexrag train
+
+
+@dataclass
+class AnesStageConfig:
+    """AnesBench-layout evaluation on the synthetic bilingual benchmark (python -m anessuite eval)."""
+
+    config: str = "packages/anessuite/configs/eval_cpu.yaml"  # anessuite eval recipe config
+    model: str = "smollm2-135m-instruct"  # model spec (embedded, built into ~/.cache/rlcore on first use)
+    mode: str = "loglik"  # loglik (argmax log p(letter), one forward per question) | generate (greedy CoT)
+    limit_per_language: int = 0  # first N questions per language; 0 = all (52 EN + 32 ZH)
+    threads: int = 1  # torch threads (OMP_NUM_THREADS) of the evaluation process
+    overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m anessuite eval
+
+
+@dataclass
+class DemoConfig:
+    """End-to-end demo: world -> index -> HTTP retrieval server -> SFT -> REX-RAG -> eval, plus AnesBench eval."""
+
+    seed: int = 0  # one seed for the world, SFT, REX-RAG and the AnesBench world/bootstrap
+    output_dir: str = ""  # run folder; empty = <runs root>/demo/<YYYYmmdd-HHMMSS>
+    experiment: str = "demo"  # MLflow experiment of the parent run and of every stage's run
+    parallel: bool = True  # run the AnesBench branch next to the REX-RAG chain (2 cores: one each)
+    budget_minutes: float = 10.0  # warn when the whole demo takes longer than this
+    index: IndexConfig = field(default_factory=IndexConfig)  # retrieval index
+    server: ServerConfig = field(default_factory=ServerConfig)  # retrieval HTTP server
+    rexrag: RexRagStageConfig = field(default_factory=RexRagStageConfig)  # SFT + REX-RAG training + eval
+    anessuite: AnesStageConfig = field(default_factory=AnesStageConfig)  # AnesBench-layout evaluation
+
+
+class StageError(RuntimeError):
+    """A stage failed; the message names the stage and its log file."""
+
+    def __init__(self, stage: str, log: Path | None, reason: str) -> None:
+        self.stage, self.log, self.reason = stage, log, reason
+        where = f" (log: {log})" if log is not None else ""
+        super().__init__(f"stage '{stage}' failed: {reason}{where}")
+
+
+class Stages:
+    """Runs stages as subprocesses (or in-process callables) with a log file each, a timing each, heartbeat
+    progress lines, and one abort flag shared by the two branches. Every started process is tracked so that
+    :meth:`stop_all` can end it (and its own children: each runs in a new session = its own process group)."""
+
+    def __init__(self, out: Path, env: dict[str, str]) -> None:
+        self.out, self.env = out, env
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.seconds: dict[str, float] = {}
+        self.abort = threading.Event()
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def log_path(self, stage: str) -> Path:
+        return self.logs / f"{stage}.log"
+
+    def popen(self, stage: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``argv`` in the repository root with its output appended to the stage log."""
+        log = self.log_path(stage)
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write(f"$ {shlex.join(argv)}\n")
+            handle.flush()
+            proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env={**self.env, **(env or {})},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops its children itself
+            )
+        with self._lock:
+            self._procs.add(proc)
+        return proc
+
+    def run(self, stage: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Run one subprocess stage to completion; StageError on a non-zero exit or an abort."""
+        logger.info("[%s] start: %s", stage, shlex.join(argv))
+        started = time.perf_counter()
+        proc = self.popen(stage, argv, env)
+        next_beat = started + HEARTBEAT_S
+        try:
+            while (code := _wait(proc, 0.5)) is None:
+                if self.abort.is_set():
+                    code = self.stop(proc)
+                    break
+                if time.perf_counter() >= next_beat:
+                    next_beat += HEARTBEAT_S
+                    elapsed = time.perf_counter() - started
+                    logger.info("[%s] running %4.0fs | %s", stage, elapsed, last_line(self.log_path(stage)))
+        except BaseException:  # Ctrl-C / SIGTERM while waiting: the child must not outlive us
+            self.stop(proc)
+            raise
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        self.seconds[stage] = time.perf_counter() - started
+        if code != 0 and self.abort.is_set():
+            raise StageError(stage, self.log_path(stage), "stopped because another stage failed")
+        if code != 0:
+            raise StageError(stage, self.log_path(stage), f"exited with code {code}")
+        logger.info("[%s] done in %.1fs", stage, self.seconds[stage])
+
+    def call(self, stage: str, fn: Callable[[], Any]) -> Any:
+        """Run an in-process stage; its log records go to the stage log too."""
+        logger.info("[%s] start", stage)
+        handler = logging.FileHandler(self.log_path(stage), encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except Exception as err:
+            logging.getLogger(stage).exception("stage failed")
+            raise StageError(stage, self.log_path(stage), f"{type(err).__name__}: {err}") from err
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+        self.seconds[stage] = time.perf_counter() - started
+        logger.info("[%s] done in %.1fs", stage, self.seconds[stage])
+        return result
+
+    def stop(self, proc: subprocess.Popen) -> int | None:
+        """SIGTERM to the process group, SIGKILL after the grace period; returns the exit code."""
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=STOP_GRACE_S)
+        with self._lock:
+            self._procs.discard(proc)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        self.abort.set()
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            self.stop(proc)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int | None:
+    """The exit code, or None when ``proc`` is still running after ``timeout`` seconds."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the child leads its own session, so its group id is its pid
+    except ProcessLookupError:
+        pass
+
+
+def last_line(path: Path, tail_bytes: int = 2000) -> str:
+    """The last non-empty line of a log, progress bars included (tqdm redraws with carriage returns)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - tail_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1][-160:] if parts else ""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free right now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(
+    url: str, proc: subprocess.Popen, timeout_s: float, stage: str, log: Path, abort: threading.Event
+) -> dict[str, Any]:
+    """Poll ``GET url/health`` until 200; StageError when the process exits, the time is up or we abort."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StageError(stage, log, f"server exited with code {proc.returncode} before it was healthy")
+        if abort.is_set():
+            raise StageError(stage, log, "stopped because another stage failed")
+        try:
+            response = httpx.get(f"{url}/health", timeout=5.0)
+            if response.status_code == 200:
+                return response.json()
+            last = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as err:
+            last = f"{type(err).__name__}"
+        time.sleep(0.5)
+    raise StageError(stage, log, f"GET {url}/health not 200 after {timeout_s:.0f}s (last: {last})")
+
+
+def check_retrieval(url: str, corpus: Path, count: int = 8) -> dict[str, int]:
+    """Ask the server for the titles of the first ``count`` passages; each should come back at rank 1.
+
+    Catches a wrong index or a broken server before minutes of training are spent on it."""
+    from rlcore.retrieval import RetrievalClient
+
+    titles = []
+    with corpus.open(encoding="utf-8") as handle:
+        for line in handle:
+            titles.append(json.loads(line)["contents"].split("\n", 1)[0])
+            if len(titles) == count:
+                break
+    hits = RetrievalClient(url, max_retries=2).search(titles, topk=1)
+    found = sum(bool(h) and h[0].contents.split("\n", 1)[0] == t for t, h in zip(titles, hits))
+    return {"queries": len(titles), "top1_title_hits": found}
+
+
+def served_queries(url: str) -> float | None:
+    """``retrieval_queries_total`` from the server's Prometheus metrics (proof that training searched over HTTP)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5.0).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("retrieval_queries_total"):
+            return float(line.split()[-1])
+    return None
+
+
+def make_world(cfg: DemoConfig, world_dir: Path) -> dict[str, Any]:
+    """Write the synthetic world exactly as both REX-RAG recipes will read it (same WorldConfig, same folder).
+
+    ``ensure_world`` also stamps the folder with the world's config hash, so the recipes reuse it as is."""
+    from rexrag.recipes.common import ensure_world
+    from rexrag.recipes.sft import SFTConfig
+    from rexrag.recipes.train import RexRagTrainConfig
+    from rlcore.config import load_config
+
+    world_overrides = [f"data.dir={world_dir}", f"data.world.seed={cfg.seed}"]
+    sft = load_config(SFTConfig, REPO / cfg.rexrag.sft_config, world_overrides)
+    train = load_config(
+        RexRagTrainConfig,
+        REPO / cfg.rexrag.train_config,
+        [f"qa.world.dir={world_dir}", f"qa.world.world.seed={cfg.seed}"],
+    )
+    if train.qa.world.world != sft.data.world:
+        raise ValueError(
+            f"{cfg.rexrag.sft_config} (data.world) and {cfg.rexrag.train_config} (qa.world.world) describe "
+            f"different worlds: {sft.data.world} vs {train.qa.world.world}"
+        )
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    paths = ensure_world(sft.data)
+    counts = {
+        name: sum(1 for _ in paths[name].open(encoding="utf-8")) for name in ("corpus", "train", "test")
+    }
+    logging.getLogger("demo.world").info("world in %s: %s", world_dir, counts)
+    return {
+        "dir": str(world_dir),
+        "corpus": str(paths["corpus"]),
+        **{f"num_{k}": v for k, v in counts.items()},
+    }
+
+
+def anessuite_branch(cfg: DemoConfig, stages: Stages, out: Path) -> None:
+    """Synthetic bilingual benchmark, then one evaluation (Table 3 layout), in the AnesBench branch."""
+    python = sys.executable
+    world = out / "anessuite" / "world"
+    stages.run(
+        "anes-synth", [python, "-m", "anessuite", "synth", "--out", str(world), "--seed", str(cfg.seed)]
+    )
+    argv = [
+        python, "-m", "anessuite", "eval", "--config", cfg.anessuite.config,
+        f"model={cfg.anessuite.model}", f"benchmark={world / 'benchmark'}", f"generation.mode={cfg.anessuite.mode}",
+        f"out_dir={out / 'anessuite' / 'eval'}", f"cache_dir={out / 'anessuite' / 'cache'}",
+        f"experiment={cfg.experiment}", f"seed={cfg.seed}",
+    ]  # fmt: skip
+    if cfg.anessuite.limit_per_language:
+        argv.append(f"limit_per_language={cfg.anessuite.limit_per_language}")
+    threads = str(cfg.anessuite.threads)
+    stages.run(
+        "anes-eval",
+        argv + cfg.anessuite.overrides,
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+    )
+
+
+def rexrag_chain(cfg: DemoConfig, stages: Stages, out: Path, facts: dict[str, Any]) -> None:
+    """World -> index -> server (health) -> SFT -> REX-RAG training + greedy eval over HTTP -> server stopped."""
+    python = sys.executable
+    world_dir = out / "world"
+    facts["world"] = stages.call("world", lambda: make_world(cfg, world_dir))
+    index_dir = out / "index"
+    build = [python, "-m", "rlcore.retrieval.build", "--corpus", str(world_dir / "corpus.jsonl"),
+             "--out", str(index_dir), "--kind", cfg.index.kind, "--device", "cpu"]  # fmt: skip
+    if cfg.index.kind != "bm25":
+        build += ["--encoder", cfg.index.encoder]
+    stages.run("index", build)
+
+    port = cfg.server.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = [python, "-m", "rlcore.retrieval.server", "--index", str(index_dir), "--kind", cfg.index.kind,
+             "--host", "127.0.0.1", "--port", str(port), "--threads", str(cfg.server.threads),
+             "--device", "cpu", "--log-level", "warning"]  # fmt: skip
+    logger.info("[server] start: %s", shlex.join(serve))
+    started = time.perf_counter()
+    server = stages.popen("server", serve)
+    facts["server"] = {"url": url, "pid": server.pid, "kind": cfg.index.kind}
+    try:
+        health = wait_for_health(
+            url, server, cfg.server.startup_timeout_s, "server", stages.log_path("server"), stages.abort
+        )
+        stages.seconds["server"] = time.perf_counter() - started
+        facts["server"]["passages"] = health.get("passages")
+        check = check_retrieval(url, world_dir / "corpus.jsonl")
+        facts["server"]["self_check"] = check
+        logger.info(
+            "[server] healthy in %.1fs at %s (%s passages); self-check: %d/%d titles at rank 1",
+            stages.seconds["server"], url, health.get("passages"), check["top1_title_hits"], check["queries"],
+        )  # fmt: skip
+        if check["top1_title_hits"] == 0:
+            raise StageError(
+                "server", stages.log_path("server"), f"/retrieve self-check found nothing: {check}"
+            )
+
+        sft_dir = out / "sft"
+        sft = [python, "-m", "rexrag", "sft", "--config", cfg.rexrag.sft_config,
+               f"data.dir={world_dir}", f"data.world.seed={cfg.seed}", f"output_dir={sft_dir}",
+               f"train.steps={cfg.rexrag.sft_steps}", f"train.seed={cfg.seed}", "eval.num_questions=0",
+               f"experiment={cfg.experiment}"]  # fmt: skip
+        if cfg.rexrag.sft_num_demos:
+            sft.append(f"train.num_demos={cfg.rexrag.sft_num_demos}")
+        stages.run("sft", sft + cfg.rexrag.sft_overrides)
+
+        train = [python, "-m", "rexrag", "train", "--config", cfg.rexrag.train_config,
+                 f"model.path={sft_dir / 'model'}", f"qa.world.dir={world_dir}", f"qa.world.world.seed={cfg.seed}",
+                 "retriever.kind=http", f"retriever.url={url}", f"train.total_steps={cfg.rexrag.train_steps}",
+                 f"train.seed={cfg.seed}", f"rexrag.seed={cfg.seed}", f"train.output_dir={out / 'rexrag'}",
+                 "train.resume=never", f"qa.max_eval_examples={cfg.rexrag.eval_questions}",
+                 "final_eval.enabled=true", "final_eval.greedy=true",
+                 f"tracking.experiment={cfg.experiment}"]  # fmt: skip
+        stages.run("train", train + cfg.rexrag.train_overrides)
+        served = served_queries(url)
+        facts["server"]["queries_served"] = served
+        if served is not None:  # what the training rollouts and the greedy evaluation asked for
+            facts["server"]["training_queries"] = served - check["queries"]
+    finally:
+        code = stages.stop(server)
+        facts["server"]["exit_code"] = code
+        logger.info("[server] stopped (exit code %s)", code)
+
+
+def adopt_stage_runs(uri: str, experiment: str, parent_id: str, marker: str, demo_id: str) -> list[dict]:
+    """Nest the stages' MLflow runs under the demo's parent run.
+
+    The recipes open their own top-level runs; each records its command line (tag ``command``), which holds
+    this demo's output folder, so the runs of this demo are exactly those whose command contains ``marker``.
+    Setting ``mlflow.parentRunId`` afterwards is what MLflow itself does for nested runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    adopted = []
+    for run in client.search_runs([found.experiment_id], max_results=1000):
+        if run.info.run_id == parent_id or marker not in run.data.tags.get("command", ""):
+            continue
+        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id)
+        client.set_tag(run.info.run_id, "demo.id", demo_id)
+        adopted.append({"name": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status})
+    return sorted(adopted, key=lambda r: r["name"] or "")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def collect_results(out: Path) -> dict[str, Any]:
+    """REX-RAG EM per source + probe/alpha statistics, and the AnesBench EN/ZH totals (Table 3 layout)."""
+    results: dict[str, Any] = {}
+    run_dir = out / "rexrag"
+    if (run_dir / "eval.json").is_file():
+        scores = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+        train = read_jsonl(run_dir / "metrics.jsonl")
+        probes = read_jsonl(run_dir / "rexrag_metrics.jsonl")
+
+        def mean(rows: list[dict], key: str) -> float | None:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            return sum(values) / len(values) if values else None
+
+        results["rexrag"] = {
+            "average_em": scores["average_em"],
+            "em_by_source": {src: v["em"] for src, v in sorted(scores["by_source"].items())},
+            "n_eval": scores["n"],
+            "searches_per_question": mean(list(scores["by_source"].values()), "searches"),
+            "train_steps": len(train),
+            "train_reward_mean": mean(train, "reward/mean"),
+            "train_reward_last": train[-1]["reward/mean"] if train else None,
+            "probes_spawned": sum(r.get("rexrag/probes_spawned", 0) for r in probes),
+            "probes_kept": sum(r.get("rexrag/probes_kept", 0) for r in probes),
+            "alpha_mean": mean(probes, "rexrag/alpha"),
+            "alpha_max": max((r["rexrag/alpha"] for r in probes), default=None),
+            "keep_ratio_last": probes[-1].get("rexrag/keep_ratio") if probes else None,
+            "probe_accuracy_kept_mean": mean(probes, "rexrag/probe_accuracy_kept"),
+            "is_weight_mean": mean(probes, "rexrag/is_weight_mean"),
+            "is_ess_mean": mean(probes, "rexrag/is_ess"),
+            "dead_end_rate_mean": mean(probes, "rexrag/dead_end_rate"),
+        }
+    anes_path = out / "anessuite" / "eval" / "results.json"
+    if anes_path.is_file():
+        anes = json.loads(anes_path.read_text(encoding="utf-8"))
+        levels = ("system1", "system1.x", "system2", "total", "n")
+        results["anesbench"] = {
+            "model": anes.get("model"),
+            **{
+                lang: {k: entry.get(k) for k in levels} for lang, entry in sorted(anes["by_language"].items())
+            },
+            "avg": anes["avg"],
+            "overall_accuracy": anes["overall"]["accuracy"],
+            "abstained": anes["overall"].get("abstained"),
+        }
+    return results
+
+
+def plot_training(out: Path) -> Path | None:
+    """Reward/accuracy and the REX-RAG mixture statistics per training step -> plots/rexrag_training.png."""
+    train = read_jsonl(out / "rexrag" / "metrics.jsonl")
+    probes = read_jsonl(out / "rexrag" / "rexrag_metrics.jsonl")
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = [r["step"] for r in train]
+    left.plot(steps, [r.get("reward/mean") for r in train], marker="o", label="reward (originals + probes)")
+    left.plot(steps, [r.get("accuracy") for r in train], marker="s", label="accuracy")
+    left.set(xlabel="step", title="REX-RAG training", ylim=(-0.05, 1.05))
+    left.legend(fontsize=8)
+    if probes:
+        pstep = [r["step"] for r in probes]
+        right.plot(pstep, [r.get("rexrag/alpha") for r in probes], marker="o", label="alpha = K / (N + K)")
+        right.plot(pstep, [r.get("rexrag/keep_ratio") for r in probes], marker="s", label="keep ratio")
+        right.plot(pstep, [r.get("rexrag/is_ess") for r in probes], marker="^", label="normalised ESS")
+        right.set(xlabel="step", title="probes and policy correction", ylim=(-0.05, 1.05))
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "plots" / "rexrag_training.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable results block printed at the end (also written to summary.md)."""
+    lines = [f"# Demo {summary['demo_id']} ({summary['status']}, {summary['wall_seconds'] / 60:.1f} min)", ""]
+    rex = summary["results"].get("rexrag")
+    if rex:
+        sources = "  ".join(f"{s} {v:.3f}" for s, v in rex["em_by_source"].items())
+        lines += [
+            f"REX-RAG ({rex['train_steps']} steps, greedy EM on {rex['n_eval']} test questions over HTTP "
+            f"{summary['retrieval']['kind']} retrieval)",
+            f"  average EM {rex['average_em']:.3f} | {sources}",
+            f"  probes spawned {rex['probes_spawned']}, kept {rex['probes_kept']}; alpha mean "
+            f"{_fmt(rex['alpha_mean'])} max {_fmt(rex['alpha_max'])}; keep ratio {_fmt(rex['keep_ratio_last'])}; "
+            f"IS weight mean {_fmt(rex['is_weight_mean'])}, ESS {_fmt(rex['is_ess_mean'])}; "
+            f"train reward mean {_fmt(rex['train_reward_mean'])}",
+            f"  retrieval server: {_fmt(summary['retrieval'].get('training_queries'), 0)} search queries from "
+            "training and evaluation over HTTP",
+            "",
+        ]
+    anes = summary["results"].get("anesbench")
+    if anes:
+        lines.append(
+            f"AnesBench layout ({anes['model']}, synthetic bilingual benchmark, {summary['anes_mode']})"
+        )
+        for lang in ("en", "zh"):
+            if lang in anes:
+                e = anes[lang]
+                lines.append(
+                    f"  {lang.upper()}: Sys1 {_fmt(e['system1'])}  Sys1.x {_fmt(e['system1.x'])}  "
+                    f"Sys2 {_fmt(e['system2'])}  Total {_fmt(e['total'])}  (n={e['n']})"
+                )
+        lines += [f"  Avg. {_fmt(anes['avg'])}", ""]
+    lines.append("Wall-clock per stage (s):")
+    lines += [f"  {name:<11} {seconds:7.1f}" for name, seconds in summary["stage_seconds"].items()]
+    lines += ["", "Outputs:"]
+    lines += [f"  {name:<18} {path}" for name, path in summary["paths"].items()]
+    mlflow = summary["mlflow"]
+    lines += [
+        "",
+        f"MLflow: experiment '{mlflow['experiment']}', parent run {mlflow['parent_run_id']} with "
+        f"{len(mlflow['nested_runs'])} nested runs ({mlflow['tracking_uri']})",
+        f"Open the MLflow UI: {mlflow['ui_command']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: DemoConfig) -> int:
+    from rlcore.models import EMBEDDED_MODELS, cache_dir
+    from rlcore.runs import runs_root
+    from rlcore.tracking import start_run, tracking_uri, write_results_json
+
+    t0 = time.perf_counter()
+    demo_id = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(cfg.output_dir) if cfg.output_dir else runs_root() / "demo" / demo_id
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"demo: output folder {out} is not empty; pass output_dir=<new folder>")
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+    stages = Stages(out, env)
+    facts: dict[str, Any] = {}
+    uri = tracking_uri()
+    embedded = cfg.anessuite.model in EMBEDDED_MODELS
+    model_cache = (
+        ("reused" if (cache_dir() / cfg.anessuite.model).is_dir() else "built in this run")
+        if embedded
+        else "n/a"
+    )
+    logger.info("demo %s -> %s (MLflow %s)", demo_id, out, uri)
+    logger.info(
+        "plan: world -> index (%s) -> retrieval server -> SFT (%d steps) -> REX-RAG (%d steps) + greedy eval (%d q)"
+        " | %s AnesBench branch: synth -> eval (%s, %s)",
+        cfg.index.kind, cfg.rexrag.sft_steps, cfg.rexrag.train_steps, cfg.rexrag.eval_questions,
+        "parallel" if cfg.parallel else "then", cfg.anessuite.model, cfg.anessuite.mode,
+    )  # fmt: skip
+    status, error = "FAILED", None
+    nested: list[dict] = []
+    with start_run(cfg.experiment, run_name=f"demo-{demo_id}", config=cfg, seeds=[cfg.seed],
+                   tags={"demo.id": demo_id, "out_dir": str(out)}) as parent:  # fmt: skip
+        branch_error: list[BaseException] = []
+
+        def branch() -> None:
+            try:
+                anessuite_branch(cfg, stages, out)
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                branch_error.append(err)
+                stages.abort.set()
+
+        thread = threading.Thread(target=branch, name="anessuite-branch", daemon=True)
+        try:
+            if cfg.parallel:
+                thread.start()
+            rexrag_chain(cfg, stages, out, facts)
+            if not cfg.parallel:
+                thread.start()
+            if thread.is_alive():
+                logger.info("REX-RAG chain done; waiting for the AnesBench branch")
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+            if branch_error:
+                raise branch_error[0]
+            status = "FINISHED"
+        except StageError as err:
+            error = err
+        finally:
+            stages.stop_all()
+            if thread.is_alive():
+                thread.join(timeout=STOP_GRACE_S + 5)
+            nested = adopt_stage_runs(uri, cfg.experiment, parent.run_id, str(out), demo_id)
+        if branch_error and (error is None or "another stage failed" in error.reason):
+            error = branch_error[0]  # the chain only stopped because the AnesBench branch failed first
+        wall = time.perf_counter() - t0
+        paths = {
+            "summary": out / "summary.md",
+            "rexrag eval table": out / "rexrag" / "eval_table.md",
+            "rexrag eval json": out / "rexrag" / "eval.json",
+            "rexrag predictions": out / "rexrag" / "eval_predictions.jsonl",
+            "training plot": plot_training(out) if status == "FINISHED" else None,
+            "anesbench table": out / "anessuite" / "eval" / "table.md",
+            "anesbench plot": out / "anessuite" / "eval" / "levels.png",
+            "logs": stages.logs,
+        }
+        summary = {
+            "demo_id": demo_id,
+            "status": status,
+            "error": None if error is None else str(error),
+            "out_dir": str(out),
+            "wall_seconds": wall,
+            "budget_minutes": cfg.budget_minutes,
+            "stage_seconds": {k: round(v, 1) for k, v in stages.seconds.items()} | {"total": round(wall, 1)},
+            "parallel": cfg.parallel,
+            "anes_mode": cfg.anessuite.mode,
+            "anes_model_cache": model_cache,
+            "world": facts.get("world", {}),
+            "retrieval": {
+                "kind": cfg.index.kind,
+                "encoder": cfg.index.encoder if cfg.index.kind != "bm25" else None,
+                **facts.get("server", {}),
+            },  # fmt: skip
+            "results": collect_results(out),
+            "paths": {k: str(v) for k, v in paths.items() if v is not None and Path(v).exists()},
+            "mlflow": {
+                "tracking_uri": uri,
+                "experiment": cfg.experiment,
+                "parent_run_id": parent.run_id,
+                "nested_runs": nested,
+                "ui_command": "make mlflow-ui",
+            },  # fmt: skip
+        }
+        (out / "summary.md").write_text(format_summary(summary), encoding="utf-8")
+        write_results_json(out / "results.json", summary, config=cfg, seeds=[cfg.seed])
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        parent.log_metrics(_summary_metrics(summary), step=0)
+        for name in ("summary.md", "summary.json", "results.json"):
+            parent.log_artifact(out / name)
+        for name in ("training plot", "anesbench table", "anesbench plot", "rexrag eval table"):
+            if name in summary["paths"]:
+                parent.log_artifact(summary["paths"][name], "outputs")
+        print(format_summary(summary), end="", flush=True)
+        if error is not None:
+            tail = last_lines(error.log) if isinstance(error, StageError) and error.log else ""
+            print(f"\ndemo FAILED: {error}\n{tail}", file=sys.stderr, flush=True)
+            raise DemoFailed(str(error))
+    if wall > cfg.budget_minutes * 60:
+        logger.warning("the demo took %.1f min, over its %.0f-minute budget", wall / 60, cfg.budget_minutes)
+    logger.info("demo finished in %.1f min: %s", wall / 60, out / "summary.md")
+    return 0
+
+
+class DemoFailed(RuntimeError):
+    """Raised inside the parent MLflow run so it closes as FAILED; main() turns it into exit code 1."""
+
+
+def last_lines(path: Path, count: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+    except OSError:
+        return ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(f"  | {line[-200:]}" for line in lines[-count:])
+
+
+def _summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    metrics: dict[str, float] = {f"time/{k}_s": v for k, v in summary["stage_seconds"].items()}
+    rex = summary["results"].get("rexrag") or {}
+    for key in (
+        "average_em",
+        "alpha_mean",
+        "probes_spawned",
+        "probes_kept",
+        "is_ess_mean",
+        "train_reward_mean",
+    ):
+        if rex.get(key) is not None:
+            metrics[f"rexrag/{key}"] = rex[key]
+    for source, em in (rex.get("em_by_source") or {}).items():
+        metrics[f"rexrag/em/{source}"] = em
+    anes = summary["results"].get("anesbench") or {}
+    for lang in ("en", "zh"):
+        if lang in anes:
+            metrics[f"anesbench/{lang}_total"] = anes[lang]["total"]
+    if anes.get("avg") is not None:
+        metrics["anesbench/avg"] = anes["avg"]
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlcore.config import ConfigError, config_hash, load_config, to_yaml
+    from rlcore.logging_utils import setup_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.demo.run_demo", description=DemoConfig.__doc__
+    )
+    parser.add_argument("--config", type=Path, default=None, help="YAML merged over the defaults")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--smoke", action="store_true", help="tiny run: " + " ".join(SMOKE_OVERRIDES))
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rexrag.train_steps=10")
+    args = parser.parse_args(argv)
+    overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides]
+    try:
+        cfg = load_config(DemoConfig, args.config, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        sys.stdout.write(to_yaml(cfg))
+        sys.stdout.write(f"# config_hash: {config_hash(cfg)}\n")
+        return 0
+    setup_logging()
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run(cfg)
+    except DemoFailed:
+        return 1
+    except KeyboardInterrupt:
+        print("demo interrupted: every started process was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
