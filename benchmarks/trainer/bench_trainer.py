@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=150)
     total = args.warmup + args.steps
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
     for round_index in range(args.rounds):
