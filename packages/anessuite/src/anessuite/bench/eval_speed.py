@@ -7,6 +7,9 @@
    with ``concurrency`` requests in flight against one request at a time (the official evaluator's pattern
    with 1 worker; it uses 16 threads against an 8-replica SGLang router).
 
+On a shared machine the load drifts during a run, so the two arms of each comparison alternate (A B, then B A)
+and each keeps its fastest repeat; the 1-minute load average at start and end goes into the results.
+
     python -m anessuite.bench.eval_speed --questions 32 --max-new-tokens 64 --out experiments/anessuite-bench-eval
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -69,7 +73,13 @@ def _serve(backend, model_name: str, max_batch: int) -> tuple[str, Any]:
     return f"http://127.0.0.1:{port}/v1", server
 
 
-def run(model: str, questions: int, max_new_tokens: int, batch_size: int, concurrency: int) -> dict[str, Any]:
+def _best(runs: list[tuple[float, dict[int, Any]]]) -> dict[str, float]:
+    return _summary(*min(runs, key=lambda run: run[0]))
+
+
+def run(
+    model: str, questions: int, max_new_tokens: int, batch_size: int, concurrency: int, repeats: int = 2
+) -> dict[str, Any]:
     from anessuite.backends.hf import HFChatBackend
     from anessuite.backends.openai_compat import OpenAIChatBackend
     from anessuite.benchmark import load_anesbench
@@ -81,36 +91,58 @@ def run(model: str, questions: int, max_new_tokens: int, batch_size: int, concur
     chinese = [item for item in items if item.language == "zh"][: questions - len(english)]
     conversations = [build_messages(item, PromptConfig()) for item in english + chinese]
     backend = HFChatBackend(model, batch_size=batch_size)
-    backend.complete(conversations[:2], 4)  # warm-up (allocations, first-call overheads)
-
+    dict(backend.complete(conversations[:2], 4))  # warm-up (allocations, first-call overheads)
     report: dict[str, Any] = {
         "model": model,
         "questions": len(conversations),
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "concurrency": concurrency,
+        "repeats": repeats,
+        "load_average_start": round(os.getloadavg()[0], 2),
     }
-    backend.batch_size = backend.generator.batch_size = 1
-    seconds, loop_results = _timed(backend, conversations, max_new_tokens)
-    report["in_process_loop"] = _summary(seconds, loop_results)
-    backend.batch_size = backend.generator.batch_size = batch_size
-    seconds, batched_results = _timed(backend, conversations, max_new_tokens)
-    report["in_process_batched"] = _summary(seconds, batched_results)
-    report["in_process_speedup"] = round(report["in_process_loop"]["seconds"] / seconds, 3)
+
+    def set_batch(size: int) -> None:
+        backend.batch_size = backend.generator.batch_size = size
+
+    # The arms alternate (A B, then B A, ...) and each keeps its fastest repeat, so load drift on a shared
+    # machine does not land on one arm only.
+    local: dict[str, list] = {"in_process_loop": [], "in_process_batched": []}
+    for repeat in range(repeats):
+        order = [("in_process_loop", 1), ("in_process_batched", batch_size)]
+        for name, size in order if repeat % 2 == 0 else order[::-1]:
+            set_batch(size)
+            local[name].append(_timed(backend, conversations, max_new_tokens))
+    set_batch(batch_size)
+    report["in_process_loop"], report["in_process_batched"] = (
+        _best(local["in_process_loop"]),
+        _best(local["in_process_batched"]),
+    )
+    report["in_process_speedup"] = round(
+        report["in_process_loop"]["seconds"] / report["in_process_batched"]["seconds"], 3
+    )
+    loop_results, batched_results = local["in_process_loop"][0][1], local["in_process_batched"][0][1]
     report["identical_responses"] = sum(loop_results[i].text == batched_results[i].text for i in loop_results)
 
     url, server = _serve(backend, model, batch_size)
     try:
-        for name, workers in (("http_sequential", 1), ("http_concurrent", concurrency)):
-            client = OpenAIChatBackend(url, model, concurrency=workers, timeout_s=3600)
-            seconds, results = _timed(client, conversations, max_new_tokens)
-            client.close()
-            report[name] = _summary(seconds, results)
+        http: dict[str, list] = {"http_sequential": [], "http_concurrent": []}
+        for repeat in range(repeats):
+            order = [("http_sequential", 1), ("http_concurrent", concurrency)]
+            for name, workers in order if repeat % 2 == 0 else order[::-1]:
+                client = OpenAIChatBackend(url, model, concurrency=workers, timeout_s=3600)
+                http[name].append(_timed(client, conversations, max_new_tokens))
+                client.close()
+        report["http_sequential"], report["http_concurrent"] = (
+            _best(http["http_sequential"]),
+            _best(http["http_concurrent"]),
+        )
         report["http_speedup"] = round(
             report["http_sequential"]["seconds"] / report["http_concurrent"]["seconds"], 3
         )
     finally:
         server.should_exit = True
+    report["load_average_end"] = round(os.getloadavg()[0], 2)
     return report
 
 
@@ -126,10 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=16, help="in-process batch size and server max batch"
     )
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternating repeats per arm (the fastest is kept)"
+    )
     parser.add_argument("--out", default="experiments/anessuite-bench-eval", help="folder for results.json")
     args = parser.parse_args(argv)
     setup_logging()
-    report = run(args.model, args.questions, args.max_new_tokens, args.batch_size, args.concurrency)
+    report = run(
+        args.model, args.questions, args.max_new_tokens, args.batch_size, args.concurrency, args.repeats
+    )
     path = write_results_json(Path(args.out) / "results.json", report)
     print(json.dumps(report, indent=2))
     print(f"written: {path}")
