@@ -35,7 +35,7 @@ reproduce-rexrag-cpu-ablations: setup $(REXRAG_CPU_DIR)/sft/model/config.json ##
 	done
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) \
 		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds 0 \
-		--out experiments/rexrag-cpu-ablations
+		--out experiments/rexrag-cpu/ablations
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
 	for arm in searchr1_grpo rexrag; do \
