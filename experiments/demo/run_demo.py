@@ -24,21 +24,32 @@ import logging
 import os
 import shlex
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("demo")
+from experiments.demo.report import (
+    adopt_stage_runs,
+    collect_results,
+    format_summary,
+    plot_training,
+    summary_metrics,
+)
+from experiments.demo.stages import (
+    REPO,
+    STOP_GRACE_S,
+    StageError,
+    Stages,
+    cpu_seconds,
+    free_port,
+    last_lines,
+    wait_for_health,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-HEARTBEAT_S = 30.0  # progress line for a running stage every this many seconds
-STOP_GRACE_S = 30.0  # SIGTERM -> SIGKILL grace for stopped subprocesses
+logger = logging.getLogger("demo")
 
 # `--smoke`: the same stages on a few examples (tests/experiments/test_demo_e2e.py); applied before the user's
 # overrides. BM25 instead of MiniLM saves the encoder load in the build and in the server.
@@ -111,179 +122,6 @@ class DemoConfig:
     server: ServerConfig = field(default_factory=ServerConfig)  # retrieval HTTP server
     rexrag: RexRagStageConfig = field(default_factory=RexRagStageConfig)  # SFT + REX-RAG training + eval
     anessuite: AnesStageConfig = field(default_factory=AnesStageConfig)  # AnesBench-layout evaluation
-
-
-class StageError(RuntimeError):
-    """A stage failed; the message names the stage and its log file."""
-
-    def __init__(self, stage: str, log: Path | None, reason: str) -> None:
-        self.stage, self.log, self.reason = stage, log, reason
-        where = f" (log: {log})" if log is not None else ""
-        super().__init__(f"stage '{stage}' failed: {reason}{where}")
-
-
-class Stages:
-    """Runs stages as subprocesses (or in-process callables) with a log file each, a timing each, heartbeat
-    progress lines, and one abort flag shared by the two branches. Every started process is tracked so that
-    :meth:`stop_all` can end it (and its own children: each runs in a new session = its own process group)."""
-
-    def __init__(self, out: Path, env: dict[str, str]) -> None:
-        self.out, self.env = out, env
-        self.logs = out / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.seconds: dict[str, float] = {}
-        self.abort = threading.Event()
-        self._procs: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
-
-    def log_path(self, stage: str) -> Path:
-        return self.logs / f"{stage}.log"
-
-    def popen(self, stage: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start ``argv`` in the repository root with its output appended to the stage log."""
-        log = self.log_path(stage)
-        with log.open("a", encoding="utf-8") as handle:
-            handle.write(f"$ {shlex.join(argv)}\n")
-            handle.flush()
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env={**self.env, **(env or {})},
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops its children itself
-            )
-        with self._lock:
-            self._procs.add(proc)
-        return proc
-
-    def run(self, stage: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        """Run one subprocess stage to completion; StageError on a non-zero exit or an abort."""
-        logger.info("[%s] start: %s", stage, shlex.join(argv))
-        started = time.perf_counter()
-        proc = self.popen(stage, argv, env)
-        next_beat = started + HEARTBEAT_S
-        try:
-            while (code := _wait(proc, 0.5)) is None:
-                if self.abort.is_set():
-                    code = self.stop(proc)
-                    break
-                if time.perf_counter() >= next_beat:
-                    next_beat += HEARTBEAT_S
-                    elapsed = time.perf_counter() - started
-                    logger.info("[%s] running %4.0fs | %s", stage, elapsed, last_line(self.log_path(stage)))
-        except BaseException:  # Ctrl-C / SIGTERM while waiting: the child must not outlive us
-            self.stop(proc)
-            raise
-        finally:
-            with self._lock:
-                self._procs.discard(proc)
-        self.seconds[stage] = time.perf_counter() - started
-        if code != 0 and self.abort.is_set():
-            raise StageError(stage, self.log_path(stage), "stopped because another stage failed")
-        if code != 0:
-            raise StageError(stage, self.log_path(stage), f"exited with code {code}")
-        logger.info("[%s] done in %.1fs", stage, self.seconds[stage])
-
-    def call(self, stage: str, fn: Callable[[], Any]) -> Any:
-        """Run an in-process stage; its log records go to the stage log too."""
-        logger.info("[%s] start", stage)
-        handler = logging.FileHandler(self.log_path(stage), encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        started = time.perf_counter()
-        try:
-            result = fn()
-        except Exception as err:
-            logging.getLogger(stage).exception("stage failed")
-            raise StageError(stage, self.log_path(stage), f"{type(err).__name__}: {err}") from err
-        finally:
-            root.removeHandler(handler)
-            handler.close()
-        self.seconds[stage] = time.perf_counter() - started
-        logger.info("[%s] done in %.1fs", stage, self.seconds[stage])
-        return result
-
-    def stop(self, proc: subprocess.Popen) -> int | None:
-        """SIGTERM to the process group, SIGKILL after the grace period; returns the exit code."""
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=STOP_GRACE_S)
-        with self._lock:
-            self._procs.discard(proc)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        self.abort.set()
-        with self._lock:
-            procs = list(self._procs)
-        for proc in procs:
-            self.stop(proc)
-
-
-def _wait(proc: subprocess.Popen, timeout: float) -> int | None:
-    """The exit code, or None when ``proc`` is still running after ``timeout`` seconds."""
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # the child leads its own session, so its group id is its pid
-    except ProcessLookupError:
-        pass
-
-
-def last_line(path: Path, tail_bytes: int = 2000) -> str:
-    """The last non-empty line of a log, progress bars included (tqdm redraws with carriage returns)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - tail_bytes))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
-    return parts[-1][-160:] if parts else ""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS reports free right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(
-    url: str, proc: subprocess.Popen, timeout_s: float, stage: str, log: Path, abort: threading.Event
-) -> dict[str, Any]:
-    """Poll ``GET url/health`` until 200; StageError when the process exits, the time is up or we abort."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StageError(stage, log, f"server exited with code {proc.returncode} before it was healthy")
-        if abort.is_set():
-            raise StageError(stage, log, "stopped because another stage failed")
-        try:
-            response = httpx.get(f"{url}/health", timeout=5.0)
-            if response.status_code == 200:
-                return response.json()
-            last = f"HTTP {response.status_code}: {response.text[:200]}"
-        except httpx.HTTPError as err:
-            last = f"{type(err).__name__}"
-        time.sleep(0.5)
-    raise StageError(stage, log, f"GET {url}/health not 200 after {timeout_s:.0f}s (last: {last})")
 
 
 def check_retrieval(url: str, corpus: Path, count: int = 8) -> dict[str, int]:
@@ -434,174 +272,21 @@ def rexrag_chain(cfg: DemoConfig, stages: Stages, out: Path, facts: dict[str, An
         if served is not None:  # what the training rollouts and the greedy evaluation asked for
             facts["server"]["training_queries"] = served - check["queries"]
     finally:
+        stages.cpu_seconds["server"] = cpu_seconds(server.pid)
         code = stages.stop(server)
         facts["server"]["exit_code"] = code
         logger.info("[server] stopped (exit code %s)", code)
 
 
-def adopt_stage_runs(uri: str, experiment: str, parent_id: str, marker: str, demo_id: str) -> list[dict]:
-    """Nest the stages' MLflow runs under the demo's parent run.
-
-    The recipes open their own top-level runs; each records its command line (tag ``command``), which holds
-    this demo's output folder, so the runs of this demo are exactly those whose command contains ``marker``.
-    Setting ``mlflow.parentRunId`` afterwards is what MLflow itself does for nested runs."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    adopted = []
-    for run in client.search_runs([found.experiment_id], max_results=1000):
-        if run.info.run_id == parent_id or marker not in run.data.tags.get("command", ""):
-            continue
-        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id)
-        client.set_tag(run.info.run_id, "demo.id", demo_id)
-        adopted.append({"name": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status})
-    return sorted(adopted, key=lambda r: r["name"] or "")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def collect_results(out: Path) -> dict[str, Any]:
-    """REX-RAG EM per source + probe/alpha statistics, and the AnesBench EN/ZH totals (Table 3 layout)."""
-    results: dict[str, Any] = {}
-    run_dir = out / "rexrag"
-    if (run_dir / "eval.json").is_file():
-        scores = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
-        train = read_jsonl(run_dir / "metrics.jsonl")
-        probes = read_jsonl(run_dir / "rexrag_metrics.jsonl")
-
-        def mean(rows: list[dict], key: str) -> float | None:
-            values = [r[key] for r in rows if r.get(key) is not None]
-            return sum(values) / len(values) if values else None
-
-        results["rexrag"] = {
-            "average_em": scores["average_em"],
-            "em_by_source": {src: v["em"] for src, v in sorted(scores["by_source"].items())},
-            "n_eval": scores["n"],
-            "searches_per_question": mean(list(scores["by_source"].values()), "searches"),
-            "train_steps": len(train),
-            "train_reward_mean": mean(train, "reward/mean"),
-            "train_reward_last": train[-1]["reward/mean"] if train else None,
-            "probes_spawned": sum(r.get("rexrag/probes_spawned", 0) for r in probes),
-            "probes_kept": sum(r.get("rexrag/probes_kept", 0) for r in probes),
-            "alpha_mean": mean(probes, "rexrag/alpha"),
-            "alpha_max": max((r["rexrag/alpha"] for r in probes), default=None),
-            "keep_ratio_last": probes[-1].get("rexrag/keep_ratio") if probes else None,
-            "probe_accuracy_kept_mean": mean(probes, "rexrag/probe_accuracy_kept"),
-            "is_weight_mean": mean(probes, "rexrag/is_weight_mean"),
-            "is_ess_mean": mean(probes, "rexrag/is_ess"),
-            "dead_end_rate_mean": mean(probes, "rexrag/dead_end_rate"),
-        }
-    anes_path = out / "anessuite" / "eval" / "results.json"
-    if anes_path.is_file():
-        anes = json.loads(anes_path.read_text(encoding="utf-8"))
-        levels = ("system1", "system1.x", "system2", "total", "n")
-        results["anesbench"] = {
-            "model": anes.get("model"),
-            **{
-                lang: {k: entry.get(k) for k in levels} for lang, entry in sorted(anes["by_language"].items())
-            },
-            "avg": anes["avg"],
-            "overall_accuracy": anes["overall"]["accuracy"],
-            "abstained": anes["overall"].get("abstained"),
-        }
-    return results
-
-
-def plot_training(out: Path) -> Path | None:
-    """Reward/accuracy and the REX-RAG mixture statistics per training step -> plots/rexrag_training.png."""
-    train = read_jsonl(out / "rexrag" / "metrics.jsonl")
-    probes = read_jsonl(out / "rexrag" / "rexrag_metrics.jsonl")
-    if not train:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    steps = [r["step"] for r in train]
-    left.plot(steps, [r.get("reward/mean") for r in train], marker="o", label="reward (originals + probes)")
-    left.plot(steps, [r.get("accuracy") for r in train], marker="s", label="accuracy")
-    left.set(xlabel="step", title="REX-RAG training", ylim=(-0.05, 1.05))
-    left.legend(fontsize=8)
-    if probes:
-        pstep = [r["step"] for r in probes]
-        right.plot(pstep, [r.get("rexrag/alpha") for r in probes], marker="o", label="alpha = K / (N + K)")
-        right.plot(pstep, [r.get("rexrag/keep_ratio") for r in probes], marker="s", label="keep ratio")
-        right.plot(pstep, [r.get("rexrag/is_ess") for r in probes], marker="^", label="normalised ESS")
-        right.set(xlabel="step", title="probes and policy correction", ylim=(-0.05, 1.05))
-        right.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "plots" / "rexrag_training.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The human-readable results block printed at the end (also written to summary.md)."""
-    lines = [f"# Demo {summary['demo_id']} ({summary['status']}, {summary['wall_seconds'] / 60:.1f} min)", ""]
-    rex = summary["results"].get("rexrag")
-    if rex:
-        sources = "  ".join(f"{s} {v:.3f}" for s, v in rex["em_by_source"].items())
-        lines += [
-            f"REX-RAG ({rex['train_steps']} steps, greedy EM on {rex['n_eval']} test questions over HTTP "
-            f"{summary['retrieval']['kind']} retrieval)",
-            f"  average EM {rex['average_em']:.3f} | {sources}",
-            f"  probes spawned {rex['probes_spawned']}, kept {rex['probes_kept']}; alpha mean "
-            f"{_fmt(rex['alpha_mean'])} max {_fmt(rex['alpha_max'])}; keep ratio {_fmt(rex['keep_ratio_last'])}; "
-            f"IS weight mean {_fmt(rex['is_weight_mean'])}, ESS {_fmt(rex['is_ess_mean'])}; "
-            f"train reward mean {_fmt(rex['train_reward_mean'])}",
-            f"  retrieval server: {_fmt(summary['retrieval'].get('training_queries'), 0)} search queries from "
-            "training and evaluation over HTTP",
-            "",
-        ]
-    anes = summary["results"].get("anesbench")
-    if anes:
-        lines.append(
-            f"AnesBench layout ({anes['model']}, synthetic bilingual benchmark, {summary['anes_mode']})"
-        )
-        for lang in ("en", "zh"):
-            if lang in anes:
-                e = anes[lang]
-                lines.append(
-                    f"  {lang.upper()}: Sys1 {_fmt(e['system1'])}  Sys1.x {_fmt(e['system1.x'])}  "
-                    f"Sys2 {_fmt(e['system2'])}  Total {_fmt(e['total'])}  (n={e['n']})"
-                )
-        lines += [f"  Avg. {_fmt(anes['avg'])}", ""]
-    lines.append("Wall-clock per stage (s):")
-    lines += [f"  {name:<11} {seconds:7.1f}" for name, seconds in summary["stage_seconds"].items()]
-    lines += ["", "Outputs:"]
-    lines += [f"  {name:<18} {path}" for name, path in summary["paths"].items()]
-    mlflow = summary["mlflow"]
-    lines += [
-        "",
-        f"MLflow: experiment '{mlflow['experiment']}', parent run {mlflow['parent_run_id']} with "
-        f"{len(mlflow['nested_runs'])} nested runs ({mlflow['tracking_uri']})",
-        f"Open the MLflow UI: {mlflow['ui_command']}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def run(cfg: DemoConfig) -> int:
+def run(cfg: DemoConfig, t0: float | None = None) -> int:
+    """The demo; ``t0`` (perf_counter at the start of main) makes the total include start-up and imports."""
     from rlcore.models import EMBEDDED_MODELS, cache_dir
     from rlcore.runs import runs_root
     from rlcore.tracking import start_run, tracking_uri, write_results_json
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if t0 is None else t0
     demo_id = time.strftime("%Y%m%d-%H%M%S")
+    started_ms = int(time.time() * 1000) - 1000
     out = Path(cfg.output_dir) if cfg.output_dir else runs_root() / "demo" / demo_id
     out = out.resolve()
     if out.exists() and any(out.iterdir()):
@@ -611,12 +296,9 @@ def run(cfg: DemoConfig) -> int:
     stages = Stages(out, env)
     facts: dict[str, Any] = {}
     uri = tracking_uri()
-    embedded = cfg.anessuite.model in EMBEDDED_MODELS
-    model_cache = (
-        ("reused" if (cache_dir() / cfg.anessuite.model).is_dir() else "built in this run")
-        if embedded
-        else "n/a"
-    )
+    model_cache = "n/a (not an embedded model)"
+    if cfg.anessuite.model in EMBEDDED_MODELS:  # built into ~/.cache/rlcore on first use, inside anes-eval
+        model_cache = "reused" if (cache_dir() / cfg.anessuite.model).is_dir() else "built in this run"
     logger.info("demo %s -> %s (MLflow %s)", demo_id, out, uri)
     logger.info(
         "plan: world -> index (%s) -> retrieval server -> SFT (%d steps) -> REX-RAG (%d steps) + greedy eval (%d q)"
@@ -638,6 +320,11 @@ def run(cfg: DemoConfig) -> int:
                 stages.abort.set()
 
         thread = threading.Thread(target=branch, name="anessuite-branch", daemon=True)
+        # start-up = interpreter, imports, the MLflow store (created on first use) and the parent run
+        stages.seconds["startup"], stages.cpu_seconds["startup"] = (
+            time.perf_counter() - t0,
+            time.process_time(),
+        )
         try:
             if cfg.parallel:
                 thread.start()
@@ -657,7 +344,10 @@ def run(cfg: DemoConfig) -> int:
             stages.stop_all()
             if thread.is_alive():
                 thread.join(timeout=STOP_GRACE_S + 5)
-            nested = adopt_stage_runs(uri, cfg.experiment, parent.run_id, str(out), demo_id)
+            try:
+                nested = adopt_stage_runs(uri, cfg.experiment, parent.run_id, out, demo_id, started_ms)
+            except Exception as err:  # never hide the stage's own error behind a bookkeeping one
+                logger.warning("could not nest the stage runs under %s: %s", parent.run_id, err)
         if branch_error and (error is None or "another stage failed" in error.reason):
             error = branch_error[0]  # the chain only stopped because the AnesBench branch failed first
         wall = time.perf_counter() - t0
@@ -666,7 +356,7 @@ def run(cfg: DemoConfig) -> int:
             "rexrag eval table": out / "rexrag" / "eval_table.md",
             "rexrag eval json": out / "rexrag" / "eval.json",
             "rexrag predictions": out / "rexrag" / "eval_predictions.jsonl",
-            "training plot": plot_training(out) if status == "FINISHED" else None,
+            "training plot": plot_training(out),
             "anesbench table": out / "anessuite" / "eval" / "table.md",
             "anesbench plot": out / "anessuite" / "eval" / "levels.png",
             "logs": stages.logs,
@@ -679,6 +369,8 @@ def run(cfg: DemoConfig) -> int:
             "wall_seconds": wall,
             "budget_minutes": cfg.budget_minutes,
             "stage_seconds": {k: round(v, 1) for k, v in stages.seconds.items()} | {"total": round(wall, 1)},
+            "stage_cpu_seconds": {k: round(v, 1) for k, v in stages.cpu_seconds.items()}
+            | {"total": round(stages.total_cpu_seconds(), 1)},
             "parallel": cfg.parallel,
             "anes_mode": cfg.anessuite.mode,
             "anes_model_cache": model_cache,
@@ -701,7 +393,7 @@ def run(cfg: DemoConfig) -> int:
         (out / "summary.md").write_text(format_summary(summary), encoding="utf-8")
         write_results_json(out / "results.json", summary, config=cfg, seeds=[cfg.seed])
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-        parent.log_metrics(_summary_metrics(summary), step=0)
+        parent.log_metrics(summary_metrics(summary), step=0)
         for name in ("summary.md", "summary.json", "results.json"):
             parent.log_artifact(out / name)
         for name in ("training plot", "anesbench table", "anesbench plot", "rexrag eval table"):
@@ -722,40 +414,8 @@ class DemoFailed(RuntimeError):
     """Raised inside the parent MLflow run so it closes as FAILED; main() turns it into exit code 1."""
 
 
-def last_lines(path: Path, count: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
-    except OSError:
-        return ""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(f"  | {line[-200:]}" for line in lines[-count:])
-
-
-def _summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    metrics: dict[str, float] = {f"time/{k}_s": v for k, v in summary["stage_seconds"].items()}
-    rex = summary["results"].get("rexrag") or {}
-    for key in (
-        "average_em",
-        "alpha_mean",
-        "probes_spawned",
-        "probes_kept",
-        "is_ess_mean",
-        "train_reward_mean",
-    ):
-        if rex.get(key) is not None:
-            metrics[f"rexrag/{key}"] = rex[key]
-    for source, em in (rex.get("em_by_source") or {}).items():
-        metrics[f"rexrag/em/{source}"] = em
-    anes = summary["results"].get("anesbench") or {}
-    for lang in ("en", "zh"):
-        if lang in anes:
-            metrics[f"anesbench/{lang}_total"] = anes[lang]["total"]
-    if anes.get("avg") is not None:
-        metrics["anesbench/avg"] = anes["avg"]
-    return metrics
-
-
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
     from rlcore.config import ConfigError, config_hash, load_config, to_yaml
     from rlcore.logging_utils import setup_logging
 
@@ -784,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run(cfg)
+        return run(cfg, t0)
     except DemoFailed:
         return 1
     except KeyboardInterrupt:

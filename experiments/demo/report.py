@@ -1,0 +1,204 @@
+"""Results of `make demo`: the stages' MLflow runs nested under the parent run, REX-RAG and AnesBench numbers
+collected from the recipes' output files, the training plot, and the printed summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def adopt_stage_runs(
+    uri: str, experiment: str, parent_id: str, out_dir: Path, demo_id: str, since_ms: int = 0
+) -> list[dict]:
+    """Nest the stages' MLflow runs under the demo's parent run.
+
+    The recipes open their own top-level runs; each records its command line (tag ``command``), whose paths
+    all lie inside this demo's output folder, so this demo's runs are exactly those whose command contains
+    ``<out_dir>/``. Setting ``mlflow.parentRunId`` afterwards is what MLflow itself does for nested runs."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    marker = f"{out_dir}{os.sep}"
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    adopted = []
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"attributes.start_time >= {since_ms}", max_results=1000
+    )
+    for run in runs:
+        if run.info.run_id == parent_id or marker not in run.data.tags.get("command", ""):
+            continue
+        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id)
+        client.set_tag(run.info.run_id, "demo.id", demo_id)
+        adopted.append({"name": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status})
+    return sorted(adopted, key=lambda r: r["name"] or "")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def collect_results(out: Path) -> dict[str, Any]:
+    """REX-RAG EM per source + probe/alpha statistics, and the AnesBench EN/ZH totals (Table 3 layout)."""
+    results: dict[str, Any] = {}
+    run_dir = out / "rexrag"
+    if (run_dir / "eval.json").is_file():
+        scores = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+        train = read_jsonl(run_dir / "metrics.jsonl")
+        probes = read_jsonl(run_dir / "rexrag_metrics.jsonl")
+
+        def mean(rows: list[dict], key: str) -> float | None:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            return sum(values) / len(values) if values else None
+
+        results["rexrag"] = {
+            "average_em": scores["average_em"],
+            "em_by_source": {src: v["em"] for src, v in sorted(scores["by_source"].items())},
+            "n_eval": scores["n"],
+            "searches_per_question": mean(list(scores["by_source"].values()), "searches"),
+            "train_steps": len(train),
+            "train_reward_mean": mean(train, "reward/mean"),
+            "train_reward_last": train[-1]["reward/mean"] if train else None,
+            "probes_spawned": sum(r.get("rexrag/probes_spawned", 0) for r in probes),
+            "probes_kept": sum(r.get("rexrag/probes_kept", 0) for r in probes),
+            "alpha_mean": mean(probes, "rexrag/alpha"),
+            "alpha_max": max((r["rexrag/alpha"] for r in probes), default=None),
+            "keep_ratio_last": probes[-1].get("rexrag/keep_ratio") if probes else None,
+            "probe_accuracy_kept_mean": mean(probes, "rexrag/probe_accuracy_kept"),
+            "is_weight_mean": mean(probes, "rexrag/is_weight_mean"),
+            "is_ess_mean": mean(probes, "rexrag/is_ess"),
+            "dead_end_rate_mean": mean(probes, "rexrag/dead_end_rate"),
+        }
+    anes_path = out / "anessuite" / "eval" / "results.json"
+    if anes_path.is_file():
+        anes = json.loads(anes_path.read_text(encoding="utf-8"))
+        levels = ("system1", "system1.x", "system2", "total", "n")
+        results["anesbench"] = {
+            "model": anes.get("model"),
+            **{
+                lang: {k: entry.get(k) for k in levels} for lang, entry in sorted(anes["by_language"].items())
+            },
+            "avg": anes["avg"],
+            "overall_accuracy": anes["overall"]["accuracy"],
+            "abstained": anes["overall"].get("abstained"),
+        }
+    return results
+
+
+def plot_training(out: Path) -> Path | None:
+    """Reward/accuracy and the REX-RAG mixture statistics per training step -> plots/rexrag_training.png."""
+    train = read_jsonl(out / "rexrag" / "metrics.jsonl")
+    probes = read_jsonl(out / "rexrag" / "rexrag_metrics.jsonl")
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = [r["step"] for r in train]
+    left.plot(steps, [r.get("reward/mean") for r in train], marker="o", label="reward (originals + probes)")
+    left.plot(steps, [r.get("accuracy") for r in train], marker="s", label="accuracy")
+    left.set(xlabel="step", title="REX-RAG training", ylim=(-0.05, 1.05))
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.legend(fontsize=8)
+    if probes:
+        pstep = [r["step"] for r in probes]
+        right.plot(pstep, [r.get("rexrag/alpha") for r in probes], marker="o", label="alpha = K / (N + K)")
+        right.plot(pstep, [r.get("rexrag/keep_ratio") for r in probes], marker="s", label="keep ratio")
+        right.plot(pstep, [r.get("rexrag/is_ess") for r in probes], marker="^", label="normalised ESS")
+        right.set(xlabel="step", title="probes and policy correction", ylim=(-0.05, 1.05))
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "plots" / "rexrag_training.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable results block printed at the end (also written to summary.md)."""
+    lines = [f"# Demo {summary['demo_id']} ({summary['status']}, {summary['wall_seconds'] / 60:.1f} min)", ""]
+    rex = summary["results"].get("rexrag")
+    if rex:
+        sources = "  ".join(f"{s} {v:.3f}" for s, v in rex["em_by_source"].items())
+        lines += [
+            f"REX-RAG ({rex['train_steps']} steps, greedy EM on {rex['n_eval']} test questions over HTTP "
+            f"{summary['retrieval']['kind']} retrieval)",
+            f"  average EM {rex['average_em']:.3f} | {sources}",
+            f"  probes spawned {rex['probes_spawned']}, kept {rex['probes_kept']}; alpha mean "
+            f"{_fmt(rex['alpha_mean'])} max {_fmt(rex['alpha_max'])}; keep ratio {_fmt(rex['keep_ratio_last'])}; "
+            f"IS weight mean {_fmt(rex['is_weight_mean'])}, ESS {_fmt(rex['is_ess_mean'])}; "
+            f"train reward mean {_fmt(rex['train_reward_mean'])}",
+            f"  retrieval server: {_fmt(summary['retrieval'].get('training_queries'), 0)} search queries from "
+            "training and evaluation over HTTP",
+            "",
+        ]
+    anes = summary["results"].get("anesbench")
+    if anes:
+        lines.append(
+            f"AnesBench layout ({anes['model']}, synthetic bilingual benchmark, {summary['anes_mode']})"
+        )
+        for lang in ("en", "zh"):
+            if lang in anes:
+                e = anes[lang]
+                lines.append(
+                    f"  {lang.upper()}: Sys1 {_fmt(e['system1'])}  Sys1.x {_fmt(e['system1.x'])}  "
+                    f"Sys2 {_fmt(e['system2'])}  Total {_fmt(e['total'])}  (n={e['n']})"
+                )
+        lines += [f"  Avg. {_fmt(anes['avg'])}", ""]
+    cpu = summary.get("stage_cpu_seconds", {})
+    lines.append("Per stage (s):  wall-clock   CPU (user+sys)")
+    lines += [
+        f"  {name:<11} {seconds:9.1f} {_fmt(cpu.get(name), 1):>9}"
+        for name, seconds in summary["stage_seconds"].items()
+    ]
+    lines += ["", "Outputs:"]
+    lines += [f"  {name:<18} {path}" for name, path in summary["paths"].items()]
+    mlflow = summary["mlflow"]
+    lines += [
+        "",
+        f"MLflow: experiment '{mlflow['experiment']}', parent run {mlflow['parent_run_id']} with "
+        f"{len(mlflow['nested_runs'])} nested runs ({mlflow['tracking_uri']})",
+        f"Open the MLflow UI: {mlflow['ui_command']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The parent run's metrics: stage times, REX-RAG EM and mixture statistics, AnesBench totals."""
+    metrics: dict[str, float] = {f"time/{k}_s": v for k, v in summary["stage_seconds"].items()}
+    rex = summary["results"].get("rexrag") or {}
+    for key in (
+        "average_em",
+        "alpha_mean",
+        "probes_spawned",
+        "probes_kept",
+        "is_ess_mean",
+        "train_reward_mean",
+    ):
+        if rex.get(key) is not None:
+            metrics[f"rexrag/{key}"] = rex[key]
+    for source, em in (rex.get("em_by_source") or {}).items():
+        metrics[f"rexrag/em/{source}"] = em
+    anes = summary["results"].get("anesbench") or {}
+    for lang in ("en", "zh"):
+        if lang in anes:
+            metrics[f"anesbench/{lang}_total"] = anes[lang]["total"]
+    if anes.get("avg") is not None:
+        metrics["anesbench/avg"] = anes["avg"]
+    return metrics
