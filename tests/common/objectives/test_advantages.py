@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from rlcore.objectives import group_index, group_reward_stats, grpo_advantages
 
 

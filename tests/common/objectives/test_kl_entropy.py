@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from rlcore.objectives import entropy_from_logits, kl_penalty, token_logprobs_from_logits
 
 LN_HALF = math.log(0.5)

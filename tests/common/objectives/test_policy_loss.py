@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from rlcore.objectives import aggregate, aggregation_denominator, policy_loss, truncated_importance_weights
 
 OLD = torch.tensor([[-1.0, -1.0, -1.0]])

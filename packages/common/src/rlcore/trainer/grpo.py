@@ -408,15 +408,14 @@ def micro_batch_loss(
     sums.add("loss/policy", float(loss.detach()) / num_updates)
     if micro.ref_logprobs is not None:
         kl = kl_penalty(logprobs, micro.ref_logprobs, obj.kl_kind, micro.loss_mask, obj.kl_clamp)
+        sums.add("kl", float(masked_mean(kl.detach(), micro.loss_mask)), tokens)
         if obj.kl_importance_weighted:
             # tokens came from the behaviour policy, not pi_theta: weight by the (differentiable) ratio so the KL
             # gradient is the unbiased reverse-KL gradient (DeepSeek-V3.2; TRL's use_bias_correction_kl)
             behaviour = micro.behaviour_logprobs if micro.behaviour_logprobs is not None else old
             log_ratio = torch.where(micro.loss_mask, logprobs - behaviour, torch.zeros_like(logprobs))
             kl = kl * torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
-        kl_loss = aggregate(kl, micro.loss_mask, obj.aggregation, denominator)
-        loss = loss + obj.kl_coef * kl_loss
-        sums.add("kl", float(masked_mean(kl.detach(), micro.loss_mask)), tokens)
+        loss = loss + obj.kl_coef * aggregate(kl, micro.loss_mask, obj.aggregation, denominator)
     if obj.entropy_coef != 0:
         loss = loss - obj.entropy_coef * aggregate(entropy, micro.loss_mask, obj.aggregation, denominator)
     sums.add("entropy", float(masked_mean(entropy.detach(), micro.loss_mask)), tokens)
