@@ -45,6 +45,7 @@ class ModelConfig:
     path: str = "tiny-qwen2"  # local folder, embedded name (tiny-qwen2, smollm2-135m-instruct) or hub id
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
     attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2; None = transformers' default
+    disable_dropout: bool = True  # zero every dropout: ratios then compare the same function, not two masks
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # optional PEFT LoRA
 
 

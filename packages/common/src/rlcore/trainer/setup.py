@@ -71,6 +71,8 @@ def build_policy(cfg: RLTrainConfig, device: torch.device) -> tuple[Any, torch.n
     model = load_causal_lm(cfg.model.path, dtype=torch.float32, **extra)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.model.disable_dropout:
+        _disable_dropout(model)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -102,6 +104,15 @@ def build_policy(cfg: RLTrainConfig, device: torch.device) -> tuple[Any, torch.n
             reference = load_causal_lm(cfg.model.path, dtype=torch.float32, **extra).to(device)
             reference.eval().requires_grad_(False)
     return tokenizer, model, reference
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    """Set every ``nn.Dropout`` and every float ``attention_dropout`` attribute (HF attention modules) to 0."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def build_reward_fn(reward: RewardConfig):
