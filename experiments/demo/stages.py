@@ -77,8 +77,12 @@ class Stages:
         next_beat = started + HEARTBEAT_S
         cpu = 0.0
         try:
-            while (code := _wait(proc, 0.5)) is None:
-                cpu = max(cpu, cpu_seconds(proc.pid))
+            while True:
+                code, used = _wait(proc, 0.5)
+                if code is not None:
+                    cpu = cpu if used is None else used
+                    break
+                cpu = max(cpu, cpu_seconds(proc.pid))  # kept in case the exact figure is lost to a stop
                 if self.abort.is_set():
                     code = self.stop(proc)
                     break
@@ -161,12 +165,25 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> int | None:
-    """The exit code, or None when ``proc`` is still running after ``timeout`` seconds."""
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | None, float | None]:
+    """``(exit code, CPU seconds)`` once ``proc`` has ended, ``(None, None)`` if it still runs after ``timeout``.
+
+    Reaps with ``wait4`` to get the child's exact user + system time (its own and its reaped children's);
+    the CPU figure is None when another thread reaped it first (``stop`` from the other branch)."""
+    deadline = time.monotonic() + timeout
+    while proc.returncode is None:
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped through Popen.wait in stop()
+            proc.poll()
+            return (proc.returncode if proc.returncode is not None else -1), None
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() >= deadline:
+            return None, None
+        time.sleep(0.05)
+    return proc.returncode, None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
