@@ -22,6 +22,9 @@ def test_qwen_tokenizer_has_real_ids_and_chat_template():
     assert tok.convert_tokens_to_ids("<|im_start|>") == 151644
     assert tok.convert_tokens_to_ids("<|im_end|>") == 151645
     assert tok.encode("Hello world", add_special_tokens=False) == [9707, 1879]
+    # Qwen2.5 has no <think> special token (Qwen3 added it): plain text, the ids REX-RAG's official trie starts with
+    assert tok.encode("<think> I", add_special_tokens=False) == [13708, 766, 29, 358]
+    assert len(tok) == 151665
     text = tok.apply_chat_template(
         [{"role": "user", "content": "Q?"}], tokenize=False, add_generation_prompt=True
     )

@@ -59,33 +59,14 @@ QWEN_CHAT_TEMPLATE = (
 
 # The split pattern of the Qwen2 BPE pre-tokenizer.
 _QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+# Qwen2.5's 22 special tokens (ids 151643-151664). Qwen3 later added <tool_response>, </tool_response>, <think>
+# and </think> (151665-151668); in Qwen2.5 "<think>" is plain text, three tokens [13708, 766, 29], which is what
+# REX-RAG's exploratory-prompt trie was built on, so they are deliberately not special here.
 _QWEN_SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
 ]
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Saved by a tokenizer built from a tokenizers.Tokenizer object; load it as exactly that object.
@@ -133,13 +114,15 @@ def _build_qwen_tokenizer(out: Path) -> None:
     tok.chat_template = QWEN_CHAT_TEMPLATE
     tok.model_max_length = 32768
     # The real Qwen2.5 ids; a mismatch would mean the conversion is wrong for every downstream user.
-    checks = {"<|im_start|>": 151644, "<|im_end|>": 151645, "<|endoftext|>": 151643, "<think>": 151667}
+    checks = {"<|im_start|>": 151644, "<|im_end|>": 151645, "<|endoftext|>": 151643, "<|file_sep|>": 151664}
     for token, expected in checks.items():
         got = tok.convert_tokens_to_ids(token)
         if got != expected:
             raise RuntimeError(f"Qwen tokenizer conversion: {token} -> {got}, expected {expected}")
     if tok.encode("Hello world", add_special_tokens=False) != [9707, 1879]:
         raise RuntimeError("Qwen tokenizer conversion: 'Hello world' does not encode to [9707, 1879]")
+    if tok.encode("<think>", add_special_tokens=False) != [13708, 766, 29]:
+        raise RuntimeError("Qwen tokenizer conversion: '<think>' does not encode to [13708, 766, 29]")
     tok.save_pretrained(out)
 
 
@@ -197,6 +180,17 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
 }
 
 
+# Bump a version when its builder changes: cached folders with another version are rebuilt on next use.
+EMBEDDED_VERSIONS = {"smollm2-135m-instruct": "1", "qwen2.5-tokenizer": "2", "tiny-qwen2": "2"}
+
+
+def _marker_version(marker: Path) -> str | None:
+    try:
+        return marker.read_text().strip()
+    except OSError:
+        return None
+
+
 def _build_cached(name: str) -> Path:
     from filelock import FileLock
 
@@ -204,15 +198,16 @@ def _build_cached(name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     marker = final / ".complete"
-    if marker.exists():
+    version = EMBEDDED_VERSIONS[name]
+    if _marker_version(marker) == version:
         return final
     with FileLock(str(root / f"{name}.lock"), timeout=1800):
-        if marker.exists():  # built by another process while we waited
+        if _marker_version(marker) == version:  # built by another process while we waited
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
             _build_in_clean_process(name, tmp)
-            (tmp / ".complete").write_text("ok\n")
+            (tmp / ".complete").write_text(f"{version}\n")
             if final.exists():  # a stale, unfinished folder from a killed build
                 shutil.rmtree(final)
             os.replace(tmp, final)
