@@ -20,6 +20,7 @@ logger = logging.getLogger("demo")
 REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 30.0  # progress line for a running stage every this many seconds
 STOP_GRACE_S = 30.0  # SIGTERM -> SIGKILL grace for stopped subprocesses
+HEARTBEAT_NOISE = ("HTTP Request:",)  # per-request client logs say nothing about progress
 
 
 class StageError(RuntimeError):
@@ -203,6 +204,7 @@ def last_line(path: Path, tail_bytes: int = 2000) -> str:
     except OSError:
         return ""
     parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
+    parts = [p for p in parts if not any(noise in p for noise in HEARTBEAT_NOISE)] or parts
     return parts[-1][-160:] if parts else ""
 
 

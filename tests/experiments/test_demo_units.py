@@ -166,6 +166,8 @@ def test_last_line_reads_progress_bars(tmp_path: Path):
     log.write_text("start\nsft:  10%|#  | 60/600\rsft:  20%|## | 120/600\r")
     assert stages_mod.last_line(log) == "sft:  20%|## | 120/600"
     assert stages_mod.last_line(tmp_path / "missing.log") == ""
+    log.write_text("grpo:  40%|####  | 8/20\n12:00:01 INFO httpx: HTTP Request: POST http://x/retrieve 200\n")
+    assert stages_mod.last_line(log) == "grpo:  40%|####  | 8/20"  # per-request client logs are skipped
 
 
 def test_adopt_stage_runs_nests_only_this_demo(tmp_path: Path):
