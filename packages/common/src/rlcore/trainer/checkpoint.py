@@ -97,6 +97,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every rank's files (RNG states, DeepSpeed shards) are in before the rename
     if accelerator.is_main_process:
         state = {**trainer_state, "step": step}
         (tmp / _STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")

@@ -56,17 +56,28 @@ def response_logprobs(
 
 @torch.no_grad()
 def batched_response_logprobs(
-    model: torch.nn.Module, batch: TrainBatch, micro_batch_size: int, temperature: float = 1.0
+    model: torch.nn.Module,
+    batch: TrainBatch,
+    micro_batch_size: int,
+    temperature: float = 1.0,
+    min_forward_calls: int = 0,
 ) -> torch.Tensor:
     """``response_logprobs`` without gradients over the whole batch in chunks of ``micro_batch_size`` rows.
+
+    ``min_forward_calls`` pads with placeholder forwards (one padding row each) up to that many calls: under
+    ZeRO-3 every forward is a collective, so all ranks must make the same number of calls.
 
     Returns:
         ``(B, T)`` float32 on the batch's device, aligned with ``batch.response_ids`` (full width T).
     """
     width = batch.response_ids.shape[1]
     out = torch.zeros(batch.num_rows, width, dtype=torch.float32, device=batch.input_ids.device)
+    calls = 0
     for start in range(0, batch.num_rows, micro_batch_size):
         rows = list(range(start, min(start + micro_batch_size, batch.num_rows)))
         logprobs, _ = response_logprobs(model, batch.select(rows), temperature)
         out[start : start + len(rows), : logprobs.shape[1]] = logprobs
+        calls += 1
+    for _ in range(calls, min_forward_calls):
+        response_logprobs(model, batch.select([]), temperature)
     return out

@@ -74,6 +74,7 @@ from rlcore.trainer.optim import (
     build_scheduler,
     fill_deepspeed_config,
     generation_context,
+    zero_stage,
 )
 from rlcore.trainer.setup import (
     build_backend,
@@ -154,6 +155,11 @@ def train(
     accelerator.register_for_checkpointing(scheduler)
     for name in sorted(stateful or {}):
         accelerator.register_for_checkpointing(stateful[name])
+    if isinstance(reference, torch.nn.Module) and zero_stage(accelerator) == 3:
+        # under ZeRO-3 transformers loaded the reference partitioned; shard it in an inference engine too
+        from trl.models.utils import prepare_deepspeed
+
+        reference = prepare_deepspeed(reference, accelerator)
     stepper = Stepper(accelerator, model, optimizer, cfg.optim.max_grad_norm)
     if rank > 0:  # weights are synchronised; sampling must not repeat rank 0's random stream
         seed_everything(derive_seed(cfg.train.seed, "rank", rank))
@@ -248,6 +254,7 @@ def train(
 
             # 5. old / reference / behaviour log-probs
             max_rows = _max_over_ranks(accelerator, batch.num_rows)
+            logprob_calls = -(-max_rows // obj.logprob_batch_size)  # equal on all ranks (ZeRO-3 collectives)
             minibatch_rows = -(-obj.minibatch_size // world) if obj.minibatch_size else max_rows
             num_minibatches, micro_per_minibatch = minibatch_counts(
                 max_rows, minibatch_rows, obj.micro_batch_size
@@ -261,9 +268,13 @@ def train(
             )
             with timer.phase("logprobs"), torch.no_grad(), accelerator.autocast():
                 if need_old:
-                    batch.old_logprobs = _old_logprobs(model, batch, trajectories, obj, temperature)
+                    batch.old_logprobs = _old_logprobs(
+                        model, batch, trajectories, obj, temperature, logprob_calls
+                    )
                 if reference is not None:
-                    batch.ref_logprobs = _reference_logprobs(reference, policy, batch, obj, temperature)
+                    batch.ref_logprobs = _reference_logprobs(
+                        reference, policy, batch, obj, temperature, logprob_calls
+                    )
             if behaviour_logprobs is not None:
                 behaviour = behaviour_logprobs(trajectories, batch.old_logprobs, step)
                 if behaviour is not None:
@@ -460,7 +471,7 @@ def _score(
 
 
 def _old_logprobs(
-    model, batch: TrainBatch, trajectories: list[Trajectory], obj, temperature: float
+    model, batch: TrainBatch, trajectories: list[Trajectory], obj, temperature: float, min_calls: int
 ) -> torch.Tensor:
     """log pi_old per response token: reused from ``metadata["old_logprobs"]`` when the seam path computed them."""
     if all("old_logprobs" in t.metadata for t in trajectories):
@@ -469,7 +480,7 @@ def _old_logprobs(
             values = traj.metadata["old_logprobs"]
             out[row, : len(values)] = torch.tensor(values, dtype=torch.float32)
         return out.to(batch.input_ids.device)
-    return batched_response_logprobs(model, batch, obj.logprob_batch_size, temperature)
+    return batched_response_logprobs(model, batch, obj.logprob_batch_size, temperature, min_calls)
 
 
 def _attach_old_logprobs(
@@ -478,18 +489,21 @@ def _attach_old_logprobs(
     """Before ``after_rollout``: store log pi_old of every response token in ``metadata["old_logprobs"]``."""
     placeholder = torch.zeros(len(trajectories))
     batch = collate(trajectories, placeholder, pad_id).to(accelerator.device)
+    min_calls = -(-_max_over_ranks(accelerator, batch.num_rows) // obj.logprob_batch_size)
     with torch.no_grad(), accelerator.autocast():
-        values = batched_response_logprobs(model, batch, obj.logprob_batch_size, temperature).cpu()
+        values = batched_response_logprobs(model, batch, obj.logprob_batch_size, temperature, min_calls).cpu()
     for row, traj in enumerate(trajectories):
         traj.metadata["old_logprobs"] = values[row, : len(traj.response_ids)].tolist()
 
 
-def _reference_logprobs(reference, policy, batch: TrainBatch, obj, temperature: float) -> torch.Tensor:
+def _reference_logprobs(
+    reference, policy, batch: TrainBatch, obj, temperature: float, min_calls: int
+) -> torch.Tensor:
     """log pi_ref per response token: the frozen copy, or (LoRA) the policy with its adapters disabled."""
     if reference == "adapters-off":
         with policy.disable_adapter():
-            return batched_response_logprobs(policy, batch, obj.logprob_batch_size, temperature)
-    return batched_response_logprobs(reference, batch, obj.logprob_batch_size, temperature)
+            return batched_response_logprobs(policy, batch, obj.logprob_batch_size, temperature, min_calls)
+    return batched_response_logprobs(reference, batch, obj.logprob_batch_size, temperature, min_calls)
 
 
 def _max_over_ranks(accelerator, value: int) -> int:

@@ -146,11 +146,16 @@ class Stepper:
 
 @contextlib.contextmanager
 def generation_context(accelerator: Any, model: torch.nn.Module) -> Iterator[None]:
-    """Under ZeRO-3, gather the full parameters once for the whole rollout (instead of per forward call)."""
-    if zero_stage(accelerator) == 3:
-        import deepspeed
+    """Under ZeRO-3, gather the full parameters once for the whole rollout (or weight sync).
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+    Ranks generate different numbers of tokens, so per-forward parameter gathering (ZeRO-3's hooks) would
+    leave ranks waiting on collectives the others never join. TRL's ``unwrap_model_for_generation`` gathers
+    the weights and detaches DeepSpeed's hooks for the duration, and puts them back afterwards.
+    """
+    if zero_stage(accelerator) == 3:
+        from trl.models.utils import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=True):
             yield
     else:
         yield

@@ -23,14 +23,14 @@ def make_accelerator(cfg: RLTrainConfig):
     from accelerate import Accelerator, PartialState
 
     launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
-    if (
-        launched
-        and not torch.cuda.is_available()
-        and os.environ.get("ACCELERATE_USE_DEEPSPEED", "") == "true"
-    ):
-        # DeepSpeed on CPU: without an explicit backend accelerate records world size 1 while DeepSpeed runs
-        # on all ranks (every rank would act as the main one); naming gloo gives the true world size.
-        PartialState(backend="gloo")
+    if launched and not torch.cuda.is_available():
+        # Several CPU processes (torchrun / accelerate launch): without these hints accelerate records world
+        # size 1 while every rank runs, so each would act as the main one. DeepSpeed needs the gloo backend
+        # named; plain DDP needs cpu=True (MULTI_CPU over gloo).
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "") == "true":
+            PartialState(backend="gloo")
+        else:
+            PartialState(cpu=True)
     precision = cfg.train.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
