@@ -266,7 +266,13 @@ def rexrag_chain(cfg: DemoConfig, stages: Stages, out: Path, facts: dict[str, An
                  "train.resume=never", f"qa.max_eval_examples={cfg.rexrag.eval_questions}",
                  "final_eval.enabled=true", "final_eval.greedy=true",
                  f"tracking.experiment={cfg.experiment}"]  # fmt: skip
-        stages.run("train", train + cfg.rexrag.train_overrides)
+        try:
+            stages.run("train", train + cfg.rexrag.train_overrides)
+        except StageError as err:
+            if server.poll() is not None:  # the real cause: training lost its retriever
+                reason = f"server exited with code {server.returncode} while '{err.stage}' ran ({err.log})"
+                raise StageError("server", stages.log_path("server"), reason) from err
+            raise
         served = served_queries(url)
         facts["server"]["queries_served"] = served
         if served is not None:  # what the training rollouts and the greedy evaluation asked for
