@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from rlcore.tracking import provenance
+
     console = Console(width=150)
     total = args.warmup + args.steps
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
@@ -463,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "parity": parity,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "provenance": {
+            k: v for k, v in provenance().items() if k.startswith(("git.", "version.", "host.cpus"))
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
