@@ -35,6 +35,7 @@ def test_table3_for_a_served_model(tmp_path):
     (bench / "anesbench_zh.json").write_text(
         json.dumps([i.to_record() for i in items[3:]], ensure_ascii=False)
     )
+    (tmp_path / "README.md").write_text("# x\n<!-- last-run:start -->\nold\n<!-- last-run:end -->\ntail\n")
     url, server = _serve(AlwaysA(), "always-a", max_batch=4)
     try:
         assert expand_models([url, "/some/path"]) == [("always-a", url), ("/some/path", None)]
@@ -55,3 +56,5 @@ def test_table3_for_a_served_model(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["rows"][0]["Avg."] == results["results"]["always-a"]["avg"]
     assert (tmp_path / "out" / "table3.png").exists() and (tmp_path / "out" / "table3.csv").exists()
+    readme = (tmp_path / "README.md").read_text()  # the README's "Last run" block is written by the run
+    assert "old" not in readme and lines[2] in readme and readme.endswith("<!-- last-run:end -->\ntail\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "write_tables",
     "plot_levels",
     "load_results",
+    "update_readme",
 ]
 
 _LEVEL_LABEL = {"system1": "Sys1", "system1.x": "Sys1.x", "system2": "Sys2"}
@@ -123,3 +125,21 @@ def plot_levels(results_by_model: Mapping[str, Mapping[str, Any]], path: str | P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+_LAST_RUN = re.compile(r"(<!-- last-run:start -->\n).*?(<!-- last-run:end -->)", re.S)
+
+
+def update_readme(readme: str | Path, body: str) -> bool:
+    """Replace the text between ``<!-- last-run:start -->`` and ``<!-- last-run:end -->`` in ``readme`` with
+    ``body`` (so README numbers are written by the run, never typed in). Returns False when there are no markers."""
+    path = Path(readme)
+    if not path.exists():
+        return False
+    text = path.read_text(encoding="utf-8")
+    if not _LAST_RUN.search(text):
+        return False
+    path.write_text(
+        _LAST_RUN.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text), encoding="utf-8"
+    )
+    return True

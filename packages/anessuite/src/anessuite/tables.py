@@ -13,6 +13,7 @@ pipeline run it resumes); nothing is typed in.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,10 +108,19 @@ def expand_models(models: Sequence[str]) -> list[tuple[str, str | None]]:
 def _write_outputs(
     out: Path, stem: str, rows: list[dict], columns: list[str], results: dict[str, Any]
 ) -> None:
+    """Tables + results.json in ``out``; the experiment README's "Last run" block gets the table and provenance."""
+    from anessuite.report import update_readme
     from rlcore.tracking import write_results_json
 
     md, _ = write_tables(out, stem, rows, columns)
-    write_results_json(out / "results.json", {"table": stem, "rows": rows, "results": results})
+    path = write_results_json(out / "results.json", {"table": stem, "rows": rows, "results": results})
+    provenance = json.loads(path.read_text())["provenance"]
+    stamp = (
+        f"Written by the run at {provenance.get('written_at')} (git {str(provenance.get('git.sha', '?'))[:10]}, "
+        f"dirty={provenance.get('git.dirty')}, {provenance.get('host.cpus')} CPUs, GPUs: "
+        f"{provenance.get('host.gpus')}); source: `{out.name}/results.json`."
+    )
+    update_readme(out.parent / "README.md", f"{stamp}\n\n{md.read_text()}")
     logger.info("%s:\n%s", md, md.read_text())
 
 

@@ -146,6 +146,30 @@ def run(
     return report
 
 
+def _update_readme(out: Path, report: dict[str, Any]) -> None:
+    """Write the measured table into the experiment README's "Last run" block."""
+    from anessuite.report import render_markdown, update_readme
+
+    rows = [
+        {"path": name, **report[name]}
+        for name in ("in_process_loop", "in_process_batched", "http_sequential", "http_concurrent")
+    ]
+    table = render_markdown(
+        rows, ["path", "seconds", "questions_per_s", "tokens_per_s", "generated_tokens"], 3
+    )
+    prov = report["provenance"]
+    body = (
+        f"Written by the run at {prov.get('written_at')} (git {str(prov.get('git.sha'))[:10]}, "
+        f"{prov.get('host.cpus')} CPUs, GPUs: {prov.get('host.gpus')}; load average "
+        f"{report['load_average_start']} -> {report['load_average_end']}); {report['questions']} questions, "
+        f"{report['max_new_tokens']} new tokens, {report['model']}.\n\n{table}\n"
+        f"In-process batched / one-at-a-time: **{report['in_process_speedup']}x**; HTTP with "
+        f"{report['concurrency']} in flight / sequential: **{report['http_speedup']}x**; identical responses "
+        f"batched vs one-at-a-time: {report['identical_responses']} of {report['questions']}."
+    )
+    update_readme(out / "README.md", body)
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlcore.logging_utils import setup_logging
     from rlcore.tracking import write_results_json
@@ -168,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.questions, args.max_new_tokens, args.batch_size, args.concurrency, args.repeats
     )
     path = write_results_json(Path(args.out) / "results.json", report)
+    _update_readme(Path(args.out), json.loads(path.read_text()))
     print(json.dumps(report, indent=2))
     print(f"written: {path}")
     return 0
