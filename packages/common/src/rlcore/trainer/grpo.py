@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -312,7 +313,10 @@ def train(
                         grad_norm, applied = stepper.step()
                         sums.add("optim/grad_norm", grad_norm if applied else 0.0, 1.0 if applied else 0.0)
                         sums.add_total("optim/skipped_steps", 0.0 if applied else 1.0 / world)
-            scheduler.step()
+            with warnings.catch_warnings():
+                # the schedule follows training steps, also when this step's optimizer updates were all skipped
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                scheduler.step()
             with timer.phase("weight_sync"), generation_context(accelerator, model):
                 if hasattr(backend, "update_weights"):
                     backend.update_weights(policy)
