@@ -37,7 +37,14 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_smoke_demo_succeeds_and_prints_the_summary(smoke: dict):
     proc = smoke["proc"]
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for text in ("average EM", "AnesBench layout", "EN: Sys1", "ZH: Sys1", "Avg.", "Per stage (s):  wall-clock   CPU"):
+    for text in (
+        "average EM",
+        "AnesBench layout",
+        "EN: Sys1",
+        "ZH: Sys1",
+        "Avg.",
+        "Per stage (s):  wall-clock   CPU",
+    ):
         assert text in proc.stdout
     assert "Open the MLflow UI: make mlflow-ui" in proc.stdout
     for stage in ("world", "index", "server", "sft", "train", "anes-synth", "anes-eval"):
