@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,10 +74,10 @@ def test_tiny_pipeline_runs_and_resumes(tmp_path):
         done = json.loads((out / stage / "DONE.json").read_text())
         assert (out / stage / "train_summary.json").exists() and done["final"]
     # each stage starts from the previous stage's model
-    assert (
-        json.loads((out / "sft" / "DONE.json").read_text())["input"]
-        == json.loads((out / "cpt" / "DONE.json").read_text())["final"]
-    )
+    # (markers store "final" relative to the pipeline folder so it can be moved; "input" is the path used)
+    sft_input = json.loads((out / "sft" / "DONE.json").read_text())["input"]
+    cpt_final = json.loads((out / "cpt" / "DONE.json").read_text())["final"]
+    assert Path(sft_input).resolve() == (out / cpt_final).resolve()
     for mode in ("loglik", "generate"):
         table = (out / f"table_{mode}.md").read_text()
         assert table.count("\n") == 2 + 4 and "base+CPT+SFT+GRPO" in table
