@@ -342,5 +342,6 @@ def write_results_json(
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, default=str, ensure_ascii=False)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
     os.replace(tmp, path)
     return path
