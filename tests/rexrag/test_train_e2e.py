@@ -17,7 +17,7 @@ from rexrag.data.template import DEFAULT_TEMPLATE
 from rexrag.data.world import WorldConfig
 from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, load_world_retriever
-from rexrag.recipes.train import QAConfig, RexRagTrainConfig, run, to_records
+from rexrag.recipes.train import HeldoutCurveConfig, QAConfig, RexRagTrainConfig, run, to_records
 from rlcore.generation.testing import ScriptedBackend, build_tiny_qwen2, build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig
 from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
@@ -129,13 +129,31 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
     cfg = RexRagTrainConfig(
         rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=8, max_response_tokens=64),
         objective=ObjectiveConfig(num_generations=2, prompts_per_step=2, micro_batch_size=4),
-        train=TrainLoopConfig(total_steps=1, output_dir=str(tmp_path / "run"), seed=0),
+        train=TrainLoopConfig(total_steps=2, output_dir=str(tmp_path / "run"), seed=0),
         tracking=TrackingConfig(enabled=True, experiment="rexrag-test"),
         qa=QAConfig(world=world_cfg, max_eval_examples=3),
+        heldout_curve=HeldoutCurveConfig(every=1, split="test", max_examples=3),
     )
     cfg.model.path = str(root / "model")
     summary = run(replace(cfg))
-    assert summary["last_step"] == 1 and len(summary["rexrag_metrics"]) == 1
+    assert summary["last_step"] == 2 and len(summary["rexrag_metrics"]) == 2
+    # the held-out curve: the start policy (step 0) and every step, in the summary, the file and the step log
+    curve = summary["heldout_curve"]
+    assert [p["step"] for p in curve] == [0.0, 1.0, 2.0]
+    lines = (tmp_path / "run" / "heldout_curve.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == curve
+    step_log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for point, logged in zip(curve[1:], step_log):
+        assert logged["heldout/em"] == pytest.approx(point["heldout/em"])
+        assert "rexrag/alpha" in logged and "rexrag/dead_end_rate" in logged  # the method's own statistics
+    # the last curve point is the in-memory policy on the test questions: the saved final model scores the same
+    final = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert curve[-1]["heldout/em"] == pytest.approx(final["average_em"])
+    assert curve[-1]["heldout/f1"] == pytest.approx(final["average_f1"])
+    import mlflow
+
+    history = mlflow.tracking.MlflowClient().get_metric_history(summary["run_id"], "heldout/em")
+    assert sorted(h.step for h in history) == [0, 1, 2]
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert (
         set(scores) >= {"average_em", "by_source"} and sum(v["n"] for v in scores["by_source"].values()) == 3

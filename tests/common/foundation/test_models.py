@@ -132,7 +132,10 @@ def test_cache_built_by_rank_1_of_a_distributed_job_is_complete(tmp_path):
     env = {"RLCORE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / "cache" / "tiny-qwen2"

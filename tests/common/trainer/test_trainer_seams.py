@@ -206,3 +206,32 @@ def test_lora_with_gradient_checkpointing_and_adapter_free_reference(tmp_path):
     metrics = read_metrics(result.output_dir)
     assert metrics[-1]["kl"] >= 0 and math.isfinite(metrics[-1]["kl"])
     assert metrics[-1]["kl"] > 0  # after one update the adapters make the policy differ from the base model
+
+
+def test_after_step_sees_the_updated_policy_and_its_metrics_join_the_step_log(tmp_path):
+    cfg = make_cfg(tmp_path, *FAST, "train.total_steps=3", "tracking.enabled=true")
+    initial = {n: p.detach().clone() for n, p in load_causal_lm("tiny-qwen2").named_parameters()}
+    calls = []
+
+    def after_step(policy, step):
+        # the policy handed over is the trained one, already updated by this step
+        moved = max(float((p.detach() - initial[n]).abs().max()) for n, p in policy.named_parameters())
+        calls.append((step, moved))
+        if step % 2 == 0:
+            return None  # nothing to add on even steps
+        return {"heldout/em": 0.1 * step, "method/probes": step}
+
+    result = train(cfg, records=RECORDS, reward_fn=letter_reward, after_step=after_step)
+    assert [s for s, _ in calls] == [1, 2, 3]
+    assert all(moved > 0 for _, moved in calls)
+    metrics = read_metrics(result.output_dir)
+    assert [m.get("heldout/em") for m in metrics] == [pytest.approx(0.1), None, pytest.approx(0.3)]
+    assert metrics[2]["method/probes"] == 3.0 and "method/probes" not in metrics[1]
+    assert all(m["time/after_step"] >= 0 for m in metrics)
+    assert result.metrics[0]["heldout/em"] == pytest.approx(0.1)
+    # the same values reach MLflow under the step they belong to
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    history = client.get_metric_history(result.run_id, "heldout/em")
+    assert sorted((h.step, round(h.value, 6)) for h in history) == [(1, 0.1), (3, 0.3)]

@@ -63,10 +63,28 @@ _QWEN_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
 # and </think> (151665-151668); in Qwen2.5 "<think>" is plain text, three tokens [13708, 766, 29], which is what
 # REX-RAG's exploratory-prompt trie was built on, so they are deliberately not special here.
 _QWEN_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
 ]
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Saved by a tokenizer built from a tokenizers.Tokenizer object; load it as exactly that object.
@@ -219,16 +237,30 @@ def _build_cached(name: str) -> Path:
 
 # Variables that make transformers believe it runs inside a distributed job. Inside one (torch.distributed
 # initialised), save_pretrained writes weights on rank 0 only, so a cache built by rank 1 would lack them.
-_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
-                    "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_DEEPSPEED")
+_DISTRIBUTED_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "ACCELERATE_USE_DEEPSPEED",
+)
 
 
 def _build_in_clean_process(name: str, out: Path) -> None:
     """Run the builder in a fresh single-process interpreter so no distributed state can alter the files."""
-    env = {k: v for k, v in os.environ.items() if k not in _DISTRIBUTED_ENV and not k.startswith("TORCHELASTIC_")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in _DISTRIBUTED_ENV and not k.startswith("TORCHELASTIC_")
+    }
     done = subprocess.run(
         [sys.executable, "-m", "rlcore.models", "build", name, str(out)],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"building embedded model '{name}' failed:\n{done.stderr[-4000:]}")
@@ -344,7 +376,9 @@ def train_bpe_tokenizer(
     return tok
 
 
-if __name__ == "__main__":  # internal: `python -m rlcore.models build NAME OUT`, used by _build_in_clean_process
+if (
+    __name__ == "__main__"
+):  # internal: `python -m rlcore.models build NAME OUT`, used by _build_in_clean_process
     if len(sys.argv) != 4 or sys.argv[1] != "build" or sys.argv[2] not in EMBEDDED_MODELS:
         sys.exit(f"usage: python -m rlcore.models build {{{','.join(EMBEDDED_MODELS)}}} OUT_DIR")
     logging.basicConfig(level=logging.INFO)

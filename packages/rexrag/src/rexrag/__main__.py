@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
+
+from rlcore.logging_utils import setup_logging
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -64,7 +65,7 @@ def _recipe(name: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if argv and argv[0] in ("train", "sft", "evaluate"):
         return _recipe(argv[0], argv[1:])
     parser = argparse.ArgumentParser(

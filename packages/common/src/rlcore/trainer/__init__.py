@@ -2,7 +2,7 @@
 
 ``train(cfg, ...)`` runs the loop in ``rlcore.trainer.grpo``; ``python -m rlcore.trainer.grpo --config FILE``
 is its CLI. Method code plugs in through plain callables (``after_rollout``, ``behaviour_logprobs``,
-``on_answer``), never by subclassing.
+``on_answer``, ``after_step``), never by subclassing.
 """
 
 from rlcore.trainer.config import (
@@ -16,10 +16,11 @@ from rlcore.trainer.config import (
     TrackingConfig,
     TrainLoopConfig,
 )
-from rlcore.trainer.grpo import AfterRollout, BehaviourLogprobs, RewardFn, TrainResult, train
+from rlcore.trainer.grpo import AfterRollout, AfterStep, BehaviourLogprobs, RewardFn, TrainResult, train
 
 __all__ = [
     "AfterRollout",
+    "AfterStep",
     "BehaviourLogprobs",
     "DataConfig",
     "LoRAConfig",

@@ -30,6 +30,10 @@ Seams for method code (plain callables, no subclassing):
   policy that actually generated each token; it replaces pi_old in the PPO ratio. ``old_logprobs[i, t]`` is
   log pi_old of ``trajectories[i].response_ids[t]`` (right-padded).
 * ``on_answer`` is passed to ``RolloutEngine.run`` (REX-RAG spawns probes there).
+* ``after_step(policy, step) -> {name: value} | None``: called on every rank after the update and the weight
+  sync, before the step's metrics are logged; what it returns (main rank's values) joins that step's metrics
+  (MLflow, metrics.jsonl, TrainResult.metrics). Use it for held-out evaluation curves and for the method's own
+  per-step statistics. The policy is unwrapped; the next step's update puts it back in train mode.
 """
 
 from __future__ import annotations
@@ -85,13 +89,14 @@ from rlcore.trainer.setup import (
     resolve_output_dir,
 )
 
-__all__ = ["train", "TrainResult", "RewardFn", "AfterRollout", "BehaviourLogprobs", "main"]
+__all__ = ["train", "TrainResult", "RewardFn", "AfterRollout", "AfterStep", "BehaviourLogprobs", "main"]
 
 logger = logging.getLogger(__name__)
 
 RewardFn = Callable[..., list[float | None]]  # (decoded responses, **record columns) -> one reward each
 AfterRollout = Callable[[list[Trajectory], int], list[Trajectory]]
 BehaviourLogprobs = Callable[[list[Trajectory], torch.Tensor, int], torch.Tensor | None]
+AfterStep = Callable[[torch.nn.Module, int], Mapping[str, float] | None]
 
 
 @dataclass
@@ -116,6 +121,7 @@ def train(
     on_answer: Callable[[Trajectory, int], list[Trajectory]] | None = None,
     stateful: Mapping[str, Any] | None = None,
     backend: GenerationBackend | None = None,
+    after_step: AfterStep | None = None,
 ) -> TrainResult:
     """Train ``cfg.model.path`` with GRPO on ``records`` (or ``cfg.data.path``).
 
@@ -125,7 +131,7 @@ def train(
         reward_fn: batched ``(completions, **columns) -> list[float]`` (the ``rlcore.rewards`` registry
             signature; columns are the records' fields); default: ``get_reward(cfg.reward.name)``.
         retriever: ``search(queries, topk)`` object, required when ``cfg.rollout.tools_enabled``.
-        after_rollout, behaviour_logprobs, on_answer: the seams described in the module docstring.
+        after_rollout, behaviour_logprobs, on_answer, after_step: the seams in the module docstring.
         stateful: extra objects with ``state_dict``/``load_state_dict`` saved in every checkpoint.
         backend: a ready generation backend (e.g. a scripted one in tests); default from ``cfg.generation``.
     """
@@ -320,6 +326,10 @@ def train(
             with timer.phase("weight_sync"), generation_context(accelerator, model):
                 if hasattr(backend, "update_weights"):
                     backend.update_weights(policy)
+            extra: dict[str, float] = {}
+            if after_step is not None:
+                with timer.phase("after_step"):
+                    extra = {k: float(v) for k, v in (after_step(policy, step) or {}).items()}
 
             # 7. metrics: one reduction over ranks, one batched tracking call
             seconds = timer.reset()
@@ -337,6 +347,7 @@ def train(
             skipped_total += round(metrics.get("optim/skipped_steps", 0.0))
             metrics["optim/skipped_steps_total"] = float(skipped_total)
             metrics["optim/lr"] = float(scheduler.get_last_lr()[0])
+            metrics.update(extra)
             if accelerator.is_main_process and step % cfg.train.log_every == 0:
                 if run is not None:
                     run.log_metrics(metrics, step=step)

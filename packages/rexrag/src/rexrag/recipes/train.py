@@ -71,6 +71,17 @@ class FinalEvalConfig:
 
 
 @dataclass
+class HeldoutCurveConfig:
+    """Greedy EM on held-out questions during training (the EM curve; also logged to MLflow per step)."""
+
+    every: int = (
+        0  # evaluate every N steps (0 = off); when on, step 0 (the start policy) and the last step too
+    )
+    split: str = "dev"  # qa.source=world: dev | test; qa.source=files: the eval files are used
+    max_examples: int = 100  # questions per evaluation (the first N of the split)
+
+
+@dataclass
 class RexRagTrainConfig(RLTrainConfig):
     """GRPO / REX-RAG training of a search agent (all trainer keys, plus qa, retriever, rexrag, final_eval)."""
 
@@ -84,6 +95,7 @@ class RexRagTrainConfig(RLTrainConfig):
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # search backend
     rexrag: RexRagConfig = field(default_factory=RexRagConfig)  # mixed sampling + policy correction
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)  # evaluation after training
+    heldout_curve: HeldoutCurveConfig = field(default_factory=HeldoutCurveConfig)  # EM curve during training
     num_threads: int = 0  # torch CPU threads (0 = torch default); 1 avoids oversubscription on busy CPUs
 
     def validate(self) -> None:
@@ -97,6 +109,10 @@ class RexRagTrainConfig(RLTrainConfig):
             raise ValueError("qa.source=files needs qa.train_files")
         if self.retriever.kind == "world-bm25" and self.qa.source != "world":
             raise ValueError("retriever.kind=world-bm25 only works with qa.source=world")
+        if self.heldout_curve.every < 0 or self.heldout_curve.max_examples < 1:
+            raise ValueError("heldout_curve.every must be >= 0 and heldout_curve.max_examples >= 1")
+        if self.heldout_curve.split not in ("dev", "test"):
+            raise ValueError(f"heldout_curve.split must be 'dev' or 'test', got {self.heldout_curve.split!r}")
 
 
 def load_questions(qa: QAConfig) -> tuple[list[QAExample], list[QAExample], dict[str, Path] | None]:
@@ -144,6 +160,79 @@ def to_records(examples: list[QAExample], template: str) -> list[dict[str, Any]]
     ]
 
 
+def curve_examples(cfg: RexRagTrainConfig, paths: dict[str, Path] | None) -> list[QAExample]:
+    """The held-out questions of the EM curve (empty when the curve is off)."""
+    curve = cfg.heldout_curve
+    if not curve.every:
+        return []
+    if cfg.qa.source == "world":
+        examples = load_flashrag_jsonl(paths[curve.split])
+    else:
+        examples = load_many(cfg.qa.eval_files)
+    if not examples:
+        raise ValueError("heldout_curve.every > 0 but there are no held-out questions to evaluate")
+    return examples[: curve.max_examples]
+
+
+class StepHook:
+    """``after_step`` for the trainer: REX-RAG's per-step statistics, and the held-out EM curve every N steps.
+
+    The curve is also appended to ``heldout_curve.jsonl`` in the run folder (step 0 = the start policy), which
+    a resumed run continues.
+    """
+
+    def __init__(
+        self, cfg: RexRagTrainConfig, method: RexRag, tokenizer, retriever, examples, template, path
+    ):
+        self.cfg, self.method, self.tokenizer, self.retriever = cfg, method, tokenizer, retriever
+        self.examples, self.template, self.path = examples, template, Path(path)
+        self.points: list[dict[str, float]] = []
+        if self.path.exists():
+            self.points = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def evaluate(self, model, step: int) -> dict[str, float]:
+        import torch
+
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(), torch.no_grad():  # greedy; the training RNG stream is left untouched
+            scores = evaluate_examples(
+                model,
+                self.tokenizer,
+                self.retriever,
+                self.examples,
+                self.cfg.rollout,
+                self.template,
+                self.cfg.data.use_chat_template,
+                greedy=True,
+                batch_size=self.cfg.final_eval.batch_size,
+            )
+        model.train(was_training)
+        point = {
+            "step": float(step),
+            "heldout/em": scores["average_em"],
+            "heldout/f1": scores["average_f1"],
+            **{f"heldout/em/{s}": v["em"] for s, v in scores["by_source"].items()},
+        }
+        self.points = [p for p in self.points if p["step"] < step] + [point]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in self.points))
+        logger.info(
+            "held-out EM at step %d: %.3f (%d questions)", step, point["heldout/em"], len(self.examples)
+        )
+        return {k: v for k, v in point.items() if k != "step"}
+
+    def __call__(self, model, step: int) -> dict[str, float]:
+        history = self.method.history
+        metrics = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+        if history and history[-1]["step"] != step:
+            metrics = {}
+        every = self.cfg.heldout_curve.every
+        if self.examples and (step % every == 0 or step == self.cfg.train.total_steps):
+            metrics.update(self.evaluate(model, step))
+        return metrics
+
+
 def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
     from rlcore.models import load_causal_lm, load_tokenizer
     from rlcore.tracking import start_run, write_results_json
@@ -181,6 +270,19 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         len(records),
         len(eval_examples),
     )
+    hook = StepHook(
+        cfg,
+        method,
+        tokenizer,
+        retriever,
+        curve_examples(cfg, paths),
+        template,
+        output_dir / "heldout_curve.jsonl",
+    )
+    if hook.examples and not any(p["step"] == 0 for p in hook.points):
+        start = load_causal_lm(cfg.model.path)
+        hook.evaluate(start, 0)  # the start policy (step 0 of the curve)
+        del start
     result = train(
         cfg,
         records=records,
@@ -189,12 +291,15 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         behaviour_logprobs=method.behaviour_logprobs,
         on_answer=method.on_answer,
         stateful={"rexrag": method},
+        after_step=hook,
     )
     summary: dict[str, Any] = {
         "last_step": result.last_step,
+        "run_id": result.run_id,
         "stopped_early": result.stopped_early,
         "train_metrics": result.metrics,
         "rexrag_metrics": method.history,
+        "heldout_curve": hook.points,
     }
     if cfg.final_eval.enabled and eval_examples and not result.stopped_early and cfg.train.save_final_model:
         model = load_causal_lm(result.output_dir / "final").eval()
@@ -230,11 +335,12 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
                     },
                     step=result.last_step,
                 )
-                for record in method.history:
-                    mlrun.log_metrics(
-                        {k: v for k, v in record.items() if k != "step"}, step=int(record["step"])
-                    )
                 mlrun.log_artifact(result.output_dir / "eval.json")
+    start_point = [p for p in hook.points if p["step"] == 0]
+    if start_point and cfg.tracking.enabled and result.run_id is not None:
+        # step 0 of the curve was measured before the run existed
+        with start_run(cfg.tracking.experiment, config=cfg, resume_run_id=result.run_id) as mlrun:
+            mlrun.log_metrics({k: v for k, v in start_point[0].items() if k != "step"}, step=0)
     write_results_json(result.output_dir / "results.json", summary, config=cfg, seeds=[cfg.train.seed])
     return summary
 
