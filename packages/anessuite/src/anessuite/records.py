@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rlcore.io import iter_jsonl_records
+
 __all__ = ["read_records", "iter_records", "file_sha256", "write_jsonl", "append_jsonl"]
 
 
@@ -31,17 +33,8 @@ def iter_records(path: str | Path, batch_rows: int = 4096) -> Iterator[dict[str,
         raise FileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: invalid JSON: {err.msg}") from err
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-                yield record
+        for _, record in iter_jsonl_records(path):
+            yield record
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rexrag.data.qa import BENCHMARKS
+from rlcore.io import iter_jsonl_records
 from rlcore.rewards.qa import exact_match, extract_answer_block, token_f1
 
 PAPER_COLUMNS = {
@@ -57,24 +58,17 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise PredictionFormatError(f"predictions file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PredictionFormatError(f"{path}:{line_number}: invalid JSON ({err.msg})") from err
-            for key in ("data_source", "golden_answers", "prediction"):
-                if key not in record:
-                    raise PredictionFormatError(
-                        f"{path}:{line_number}: missing field '{key}' (keys: {sorted(record)})"
-                    )
-            if isinstance(record["golden_answers"], str):
-                record["golden_answers"] = [record["golden_answers"]]
-            if not record["golden_answers"]:
-                raise PredictionFormatError(f"{path}:{line_number}: 'golden_answers' is empty")
-            records.append(record)
+    for line_number, record in iter_jsonl_records(path, PredictionFormatError):
+        for key in ("data_source", "golden_answers", "prediction"):
+            if key not in record:
+                raise PredictionFormatError(
+                    f"{path}:{line_number}: missing field '{key}' (keys: {sorted(record)})"
+                )
+        if isinstance(record["golden_answers"], str):
+            record["golden_answers"] = [record["golden_answers"]]
+        if not record["golden_answers"]:
+            raise PredictionFormatError(f"{path}:{line_number}: 'golden_answers' is empty")
+        records.append(record)
     return records
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.pipeline.config import GRPOStageConfig
+from rlcore.io import read_jsonl
 
 __all__ = ["answer_line_format", "make_reward_fn", "run_grpo_stage"]
 
@@ -98,7 +99,7 @@ def run_grpo_stage(
     """Train with GRPO; returns the final model folder. Resumes from the newest checkpoint in the stage folder."""
     from rlcore.trainer import train
 
-    records = [json.loads(line) for line in rl_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_jsonl(rl_file)
     if cfg.max_prompts is not None:
         records = records[: cfg.max_prompts]
     trainer_dir = stage_dir / "trainer"

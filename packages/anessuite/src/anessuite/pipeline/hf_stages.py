@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.pipeline.config import HFStageConfig
+from rlcore.io import read_jsonl
 
 __all__ = ["run_hf_stage", "chat_to_prompt_completion"]
 
@@ -34,13 +35,7 @@ def chat_to_prompt_completion(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rows.append(json.loads(line))
-                if limit is not None and len(rows) >= limit:
-                    break
+    rows = read_jsonl(path, limit=limit)
     if not rows:
         raise ValueError(f"{path}: no training records")
     return rows

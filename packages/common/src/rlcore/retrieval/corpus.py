@@ -8,12 +8,13 @@ A malformed record raises :class:`CorpusFormatError` naming the file and the 1-b
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rlcore.io import iter_jsonl_records
 
 from .types import CorpusFormatError
 
@@ -56,23 +57,8 @@ def _record_to_pair(record: Any, where: str) -> tuple[str, str]:
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[str, str]]:
     """Yield ``(id, contents)`` from a JSONL file (``.gz`` is decompressed on the fly); blank lines are skipped."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as raw:
-        for line_number, raw_line in enumerate(raw, start=1):  # bytes per line: errors name the exact line
-            try:
-                line = raw_line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise CorpusFormatError(f"{path}:{line_number}: invalid UTF-8 ({err.reason})") from err
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise CorpusFormatError(
-                    f"{path}:{line_number}: invalid JSON ({err.msg} at column {err.colno})"
-                ) from err
-            yield _record_to_pair(record, f"{path}:{line_number}")
+    for line_number, record in iter_jsonl_records(path, CorpusFormatError, objects_only=False, what="corpus"):
+        yield _record_to_pair(record, f"{path}:{line_number}")
 
 
 def iter_parquet(path: str | Path, batch_size: int = 8192) -> Iterator[tuple[str, str]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from rlcore.io import iter_jsonl_records
 from rlcore.rollout import encode_chat_prompt
 
 __all__ = ["load_records", "encode_record_prompt", "record_id"]
@@ -14,21 +14,10 @@ __all__ = ["load_records", "encode_record_prompt", "record_id"]
 def load_records(path: str | Path) -> list[dict[str, Any]]:
     """One dict per non-empty line of a JSONL file; errors name the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data.path: prompt file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_number}: invalid JSON: {err.msg}") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            record.setdefault("_line", line_number)
-            records.append(record)
+    for line_number, record in iter_jsonl_records(path, what="data.path: prompt file"):
+        record.setdefault("_line", line_number)
+        records.append(record)
     if not records:
         raise ValueError(f"{path}: no records")
     return records

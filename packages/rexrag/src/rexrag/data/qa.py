@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlcore.io import iter_jsonl_records
+
 logger = logging.getLogger(__name__)
 
 BENCHMARKS = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
@@ -127,28 +129,19 @@ def load_flashrag_jsonl(path: str | os.PathLike, data_source: str | None = None)
         raise DataFormatError(f"JSONL file not found: {path}")
     default_source = data_source or path.parent.name
     examples = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{where}: invalid JSON ({err.msg})") from err
-            for key in ("id", "question", "golden_answers"):
-                if key not in record:
-                    raise DataFormatError(f"{where}: missing field '{key}' (keys: {sorted(record)})")
-            answers = [str(a) for a in _as_list(record["golden_answers"], where, "golden_answers")]
-            source = data_source or record.get("data_source") or default_source
-            extra = {
-                k: v
-                for k, v in record.items()
-                if k not in ("id", "question", "golden_answers", "data_source")
-            }
-            examples.append(
-                QAExample(str(record["question"]), answers, str(source), str(record["id"]), metadata=extra)
-            )
+    for line_number, record in iter_jsonl_records(path, DataFormatError):
+        where = f"{path}:{line_number}"
+        for key in ("id", "question", "golden_answers"):
+            if key not in record:
+                raise DataFormatError(f"{where}: missing field '{key}' (keys: {sorted(record)})")
+        answers = [str(a) for a in _as_list(record["golden_answers"], where, "golden_answers")]
+        source = data_source or record.get("data_source") or default_source
+        extra = {
+            k: v for k, v in record.items() if k not in ("id", "question", "golden_answers", "data_source")
+        }
+        examples.append(
+            QAExample(str(record["question"]), answers, str(source), str(record["id"]), metadata=extra)
+        )
     logger.info("loaded %d examples from %s", len(examples), path)
     return examples
 
