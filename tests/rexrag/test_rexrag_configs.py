@@ -78,3 +78,16 @@ def test_cpu_arms_differ_only_in_the_method():
         assert arm == base, name
     sft = load_config(SFTConfig, CONFIG_DIR / "cpu" / "sft.yaml")
     assert sft.data == base.qa.world  # same world (and index) for the warm-up and RL
+
+
+def test_retriever_url_defaults_to_the_environment_variable(monkeypatch):
+    from rexrag.recipes.train import RetrieverConfig, RexRagTrainConfig, open_retriever
+    from rlcore.config import load_config
+
+    monkeypatch.setenv("RLCORE_RETRIEVER_URL", "http://127.0.0.1:9911")
+    cfg = load_config(RexRagTrainConfig, overrides=["retriever.kind=http"])
+    assert cfg.retriever.url == "http://127.0.0.1:9911"
+    # a config built in Python resolves the same default when the client is opened
+    assert open_retriever(RetrieverConfig(kind="http"), None).url == "http://127.0.0.1:9911"
+    monkeypatch.delenv("RLCORE_RETRIEVER_URL")
+    assert load_config(RexRagTrainConfig, overrides=[]).retriever.url == "http://127.0.0.1:8000"

@@ -152,8 +152,11 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
     assert curve[-1]["heldout/f1"] == pytest.approx(final["average_f1"])
     import mlflow
 
-    history = mlflow.tracking.MlflowClient().get_metric_history(summary["run_id"], "heldout/em")
+    client = mlflow.tracking.MlflowClient()
+    history = client.get_metric_history(summary["run_id"], "heldout/em")
     assert sorted(h.step for h in history) == [0, 1, 2]
+    # runs carry a method tag (arms group in the MLflow UI and `make compare`)
+    assert client.get_run(summary["run_id"]).data.tags["method"] == "rexrag-paper-per_wrong_rollout"
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert (
         set(scores) >= {"average_em", "by_source"} and sum(v["n"] for v in scores["by_source"].values()) == 3

@@ -169,6 +169,7 @@ class TrackingConfig:
     enabled: bool = True  # log to MLflow (metrics.jsonl in the run folder is always written)
     experiment: str = "rlcore-grpo"  # MLflow experiment name
     run_name: str | None = None  # MLflow run name; None = the run folder name
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags, e.g. {method: grpo} (UI grouping)
 
 
 @dataclass

@@ -558,7 +558,7 @@ def _tracking(cfg: RLTrainConfig, accelerator, run_id: str | None, output_dir: P
         run_name=cfg.tracking.run_name or output_dir.name,
         config=cfg,
         seeds=[cfg.train.seed],
-        tags={"output_dir": str(output_dir)},
+        tags={**cfg.tracking.tags, "output_dir": str(output_dir)},
         resume_run_id=run_id,
     )
 

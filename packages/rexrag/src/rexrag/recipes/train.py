@@ -57,7 +57,7 @@ class RetrieverConfig:
     kind: str = "world-bm25"  # world-bm25 (index built with the world) | index (folder) | http (service)
     index_dir: str = ""  # kind=index: folder built by `python -m rlcore.retrieval.build`
     index_kind: str = "flat"  # kind=index: flat | hnsw | ivfpq | bm25 | hybrid
-    url: str = "http://127.0.0.1:8000"  # kind=http: retrieval service address
+    url: str = "${oc.env:RLCORE_RETRIEVER_URL,http://127.0.0.1:8000}"  # kind=http: service address
     cache_size: int = 65536  # LRU cache of (query, topk) results (0 = off)
 
 
@@ -142,7 +142,12 @@ def open_retriever(cfg: RetrieverConfig, paths: dict[str, Path] | None):
         return load_retriever(cfg.index_dir, kind=cfg.index_kind, cache_size=cfg.cache_size)
     from rlcore.retrieval import RetrievalClient
 
-    return RetrievalClient(cfg.url)
+    url = cfg.url
+    if "${" in url:  # a config built in Python (not through load_config) still holds the interpolation
+        from omegaconf import OmegaConf
+
+        url = OmegaConf.create({"url": url}).url
+    return RetrievalClient(url)
 
 
 def to_records(examples: list[QAExample], template: str) -> list[dict[str, Any]]:
@@ -239,6 +244,11 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
     from rlcore.trainer.grpo import train
 
     cfg.validate()
+    if "method" not in cfg.tracking.tags:  # groups the arms in the MLflow UI and `make compare`
+        method_name = (
+            "grpo" if not cfg.rexrag.enabled else f"rexrag-{cfg.rexrag.correction}-{cfg.rexrag.trigger}"
+        )
+        cfg = replace(cfg, tracking=replace(cfg.tracking, tags={**cfg.tracking.tags, "method": method_name}))
     if cfg.num_threads:
         import torch
 
