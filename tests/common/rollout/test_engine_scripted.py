@@ -228,7 +228,7 @@ def test_seeds_differ_per_round_and_run(tok):
         ScriptedBackend(tok, lambda ids, text: ""), tok, RolloutConfig(seed=7), FakeRetriever()
     )
     first = [engine.sampling_params(r, 10).seed for r in range(3)]
-    engine._run_index += 1
+    engine.run_index += 1
     second = [engine.sampling_params(r, 10).seed for r in range(3)]
     assert len(set(first + second)) == 6
     unseeded = RolloutEngine(

@@ -21,18 +21,22 @@ from rlcore.trainer.checkpoint import list_checkpoints
 HERE = Path(__file__).parent
 
 
-def test_stop_and_resume_in_process_equals_uninterrupted(tmp_path):
-    full = train(make_cfg(tmp_path / "full", "train.total_steps=2"), records=RECORDS, reward_fn=letter_reward)
+@pytest.mark.parametrize("rollout_seed", ["null", "11"])  # global RNG / per-call seeds from a counter
+def test_stop_and_resume_in_process_equals_uninterrupted(tmp_path, rollout_seed):
+    seed = f"rollout.seed={rollout_seed}"
+    full = train(
+        make_cfg(tmp_path / "full", "train.total_steps=2", seed), records=RECORDS, reward_fn=letter_reward
+    )
     part_dir = tmp_path / "part"
     first = train(
-        make_cfg(part_dir, "train.total_steps=2", "train.stop_after_step=1", "tracking.enabled=true"),
+        make_cfg(part_dir, "train.total_steps=2", "train.stop_after_step=1", "tracking.enabled=true", seed),
         records=RECORDS,
         reward_fn=letter_reward,
     )
     assert first.stopped_early and first.last_step == 1
     assert [step for step, _ in list_checkpoints(part_dir)] == [1]
     second = train(
-        make_cfg(part_dir, "train.total_steps=2", "tracking.enabled=true"),
+        make_cfg(part_dir, "train.total_steps=2", "tracking.enabled=true", seed),
         records=RECORDS,
         reward_fn=letter_reward,
     )

@@ -69,13 +69,13 @@ class RolloutEngine:
             )
         self.retriever = retriever
         self._feedback_ids = tokenizer.encode(self.config.invalid_action_feedback, add_special_tokens=False)
-        self._run_index = 0
+        self.run_index = 0
         self.last_stats: dict[str, float] = {}
 
     def sampling_params(self, round_index: int, max_new_tokens: int) -> SamplingParams:
         """The sampling params of one round (seed derived per run and round when ``config.seed`` is set)."""
         cfg = self.config
-        seed = None if cfg.seed is None else derive_seed(cfg.seed, self._run_index, round_index)
+        seed = None if cfg.seed is None else derive_seed(cfg.seed, self.run_index, round_index)
         return SamplingParams(
             max_new_tokens=max_new_tokens,
             temperature=cfg.temperature,
@@ -255,7 +255,7 @@ class RolloutEngine:
                 verify_trajectory(traj)
         stats["num_trajectories"] = len(trajectories)
         self.last_stats = {key: float(value) for key, value in stats.items()}
-        self._run_index += 1
+        self.run_index += 1
         return trajectories
 
     def _accept_spawned(self, parent: Trajectory, new: Any, already: int) -> list[Trajectory]:

@@ -184,6 +184,7 @@ def train(
         start_step, run_id = int(state["step"]), state.get("mlflow_run_id")
         skipped_total = int(state.get("skipped_steps_total", 0))
         sampler.load_state_dict(state["sampler"])
+        engine.run_index = int(state.get("rollout_run_index", 0))  # rollout.seed's per-call seeds continue
         logger.info("resumed from %s at step %d", resume_from, start_step)
     metrics_path = output_dir / "metrics.jsonl"
     if accelerator.is_main_process:
@@ -376,6 +377,7 @@ def train(
             if periodic or stop_now or step == cfg.train.total_steps:
                 trainer_state = {
                     "sampler": sampler.state_dict(),
+                    "rollout_run_index": engine.run_index,
                     "mlflow_run_id": run_id,
                     "skipped_steps_total": skipped_total,
                     "config": to_dict(cfg),
