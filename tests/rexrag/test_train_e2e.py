@@ -164,3 +164,35 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
     assert (tmp_path / "run" / "eval_table.md").read_text().startswith("| Method |")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["enabled"] is True
+
+
+@pytest.mark.slow
+def test_heldout_curve_does_not_change_the_training_run(setup, tmp_path):
+    root, world_cfg, paths, tok = setup
+
+    def config(every, out):
+        cfg = RexRagTrainConfig(
+            rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=8, max_response_tokens=64),
+            objective=ObjectiveConfig(num_generations=2, prompts_per_step=2, micro_batch_size=4),
+            train=TrainLoopConfig(
+                total_steps=2, output_dir=str(tmp_path / out), seed=0, save_final_model=False
+            ),
+            tracking=TrackingConfig(enabled=False),
+            qa=QAConfig(world=world_cfg),
+            heldout_curve=HeldoutCurveConfig(every=every, max_examples=3),
+        )
+        cfg.model.path = str(root / "model")
+        return cfg
+
+    with_curve, without = run(config(1, "curve")), run(config(0, "plain"))
+    assert [p["step"] for p in with_curve["heldout_curve"]] == [0.0, 1.0, 2.0] and not without[
+        "heldout_curve"
+    ]
+
+    def comparable(metrics):
+        return [
+            {k: v for k, v in m.items() if not k.startswith(("time/", "throughput/", "heldout/"))}
+            for m in metrics
+        ]
+
+    assert comparable(with_curve["train_metrics"]) == comparable(without["train_metrics"])
