@@ -28,13 +28,15 @@ reproduce-rexrag-cpu: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## GRPO vs R
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
 		--out experiments/rexrag-cpu
 
-reproduce-rexrag-cpu-ablations: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## ablations (no / coarse correction, dead-end trigger), seed 0 (CPU)
-	for arm in rexrag_no_correction rexrag_coarse rexrag_dead_end; do \
-		$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=0 rexrag.seed=0 \
-			train.output_dir=$(REXRAG_CPU_DIR)/$$arm-seed0 train.resume=never || exit 1; \
+reproduce-rexrag-cpu-ablations: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## ablations (no / coarse correction, dead-end trigger), seeds $(REXRAG_SEEDS) (CPU; after reproduce-rexrag-cpu)
+	for seed in $(REXRAG_SEEDS); do \
+		for arm in rexrag_no_correction rexrag_coarse rexrag_dead_end; do \
+			$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
+				train.output_dir=$(REXRAG_CPU_DIR)/$$arm-seed$$seed train.resume=never || exit 1; \
+		done; \
 	done
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) \
-		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds 0 \
+		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds $(REXRAG_SEEDS) \
 		--out experiments/rexrag-cpu/ablations
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table

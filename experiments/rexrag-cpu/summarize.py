@@ -4,7 +4,8 @@
         --out experiments/rexrag-cpu
 
 Reads ``<runs>/<arm>-seed<k>/results.json`` (written by ``python -m rexrag train``) and writes ``results.json``
-(with provenance), ``table.md`` / ``table.csv`` (paper layout, seed-mean EM per data source) and ``curves.png``.
+(with provenance), ``table.md`` / ``table.csv`` (paper layout, seed-mean EM per data source) and ``curves.png``
+(held-out greedy EM during training when the runs recorded it, train accuracy, dead-end rate; seed mean +- std).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def _mean_over_steps(records: list[dict], key: str, steps: range | None = None) 
 def summarize_run(path: Path) -> dict:
     data = json.loads((path / "results.json").read_text(encoding="utf-8"))
     train, method = data["train_metrics"], data["rexrag_metrics"]
+    heldout = data.get("heldout_curve") or []
     last = int(data["last_step"])
     early, late = range(1, min(5, last) + 1), range(max(1, last - 4), last + 1)
     return {
@@ -43,6 +45,9 @@ def summarize_run(path: Path) -> dict:
         "probe_generated_tokens": sum(r.get("rexrag/probe_generated_tokens", 0.0) for r in method),
         "train_seconds": sum(r.get("time/step", 0.0) for r in train),
         "steps": last,
+        "heldout_em_start": heldout[0]["heldout/em"] if heldout and heldout[0]["step"] == 0 else None,
+        "heldout_em_end": heldout[-1]["heldout/em"] if heldout else None,
+        "heldout_curve": {int(p["step"]): p["heldout/em"] for p in heldout},
         "curves": {
             "accuracy": [r.get("accuracy") for r in train],
             "dead_end_rate": [r.get("rexrag/dead_end_rate") for r in method],
@@ -52,13 +57,45 @@ def summarize_run(path: Path) -> dict:
     }
 
 
+def heldout_band(runs: list[dict]) -> dict[str, list[float]]:
+    """Seed mean and std of the held-out EM at the steps every run evaluated."""
+    steps = sorted(set.intersection(*(set(r["heldout_curve"]) for r in runs))) if runs else []
+    band: dict[str, list[float]] = {"steps": [], "mean": [], "std": []}
+    for step in steps:
+        mean, std = mean_std([r["heldout_curve"][step] for r in runs])
+        band["steps"].append(float(step))
+        band["mean"].append(mean)
+        band["std"].append(std)
+    return band
+
+
 def _plot(per_arm: dict[str, list[dict]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    bands = {arm: heldout_band(runs) for arm, runs in per_arm.items()}
+    with_curve = any(b["steps"] for b in bands.values())
+    fig, axes = plt.subplots(1, 3 if with_curve else 2, figsize=(15 if with_curve else 10, 3.5))
+    if with_curve:
+        ax = axes[-1]
+        for arm, band in bands.items():
+            if not band["steps"]:
+                continue
+            mean = [100 * m for m in band["mean"]]
+            std = [100 * (v or 0.0) for v in band["std"]]
+            ax.plot(band["steps"], mean, marker="o", label=arm)
+            ax.fill_between(
+                band["steps"],
+                [m - d for m, d in zip(mean, std)],
+                [m + d for m, d in zip(mean, std)],
+                alpha=0.15,
+            )
+        ax.set_title("held-out greedy EM (dev), seed mean +- std")
+        ax.set_xlabel("step")
+        ax.set_ylabel("EM %")
+        ax.legend(fontsize=7)
     for ax, key, title in (
         (axes[0], "accuracy", "train accuracy of originals (T=1)"),
         (axes[1], "dead_end_rate", "dead-end rate (all originals wrong)"),
@@ -101,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             "generated_tokens",
             "probe_generated_tokens",
             "train_seconds",
+            "heldout_em_start",
+            "heldout_em_end",
         ):
             values = [r[key] for r in runs if r[key] is not None]
             mean, std = mean_std(values) if values else (None, None)
@@ -109,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["eval_by_source"] = {
             s: dict(zip(("mean", "std"), mean_std([r["eval_by_source"][s] for r in runs]))) for s in sources
         }
+        entry["heldout_curve"] = heldout_band(runs)
         summary["arms"][arm] = entry
     args.out.mkdir(parents=True, exist_ok=True)
     table = {
@@ -123,9 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     write_results_json(args.out / "results.json", summary, seeds=args.seeds)
     for arm, entry in summary["arms"].items():
         em = entry["eval_average_em"]
+        std = f" +- {100 * em['std']:.1f}" if em["std"] is not None else ""
+        curve = entry["heldout_curve"]
+        dev = (
+            f"; dev EM by step {dict(zip(map(int, curve['steps']), (round(100 * m, 1) for m in curve['mean'])))}"
+            if curve["steps"]
+            else ""
+        )
         print(
-            f"{arm:>24}: test EM {100 * em['mean']:.1f} +- {100 * em['std']:.1f}  "
-            f"(seeds {[round(100 * v, 1) for v in em['values']]})"
+            f"{arm:>24}: test EM {100 * em['mean']:.1f}{std}  (seeds {[round(100 * v, 1) for v in em['values']]}){dev}"
         )
     return 0
 

@@ -64,3 +64,29 @@ def test_summary_mean_and_std(tmp_path, capsys):
     assert (tmp_path / "out" / "table.md").read_text().startswith("| Method |")
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     assert "grpo: test EM 20.0 +- 10.0" in capsys.readouterr().out
+
+
+def test_heldout_curve_band_over_seeds(tmp_path):
+    summarize = _load()
+    for seed, (start, end) in enumerate([(0.1, 0.2), (0.1, 0.4), (0.1, 0.3)]):
+        folder = tmp_path / "runs" / f"rexrag-seed{seed}"
+        _fake_run(folder, end, [0.5] * 10)
+        results = json.loads((folder / "results.json").read_text())
+        results["heldout_curve"] = [
+            {"step": 0.0, "heldout/em": start},
+            {"step": 5.0, "heldout/em": (start + end) / 2},
+            {"step": 10.0, "heldout/em": end},
+        ]
+        if seed == 2:  # a run that also evaluated an extra step: only steps every run has are banded
+            results["heldout_curve"].insert(1, {"step": 3.0, "heldout/em": 0.9})
+        (folder / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "out"
+    argv = ["--runs", str(tmp_path / "runs"), "--arms", "rexrag", "--seeds", "0", "1", "2", "--out", str(out)]
+    assert summarize.main(argv) == 0
+    arm = json.loads((out / "results.json").read_text())["arms"]["rexrag"]
+    band = arm["heldout_curve"]
+    assert band["steps"] == [0.0, 5.0, 10.0]
+    assert band["mean"] == pytest.approx([0.1, 0.2, 0.3]) and band["std"] == pytest.approx([0.0, 0.05, 0.1])
+    assert arm["heldout_em_start"]["mean"] == pytest.approx(0.1)
+    assert arm["heldout_em_end"]["values"] == pytest.approx([0.2, 0.4, 0.3])
+    assert (out / "curves.png").stat().st_size > 0
