@@ -7,7 +7,7 @@ REXRAG_CPU_CONFIGS := packages/rexrag/configs/cpu
 REXRAG_PAPER_CONFIGS := packages/rexrag/configs/paper
 REXRAG_SIZE ?= 3b
 
-.PHONY: rexrag-world rexrag-sft-cpu reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-main \
+.PHONY: rexrag-world rexrag-sft-cpu reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-cpu-long reproduce-rexrag-main \
 	rexrag-eval rexrag-table test-rexrag
 
 rexrag-world: setup ## write the synthetic knowledge world (corpus + questions, FlashRAG and Search-R1 layouts)
@@ -38,6 +38,19 @@ reproduce-rexrag-cpu-ablations: setup $(REXRAG_CPU_DIR)/sft/model/config.json ##
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) \
 		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds $(REXRAG_SEEDS) \
 		--out experiments/rexrag-cpu/ablations
+
+REXRAG_LONG_DIR ?= runs/rexrag-cpu-long
+
+reproduce-rexrag-cpu-long: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## GRPO vs REX-RAG for 200 steps (5x rexrag-cpu), seeds $(REXRAG_SEEDS), held-out EM every 20 steps (CPU)
+	for seed in $(REXRAG_SEEDS); do \
+		for arm in grpo rexrag; do \
+			$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
+				train.total_steps=200 heldout_curve.every=20 tracking.experiment=rexrag-cpu-long \
+				train.output_dir=$(REXRAG_LONG_DIR)/$$arm-seed$$seed train.resume=never || exit 1; \
+		done; \
+	done
+	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_LONG_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
+		--out experiments/rexrag-cpu-long
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
 	for arm in searchr1_grpo rexrag; do \
