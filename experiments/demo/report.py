@@ -8,34 +8,24 @@ from pathlib import Path
 from typing import Any
 
 
-def adopt_stage_runs(
-    uri: str, experiment: str, parent_id: str, out_dir: Path, demo_id: str, since_ms: int = 0
-) -> list[dict]:
-    """Nest the stages' MLflow runs under the demo's parent run.
+def stage_runs(uri: str, experiment: str, parent_id: str) -> list[dict]:
+    """The stages' MLflow runs nested under the demo's parent run.
 
-    The recipes open their own top-level runs; each records its command line (tag ``command``), whose paths
-    all lie inside this demo's output folder, so this demo's runs are exactly those whose command contains
-    ``<out_dir>/``. Setting ``mlflow.parentRunId`` afterwards is what MLflow itself does for nested runs."""
-    import os
-
+    The demo starts every stage with ``RLCORE_PARENT_RUN_ID`` (and ``RLCORE_RUN_TAGS`` holding its id) in the
+    environment, so the recipes' own runs are created as children of the parent run."""
     from mlflow.tracking import MlflowClient
 
-    marker = f"{out_dir}{os.sep}"
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    adopted = []
     runs = client.search_runs(
-        [found.experiment_id], filter_string=f"attributes.start_time >= {since_ms}", max_results=1000
+        [found.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000
     )
-    for run in runs:
-        if run.info.run_id == parent_id or marker not in run.data.tags.get("command", ""):
-            continue
-        client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id)
-        client.set_tag(run.info.run_id, "demo.id", demo_id)
-        adopted.append({"name": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status})
-    return sorted(adopted, key=lambda r: r["name"] or "")
+    return sorted(
+        ({"name": r.info.run_name, "run_id": r.info.run_id, "status": r.info.status} for r in runs),
+        key=lambda r: r["name"] or "",
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:

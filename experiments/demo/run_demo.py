@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.demo.report import (
-    adopt_stage_runs,
     collect_results,
     format_summary,
     plot_training,
+    stage_runs,
     summary_metrics,
 )
 from experiments.demo.stages import (
@@ -288,11 +288,10 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
     """The demo; ``t0`` (perf_counter at the start of main) makes the total include start-up and imports."""
     from rlcore.models import EMBEDDED_MODELS, cache_dir
     from rlcore.runs import runs_root
-    from rlcore.tracking import start_run, tracking_uri, write_results_json
+    from rlcore.tracking import PARENT_ENV, TAGS_ENV, start_run, tracking_uri, write_results_json
 
     t0 = time.perf_counter() if t0 is None else t0
     demo_id = time.strftime("%Y%m%d-%H%M%S")
-    started_ms = int(time.time() * 1000) - 1000
     out = Path(cfg.output_dir) if cfg.output_dir else runs_root() / "demo" / demo_id
     out = out.resolve()
     if out.exists() and any(out.iterdir()):
@@ -316,6 +315,10 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
     nested: list[dict] = []
     with start_run(cfg.experiment, run_name=f"demo-{demo_id}", config=cfg, seeds=[cfg.seed],
                    tags={"demo.id": demo_id, "out_dir": str(out)}) as parent:  # fmt: skip
+        # every stage's own MLflow run (subprocess or in-process) is created as a child of this one
+        nesting = {PARENT_ENV: parent.run_id, TAGS_ENV: json.dumps({"demo.id": demo_id})}
+        stages.env.update(nesting)
+        os.environ.update(nesting)
         branch_error: list[BaseException] = []
 
         def branch() -> None:
@@ -350,10 +353,12 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
             stages.stop_all()
             if thread.is_alive():
                 thread.join(timeout=STOP_GRACE_S + 5)
+            for name in nesting:
+                os.environ.pop(name, None)
             try:
-                nested = adopt_stage_runs(uri, cfg.experiment, parent.run_id, out, demo_id, started_ms)
+                nested = stage_runs(uri, cfg.experiment, parent.run_id)
             except Exception as err:  # never hide the stage's own error behind a bookkeeping one
-                logger.warning("could not nest the stage runs under %s: %s", parent.run_id, err)
+                logger.warning("could not list the stage runs under %s: %s", parent.run_id, err)
         if branch_error and (error is None or "another stage failed" in error.reason):
             error = branch_error[0]  # the chain only stopped because the AnesBench branch failed first
         wall = time.perf_counter() - t0

@@ -249,6 +249,34 @@ def test_two_models_never_share_a_cache(tmp_path):
         cache.load()
 
 
+def test_responses_of_the_same_weights_are_seeded_from_another_cache_folder(tmp_path):
+    bench = _write_bench(tmp_path / "bench.json")
+
+    def config(name, folder, seeds=()):
+        return EvalConfig(
+            model="m",
+            model_name=name,
+            benchmark=str(bench),
+            cache_dir=str(tmp_path / folder),
+            cache_seed_dirs=[str(tmp_path / s) for s in seeds],
+            out_dir=str(tmp_path / f"o-{folder}"),
+            bootstrap_iters=0,
+            track=False,
+        )
+
+    first = ScriptedChat("weights-1")
+    original = run_eval(config("base+CPT+SFT", "a"), backend=first)
+    # another pipeline, another label for the same weights: every response comes from folder a
+    again = ScriptedChat("weights-1")
+    seeded = run_eval(config("base+SFT", "b", seeds=["a"]), backend=again)
+    assert len(first.asked) == 6 and again.asked == []
+    assert seeded["by_language"] == original["by_language"]
+    # other weights never take those responses
+    other = ScriptedChat("weights-2")
+    run_eval(config("base+SFT", "c", seeds=["a", "b"]), backend=other)
+    assert len(other.asked) == 6
+
+
 @pytest.fixture(scope="module")
 def tiny_backend():
     from anessuite.backends.hf import HFChatBackend

@@ -9,7 +9,7 @@ import pytest
 
 from anessuite.pipeline.config import PipelineConfig
 from anessuite.pipeline.grpo_stage import answer_line_format, make_reward_fn
-from anessuite.pipeline.run import run_pipeline, stage_plan
+from anessuite.pipeline.run import run_pipeline, stage_final, stage_plan
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,38 @@ def test_tiny_pipeline_runs_and_resumes(tmp_path):
     assert {s: (out / s / "DONE.json").stat().st_mtime_ns for s in stamps} == stamps
     assert again["base+CPT+SFT+GRPO"]["generate"]["eval"]["new_items"] == 0
     assert again["base+CPT"]["loglik"]["by_language"] == results["base+CPT"]["loglik"]["by_language"]
+
+
+@pytest.mark.slow
+def test_identical_stages_and_responses_are_reused_across_pipelines(tmp_path):
+    first = tmp_path / "pipe"
+    cfg = _tiny_cfg(first)
+    cfg.grpo.enabled = False
+    run_pipeline(cfg)
+    for stage in ("cpt", "sft"):  # markers written before stage keys existed get them on the next run
+        marker = first / stage / "DONE.json"
+        done = json.loads(marker.read_text())
+        key = done.pop("key")
+        marker.write_text(json.dumps(done))
+    run_pipeline(cfg)
+    assert json.loads((first / "sft" / "DONE.json").read_text())["key"] == key  # the same key, recomputed
+    assert "key" in json.loads((first / "cpt" / "DONE.json").read_text())
+
+    # the same CPT and SFT under another name and folder: nothing is trained or generated again
+    second = tmp_path / "pipe-renamed"
+    renamed = _tiny_cfg(second)
+    renamed.name, renamed.grpo.enabled = "tiny-renamed", False
+    results = run_pipeline(renamed)
+    for stage in ("cpt", "sft"):
+        done = json.loads((second / stage / "DONE.json").read_text())
+        assert done["reused"] is True and not (second / stage / "train_summary.json").exists()
+        assert Path(done["final"]).resolve() == Path(stage_final(first, stage)).resolve()
+    assert all(results[label]["generate"]["eval"]["new_items"] == 0 for label in results)
+
+    # a different SFT learning rate is a different model: CPT is reused, SFT trains
+    changed = _tiny_cfg(tmp_path / "pipe-lr")
+    changed.name, changed.grpo.enabled, changed.sft.learning_rate = "tiny-lr", False, 3e-4
+    run_pipeline(changed)
+    assert json.loads((tmp_path / "pipe-lr" / "cpt" / "DONE.json").read_text()).get("reused") is True
+    sft_done = json.loads((tmp_path / "pipe-lr" / "sft" / "DONE.json").read_text())
+    assert "reused" not in sft_done and (tmp_path / "pipe-lr" / "sft" / "train_summary.json").exists()

@@ -170,21 +170,21 @@ def test_last_line_reads_progress_bars(tmp_path: Path):
     assert stages_mod.last_line(log) == "grpo:  40%|####  | 8/20"  # per-request client logs are skipped
 
 
-def test_adopt_stage_runs_nests_only_this_demo(tmp_path: Path):
+def test_stage_runs_lists_the_children_created_under_the_parent_by_environment(tmp_path: Path, monkeypatch):
     from rlcore.tracking import start_run
 
-    out_dir = tmp_path / "demo-out"
-    marker = str(out_dir)
     with start_run("demo", run_name="parent") as parent:
-        pass
-    with start_run("demo", run_name="sft") as ours:
-        ours.set_tags({"command": f"rexrag sft output_dir={marker}/sft"})
-    with start_run("demo", run_name="other-demo") as other:  # its folder name only starts like ours
-        other.set_tags({"command": f"rexrag sft output_dir={marker}-2/sft"})
-    adopted = report.adopt_stage_runs(os.environ["MLFLOW_TRACKING_URI"], "demo", parent.run_id, out_dir, "d1")
-    assert [a["run_id"] for a in adopted] == [ours.run_id]
+        monkeypatch.setenv("RLCORE_PARENT_RUN_ID", parent.run_id)  # what the demo hands its stages
+        monkeypatch.setenv("RLCORE_RUN_TAGS", '{"demo.id": "d1"}')
+        with start_run("demo", run_name="sft") as ours:
+            pass
+        monkeypatch.delenv("RLCORE_PARENT_RUN_ID")
+        monkeypatch.delenv("RLCORE_RUN_TAGS")
+        with start_run("demo", run_name="other-demo") as other:  # not started by this demo
+            pass
+    listed = report.stage_runs(os.environ["MLFLOW_TRACKING_URI"], "demo", parent.run_id)
+    assert [a["run_id"] for a in listed] == [ours.run_id] and listed[0]["status"] == "FINISHED"
     runs = mlflow_runs()
-    assert runs[ours.run_id].data.tags["mlflow.parentRunId"] == parent.run_id
     assert runs[ours.run_id].data.tags["demo.id"] == "d1"
     assert "mlflow.parentRunId" not in runs[other.run_id].data.tags
 

@@ -133,3 +133,24 @@ def test_results_json_carries_provenance(tmp_path):
     assert data["config"] == {"seed": 11, "lr": 0.1}
     assert data["provenance"]["seeds"] == "1,2,3" and "git.sha" in data["provenance"]
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_parent_and_tags_from_the_environment(store, monkeypatch):
+    """A subprocess recipe launched by an orchestrator nests under the orchestrator's run."""
+    with start_run("orchestrated", run_name="parent") as parent:
+        monkeypatch.setenv("RLCORE_PARENT_RUN_ID", parent.run_id)
+        monkeypatch.setenv("RLCORE_RUN_TAGS", '{"demo.id": "d7", "method": "grpo"}')
+        with start_run("orchestrated", run_name="stage", tags={"method": "rexrag"}) as stage:  # explicit wins
+            with stage.child("eval"):
+                pass
+    runs = {r.info.run_name: r for r in _runs(store, "orchestrated")}
+    assert runs["stage"].data.tags["mlflow.parentRunId"] == runs["parent"].info.run_id
+    assert (
+        runs["eval"].data.tags["mlflow.parentRunId"] == runs["stage"].info.run_id
+    )  # own children stay its own
+    assert runs["stage"].data.tags["demo.id"] == "d7" and runs["stage"].data.tags["method"] == "rexrag"
+    assert runs["eval"].data.tags["demo.id"] == "d7"
+    monkeypatch.setenv("RLCORE_RUN_TAGS", "[1, 2]")
+    with pytest.raises(ValueError, match="RLCORE_RUN_TAGS must be a JSON object"):
+        with start_run("orchestrated", run_name="bad"):
+            pass

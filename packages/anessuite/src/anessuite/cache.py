@@ -14,7 +14,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class ResponseCache:
         benchmark_hash: str,
         config_hash: str,
         meta: Mapping[str, Any] | None = None,
+        seed_dirs: Sequence[str | Path] = (),
     ):
         self.cache_key = hashlib.sha256(f"{model_fp}|{benchmark_hash}|{config_hash}".encode()).hexdigest()[
             :16
@@ -97,6 +99,8 @@ class ResponseCache:
         }
         self._lock = FileLock(str(self.path) + ".lock")
         self._handle = None
+        self.seed_dirs = [Path(d) for d in seed_dirs]
+        self.seeded_from: Path | None = None
 
     def __enter__(self) -> ResponseCache:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -106,10 +110,26 @@ class ResponseCache:
             raise CacheLockedError(
                 f"{self.path} is being written by another process (lock {self._lock.lock_file})"
             ) from err
+        if not self.path.exists():
+            self._seed()
         meta_path = self.path.with_suffix(".meta.json")
         if not meta_path.exists():
             meta_path.write_text(json.dumps(self.meta, indent=2, ensure_ascii=False), encoding="utf-8")
         return self
+
+    def _seed(self) -> None:
+        """Start from another cache with the same key (same weights, benchmark and generation settings, whatever
+        the display name or folder): the responses would be identical, so they are copied, not recomputed."""
+        for folder in self.seed_dirs:
+            for candidate in sorted(folder.glob(f"*-{self.cache_key}.jsonl")):
+                if candidate.resolve() == self.path.resolve() or candidate.stat().st_size == 0:
+                    continue
+                shutil.copyfile(candidate, self.path)
+                self.seeded_from = candidate
+                logger.info(
+                    "%s: seeded from %s (same cache key %s)", self.path.name, candidate, self.cache_key
+                )
+                return
 
     def __exit__(self, *exc: Any) -> None:
         if self._handle is not None:

@@ -80,6 +80,9 @@ class EvalConfig:
     limit_per_language: int | None = None  # evaluate only the first N items of each language (smoke runs)
     out_dir: str | None = None  # outputs; default runs/anessuite-eval/<time>-<config hash>/
     cache_dir: str | None = None  # response caches; default <runs root>/anessuite-cache
+    cache_seed_dirs: list[str] = field(
+        default_factory=list
+    )  # other cache folders whose responses for the same key (weights, benchmark, settings) are reused
     bootstrap_iters: int = 1000  # bootstrap replicates for 95% CIs
     seed: int = 0  # bootstrap seed (decoding is greedy)
     track: bool = True  # log an MLflow run
@@ -250,6 +253,7 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
         _benchmark_hash(cfg.benchmark),
         _generation_hash(cfg),
         meta={"model_spec": cfg.model, "benchmark": cfg.benchmark},
+        seed_dirs=cfg.cache_seed_dirs,
     )
     out_dir = Path(cfg.out_dir) if cfg.out_dir else make_run_dir("anessuite-eval", cfg)
     with cache:

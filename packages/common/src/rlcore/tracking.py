@@ -4,6 +4,9 @@ Default store: a local sqlite file ``runs/mlflow.db`` (no server needed); ``MLFL
 One MLflow experiment per recipe, nested runs for pipelines, one batched call per step for metrics, and
 provenance tags on every run. A run that raises ends FAILED; Ctrl-C or SIGTERM ends KILLED; never RUNNING.
 
+An orchestrator that launches recipes as subprocesses nests them by environment: a new top-level run takes
+``RLCORE_PARENT_RUN_ID`` as its parent and adds the tags of ``RLCORE_RUN_TAGS`` (a JSON object).
+
     with start_run("rexrag-train", config=cfg, seeds=[cfg.seed]) as run:
         run.log_metrics({"reward/mean": 0.4, "kl": 0.01}, step=1)
         with run.child("eval") as child:
@@ -32,7 +35,19 @@ from typing import Any
 from rlcore.config import config_hash, to_dict, to_yaml
 from rlcore.runs import repo_root, runs_root
 
-__all__ = ["tracking_uri", "provenance", "start_run", "Run", "write_results_json", "flatten"]
+__all__ = [
+    "tracking_uri",
+    "provenance",
+    "start_run",
+    "Run",
+    "write_results_json",
+    "flatten",
+    "PARENT_ENV",
+    "TAGS_ENV",
+]
+
+PARENT_ENV = "RLCORE_PARENT_RUN_ID"  # parent of every new top-level run of this process
+TAGS_ENV = "RLCORE_RUN_TAGS"  # JSON object of extra tags for every new run of this process
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +273,19 @@ def _sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _environment_tags() -> dict[str, str]:
+    raw = os.environ.get(TAGS_ENV)
+    if not raw:
+        return {}
+    try:
+        tags = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{TAGS_ENV} must be a JSON object of tags, got {raw!r} ({err.msg})") from err
+    if not isinstance(tags, dict):
+        raise ValueError(f"{TAGS_ENV} must be a JSON object of tags, got {type(tags).__name__}")
+    return {str(k): str(v) for k, v in tags.items()}
+
+
 @contextlib.contextmanager
 def _open_run(
     client: Any,
@@ -270,8 +298,11 @@ def _open_run(
     resume_run_id: str | None = None,
 ) -> Iterator[Run]:
     all_tags = provenance(config, seeds)
+    all_tags.update(_environment_tags())
     if tags:
         all_tags.update({str(k): str(v) for k, v in tags.items()})
+    if parent_run_id is None and resume_run_id is None and os.environ.get(PARENT_ENV):
+        parent_run_id = os.environ[PARENT_ENV]
     if parent_run_id is not None:
         all_tags["mlflow.parentRunId"] = parent_run_id
     if resume_run_id is not None:

@@ -108,6 +108,9 @@ class PipelineConfig:
     evaluate_base: bool = True  # evaluate the base model before training
     only_stage: str = ""  # run just this stage (cpt | sft | grpo), e.g. under a multi-GPU launcher
     tracking: bool = True  # MLflow parent run with nested stage runs
+    reuse: bool = (
+        True  # reuse finished stages and evaluation responses of other pipelines with identical inputs
+    )
     experiment: str = "anessuite-pipeline"  # MLflow experiment
     prompt: PromptConfig = field(
         default_factory=PromptConfig

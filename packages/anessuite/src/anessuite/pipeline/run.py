@@ -56,6 +56,84 @@ def training_fingerprint(cfg: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
+    """Identity of one stage's training: its input model, its own settings, the data, seed and prompt (not the
+    pipeline's name or the other stages), so two pipelines that would train the same model share it."""
+    import hashlib
+
+    from rlcore.config import to_dict
+
+    settings = {k: v for k, v in to_dict(getattr(cfg, stage)).items() if k != "launcher"}
+    relevant = {
+        "stage": stage,
+        "input": model_in,
+        "seed": cfg.seed,
+        "prompt": to_dict(cfg.prompt),
+        "data": {k: v for k, v in to_dict(cfg.data).items() if k != "benchmark"},
+        "settings": settings,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _pipelines_root() -> Path:
+    from rlcore.runs import runs_root
+
+    return runs_root() / "anessuite-pipeline"
+
+
+def _sibling_roots(out: Path) -> list[Path]:
+    """Folders whose pipeline subfolders are searched for reusable stages and responses."""
+    roots = [_pipelines_root(), out.parent]
+    return [
+        r for i, r in enumerate(roots) if r.is_dir() and r.resolve() not in {x.resolve() for x in roots[:i]}
+    ]
+
+
+def find_finished_stage(stage: str, key: str, exclude: Path) -> Path | None:
+    """The final model folder of a finished stage with this key in another pipeline folder, if any."""
+    markers = [m for root in _sibling_roots(exclude) for m in sorted(root.glob(f"*/{stage}/DONE.json"))]
+    for marker in markers:
+        folder = marker.parent.parent
+        if folder.resolve() == exclude.resolve():
+            continue
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if done.get("key") == key:
+            final = Path(stage_final(folder, stage))
+            if (final / "config.json").is_file():
+                return final.resolve()
+    return None
+
+
+def _mark_keys(cfg: PipelineConfig, out: Path) -> None:
+    """Record the stage key in this pipeline's finished stages that lack one (stages finished before keys)."""
+    for stage, _ in stage_plan(cfg):
+        marker = out / stage / "DONE.json"
+        if not marker.exists():
+            return
+        done = json.loads(marker.read_text())
+        if "key" not in done and "input" in done:
+            done["key"] = stage_key(cfg, stage, done["input"])
+            marker.write_text(json.dumps(done, indent=1))
+
+
+def _reuse_stage(cfg: PipelineConfig, out: Path, stage: str) -> bool:
+    """Adopt an identical finished stage from another pipeline (DONE.json points at its final model)."""
+    model_in = _stage_input(cfg, out, stage)
+    key = stage_key(cfg, stage, model_in)
+    final = find_finished_stage(stage, key, out)
+    if final is None:
+        return False
+    (out / stage).mkdir(parents=True, exist_ok=True)
+    (out / stage / "DONE.json").write_text(
+        json.dumps({"final": str(final), "input": model_in, "key": key, "reused": True}, indent=1)
+    )
+    logger.info("stage %s: reusing %s (identical input, settings, data and seed; key %s)", stage, final, key)
+    return True
+
+
 def pipeline_dir(cfg: PipelineConfig) -> Path:
     from rlcore.runs import runs_root
 
@@ -114,7 +192,9 @@ def _train_stage(cfg: PipelineConfig, out: Path, stage: str, data: dict[str, Pat
             else final
         )
         (stage_dir / "DONE.json").write_text(
-            json.dumps({"final": str(relative), "input": model_in}, indent=1)
+            json.dumps(
+                {"final": str(relative), "input": model_in, "key": stage_key(cfg, stage, model_in)}, indent=1
+            )
         )
     return final
 
@@ -153,6 +233,9 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
             limit_per_language=cfg.eval.limit_per_language,
             out_dir=str(out / "eval" / f"{label}-{mode}"),
             cache_dir=str(out / "eval-cache"),
+            cache_seed_dirs=[str(p) for r in _sibling_roots(out) for p in sorted(r.glob("*/eval-cache"))]
+            if cfg.reuse
+            else [],
             bootstrap_iters=cfg.eval.bootstrap_iters,
             seed=cfg.seed,
             track=False,
@@ -239,12 +322,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         if parent is not None:
             state["parent_run_id"] = parent.run_id
             state_path.write_text(json.dumps(state, indent=1))
+        if cfg.reuse:
+            _mark_keys(cfg, out)
         if cfg.evaluate_base and cfg.eval.enabled:
             rows.append(("base", _evaluate(cfg, out, "base", cfg.base_model, data["benchmark"], parent)))
         for stage, label in plan:
             marker = out / stage / "DONE.json"
             if marker.exists():
                 logger.info("stage %s already done (%s)", stage, marker)
+            elif cfg.reuse and _reuse_stage(cfg, out, stage):
+                pass
             elif getattr(cfg, stage).launcher:
                 _launch_stage(cfg, out, stage, parent.run_id if parent is not None else None)
             else:
