@@ -96,15 +96,17 @@ def _plot(per_arm: dict[str, list[dict]], out: Path) -> None:
         ax.set_xlabel("step")
         ax.set_ylabel("EM %")
         ax.legend(fontsize=7)
+    window = 5  # 4 prompts per step: single steps are too noisy to read
     for ax, key, title in (
-        (axes[0], "accuracy", "train accuracy of originals (T=1)"),
-        (axes[1], "dead_end_rate", "dead-end rate (all originals wrong)"),
+        (axes[0], "accuracy", f"train accuracy of originals (T=1), {window}-step mean"),
+        (axes[1], "dead_end_rate", f"dead-end rate (all originals wrong), {window}-step mean"),
     ):
         for arm, runs in per_arm.items():
             curves = [r["curves"][key] for r in runs]
             length = min(len(c) for c in curves)
             mean = [statistics.fmean(c[i] for c in curves) for i in range(length)]
-            ax.plot(range(1, length + 1), mean, label=arm)
+            smooth = [statistics.fmean(mean[max(0, i - window + 1) : i + 1]) for i in range(length)]
+            ax.plot(range(1, length + 1), smooth, label=arm)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
