@@ -64,6 +64,8 @@ def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
     from rlcore.config import to_dict
 
     settings = {k: v for k, v in to_dict(getattr(cfg, stage)).items() if k != "launcher"}
+    if Path(model_in).exists():  # the same folder reached through another path is the same input
+        model_in = str(Path(model_in).resolve())
     relevant = {
         "stage": stage,
         "input": model_in,
