@@ -228,10 +228,9 @@ class StepHook:
         return {k: v for k, v in point.items() if k != "step"}
 
     def __call__(self, model, step: int) -> dict[str, float]:
-        history = self.method.history
-        metrics = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
-        if history and history[-1]["step"] != step:
-            metrics = {}
+        history = self.method.history  # the method flushes one record per step, before this hook runs
+        fresh = history and history[-1]["step"] == step
+        metrics = {k: v for k, v in history[-1].items() if k != "step"} if fresh else {}
         every = self.cfg.heldout_curve.every
         if self.examples and (step % every == 0 or step == self.cfg.train.total_steps):
             metrics.update(self.evaluate(model, step))
