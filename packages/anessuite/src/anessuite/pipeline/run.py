@@ -226,6 +226,9 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
     from anessuite.evaluate import EvalConfig, GenerationConfig, run_eval
 
     results = {}
+    seed_dirs = (
+        [str(p) for r in _sibling_roots(out) for p in sorted(r.glob("*/eval-cache"))] if cfg.reuse else []
+    )
     for mode in cfg.eval.modes:
         eval_cfg = EvalConfig(
             model=model,
@@ -235,9 +238,7 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
             limit_per_language=cfg.eval.limit_per_language,
             out_dir=str(out / "eval" / f"{label}-{mode}"),
             cache_dir=str(out / "eval-cache"),
-            cache_seed_dirs=[str(p) for r in _sibling_roots(out) for p in sorted(r.glob("*/eval-cache"))]
-            if cfg.reuse
-            else [],
+            cache_seed_dirs=seed_dirs,
             bootstrap_iters=cfg.eval.bootstrap_iters,
             seed=cfg.seed,
             track=False,
