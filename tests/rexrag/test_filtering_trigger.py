@@ -56,6 +56,29 @@ def test_keep_ratio_ema_by_hand():
         ema.update(1.5)
 
 
+def test_keep_ratio_floor_keeps_probes_alive():
+    # 16 originals per step, 0 accuracy: the unbounded EMA drops below 1/16 (K = 0) after a few updates
+    free = KeepRatioEMA(initial=0.2)
+    floored = KeepRatioEMA(initial=0.2, max_ratio=0.2, min_ratio=0.125)
+    for _ in range(12):
+        free.update(0.0)
+        floored.update(0.0)
+    assert probe_budget(16, free.value) == 0  # 0.2 * 0.9**12 = 0.056
+    assert floored.value == pytest.approx(0.125) and probe_budget(16, floored.value) == 2
+    restored = KeepRatioEMA()
+    restored.load_state_dict(floored.state_dict())
+    assert restored.min_ratio == 0.125 and restored.update(0.0) == pytest.approx(0.125)
+    assert floored.update(1.0) == pytest.approx(0.2)  # the cap still applies: min(0.9*0.125 + 0.1, 0.2)
+    assert KeepRatioEMA(initial=0.0, min_ratio=0.05).value == pytest.approx(0.05)  # the floor lifts the start too
+    legacy = {"value": 0.07, "decay": 0.9, "max_ratio": None}  # checkpoint from before the floor existed
+    restored.load_state_dict(legacy)
+    assert restored.min_ratio is None and restored.update(0.0) == pytest.approx(0.063)
+    with pytest.raises(ValueError, match="exceeds keep_ratio_max"):
+        KeepRatioEMA(min_ratio=0.3, max_ratio=0.2)
+    with pytest.raises(ValueError, match="keep_ratio_min"):
+        KeepRatioEMA(min_ratio=-0.1)
+
+
 def test_per_wrong_rollout_trigger():
     always = ProbeTrigger("per_wrong_rollout", probe_prob=1.0)
     assert always.at_answer(is_original=True, answer_correct=False, search_enabled=True)

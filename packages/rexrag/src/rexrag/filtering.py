@@ -10,8 +10,10 @@ keep_ratio follows an exponential moving average of the kept probes' accuracy, u
 
     r_{t+1} = decay * r_t + (1 - decay) * acc_probe_t,    r_0 = 0.08, decay = 0.9,   acc_probe_t = 0 if none kept
 
-(the official trainer's pandas ``ewm(alpha=0.1, adjust=False)``), optionally capped at ``max_ratio``. The filter
-never looks at rewards.
+(the official trainer's pandas ``ewm(alpha=0.1, adjust=False)``), optionally clamped to ``[min_ratio, max_ratio]``.
+The official trainer has neither bound; a floor keeps probes alive when the kept-probe accuracy is near 0 (with
+16 originals per step the unbounded EMA falls below 1/16 within about 12 steps and K becomes 0 for good). The
+filter never looks at rewards.
 """
 
 from __future__ import annotations
@@ -56,17 +58,30 @@ def select_probes(
 
 
 class KeepRatioEMA:
-    """Adaptive probe keep ratio: r <- decay * r + (1 - decay) * acc, optionally capped at ``max_ratio``."""
+    """Adaptive probe keep ratio: r <- decay * r + (1 - decay) * acc, optionally clamped to [min_ratio, max_ratio]."""
 
-    def __init__(self, initial: float = 0.08, decay: float = 0.9, max_ratio: float | None = None):
+    def __init__(
+        self,
+        initial: float = 0.08,
+        decay: float = 0.9,
+        max_ratio: float | None = None,
+        min_ratio: float | None = None,
+    ):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"decay must lie in [0, 1], got {decay}")
+        if min_ratio is not None and min_ratio < 0:
+            raise ValueError(f"keep_ratio_min must be >= 0, got {min_ratio}")
+        if min_ratio is not None and max_ratio is not None and min_ratio > max_ratio:
+            raise ValueError(f"keep_ratio_min ({min_ratio}) exceeds keep_ratio_max ({max_ratio})")
         self.decay = decay
         self.max_ratio = max_ratio
+        self.min_ratio = min_ratio
         self.value = self._cap(initial)
 
     def _cap(self, ratio: float) -> float:
-        return ratio if self.max_ratio is None else min(ratio, self.max_ratio)
+        if self.max_ratio is not None:
+            ratio = min(ratio, self.max_ratio)
+        return ratio if self.min_ratio is None else max(ratio, self.min_ratio)
 
     def update(self, probe_accuracy: float) -> float:
         """Fold one step's kept-probe accuracy (0 when none were kept) into the ratio; returns the new ratio."""
@@ -76,7 +91,13 @@ class KeepRatioEMA:
         return self.value
 
     def state_dict(self) -> dict:
-        return {"value": self.value, "decay": self.decay, "max_ratio": self.max_ratio}
+        return {
+            "value": self.value,
+            "decay": self.decay,
+            "max_ratio": self.max_ratio,
+            "min_ratio": self.min_ratio,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.value, self.decay, self.max_ratio = state["value"], state["decay"], state["max_ratio"]
+        self.min_ratio = state.get("min_ratio")  # checkpoints written before the floor existed have none

@@ -49,6 +49,7 @@ class RexRagConfig:
     keep_ratio_init: float = 0.08  # initial probe budget as a fraction of the originals
     keep_ratio_decay: float = 0.9  # EMA decay: r <- decay * r + (1 - decay) * probe accuracy
     keep_ratio_max: float | None = None  # optional cap on the keep ratio (official trainer: none)
+    keep_ratio_min: float | None = None  # optional floor, so the budget cannot decay to 0 (official: none)
     correction: str = (
         "paper"  # none | paper (per-token mixture) | coarse (prompt mass on first token) | sequence
     )
@@ -108,7 +109,9 @@ class RexRag:
             seed=cfg.seed + 1,
             gold_fn=self.golds,
         )
-        self.ema = KeepRatioEMA(cfg.keep_ratio_init, cfg.keep_ratio_decay, cfg.keep_ratio_max)
+        self.ema = KeepRatioEMA(
+            cfg.keep_ratio_init, cfg.keep_ratio_decay, cfg.keep_ratio_max, cfg.keep_ratio_min
+        )
         self.alpha = 0.0
         self.error_rate = 1.0
         self.history: list[dict[str, float]] = []

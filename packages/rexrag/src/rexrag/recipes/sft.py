@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +53,8 @@ class SFTLoopConfig:
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping
     num_demos: int = 0  # demonstrations built from train questions; 0 = one per train question
+    extra_worlds: int = 0  # more worlds (seeds world.seed+1 .. +N) whose questions (all splits) are demonstrations too
+    extra_worlds_dir: str = ""  # where those worlds are written; empty = "<data.dir>-extra"
     seed: int = 0  # seeds model init, demo order and sampling
     threads: int = 2  # torch CPU threads
 
@@ -85,13 +87,30 @@ class SFTConfig:
     experiment: str = "rexrag-sft"  # MLflow experiment
 
 
-def _load_model_and_tokenizer(cfg: SFTConfig, paths: dict[str, Path], pool: list[str]):
+def extra_world_configs(cfg: SFTConfig) -> list[WorldDataConfig]:
+    """The demonstration-only worlds: same sizes and question mix as ``cfg.data.world``, other seeds.
+
+    Their names are new draws from the same syllables, so a policy warmed up on many worlds cannot answer by
+    remembering entities: it has to copy the answer out of the passage it retrieved (the skill held-out test
+    questions need). The evaluated world (``cfg.data``) is never among them.
+    """
+    base = cfg.train.extra_worlds_dir or f"{cfg.data.dir.rstrip('/')}-extra"
+    return [
+        WorldDataConfig(
+            world=replace(cfg.data.world, seed=cfg.data.world.seed + k),
+            dir=str(Path(base) / f"seed{cfg.data.world.seed + k}"),
+            template=cfg.data.template,
+        )
+        for k in range(1, cfg.train.extra_worlds + 1)
+    ]
+
+
+def _load_model_and_tokenizer(cfg: SFTConfig, worlds: list[dict[str, Path]], pool: list[str]):
     if cfg.model.init == "scratch":
         from rlcore.models import train_bpe_tokenizer
 
-        tokenizer = train_bpe_tokenizer(
-            world_tokenizer_texts(paths, cfg.data.template, pool), cfg.model.vocab_size
-        )
+        texts = [t for paths in worlds for t in world_tokenizer_texts(paths, cfg.data.template, pool)]
+        tokenizer = train_bpe_tokenizer(texts, cfg.model.vocab_size)
         return build_scratch_model(tokenizer, cfg.model, cfg.train.seed), tokenizer
     from rlcore.models import load_causal_lm, load_tokenizer
 
@@ -124,8 +143,9 @@ def run(cfg: SFTConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = ensure_world(cfg.data)
     retriever = load_world_retriever(paths)
+    extra = [ensure_world(world_cfg) for world_cfg in extra_world_configs(cfg)]
     pool = load_pool(cfg.pool)
-    model, tokenizer = _load_model_and_tokenizer(cfg, paths, pool)
+    model, tokenizer = _load_model_and_tokenizer(cfg, [paths, *extra], pool)
     train_examples = load_flashrag_jsonl(paths["train"])
     if cfg.train.num_demos:
         train_examples = train_examples[: cfg.train.num_demos]
@@ -139,6 +159,18 @@ def run(cfg: SFTConfig) -> dict:
         cfg.demos,
         cfg.use_chat_template,
     )
+    for k, world_paths in enumerate(tqdm(extra, desc="extra-world demos", disable=not extra), start=1):
+        examples = [ex for split in ("train", "dev", "test") for ex in load_flashrag_jsonl(world_paths[split])]
+        demos += build_demos(
+            examples,
+            tokenizer,
+            load_world_retriever(world_paths),
+            cfg.rollout,
+            cfg.data.template,
+            pool,
+            replace(cfg.demos, seed=cfg.demos.seed + k),
+            cfg.use_chat_template,
+        )
     kinds = {k: sum(d.kind == k for d in demos) for k in ("search", "memory", "shortcut", "recovery")}
     logger.info(
         "built %d demonstrations %s; %d parameters",
@@ -204,6 +236,7 @@ def run(cfg: SFTConfig) -> dict:
             "train_seconds": train_seconds,
             "final_loss": record["loss"],
             "demos": kinds,
+            "extra_worlds": [str(p["corpus"].parent) for p in extra],
             "model_dir": str(model_dir),
             "world_dir": str(paths["corpus"].parent),
         }

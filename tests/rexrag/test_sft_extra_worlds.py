@@ -1,0 +1,69 @@
+"""The SFT warm-up with demonstration-only worlds (``train.extra_worlds``): other seeds, other names, the
+evaluated world untouched."""
+
+import json
+
+import pytest
+
+from rexrag.data.qa import load_flashrag_jsonl
+from rexrag.data.template import DEFAULT_TEMPLATE
+from rexrag.data.world import WorldConfig
+from rexrag.recipes.common import TinyModelConfig, WorldDataConfig
+from rexrag.recipes.sft import SFTConfig, SFTEvalConfig, SFTLoopConfig, extra_world_configs, run
+from rlcore.rollout import RolloutConfig
+
+TINY_WORLD = WorldConfig(
+    seed=5,
+    num_countries=3,
+    num_cities=8,
+    num_orgs=10,
+    num_people=30,
+    num_surnames=20,
+    num_train_questions=16,
+    num_dev_questions=4,
+    num_test_questions=6,
+)
+
+
+def _config(tmp_path, extra: int) -> SFTConfig:
+    return SFTConfig(
+        data=WorldDataConfig(world=TINY_WORLD, dir=str(tmp_path / "world"), template=DEFAULT_TEMPLATE),
+        model=TinyModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64),
+        use_chat_template=False,
+        rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=6, max_response_tokens=64),
+        train=SFTLoopConfig(steps=2, batch_size=4, extra_worlds=extra, threads=1),
+        eval=SFTEvalConfig(num_questions=2),
+        output_dir=str(tmp_path / "sft"),
+        experiment="rexrag-sft-test",
+    )
+
+
+def test_extra_world_configs_use_the_next_seeds_and_never_the_evaluated_world(tmp_path):
+    cfg = _config(tmp_path, extra=3)
+    worlds = extra_world_configs(cfg)
+    assert [w.world.seed for w in worlds] == [6, 7, 8]
+    assert [w.dir for w in worlds] == [str(tmp_path / "world-extra" / f"seed{s}") for s in (6, 7, 8)]
+    assert all(w.world.num_people == 30 and w.template == DEFAULT_TEMPLATE for w in worlds)
+    cfg.train.extra_worlds_dir = str(tmp_path / "elsewhere")
+    assert extra_world_configs(cfg)[0].dir == str(tmp_path / "elsewhere" / "seed6")
+    assert extra_world_configs(_config(tmp_path, extra=0)) == []
+
+
+@pytest.mark.slow
+def test_sft_trains_on_demonstrations_from_every_world(tmp_path):
+    results = run(_config(tmp_path, extra=2))
+    extra_dirs = results["extra_worlds"]
+    assert extra_dirs == [str(tmp_path / "world-extra" / "seed6"), str(tmp_path / "world-extra" / "seed7")]
+    people = [set(json.loads((tmp_path / "world" / "world.json").read_text())["people"])]
+    people += [set(json.loads((tmp_path / d / "world.json").read_text())["people"]) for d in extra_dirs]
+    # names are new draws: the demonstration-only worlds share (almost) no person with the evaluated one
+    assert len(people[0] & people[1]) <= 1 and len(people[0] & people[2]) <= 1
+    # every question of every split of the extra worlds, plus the evaluated world's train questions
+    expected = len(load_flashrag_jsonl(tmp_path / "world" / "train.jsonl")) + sum(
+        len(load_flashrag_jsonl(tmp_path / d / f"{split}.jsonl"))
+        for d in extra_dirs
+        for split in ("train", "dev", "test")
+    )
+    assert sum(results["demos"].values()) == expected == 16 + 2 * (16 + 4 + 6)
+    # the evaluated world is unchanged by the extra ones: evaluation reads its own dev questions
+    assert sum(v["n"] for v in results["dev"]["by_source"].values()) == 2
