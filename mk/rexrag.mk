@@ -7,7 +7,8 @@ REXRAG_CPU_CONFIGS := packages/rexrag/configs/cpu
 REXRAG_PAPER_CONFIGS := packages/rexrag/configs/paper
 REXRAG_SIZE ?= 3b
 
-.PHONY: rexrag-world rexrag-sft-cpu reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-cpu-long reproduce-rexrag-main \
+.PHONY: rexrag-world rexrag-sft-cpu rexrag-sft-cpu-multiworld reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-cpu-long reproduce-rexrag-cpu-multiworld \
+	reproduce-rexrag-cpu-multiworld-ablations reproduce-rexrag-main \
 	rexrag-eval rexrag-table test-rexrag
 
 rexrag-world: setup ## write the synthetic knowledge world (corpus + questions, FlashRAG and Search-R1 layouts)
@@ -51,6 +52,41 @@ reproduce-rexrag-cpu-long: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## GRPO
 	done
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_LONG_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
 		--out experiments/rexrag-cpu-long
+
+REXRAG_MW_DIR ?= runs/rexrag-cpu-multiworld
+REXRAG_MW_CONFIGS := $(REXRAG_CPU_CONFIGS)/multiworld
+
+$(REXRAG_MW_DIR)/sft-stage1/model/config.json:
+	$(PY) -m rexrag sft --config $(REXRAG_MW_CONFIGS)/sft_stage1.yaml output_dir=$(REXRAG_MW_DIR)/sft-stage1
+
+$(REXRAG_MW_DIR)/sft/model/config.json: $(REXRAG_MW_DIR)/sft-stage1/model/config.json
+	$(PY) -m rexrag sft --config $(REXRAG_MW_CONFIGS)/sft_stage2.yaml model.init=$(REXRAG_MW_DIR)/sft-stage1/model \
+		output_dir=$(REXRAG_MW_DIR)/sft
+
+rexrag-sft-cpu-multiworld: setup $(REXRAG_MW_DIR)/sft/model/config.json ## multi-world SFT warm-up, two stages (CPU, about 35 min, reused if present)
+
+reproduce-rexrag-cpu-multiworld: setup $(REXRAG_MW_DIR)/sft/model/config.json ## GRPO vs REX-RAG from the multi-world warm-up, 100 steps, seeds $(REXRAG_SEEDS) (CPU)
+	for seed in $(REXRAG_SEEDS); do \
+		for arm in grpo rexrag; do \
+			$(PY) -m rexrag train --config $(REXRAG_MW_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
+				model.path=$(REXRAG_MW_DIR)/sft/model train.output_dir=$(REXRAG_MW_DIR)/$$arm-seed$$seed \
+				train.resume=never || exit 1; \
+		done; \
+	done
+	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_MW_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
+		--out experiments/rexrag-cpu-multiworld
+
+reproduce-rexrag-cpu-multiworld-ablations: setup $(REXRAG_MW_DIR)/sft/model/config.json ## no / coarse correction, dead-end trigger from the multi-world warm-up (CPU; after reproduce-rexrag-cpu-multiworld)
+	for seed in $(REXRAG_SEEDS); do \
+		for arm in rexrag_no_correction rexrag_coarse rexrag_dead_end; do \
+			$(PY) -m rexrag train --config $(REXRAG_MW_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
+				model.path=$(REXRAG_MW_DIR)/sft/model train.output_dir=$(REXRAG_MW_DIR)/$$arm-seed$$seed \
+				train.resume=never || exit 1; \
+		done; \
+	done
+	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_MW_DIR) \
+		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds $(REXRAG_SEEDS) \
+		--out experiments/rexrag-cpu-multiworld/ablations
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
 	for arm in searchr1_grpo rexrag; do \

@@ -64,20 +64,43 @@ def test_paper_configs_keep_the_official_hyperparameters():
     assert (clip_high.objective.eps_high, clip_high.rexrag.keep_ratio_init) == (0.28, 0.12)
 
 
-def test_cpu_arms_differ_only_in_the_method():
-    base = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / "rexrag.yaml")
+@pytest.mark.parametrize("folder", ["cpu", "cpu/multiworld"])
+def test_cpu_arms_differ_only_in_the_method(folder):
+    base = load_config(RexRagTrainConfig, CONFIG_DIR / folder / "rexrag.yaml")
     for name, field, value in [
         ("grpo", "enabled", False),
         ("rexrag_no_correction", "correction", "none"),
         ("rexrag_coarse", "correction", "coarse"),
         ("rexrag_dead_end", "trigger", "dead_end_group"),
     ]:
-        arm = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / f"{name}.yaml")
+        arm = load_config(RexRagTrainConfig, CONFIG_DIR / folder / f"{name}.yaml")
         assert getattr(arm.rexrag, field) == value
         setattr(arm.rexrag, field, getattr(base.rexrag, field))
         assert arm == base, name
-    sft = load_config(SFTConfig, CONFIG_DIR / "cpu" / "sft.yaml")
+    sft_name = "sft_stage1.yaml" if folder.endswith("multiworld") else "sft.yaml"
+    sft = load_config(SFTConfig, CONFIG_DIR / folder / sft_name)
     assert sft.data == base.qa.world  # same world (and index) for the warm-up and RL
+
+
+def test_multiworld_warm_up_chains_its_stages_into_the_rl_arms():
+    folder = CONFIG_DIR / "cpu" / "multiworld"
+    stage1 = load_config(SFTConfig, folder / "sft_stage1.yaml")
+    stage2 = load_config(SFTConfig, folder / "sft_stage2.yaml")
+    arm = load_config(RexRagTrainConfig, folder / "rexrag.yaml")
+    assert stage1.model.init == "scratch" and stage1.train.extra_worlds >= 1
+    assert stage2.model.init == f"{stage1.output_dir}/model"  # stage 2 continues from stage 1
+    assert arm.model.path == f"{stage2.output_dir}/model"  # RL starts from stage 2
+    assert stage2.data == stage1.data == arm.qa.world
+    # the evaluated world is not among the demonstration-only worlds
+    from rexrag.recipes.sft import extra_world_configs
+
+    assert stage1.data.world.seed not in {w.world.seed for w in extra_world_configs(stage2)}
+    # the floor keeps at least 2 probes of the 16 originals a step; the cap keeps alpha below 1/6
+    from rexrag.filtering import probe_budget
+
+    originals = arm.objective.prompts_per_step * arm.objective.num_generations
+    assert probe_budget(originals, arm.rexrag.keep_ratio_min) == 2
+    assert probe_budget(originals, arm.rexrag.keep_ratio_max) == 3
 
 
 def test_retriever_url_defaults_to_the_environment_variable(monkeypatch):
