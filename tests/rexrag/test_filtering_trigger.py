@@ -69,7 +69,9 @@ def test_keep_ratio_floor_keeps_probes_alive():
     restored.load_state_dict(floored.state_dict())
     assert restored.min_ratio == 0.125 and restored.update(0.0) == pytest.approx(0.125)
     assert floored.update(1.0) == pytest.approx(0.2)  # the cap still applies: min(0.9*0.125 + 0.1, 0.2)
-    assert KeepRatioEMA(initial=0.0, min_ratio=0.05).value == pytest.approx(0.05)  # the floor lifts the start too
+    assert KeepRatioEMA(initial=0.0, min_ratio=0.05).value == pytest.approx(
+        0.05
+    )  # the floor lifts the start too
     legacy = {"value": 0.07, "decay": 0.9, "max_ratio": None}  # checkpoint from before the floor existed
     restored.load_state_dict(legacy)
     assert restored.min_ratio is None and restored.update(0.0) == pytest.approx(0.063)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +34,14 @@ from rexrag.recipes.common import (
     load_world_retriever,
     world_tokenizer_texts,
 )
-from rlcore.config import recipe_main
+from rexrag.recipes.sft_checkpoint import (
+    SFTState,
+    find_sft_checkpoint,
+    load_sft_state,
+    restore_rng,
+    save_sft_checkpoint,
+)
+from rlcore.config import config_hash, recipe_main
 from rlcore.rollout import RolloutConfig
 from rlcore.runs import make_run_dir
 from rlcore.seeding import seed_everything
@@ -53,10 +61,14 @@ class SFTLoopConfig:
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping
     num_demos: int = 0  # demonstrations built from train questions; 0 = one per train question
-    extra_worlds: int = 0  # more worlds (seeds world.seed+1 .. +N) whose questions (all splits) are demonstrations too
+    extra_worlds: int = (
+        0  # more worlds (seeds world.seed+1 .. +N) whose questions (all splits) are demonstrations too
+    )
     extra_worlds_dir: str = ""  # where those worlds are written; empty = "<data.dir>-extra"
     seed: int = 0  # seeds model init, demo order and sampling
     threads: int = 2  # torch CPU threads
+    save_every: int = 500  # write output_dir/checkpoint every N steps (0 = never)
+    resume: str = "auto"  # auto: continue from output_dir/checkpoint if there is one | never: start over
 
 
 @dataclass
@@ -136,6 +148,14 @@ def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, attention, labels
 
 
+def _read_lines(path: Path) -> list[str]:
+    return (
+        [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.exists()
+        else []
+    )
+
+
 def run(cfg: SFTConfig) -> dict:
     torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
@@ -145,7 +165,28 @@ def run(cfg: SFTConfig) -> dict:
     retriever = load_world_retriever(paths)
     extra = [ensure_world(world_cfg) for world_cfg in extra_world_configs(cfg)]
     pool = load_pool(cfg.pool)
-    model, tokenizer = _load_model_and_tokenizer(cfg, [paths, *extra], pool)
+    if cfg.train.resume not in ("auto", "never"):
+        raise ValueError(f"train.resume must be auto or never, got {cfg.train.resume!r}")
+    # settings that do not change the training trajectory may differ between the interrupted and resumed run
+    digest = config_hash(
+        replace(
+            cfg,
+            output_dir="",
+            experiment="",
+            eval=SFTEvalConfig(),
+            train=replace(cfg.train, resume="auto", save_every=0),
+        )
+    )
+    checkpoint = find_sft_checkpoint(out) if cfg.train.resume == "auto" else None
+    state = load_sft_state(checkpoint, digest) if checkpoint else None
+    if state is not None:
+        from rlcore.models import load_causal_lm, load_tokenizer
+
+        logger.info("resuming the warm-up from %s (step %d of %d)", checkpoint, state.step, cfg.train.steps)
+        model = load_causal_lm(str(checkpoint / "model"), dtype=torch.float32)
+        tokenizer = load_tokenizer(str(checkpoint / "model"))
+    else:
+        model, tokenizer = _load_model_and_tokenizer(cfg, [paths, *extra], pool)
     train_examples = load_flashrag_jsonl(paths["train"])
     if cfg.train.num_demos:
         train_examples = train_examples[: cfg.train.num_demos]
@@ -160,7 +201,9 @@ def run(cfg: SFTConfig) -> dict:
         cfg.use_chat_template,
     )
     for k, world_paths in enumerate(tqdm(extra, desc="extra-world demos", disable=not extra), start=1):
-        examples = [ex for split in ("train", "dev", "test") for ex in load_flashrag_jsonl(world_paths[split])]
+        examples = [
+            ex for split in ("train", "dev", "test") for ex in load_flashrag_jsonl(world_paths[split])
+        ]
         demos += build_demos(
             examples,
             tokenizer,
@@ -198,11 +241,38 @@ def run(cfg: SFTConfig) -> dict:
     rng = random.Random(cfg.train.seed)
     order: list[int] = []
     metrics_path = out / "metrics.jsonl"
+    start_step, elapsed_before = 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        rng, order, start_step, elapsed_before = (
+            restore_rng(state),
+            list(state.order),
+            state.step,
+            state.elapsed_seconds,
+        )
+        kept = [line for line in _read_lines(metrics_path) if json.loads(line)["step"] <= start_step]
+        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    elif metrics_path.exists():
+        metrics_path.unlink()
     started = time.perf_counter()
-    with start_run(cfg.experiment, run_name=out.name, config=cfg, seeds=[cfg.train.seed]) as run_:
+    record: dict = {}
+    with start_run(
+        cfg.experiment,
+        run_name=out.name,
+        config=cfg,
+        seeds=[cfg.train.seed],
+        resume_run_id=state.run_id if state is not None else None,
+    ) as run_:
         model.train()
-        progress = tqdm(range(cfg.train.steps), desc="sft", mininterval=5)
-        with metrics_path.open("w", encoding="utf-8") as metrics_file:
+        progress = tqdm(
+            range(start_step, cfg.train.steps),
+            desc="sft",
+            mininterval=5,
+            initial=start_step,
+            total=cfg.train.steps,
+        )
+        with metrics_path.open("a", encoding="utf-8") as metrics_file:
             for step in progress:
                 if len(order) < cfg.train.batch_size:
                     order += rng.sample(range(len(demos)), len(demos))
@@ -227,13 +297,39 @@ def run(cfg: SFTConfig) -> dict:
                         {"sft/loss": record["loss"], "sft/grad_norm": record["grad_norm"]}, step=step + 1
                     )
                     progress.set_postfix(loss=f"{record['loss']:.3f}")
+                if (
+                    cfg.train.save_every
+                    and (step + 1) % cfg.train.save_every == 0
+                    and step + 1 < cfg.train.steps
+                ):
+                    metrics_file.flush()
+                    save_sft_checkpoint(
+                        out,
+                        model,
+                        tokenizer,
+                        SFTState(
+                            step=step + 1,
+                            order=list(order),
+                            rng_state=rng.getstate(),
+                            torch_rng_state=torch.get_rng_state(),
+                            optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(),
+                            elapsed_seconds=elapsed_before + time.perf_counter() - started,
+                            run_id=run_.run_id,
+                            config_hash=digest,
+                        ),
+                    )
+        if not record:  # resumed at the last step: nothing left to train
+            record = json.loads(_read_lines(metrics_path)[-1])
         model.eval()
         model_dir = out / "model"
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
-        train_seconds = time.perf_counter() - started
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the final model supersedes it
+        train_seconds = elapsed_before + time.perf_counter() - started
         results: dict = {
             "train_seconds": train_seconds,
+            "resumed_from_step": start_step,
             "final_loss": record["loss"],
             "demos": kinds,
             "extra_worlds": [str(p["corpus"].parent) for p in extra],

@@ -1,10 +1,15 @@
-"""The SFT warm-up with demonstration-only worlds (``train.extra_worlds``): other seeds, other names, the
-evaluated world untouched."""
+"""The SFT warm-up recipe: demonstration-only worlds (``train.extra_worlds``: other seeds, other names, the
+evaluated world untouched) and checkpoints (an interrupted warm-up resumes to the same weights)."""
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+import rexrag.recipes.sft as sft_module
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.data.template import DEFAULT_TEMPLATE
 from rexrag.data.world import WorldConfig
@@ -67,3 +72,54 @@ def test_sft_trains_on_demonstrations_from_every_world(tmp_path):
     assert sum(results["demos"].values()) == expected == 16 + 2 * (16 + 4 + 6)
     # the evaluated world is unchanged by the extra ones: evaluation reads its own dev questions
     assert sum(v["n"] for v in results["dev"]["by_source"].values()) == 2
+
+
+@pytest.mark.slow
+def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    base = _config(tmp_path, extra=1)
+    base.train = replace(base.train, steps=6, save_every=2)
+    base.eval = SFTEvalConfig(num_questions=0)
+    reference = run(replace(base, output_dir=str(tmp_path / "whole")))
+    assert reference["resumed_from_step"] == 0
+    assert not (tmp_path / "whole" / "checkpoint").exists()  # removed once the final model is saved
+
+    broken = replace(base, output_dir=str(tmp_path / "broken"))
+    real_collate, calls = sft_module._collate, []
+
+    def dies_at_step_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(sft_module, "_collate", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(broken)
+    monkeypatch.setattr(sft_module, "_collate", real_collate)
+    state = torch.load(tmp_path / "broken" / "checkpoint" / "state.pt", weights_only=False)
+    assert state["step"] == 4  # the last save before the interruption
+    resumed = run(replace(broken, train=replace(broken.train, save_every=3)))  # save_every may change
+    assert resumed["resumed_from_step"] == 4
+    whole = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    again = load_file(tmp_path / "broken" / "model" / "model.safetensors")
+    assert whole.keys() == again.keys()
+    for name in whole:
+        assert torch.equal(whole[name], again[name]), name
+    lines = [json.loads(line) for line in (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]  # no step lost or repeated
+    expected = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in lines] == pytest.approx([r["loss"] for r in expected], rel=1e-6)
+    assert resumed["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-6)
+
+    # another configuration in the same folder is refused, naming the checkpoint
+    changed = replace(broken, train=replace(broken.train, steps=8, lr=1e-3))
+    assert not (tmp_path / "broken" / "checkpoint").exists()
+    shutil.copytree(
+        tmp_path / "whole" / "model", tmp_path / "broken" / "checkpoint" / "model", dirs_exist_ok=True
+    )
+    torch.save(state, tmp_path / "broken" / "checkpoint" / "state.pt")
+    with pytest.raises(ValueError, match="another SFT configuration"):
+        run(changed)
+    # train.resume=never starts over
+    fresh = run(replace(changed, train=replace(changed.train, resume="never")))
+    assert fresh["resumed_from_step"] == 0
