@@ -10,6 +10,9 @@ observation formatting, so the warm-up policy sees exactly what it will see duri
   one search).
 - ``recovery``: the ``memory`` thought, then one self-doubt sentence from the prompt pool, then the full search
   chain: the behaviour probes try to reach.
+- ``reconsider``: one search, a wrong answer thought (the intermediate entity, or a distractor), then a self-doubt
+  sentence and the rest of the chain (single-hop: the same search again) to the gold answer. This is exactly the
+  context a probe of a searched-but-wrong rollout continues from (clones are cut where the answer block starts).
 
 Only model-written text is in the loss mask; observations are conditioned on but never trained.
 """
@@ -25,7 +28,7 @@ from rexrag.data.qa import QAExample
 from rexrag.data.template import chat_prompt_ids, render_prompt
 from rlcore.rollout import RolloutConfig, encode_observation
 
-KINDS = ("search", "memory", "shortcut", "recovery")
+KINDS = ("search", "memory", "shortcut", "recovery", "reconsider")
 MEMORY_THOUGHT = "<think> I already know this. </think>\n"
 
 
@@ -37,6 +40,7 @@ class DemoConfig:
     frac_memory: float = 0.15  # immediate wrong answer without searching
     frac_shortcut: float = 0.1  # one search, then the intermediate entity as the answer (multi-hop questions)
     frac_recovery: float = 0.05  # memory thought -> pool self-doubt sentence -> full search chain
+    frac_reconsider: float = 0.0  # one search -> wrong answer thought -> pool sentence -> rest of the chain
     seed: int = 0  # seeds the kind draw, distractors and pool sentences
 
 
@@ -80,6 +84,18 @@ def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str
     if kind == "shortcut":
         wrong = chain[1] if len(chain) > 1 and chain[1] != answer else distractor
         return [("model", _search_turns(chain)[0]), ("search", chain[0]), ("model", _final(wrong))]
+    if kind == "reconsider":
+        wrong = chain[1] if len(chain) > 1 and chain[1] != answer else distractor
+        redo = chain[1:] if len(chain) > 1 else chain[:1]
+        segments = [("model", _search_turns(chain)[0]), ("search", chain[0])]
+        doubt = f"<think> So the answer is {wrong}. </think>\n{pool_sentence} </think>\n<search> {redo[0]} </search>"
+        segments += [("model", doubt), ("search", redo[0])]
+        for entity in redo[1:]:
+            segments += [
+                ("model", f"<think> Next I need {entity}. </think>\n<search> {entity} </search>"),
+                ("search", entity),
+            ]
+        return segments + [("model", _final(answer))]
     segments: list[tuple[str, str]] = []
     turns = _search_turns(chain)
     if kind == "recovery":
@@ -106,7 +122,7 @@ def build_demos(
     answers_by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
     for example in examples:
         answers_by_key[_answer_key(example)].append(example.golden_answers[0])
-    shares = [cfg.frac_search, cfg.frac_memory, cfg.frac_shortcut, cfg.frac_recovery]
+    shares = [cfg.frac_search, cfg.frac_memory, cfg.frac_shortcut, cfg.frac_recovery, cfg.frac_reconsider]
     plans = []
     for example in examples:
         kind = rng.choices(KINDS, shares)[0]

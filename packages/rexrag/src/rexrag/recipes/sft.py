@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rexrag.data.demos import Demo, DemoConfig, build_demos
+from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.pool import load_pool
 from rexrag.recipes.common import (
@@ -214,7 +214,7 @@ def run(cfg: SFTConfig) -> dict:
             replace(cfg.demos, seed=cfg.demos.seed + k),
             cfg.use_chat_template,
         )
-    kinds = {k: sum(d.kind == k for d in demos) for k in ("search", "memory", "shortcut", "recovery")}
+    kinds = {k: sum(d.kind == k for d in demos) for k in KINDS}
     logger.info(
         "built %d demonstrations %s; %d parameters",
         len(demos),

@@ -1,0 +1,91 @@
+"""Synthetic search demonstrations: each kind's segments by hand, and the loss mask of built demonstrations."""
+
+import pytest
+
+from rexrag.data.demos import MEMORY_THOUGHT, DemoConfig, build_demos, plan_demo
+from rexrag.data.qa import QAExample
+from rexrag.data.template import DEFAULT_TEMPLATE
+from rlcore.generation.testing import build_tiny_tokenizer
+from rlcore.rollout import RolloutConfig
+
+DOUBT = "<think> Maybe I misread the passage."
+TWO_HOP = QAExample(
+    "Where was the founder of Kor Works born?",
+    ["Teford"],
+    "world_2hop",
+    "0",
+    metadata={"chain": ["Kor Works", "Lou Brun"]},
+)
+ONE_HOP = QAExample(
+    "Where was Lou Brun born?", ["Teford"], "world_1hop", "1", metadata={"chain": ["Lou Brun"]}
+)
+
+
+def test_search_memory_shortcut_and_recovery_segments():
+    assert plan_demo(TWO_HOP, "search", "Vale", DOUBT) == [
+        ("model", "<think> I need to look up Kor Works. </think>\n<search> Kor Works </search>"),
+        ("search", "Kor Works"),
+        ("model", "<think> Next I need Lou Brun. </think>\n<search> Lou Brun </search>"),
+        ("search", "Lou Brun"),
+        ("model", "<think> So the answer is Teford. </think>\n<answer> Teford </answer>"),
+    ]
+    assert plan_demo(TWO_HOP, "memory", "Vale", DOUBT) == [
+        ("model", MEMORY_THOUGHT + "<answer> Vale </answer>")
+    ]
+    shortcut = plan_demo(TWO_HOP, "shortcut", "Vale", DOUBT)
+    assert shortcut[-1] == (
+        "model",
+        "<think> So the answer is Lou Brun. </think>\n<answer> Lou Brun </answer>",
+    )
+    recovery = plan_demo(TWO_HOP, "recovery", "Vale", DOUBT)
+    assert recovery[0] == ("model", MEMORY_THOUGHT + DOUBT + " </think>\n<search> Kor Works </search>")
+    assert [text for part, text in recovery if part == "search"] == ["Kor Works", "Lou Brun"]
+
+
+def test_reconsider_continues_from_where_a_probe_of_a_wrong_searched_answer_starts():
+    segments = plan_demo(TWO_HOP, "reconsider", "Vale", DOUBT)
+    assert segments == [
+        ("model", "<think> I need to look up Kor Works. </think>\n<search> Kor Works </search>"),
+        ("search", "Kor Works"),
+        # the wrong answer's thought (kept by the probe clone), the pool sentence, then the next hop
+        (
+            "model",
+            f"<think> So the answer is Lou Brun. </think>\n{DOUBT} </think>\n<search> Lou Brun </search>",
+        ),
+        ("search", "Lou Brun"),
+        ("model", "<think> So the answer is Teford. </think>\n<answer> Teford </answer>"),
+    ]
+    single = plan_demo(ONE_HOP, "reconsider", "Vale", DOUBT)
+    assert single[2] == (
+        "model",
+        f"<think> So the answer is Vale. </think>\n{DOUBT} </think>\n<search> Lou Brun </search>",
+    )
+    assert [text for part, text in single if part == "search"] == ["Lou Brun", "Lou Brun"]  # reads it again
+    assert single[-1][1].endswith("<answer> Teford </answer>")
+    with pytest.raises(ValueError, match="metadata"):
+        plan_demo(QAExample("q?", ["a"], "nq", "2"), "reconsider", "Vale", DOUBT)
+
+
+class _Retriever:
+    def search(self, queries, k):
+        return [
+            [{"id": str(i), "contents": f"{q}\n{q} was born in Teford."} for i in range(k)] for q in queries
+        ]
+
+
+def test_observations_are_conditioned_on_but_never_trained():
+    tok = build_tiny_tokenizer()
+    cfg = DemoConfig(frac_search=0, frac_memory=0, frac_shortcut=0, frac_recovery=0, frac_reconsider=1)
+    rollout = RolloutConfig(retrieval_topk=1)
+    demos = build_demos([TWO_HOP, ONE_HOP], tok, _Retriever(), rollout, DEFAULT_TEMPLATE, [DOUBT], cfg, False)
+    assert [d.kind for d in demos] == ["reconsider", "reconsider"]
+    for demo in demos:
+        assert len(demo.loss_mask) == len(demo.response_ids)
+        untrained = tok.decode([t for t, m in zip(demo.response_ids, demo.loss_mask) if not m])
+        trained = tok.decode([t for t, m in zip(demo.response_ids, demo.loss_mask) if m])
+        assert "<information>" in untrained and "was born in" in untrained
+        assert (
+            "<information>" not in trained
+            and DOUBT in trained
+            and trained.endswith("<answer> Teford </answer>")
+        )
