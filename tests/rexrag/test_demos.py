@@ -38,7 +38,11 @@ def test_search_memory_shortcut_and_recovery_segments():
         "<think> So the answer is Lou Brun. </think>\n<answer> Lou Brun </answer>",
     )
     recovery = plan_demo(TWO_HOP, "recovery", "Vale", DOUBT)
-    assert recovery[0] == ("model", MEMORY_THOUGHT + DOUBT + " </think>\n<search> Kor Works </search>")
+    assert recovery[:3] == [
+        ("model", MEMORY_THOUGHT),
+        ("inserted", DOUBT),
+        ("model", " </think>\n<search> Kor Works </search>"),
+    ]
     assert [text for part, text in recovery if part == "search"] == ["Kor Works", "Lou Brun"]
 
 
@@ -48,18 +52,18 @@ def test_reconsider_continues_from_where_a_probe_of_a_wrong_searched_answer_star
         ("model", "<think> I need to look up Kor Works. </think>\n<search> Kor Works </search>"),
         ("search", "Kor Works"),
         # the wrong answer's thought (kept by the probe clone), the pool sentence, then the next hop
-        (
-            "model",
-            f"<think> So the answer is Lou Brun. </think>\n{DOUBT} </think>\n<search> Lou Brun </search>",
-        ),
+        ("model", "<think> So the answer is Lou Brun. </think>\n"),
+        ("inserted", DOUBT),
+        ("model", " </think>\n<search> Lou Brun </search>"),
         ("search", "Lou Brun"),
         ("model", "<think> So the answer is Teford. </think>\n<answer> Teford </answer>"),
     ]
     single = plan_demo(ONE_HOP, "reconsider", "Vale", DOUBT)
-    assert single[2] == (
-        "model",
-        f"<think> So the answer is Vale. </think>\n{DOUBT} </think>\n<search> Lou Brun </search>",
-    )
+    assert single[2:5] == [
+        ("model", "<think> So the answer is Vale. </think>\n"),
+        ("inserted", DOUBT),
+        ("model", " </think>\n<search> Lou Brun </search>"),
+    ]
     assert [text for part, text in single if part == "search"] == ["Lou Brun", "Lou Brun"]  # reads it again
     assert single[-1][1].endswith("<answer> Teford </answer>")
     with pytest.raises(ValueError, match="metadata"):
@@ -73,9 +77,17 @@ class _Retriever:
         ]
 
 
-def test_observations_are_conditioned_on_but_never_trained():
+@pytest.mark.parametrize("train_inserted", [True, False])
+def test_observations_are_conditioned_on_but_never_trained(train_inserted):
     tok = build_tiny_tokenizer()
-    cfg = DemoConfig(frac_search=0, frac_memory=0, frac_shortcut=0, frac_recovery=0, frac_reconsider=1)
+    cfg = DemoConfig(
+        frac_search=0,
+        frac_memory=0,
+        frac_shortcut=0,
+        frac_recovery=0,
+        frac_reconsider=1,
+        train_inserted=train_inserted,
+    )
     rollout = RolloutConfig(retrieval_topk=1)
     demos = build_demos([TWO_HOP, ONE_HOP], tok, _Retriever(), rollout, DEFAULT_TEMPLATE, [DOUBT], cfg, False)
     assert [d.kind for d in demos] == ["reconsider", "reconsider"]
@@ -84,8 +96,7 @@ def test_observations_are_conditioned_on_but_never_trained():
         untrained = tok.decode([t for t, m in zip(demo.response_ids, demo.loss_mask) if not m])
         trained = tok.decode([t for t, m in zip(demo.response_ids, demo.loss_mask) if m])
         assert "<information>" in untrained and "was born in" in untrained
-        assert (
-            "<information>" not in trained
-            and DOUBT in trained
-            and trained.endswith("<answer> Teford </answer>")
-        )
+        assert "<information>" not in trained and trained.endswith("<answer> Teford </answer>")
+        # the pool sentence is trained only when asked; either way the model sees it
+        assert (DOUBT in trained) is train_inserted and (DOUBT in untrained) is not train_inserted
+        assert DOUBT in demo.text

@@ -14,7 +14,10 @@ observation formatting, so the warm-up policy sees exactly what it will see duri
   sentence and the rest of the chain (single-hop: the same search again) to the gold answer. This is exactly the
   context a probe of a searched-but-wrong rollout continues from (clones are cut where the answer block starts).
 
-Only model-written text is in the loss mask; observations are conditioned on but never trained.
+Only model-written text is in the loss mask; observations are conditioned on but never trained. With
+``train_inserted: false`` the pool sentence of ``recovery`` / ``reconsider`` demonstrations is treated like a
+probe's inserted prompt (conditioned on, not trained): the policy learns to continue after a self-doubt sentence
+without learning to write one itself, so its dead-end behaviour is unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class DemoConfig:
     frac_shortcut: float = 0.1  # one search, then the intermediate entity as the answer (multi-hop questions)
     frac_recovery: float = 0.05  # memory thought -> pool self-doubt sentence -> full search chain
     frac_reconsider: float = 0.0  # one search -> wrong answer thought -> pool sentence -> rest of the chain
+    train_inserted: bool = True  # train on the pool sentence too (false: condition on it only, like a probe)
     seed: int = 0  # seeds the kind draw, distractors and pool sentences
 
 
@@ -72,7 +76,8 @@ def _final(answer: str) -> str:
 
 
 def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str) -> list[tuple[str, str]]:
-    """The demonstration as segments: ("model", text) or ("search", query) (the observation goes after it)."""
+    """The demonstration as segments: ("model", text), ("inserted", pool sentence) or ("search", query) (the
+    observation goes after it). Segments are tokenized one by one, as the rollout engine and a probe do."""
     chain = example.metadata.get("chain")
     if not chain:
         raise ValueError(
@@ -88,8 +93,12 @@ def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str
         wrong = chain[1] if len(chain) > 1 and chain[1] != answer else distractor
         redo = chain[1:] if len(chain) > 1 else chain[:1]
         segments = [("model", _search_turns(chain)[0]), ("search", chain[0])]
-        doubt = f"<think> So the answer is {wrong}. </think>\n{pool_sentence} </think>\n<search> {redo[0]} </search>"
-        segments += [("model", doubt), ("search", redo[0])]
+        segments += [
+            ("model", f"<think> So the answer is {wrong}. </think>\n"),
+            ("inserted", pool_sentence),
+            ("model", f" </think>\n<search> {redo[0]} </search>"),
+            ("search", redo[0]),
+        ]
         for entity in redo[1:]:
             segments += [
                 ("model", f"<think> Next I need {entity}. </think>\n<search> {entity} </search>"),
@@ -99,7 +108,8 @@ def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str
     segments: list[tuple[str, str]] = []
     turns = _search_turns(chain)
     if kind == "recovery":
-        turns[0] = MEMORY_THOUGHT + pool_sentence + f" </think>\n<search> {chain[0]} </search>"
+        segments = [("model", MEMORY_THOUGHT), ("inserted", pool_sentence)]
+        turns[0] = f" </think>\n<search> {chain[0]} </search>"
     for entity, turn in zip(chain, turns):
         segments += [("model", turn), ("search", entity)]
     segments.append(("model", _final(answer)))
@@ -140,9 +150,9 @@ def build_demos(
         response: list[int] = []
         mask: list[bool] = []
         for part, text in segments:
-            if part == "model":
+            if part in ("model", "inserted"):
                 ids = tokenizer.encode(text, add_special_tokens=False)
-                trained = True
+                trained = part == "model" or cfg.train_inserted
             else:
                 ids, _ = encode_observation(list(results[text]), rollout_config, tokenizer)
                 trained = False
