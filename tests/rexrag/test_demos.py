@@ -100,3 +100,25 @@ def test_observations_are_conditioned_on_but_never_trained(train_inserted):
         # the pool sentence is trained only when asked; either way the model sees it
         assert (DOUBT in trained) is train_inserted and (DOUBT in untrained) is not train_inserted
         assert DOUBT in demo.text
+
+
+def test_a_zero_weight_reconsider_share_leaves_older_warm_ups_unchanged():
+    """Configs written before the ``reconsider`` kind existed must draw the same demonstrations as before."""
+    import random
+
+    examples = [TWO_HOP, ONE_HOP] * 200
+    cfg = DemoConfig(seed=3)
+    demos = build_demos(
+        examples, build_tiny_tokenizer(), _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False
+    )
+    rng = random.Random(3)
+    old_kinds = []
+    for example in examples:  # the draw sequence of the four-kind implementation
+        kind = rng.choices(("search", "memory", "shortcut", "recovery"), [0.7, 0.15, 0.1, 0.05])[0]
+        if kind == "shortcut" and len(example.metadata["chain"]) < 2:
+            kind = "memory"
+        # no distractor draw: every question of the same type has the same answer, so the distractor is 'unknown'
+        rng.choice([DOUBT])  # the pool sentence
+        old_kinds.append(kind)
+    assert [d.kind for d in demos] == old_kinds
+    assert {"search", "memory", "shortcut", "recovery"} == set(old_kinds)
