@@ -15,9 +15,10 @@ observation formatting, so the warm-up policy sees exactly what it will see duri
   context a probe of a searched-but-wrong rollout continues from (clones are cut where the answer block starts).
 
 Only model-written text is in the loss mask; observations are conditioned on but never trained. With
-``train_inserted: false`` the pool sentence of ``recovery`` / ``reconsider`` demonstrations is treated like a
-probe's inserted prompt (conditioned on, not trained): the policy learns to continue after a self-doubt sentence
-without learning to write one itself, so its dead-end behaviour is unchanged.
+``train_inserted: false`` the pool sentence of ``recovery`` / ``reconsider`` demonstrations is conditioned on but
+not trained (it is text the probe sampler inserts, not text the policy writes): the policy learns to continue after
+a self-doubt sentence without learning to write one itself, so its dead-end behaviour is unchanged. (During RL a
+probe's inserted tokens are trained, with the policy correction, as in the official code.)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class DemoConfig:
     frac_shortcut: float = 0.1  # one search, then the intermediate entity as the answer (multi-hop questions)
     frac_recovery: float = 0.05  # memory thought -> pool self-doubt sentence -> full search chain
     frac_reconsider: float = 0.0  # one search -> wrong answer thought -> pool sentence -> rest of the chain
-    train_inserted: bool = True  # train on the pool sentence too (false: condition on it only, like a probe)
+    train_inserted: bool = True  # train on the pool sentence too (false: condition on it only)
     seed: int = 0  # seeds the kind draw, distractors and pool sentences
 
 
