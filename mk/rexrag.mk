@@ -76,17 +76,17 @@ reproduce-rexrag-cpu-multiworld: setup $(REXRAG_MW_DIR)/sft/model/config.json ##
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_MW_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
 		--out experiments/rexrag-cpu-multiworld
 
-reproduce-rexrag-cpu-multiworld-ablations: setup $(REXRAG_MW_DIR)/sft/model/config.json ## no / coarse correction, dead-end trigger from the multi-world warm-up (CPU; after reproduce-rexrag-cpu-multiworld)
+reproduce-rexrag-cpu-multiworld-ablations: setup $(REXRAG_MW_DIR)/sft/model/config.json ## no correction (with / without training the inserted prompt), coarse correction, dead-end trigger from the multi-world warm-up (CPU; after reproduce-rexrag-cpu-multiworld)
 	for seed in $(REXRAG_SEEDS); do \
-		for arm in rexrag_no_correction rexrag_coarse rexrag_dead_end; do \
+		for arm in rexrag_no_correction rexrag_no_correction_context rexrag_coarse rexrag_dead_end; do \
 			$(PY) -m rexrag train --config $(REXRAG_MW_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
 				model.path=$(REXRAG_MW_DIR)/sft/model train.output_dir=$(REXRAG_MW_DIR)/$$arm-seed$$seed \
 				train.resume=never || exit 1; \
 		done; \
 	done
 	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_MW_DIR) \
-		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds $(REXRAG_SEEDS) \
-		--out experiments/rexrag-cpu-multiworld/ablations
+		--arms grpo rexrag rexrag_no_correction rexrag_no_correction_context rexrag_coarse rexrag_dead_end \
+		--seeds $(REXRAG_SEEDS) --out experiments/rexrag-cpu-multiworld/ablations
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
 	for arm in searchr1_grpo rexrag; do \

@@ -82,6 +82,15 @@ def test_cpu_arms_differ_only_in_the_method(folder):
     assert sft.data == base.qa.world  # same world (and index) for the warm-up and RL
 
 
+def test_multiworld_context_only_arm_differs_from_no_correction_only_in_train_inserted():
+    folder = CONFIG_DIR / "cpu" / "multiworld"
+    plain = load_config(RexRagTrainConfig, folder / "rexrag_no_correction.yaml")
+    context = load_config(RexRagTrainConfig, folder / "rexrag_no_correction_context.yaml")
+    assert plain.rexrag.train_inserted and not context.rexrag.train_inserted
+    context.rexrag.train_inserted = True
+    assert context == plain
+
+
 def test_multiworld_warm_up_chains_its_stages_into_the_rl_arms():
     folder = CONFIG_DIR / "cpu" / "multiworld"
     stage1 = load_config(SFTConfig, folder / "sft_stage1.yaml")

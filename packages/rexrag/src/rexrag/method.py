@@ -32,7 +32,7 @@ from rexrag.filtering import KeepRatioEMA, select_probes
 from rexrag.pool import load_pool
 from rexrag.sampling import MixedSampler, probe_generated_tokens
 from rexrag.trigger import TRIGGER_MODES, ProbeTrigger, dead_end_rate
-from rlcore.rollout import INSERTED, RolloutConfig, Trajectory
+from rlcore.rollout import INSERTED, INSERTED_COMPONENTS, INSERTED_CONTEXT, RolloutConfig, Trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class RexRagConfig:
     keep_ratio_decay: float = 0.9  # EMA decay: r <- decay * r + (1 - decay) * probe accuracy
     keep_ratio_max: float | None = None  # optional cap on the keep ratio (official trainer: none)
     keep_ratio_min: float | None = None  # optional floor, so the budget cannot decay to 0 (official: none)
+    train_inserted: bool = (
+        True  # train the inserted prompt's tokens (official); false: context only, no gradient
+    )
     correction: str = (
         "paper"  # none | paper (per-token mixture) | coarse (prompt mass on first token) | sequence
     )
@@ -141,11 +144,16 @@ class RexRag:
             scores = []
             for probe in probes:
                 inserted = [
-                    lp for lp, c in zip(probe.metadata["old_logprobs"], probe.components) if c == INSERTED
+                    lp
+                    for lp, c in zip(probe.metadata["old_logprobs"], probe.components)
+                    if c in INSERTED_COMPONENTS
                 ]
                 scores.append(sum(inserted) / len(inserted))
             chosen = select_probes(scores, len(originals), self.ema.value, world_size=1)
             kept = [probes[i] for i in sorted(chosen)]
+        if not self.cfg.train_inserted:  # the inserted prompt stays in context but leaves the loss
+            for probe in kept:
+                probe.components = [INSERTED_CONTEXT if c == INSERTED else c for c in probe.components]
         orig_correct = [self._correct(t) for t in originals]
         kept_correct = sum(self._correct(t) for t in kept)
         n_orig, n_kept, n_orig_ok, n_kept_ok, n_spawned, n_spawned_ok = _global_sums(

@@ -22,7 +22,14 @@ from rexrag.correction import ProbeLayout
 from rexrag.trie import PromptTrie, encode_prompt
 from rexrag.trigger import ProbeTrigger, dead_end_rate
 from rlcore.rewards.qa import exact_match
-from rlcore.rollout import INSERTED, LOSS_COMPONENTS, MODEL, RolloutConfig, Trajectory, clone_before_answer
+from rlcore.rollout import (
+    INSERTED_COMPONENTS,
+    LOSS_COMPONENTS,
+    MODEL,
+    RolloutConfig,
+    Trajectory,
+    clone_before_answer,
+)
 
 GOLD_KEY = "golden_answers"
 
@@ -45,7 +52,7 @@ def is_correct(traj: Trajectory, gold_fn: Callable[[Trajectory], list[str]] = me
 
 def probe_generated_tokens(traj: Trajectory) -> int:
     """Tokens a probe sampled itself (after its inserted prompt): its extra generation cost."""
-    inserted = [i for i, code in enumerate(traj.components) if code == INSERTED]
+    inserted = [i for i, code in enumerate(traj.components) if code in INSERTED_COMPONENTS]
     start = inserted[-1] + 1 if inserted else 0
     return sum(1 for code in traj.components[start:] if code == MODEL)
 
@@ -112,7 +119,7 @@ class MixedSampler:
         """Where the inserted prompt sits in ``traj`` and its per-token log-probs under the pool trie."""
         if traj.is_original:
             return ProbeLayout(is_probe=False)
-        positions = [i for i, code in enumerate(traj.components) if code == INSERTED]
+        positions = [i for i, code in enumerate(traj.components) if code in INSERTED_COMPONENTS]
         if not positions:
             raise ValueError(f"probe {traj.trajectory_id!r} has no INSERTED tokens")
         start, length = positions[0], len(positions)

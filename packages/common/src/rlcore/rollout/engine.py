@@ -19,7 +19,7 @@ from rlcore.rollout.config import RolloutConfig
 from rlcore.rollout.protocol import encode_observation, parse_action, stop_strings
 from rlcore.rollout.trajectory import (
     FEEDBACK,
-    INSERTED,
+    INSERTED_COMPONENTS,
     MODEL,
     OBSERVATION,
     Trajectory,
@@ -296,7 +296,9 @@ def rollout_metrics(trajectories: list[Trajectory]) -> dict[str, float]:
         "rollout/model_tokens": mean(t.components.count(MODEL) for t in trajectories),
         "rollout/observation_tokens": mean(t.components.count(OBSERVATION) for t in trajectories),
         "rollout/feedback_tokens": mean(t.components.count(FEEDBACK) for t in trajectories),
-        "rollout/inserted_tokens": mean(t.components.count(INSERTED) for t in trajectories),
+        "rollout/inserted_tokens": mean(
+            sum(code in INSERTED_COMPONENTS for code in t.components) for t in trajectories
+        ),
         "rollout/clones": float(sum(not t.is_original for t in trajectories)),
     }
     for reason, number in Counter(t.termination for t in trajectories).items():

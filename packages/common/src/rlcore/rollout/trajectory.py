@@ -10,6 +10,7 @@ code  name          what                                                   in lo
 3     FEEDBACK      invalid-action feedback text                           no
 4     OBSERVATION   retrieved ``<information>`` block, wrapper included    no
 5     INSERTED      inserted text, e.g. a REX-RAG exploratory prompt       yes
+6     INSERTED_CONTEXT  inserted text that is conditioned on, not trained  no
 ====  ============  =====================================================  ========
 """
 
@@ -26,6 +27,8 @@ __all__ = [
     "FEEDBACK",
     "OBSERVATION",
     "INSERTED",
+    "INSERTED_CONTEXT",
+    "INSERTED_COMPONENTS",
     "COMPONENT_NAMES",
     "LOSS_COMPONENTS",
     "TurnRecord",
@@ -40,15 +43,18 @@ MODEL = 1
 FEEDBACK = 3
 OBSERVATION = 4
 INSERTED = 5
+INSERTED_CONTEXT = 6
 COMPONENT_NAMES = {
     PROMPT: "prompt",
     MODEL: "model",
     FEEDBACK: "feedback",
     OBSERVATION: "observation",
     INSERTED: "inserted",
+    INSERTED_CONTEXT: "inserted_context",
 }
 LOSS_COMPONENTS = frozenset({MODEL, INSERTED})
-_RESPONSE_COMPONENTS = frozenset({MODEL, FEEDBACK, OBSERVATION, INSERTED})
+INSERTED_COMPONENTS = frozenset({INSERTED, INSERTED_CONTEXT})  # inserted text, trained or not
+_RESPONSE_COMPONENTS = frozenset({MODEL, FEEDBACK, OBSERVATION, INSERTED, INSERTED_CONTEXT})
 
 
 class TrajectoryMismatchError(AssertionError):
