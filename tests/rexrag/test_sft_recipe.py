@@ -12,27 +12,14 @@ from safetensors.torch import load_file
 import rexrag.recipes.sft as sft_module
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.data.template import DEFAULT_TEMPLATE
-from rexrag.data.world import WorldConfig
 from rexrag.recipes.common import TinyModelConfig, WorldDataConfig
 from rexrag.recipes.sft import SFTConfig, SFTEvalConfig, SFTLoopConfig, extra_world_configs, run
 from rlcore.rollout import RolloutConfig
 
-TINY_WORLD = WorldConfig(
-    seed=5,
-    num_countries=3,
-    num_cities=8,
-    num_orgs=10,
-    num_people=30,
-    num_surnames=20,
-    num_train_questions=16,
-    num_dev_questions=4,
-    num_test_questions=6,
-)
 
-
-def _config(tmp_path, extra: int) -> SFTConfig:
+def _config(tmp_path, world, extra: int) -> SFTConfig:
     return SFTConfig(
-        data=WorldDataConfig(world=TINY_WORLD, dir=str(tmp_path / "world"), template=DEFAULT_TEMPLATE),
+        data=WorldDataConfig(world=world, dir=str(tmp_path / "world"), template=DEFAULT_TEMPLATE),
         model=TinyModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64),
         use_chat_template=False,
         rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=6, max_response_tokens=64),
@@ -43,20 +30,20 @@ def _config(tmp_path, extra: int) -> SFTConfig:
     )
 
 
-def test_extra_world_configs_use_the_next_seeds_and_never_the_evaluated_world(tmp_path):
-    cfg = _config(tmp_path, extra=3)
+def test_extra_world_configs_use_the_next_seeds_and_never_the_evaluated_world(tmp_path, small_world):
+    cfg = _config(tmp_path, small_world, extra=3)
     worlds = extra_world_configs(cfg)
     assert [w.world.seed for w in worlds] == [6, 7, 8]
     assert [w.dir for w in worlds] == [str(tmp_path / "world-extra" / f"seed{s}") for s in (6, 7, 8)]
     assert all(w.world.num_people == 30 and w.template == DEFAULT_TEMPLATE for w in worlds)
     cfg.train.extra_worlds_dir = str(tmp_path / "elsewhere")
     assert extra_world_configs(cfg)[0].dir == str(tmp_path / "elsewhere" / "seed6")
-    assert extra_world_configs(_config(tmp_path, extra=0)) == []
+    assert extra_world_configs(_config(tmp_path, small_world, extra=0)) == []
 
 
 @pytest.mark.slow
-def test_sft_trains_on_demonstrations_from_every_world(tmp_path):
-    results = run(_config(tmp_path, extra=2))
+def test_sft_trains_on_demonstrations_from_every_world(tmp_path, small_world):
+    results = run(_config(tmp_path, small_world, extra=2))
     extra_dirs = results["extra_worlds"]
     assert extra_dirs == [str(tmp_path / "world-extra" / "seed6"), str(tmp_path / "world-extra" / "seed7")]
     people = [set(json.loads((tmp_path / "world" / "world.json").read_text())["people"])]
@@ -75,8 +62,8 @@ def test_sft_trains_on_demonstrations_from_every_world(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    base = _config(tmp_path, extra=1)
+def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, small_world):
+    base = _config(tmp_path, small_world, extra=1)
     base.train = replace(base.train, steps=6, save_every=2)
     base.eval = SFTEvalConfig(num_questions=0)
     reference = run(replace(base, output_dir=str(tmp_path / "whole")))

@@ -14,7 +14,6 @@ import torch
 
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.data.template import DEFAULT_TEMPLATE
-from rexrag.data.world import WorldConfig
 from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, load_world_retriever
 from rexrag.recipes.train import HeldoutCurveConfig, QAConfig, RexRagTrainConfig, run, to_records
@@ -23,23 +22,11 @@ from rlcore.rollout import RolloutConfig
 from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
 from rlcore.trainer.grpo import train
 
-SMALL_WORLD = WorldConfig(
-    seed=5,
-    num_countries=3,
-    num_cities=8,
-    num_orgs=10,
-    num_people=30,
-    num_surnames=20,
-    num_train_questions=16,
-    num_dev_questions=4,
-    num_test_questions=6,
-)
-
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, small_world):
     root = tmp_path_factory.mktemp("e2e")
-    world_cfg = WorldDataConfig(world=SMALL_WORLD, dir=str(root / "world"), template=DEFAULT_TEMPLATE)
+    world_cfg = WorldDataConfig(world=small_world, dir=str(root / "world"), template=DEFAULT_TEMPLATE)
     paths = ensure_world(world_cfg)
     tok = build_tiny_tokenizer()
     model = build_tiny_qwen2(tok, seed=0)
