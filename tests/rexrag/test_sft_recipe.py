@@ -85,6 +85,9 @@ def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, 
     monkeypatch.setattr(sft_module, "_collate", real_collate)
     state = torch.load(tmp_path / "broken" / "checkpoint" / "state.pt", weights_only=False)
     assert state["step"] == 4  # the last save before the interruption
+    metrics = tmp_path / "broken" / "metrics.jsonl"
+    with metrics.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 5, "loss": 0.1')  # a record cut mid-write by the interruption
     resumed = run(replace(broken, train=replace(broken.train, save_every=3)))  # save_every may change
     assert resumed["resumed_from_step"] == 4
     whole = load_file(tmp_path / "whole" / "model" / "model.safetensors")
@@ -101,6 +104,14 @@ def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, 
     # another configuration in the same folder is refused, naming the checkpoint
     changed = replace(broken, train=replace(broken.train, steps=8, lr=1e-3))
     assert not (tmp_path / "broken" / "checkpoint").exists()
+    # a damaged record before the checkpoint step is an error naming the file and line, not silently dropped
+    from rexrag.recipes.sft import _metrics_up_to
+
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "{not json", *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: unreadable"):
+        _metrics_up_to(metrics, 4)
+    assert [r["step"] for r in _metrics_up_to(metrics, 1)] == [1]
     shutil.copytree(
         tmp_path / "whole" / "model", tmp_path / "broken" / "checkpoint" / "model", dirs_exist_ok=True
     )

@@ -148,12 +148,25 @@ def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, attention, labels
 
 
-def _read_lines(path: Path) -> list[str]:
-    return (
-        [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if path.exists()
-        else []
-    )
+def _metrics_up_to(path: Path, step: int) -> list[dict]:
+    """The step records of ``path`` up to ``step`` (a resumed run rewrites the rest). Lines after the checkpoint
+    may be cut mid-write by the interruption and are ignored; a bad line before it is an error naming file:line."""
+    records: list[dict] = []
+    if not path.exists():
+        return records
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or (records and records[-1]["step"] >= step):
+            continue
+        try:
+            record = json.loads(line)
+            record["step"] = int(record["step"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"{path}:{number}: unreadable metrics record before the checkpoint step ({exc})"
+            ) from exc
+        if record["step"] <= step:
+            records.append(record)
+    return records
 
 
 def run(cfg: SFTConfig) -> dict:
@@ -251,8 +264,8 @@ def run(cfg: SFTConfig) -> dict:
             state.step,
             state.elapsed_seconds,
         )
-        kept = [line for line in _read_lines(metrics_path) if json.loads(line)["step"] <= start_step]
-        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = _metrics_up_to(metrics_path, start_step)
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     elif metrics_path.exists():
         metrics_path.unlink()
     started = time.perf_counter()
@@ -320,7 +333,7 @@ def run(cfg: SFTConfig) -> dict:
                         ),
                     )
         if not record:  # resumed at the last step: nothing left to train
-            record = json.loads(_read_lines(metrics_path)[-1])
+            record = _metrics_up_to(metrics_path, start_step)[-1]
         model.eval()
         model_dir = out / "model"
         model.save_pretrained(model_dir)
