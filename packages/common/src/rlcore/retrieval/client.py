@@ -2,15 +2,21 @@
 
 ``RetrievalClient`` (sync) and ``AsyncRetrievalClient`` (asyncio) share the in-process interface
 ``search(queries, topk) -> list[list[Passage]]``. Large query lists are split into requests of at most
-``batch_size`` queries. Transient failures (connection refused/reset, timeouts, 502/503/504, 429) are
-retried at most ``max_retries`` times with exponential backoff and full jitter:
-``delay_i = uniform(0, min(backoff_max, backoff_base * 2**i))``, or the server's ``Retry-After`` when larger.
-4xx answers are not retried: they mean the request itself is wrong, and the server's message is raised.
+``batch_size`` queries.
+
+Outages are ridden through: a transient failure (connection refused/reset, timeout, 502/503/504, 429) is
+retried with capped exponential backoff and full jitter, ``delay_i = uniform(0, min(backoff_max,
+backoff_base * 2**i))`` (or the server's ``Retry-After`` when larger, still capped), until the outage has lasted
+``max_outage_s`` seconds (and, when ``max_retries`` is set, at most that many retries per request). Only then is
+:class:`RetrievalUnavailableError` raised. One warning is logged when an outage starts, one per minute while it
+lasts and one when the server answers again. 4xx answers (but 429) are not retried: they mean the request
+itself is wrong, and the server's message is raised at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -20,11 +26,62 @@ import httpx
 
 from .types import Passage, RetrievalServerError, RetrievalUnavailableError
 
-__all__ = ["RetrievalClient", "AsyncRetrievalClient", "TOKEN_ENV"]
+__all__ = ["RetrievalClient", "AsyncRetrievalClient", "TOKEN_ENV", "DEFAULT_MAX_OUTAGE_S"]
 
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_OUTAGE_S = 600.0
 TOKEN_ENV = "RLCORE_RETRIEVER_TOKEN"
 _RETRY_STATUS = {429, 502, 503, 504}
 _TRANSIENT = (httpx.TransportError, httpx.TimeoutException)
+_REPORT_EVERY_S = 60.0
+
+
+class _Outage:
+    """One outage of one server as seen by one client (shared by its concurrent requests).
+
+    ``failed`` is called on every transient failure and returns how long the outage has lasted; ``recovered``
+    on every success. Logs one line at the start, one per ``_REPORT_EVERY_S`` while it lasts, one at the end.
+    """
+
+    def __init__(self, url: str, budget_s: float, clock=time.monotonic) -> None:
+        self.url, self.budget_s, self.clock = url, budget_s, clock
+        self.started: float | None = None
+        self.last_report = 0.0
+        self.failures = 0
+
+    def failed(self, reason: str) -> float:
+        now = self.clock()
+        self.failures += 1
+        if self.started is None:
+            self.started = self.last_report = now
+            logger.warning(
+                "retrieval server %s unavailable (%s); retrying for up to %.0fs",
+                self.url,
+                reason,
+                self.budget_s,
+            )
+        elif now - self.last_report >= _REPORT_EVERY_S:
+            self.last_report = now
+            logger.warning(
+                "retrieval server %s still unavailable after %.0fs of %.0fs (%d failed attempts; last: %s)",
+                self.url,
+                now - self.started,
+                self.budget_s,
+                self.failures,
+                reason,
+            )
+        return now - self.started
+
+    def recovered(self) -> None:
+        if self.started is not None:
+            logger.warning(
+                "retrieval server %s answering again after %.1fs (%d failed attempts)",
+                self.url,
+                self.clock() - self.started,
+                self.failures,
+            )
+            self.started, self.failures = None, 0
 
 
 class _Common:
@@ -32,7 +89,8 @@ class _Common:
         self,
         url: str = "http://127.0.0.1:8000",
         timeout: float = 30.0,
-        max_retries: int = 4,
+        max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
+        max_retries: int | None = None,
         backoff_base: float = 0.2,
         backoff_max: float = 5.0,
         batch_size: int = 256,
@@ -42,7 +100,11 @@ class _Common:
         self.url = url.rstrip("/")
         if self.url.endswith("/retrieve"):
             self.url = self.url[: -len("/retrieve")]
+        if max_outage_s < 0:
+            raise ValueError(f"max_outage_s must be >= 0, got {max_outage_s}")
         self.timeout, self.max_retries = timeout, max_retries
+        self.max_outage_s = max_outage_s
+        self._outage = _Outage(self.url, max_outage_s)
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.batch_size = batch_size
         token = token if token is not None else os.environ.get(TOKEN_ENV)
@@ -50,7 +112,7 @@ class _Common:
         self._rng = random.Random(seed)
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        delay = self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2**attempt))
+        delay = self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** min(attempt, 60)))
         if response is not None:
             try:
                 delay = max(delay, min(self.backoff_max, float(response.headers.get("retry-after", 0))))
@@ -89,9 +151,22 @@ class _Common:
             f"{self.url}/retrieve answered {response.status_code}: {detail}", response.status_code
         )
 
+    def _retry_delay(self, attempt: int, response: httpx.Response | None, reason: str) -> float | None:
+        """Seconds to wait before retry ``attempt + 1``, or None when the outage budget (or ``max_retries``)
+        is spent. Records the failure in the client's outage log."""
+        elapsed = self._outage.failed(reason)
+        if self.max_retries is not None and attempt >= self.max_retries:
+            return None
+        if elapsed >= self.max_outage_s:
+            return None
+        return min(self._delay(attempt, response), self.max_outage_s - elapsed)
+
     def _unavailable(self, attempts: int, last: str) -> RetrievalUnavailableError:
+        started = self._outage.started
+        lasted = 0.0 if started is None else self._outage.clock() - started
         return RetrievalUnavailableError(
-            f"retrieval server at {self.url} unavailable after {attempts} attempt(s): {last}. Is it running? "
+            f"retrieval server at {self.url} unavailable after {attempts} attempt(s) "
+            f"(outage {lasted:.0f}s, budget max_outage_s={self.max_outage_s:.0f}s): {last}. Is it running? "
             f"Start one with `make serve-retriever INDEX=<index folder> PORT=<port>` and check GET {self.url}/health"
         )
 
@@ -115,19 +190,22 @@ class RetrievalClient(_Common):
         self.close()
 
     def _post(self, payload: dict[str, Any]) -> httpx.Response:
-        last = "no attempt made"
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             response = None
             try:
                 response = self._http.post(f"{self.url}/retrieve", json=payload)
                 if response.status_code not in _RETRY_STATUS:
+                    self._outage.recovered()
                     return response
                 last = f"HTTP {response.status_code}"
             except _TRANSIENT as err:
                 last = f"{type(err).__name__}: {err}"
-            if attempt < self.max_retries:
-                time.sleep(self._delay(attempt, response))
-        raise self._unavailable(self.max_retries + 1, last)
+            delay = self._retry_delay(attempt, response, last)
+            if delay is None:
+                raise self._unavailable(attempt + 1, last)
+            time.sleep(delay)
+            attempt += 1
 
     def search(self, queries: list[str], topk: int = 3, return_scores: bool = True) -> list[list[Passage]]:
         """Top-``topk`` passages per query (one list per query, in order)."""
@@ -190,19 +268,22 @@ class AsyncRetrievalClient(_Common):
         await self.aclose()
 
     async def _post(self, payload: dict[str, Any]) -> httpx.Response:
-        last = "no attempt made"
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             response = None
             try:
                 response = await self._http.post(f"{self.url}/retrieve", json=payload)
                 if response.status_code not in _RETRY_STATUS:
+                    self._outage.recovered()
                     return response
                 last = f"HTTP {response.status_code}"
             except _TRANSIENT as err:
                 last = f"{type(err).__name__}: {err}"
-            if attempt < self.max_retries:
-                await asyncio.sleep(self._delay(attempt, response))
-        raise self._unavailable(self.max_retries + 1, last)
+            delay = self._retry_delay(attempt, response, last)
+            if delay is None:
+                raise self._unavailable(attempt + 1, last)
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def search(
         self, queries: list[str], topk: int = 3, return_scores: bool = True

@@ -59,6 +59,7 @@ class RetrieverConfig:
     index_kind: str = "flat"  # kind=index: flat | hnsw | ivfpq | bm25 | hybrid
     url: str = "${oc.env:RLCORE_RETRIEVER_URL,http://127.0.0.1:8000}"  # kind=http: service address
     cache_size: int = 65536  # LRU cache of (query, topk) results (0 = off)
+    max_outage_s: float = 600.0  # kind=http: keep retrying an unreachable / 502-504 server this long, then fail
 
 
 @dataclass
@@ -147,7 +148,7 @@ def open_retriever(cfg: RetrieverConfig, paths: dict[str, Path] | None):
         from omegaconf import OmegaConf
 
         url = OmegaConf.create({"url": url}).url
-    return RetrievalClient(url)
+    return RetrievalClient(url, max_outage_s=cfg.max_outage_s)
 
 
 def to_records(examples: list[QAExample], template: str) -> list[dict[str, Any]]:

@@ -1,0 +1,118 @@
+"""Shared pieces of the fault tests: a real retrieval server run as a subprocess on 127.0.0.1 that a test can kill
+(SIGKILL) and restart on the same port, and a small BM25 index to serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The test's environment with the three package sources first on the path (a fresh clone's layout)."""
+    paths = [str(REPO / "packages" / name / "src") for name in ("common", "rexrag", "anessuite")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra)
+    return env
+
+
+def build_small_index(folder: Path, num_passages: int = 40) -> Path:
+    """A BM25 index over ``num_passages`` generated passages (title ``Topic <i>``)."""
+    from rlcore.retrieval import build_index
+
+    corpus = folder / "corpus.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with corpus.open("w", encoding="utf-8") as handle:
+        for i in range(num_passages):
+            text = (
+                f"Topic {i}\nTopic {i} is about item number {i} and colour {['red', 'blue', 'green'][i % 3]}."
+            )
+            handle.write(json.dumps({"id": str(i), "contents": text}) + "\n")
+    build_index(corpus, folder / "index", kind="bm25")
+    return folder / "index"
+
+
+class ServerProcess:
+    """``python -m rlcore.retrieval.server`` over an index, as a subprocess on a fixed loopback port."""
+
+    def __init__(
+        self,
+        index: Path,
+        kind: str = "bm25",
+        port: int | None = None,
+        log: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
+        self.index, self.kind, self.port = Path(index), kind, port or free_port()
+        self.log, self.extra_args = log, extra_args
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True, timeout: float = 120.0) -> ServerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "rlcore.retrieval.server",
+            "--index",
+            str(self.index),
+            "--kind",
+            self.kind,
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(command, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT)
+        if self.log:
+            out.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, (
+                f"retrieval server exited with {self.proc.returncode}; log: {self.log_text()}"
+            )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"retrieval server on {self.url} not ready after {timeout}s; log: {self.log_text()}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a pre-emption or the OOM killer would: no graceful shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
