@@ -7,6 +7,7 @@ import pytest
 from rexrag.recipes.evaluate import EvalConfig
 from rexrag.recipes.sft import SFTConfig
 from rexrag.recipes.train import RexRagTrainConfig
+from rexrag.trigger import OFFICIAL_PROBE_PROB
 from rlcore.config import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "packages" / "rexrag" / "configs"
@@ -54,7 +55,8 @@ def test_paper_configs_keep_the_official_hyperparameters():
         3,
         500,
     )
-    assert (cfg.rexrag.keep_ratio_init, cfg.rexrag.probe_prob, cfg.rexrag.correction) == (0.08, 0.2, "paper")
+    assert (cfg.rexrag.keep_ratio_init, cfg.rexrag.correction) == (0.08, "paper")
+    assert cfg.rexrag.probe_prob == OFFICIAL_PROBE_PROB  # randint(0, 100) < 20 draws with p = 20/101
     baseline = load_config(RexRagTrainConfig, CONFIG_DIR / "paper" / "searchr1_grpo_qwen2.5-3b.yaml")
     assert not baseline.rexrag.enabled
     # the baseline differs from REX-RAG only in rexrag.enabled
@@ -123,3 +125,25 @@ def test_retriever_url_defaults_to_the_environment_variable(monkeypatch):
     assert open_retriever(RetrieverConfig(kind="http"), None).url == "http://127.0.0.1:9911"
     monkeypatch.delenv("RLCORE_RETRIEVER_URL")
     assert load_config(RexRagTrainConfig, overrides=[]).retriever.url == "http://127.0.0.1:8000"
+
+
+PAPER_RUN_CONFIGS = sorted(
+    p for p in (CONFIG_DIR / "paper").glob("*.yaml") if not p.name.startswith(("eval", "sft"))
+)
+
+
+@pytest.mark.parametrize("path", PAPER_RUN_CONFIGS, ids=lambda p: p.name)
+def test_paper_configs_use_the_official_turn_semantics(path):
+    cfg = load_config(RexRagTrainConfig, path)
+    rollout = cfg.rollout
+    # a turn without <search>/<answer> gets feedback and the loop goes on, without the EOS that ended it
+    assert (rollout.end_on_eos, rollout.drop_eos_before_feedback) == (False, True)
+    # observations keep their first 500 tokens; prompts their last 2048 (max_start_length)
+    assert (rollout.obs_truncation, rollout.max_obs_tokens, rollout.max_start_tokens) == ("cut", 500, 2048)
+    assert cfg.rexrag.probe_prob == OFFICIAL_PROBE_PROB
+
+
+def test_paper_eval_config_uses_the_training_turn_semantics():
+    train = load_config(RexRagTrainConfig, CONFIG_DIR / "paper" / "rexrag_qwen2.5-3b.yaml").rollout
+    evaluation = load_config(EvalConfig, CONFIG_DIR / "paper" / "eval_qwen2.5-3b.yaml").rollout
+    assert evaluation == train

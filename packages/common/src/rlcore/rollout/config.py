@@ -39,6 +39,10 @@ class RolloutConfig:
     end_on_eos: bool = (
         True  # EOS without an action ends the trajectory (Search-R1 instead feeds back "invalid")
     )
+    drop_eos_before_feedback: bool = (
+        False  # end_on_eos=False: remove the EOS id before the feedback (Search-R1 decodes it away)
+    )
+    max_start_tokens: int = 0  # keep only the last N prompt tokens (Search-R1 max_start_length; 0 = off)
     think_tag: str = "think"  # reasoning tag (only used in prompts and docs; not parsed)
     search_tag: str = "search"  # the query block: <search> query </search>
     answer_tag: str = "answer"  # the answer block: <answer> text </answer>
@@ -52,7 +56,7 @@ class RolloutConfig:
     strip_passages: bool = True  # strip the joined passage text before it goes into the template
     empty_results_text: str = "No documents were found."  # {passages} when the retriever returns nothing
     obs_truncation: str = (
-        "keep_wrapper"  # keep_wrapper: cut the passages, keep <information> tags; cut: cut the tail
+        "keep_wrapper"  # keep_wrapper: cut the passages, keep the tags; cut: first max_obs_tokens (Search-R1)
     )
     invalid_action_feedback: str = (
         DEFAULT_INVALID_ACTION_FEEDBACK  # appended (FEEDBACK) after a turn with no action
@@ -78,6 +82,10 @@ class RolloutConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"RolloutConfig.{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.max_start_tokens, int) or self.max_start_tokens < 0:
+            raise ValueError(
+                f"RolloutConfig.max_start_tokens must be an int >= 0 (0 = off), got {self.max_start_tokens!r}"
+            )
         if self.obs_truncation not in ("keep_wrapper", "cut"):
             raise ValueError(
                 f"RolloutConfig.obs_truncation must be 'keep_wrapper' or 'cut', got {self.obs_truncation!r}"

@@ -116,7 +116,13 @@ class RolloutEngine:
                 raise ValueError(f"RolloutEngine.run: prompt_ids[{index}] is empty")
         seen: Counter[str] = Counter()
         trajectories = []
+        start_cut = 0
         for index, (ids, group) in enumerate(zip(prompt_ids, group_ids)):
+            if cfg.max_start_tokens and len(ids) > cfg.max_start_tokens:
+                ids = ids[
+                    -cfg.max_start_tokens :
+                ]  # Search-R1 keeps the prompt's last max_start_length tokens
+                start_cut += 1
             trajectories.append(
                 Trajectory(
                     prompt_ids=[int(t) for t in ids],
@@ -126,7 +132,16 @@ class RolloutEngine:
                 )
             )
             seen[group] += 1
+        if start_cut:
+            logger.warning(
+                "%d of %d prompts are longer than rollout.max_start_tokens=%d: kept their last %d tokens",
+                start_cut,
+                len(prompt_ids),
+                cfg.max_start_tokens,
+                cfg.max_start_tokens,
+            )
         stats = Counter(
+            truncated_prompts=start_cut,
             generate_seconds=0.0,
             retrieve_seconds=0.0,
             generated_tokens=0,
@@ -170,6 +185,16 @@ class RolloutEngine:
                 stats["generated_tokens"] += len(generation.token_ids)
                 room = cfg.max_response_tokens - len(traj)
                 kept = list(generation.token_ids[:room])
+                kept_logprobs = list(generation.logprobs[: len(kept)])
+                cut_by_budget = len(kept) < len(generation.token_ids)
+                action = parse_action(generation.text, cfg)
+                if (
+                    not cut_by_budget
+                    and self._continues_after_eos(generation, action, last_round)
+                    and kept
+                    and kept[-1] in self._eos_ids(generation)
+                ):
+                    kept, kept_logprobs = kept[:-1], kept_logprobs[:-1]
                 record = TurnRecord(
                     round_index=round_index,
                     start=len(traj),
@@ -180,12 +205,11 @@ class RolloutEngine:
                     context_ids=context if cfg.debug_keep_contexts else None,
                     sampled_ids=list(generation.token_ids) if cfg.debug_keep_contexts else None,
                 )
-                traj.append_sampled(kept, list(generation.logprobs[: len(kept)]), record)
+                traj.append_sampled(kept, kept_logprobs, record)
                 traj.num_turns += 1
-                if len(kept) < len(generation.token_ids):
+                if cut_by_budget:
                     _end(traj, "max_response_tokens")
                     continue
-                action = parse_action(generation.text, cfg)
                 if not cfg.tools_enabled:
                     if action is not None:
                         record.action = "answer"
@@ -257,6 +281,24 @@ class RolloutEngine:
         self.last_stats = {key: float(value) for key, value in stats.items()}
         self.run_index += 1
         return trajectories
+
+    def _continues_after_eos(self, generation: Generation, action, last_round: bool) -> bool:
+        """The turn ended by EOS without an action, and the trajectory goes on with feedback whose EOS is dropped."""
+        cfg = self.config
+        return (
+            cfg.tools_enabled
+            and cfg.drop_eos_before_feedback
+            and not cfg.end_on_eos
+            and action is None
+            and not last_round
+            and _ended_by_eos(generation)
+        )
+
+    def _eos_ids(self, generation: Generation) -> set[int]:
+        if isinstance(generation.stop_reason, int):
+            return {generation.stop_reason}
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return {eos} if isinstance(eos, int) else set()
 
     def _accept_spawned(self, parent: Trajectory, new: Any, already: int) -> list[Trajectory]:
         if new is None:
