@@ -130,12 +130,12 @@ def test_unknown_layout_lists_fields(tmp_path):
         (lambda r: r.update(level=4), "level", "1, 2 or 3"),
         (lambda r: r.update(level="hard"), "level", "unknown level"),
         (lambda r: r.pop("level"), "level", "missing"),
-        # choice_num says 4 but option D is missing
-        (lambda r: r.pop("en_D"), "en_D", "missing"),
+        # choice_num says 4 but option D is missing: choice_num and the options disagree
+        (lambda r: r.pop("en_D"), "choice_num", "'en_D' is missing"),
         # an empty option text
         (lambda r: r.update(en_C="  "), "en_C", "non-empty"),
         # choice_num 4 but a fifth option is present
-        (lambda r: r.update(en_E="extra"), "en_E", "choice_num=4"),
+        (lambda r: r.update(en_E="extra"), "choice_num", "'en_E' is present"),
         (lambda r: r.update(choice_num="four"), "choice_num", "integer"),
         (lambda r: r.update(en_question=""), "en_question", "non-empty"),
     ],

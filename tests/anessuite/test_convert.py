@@ -155,3 +155,79 @@ def test_convert_cli_on_synthetic_world(tmp_path):
     )
     records = _lines(tmp_path / "rl.jsonl")
     assert len(records) == 16 and {r["language"] for r in records} == {"en", "zh"}
+
+
+def _hub_download(folder, files):
+    """A dataset folder as a Hub download leaves it: the data plus card, .gitattributes and Croissant file."""
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n---\n# card\n", encoding="utf-8"
+    )
+    (folder / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    (folder / "croissant.json").write_text(json.dumps({"@context": {"@vocab": "https://schema.org/"}}))
+    (folder / "meta.json").write_text(json.dumps({"name": "x", "version": 1}))
+    cache = folder / ".cache" / "huggingface"
+    cache.mkdir(parents=True)
+    (cache / "stale.json").write_text("[{]")  # a broken file in a hidden folder is never read
+    for name, table in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / name, row_group_size=2)
+    return folder
+
+
+def test_anescorpus_hub_layout_through_the_cli(tmp_path):
+    # AnesCorpus card: one `text` column, splits AnesCorpus_en / AnesCorpus_zh as sharded parquet files
+    folder = _hub_download(
+        tmp_path / "AnesCorpus",
+        {
+            "data/AnesCorpus_en-00000-of-00002.parquet": pa.table(
+                {"text": ["Propofol causes hypotension."] * 3}
+            ),
+            "data/AnesCorpus_en-00001-of-00002.parquet": pa.table({"text": ["Sugammadex binds rocuronium."]}),
+            "data/AnesCorpus_zh-00000-of-00001.parquet": pa.table(
+                {"text": ["舒更葡糖可逆转罗库溴铵。", "七氟烷用于吸入诱导。"]}
+            ),
+        },
+    )
+    out = tmp_path / "cpt.jsonl"
+    assert main(["convert", "corpus", "--input", str(folder), "--out", str(out)]) == 0
+    texts = [r["text"] for r in _lines(out)]
+    assert len(texts) == 6 and texts[-1] == "七氟烷用于吸入诱导。"  # 4 EN + 2 ZH rows, nothing from the card
+
+
+def test_anesqa_hub_layout_through_the_cli(tmp_path):
+    # AnesQA: question/answer columns (free-text answers, not MCQ)
+    folder = _hub_download(
+        tmp_path / "AnesQA",
+        {
+            "data/AnesQA_en-00000-of-00001.parquet": pa.table(
+                {"question": ["What is MAC?"], "answer": ["A potency measure."]}
+            )
+        },
+    )
+    out = tmp_path / "qa.jsonl"
+    assert main(["convert", "qa", "--input", str(folder), "--out", str(out)]) == 0
+    (record,) = _lines(out)
+    assert record["messages"][-1] == {"role": "assistant", "content": "A potency measure."}
+
+
+def test_r1_accepts_the_anesbench_2026_field_names(tmp_path):
+    rows = [
+        {
+            "id": "5f0c2c3e-8a54-4f4e-9a43-1b2d3c4d5e6f",
+            "question": "Which drug reverses rocuronium?",
+            "A": "Neostigmine",
+            "B": "Sugammadex",
+            "C": "Naloxone",
+            "D": "Flumazenil",
+            "choice_num": 4,
+            "target": "B",
+            "category": 2,
+            "reasoning": "Sugammadex encapsulates rocuronium.",
+        }
+    ]
+    source = tmp_path / "anesr1.json"
+    source.write_text(json.dumps(rows), encoding="utf-8")
+    convert_r1(source, None, tmp_path / "rl.jsonl")
+    (rl,) = _lines(tmp_path / "rl.jsonl")
+    assert rl["gold_letter"] == "B" and rl["level"] == "system1.x" and rl["num_choices"] == 4

@@ -1,34 +1,43 @@
-"""AnesBench loading for both known releases, with layout detection.
+"""AnesBench loading for every published layout, detected per file.
 
+* 2026 release (dataset card since March 2026): one JSON list per language, ``anesbench_en.json`` and
+  ``anesbench_zh.json``; records ``id`` (UUID), ``question``, options ``A``..``I`` (as many as ``choice_num``),
+  ``choice_num`` (int), ``target`` (the letter), ``category`` (int: 1 = System 1, 2 = System 1.x, 3 = System 2).
+  No language field: a file's language is the majority script of its stems (a file is monolingual by
+  construction), never its name.
 * Original (May 2025) bilingual records: ``id, choice_num, answer, level (1/2/3), en_question, en_A.., and
   zh_question/zh_A.. (or cn_*)``. One record yields an English and a Chinese item; which ones are kept is the
   caller's choice (English by default, like the paper's EN table).
-* 2026 release, two files ``anesbench_en.json`` / ``anesbench_zh.json``. Their exact keys are not documented,
-  so the loader accepts prefixed monolingual records (``en_question``/``zh_question``/``cn_question`` with
-  matching option keys) and flat records (``question``, ``A``.. or ``options``, ``answer``, ``level``).
-  The language comes from a ``zh_``/``cn_`` prefix or a ``language`` field, else from the stem's script,
-  never from the file name (a Chinese file that reuses ``en_*`` keys is still Chinese).
+* Variants seen in conversions of either: prefixed monolingual records (``en_question`` or ``zh_question`` with
+  matching option keys) and flat records (``question``, ``A``.. or ``options``, ``answer``/``target``,
+  ``level``/``category``, optional ``language``).
 
-Anything else fails with the list of fields found.
+Files may be JSON (a list), JSONL or Parquet. In a folder, non-data files (the dataset card, ``meta.json``,
+a Croissant description) are skipped (``anessuite.records.data_files``). Anything else fails with the list of
+fields found; a bad record fails with ``file: record '<id>': field '<name>': problem``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from anessuite.mcq import LANGUAGES, MCQItem, SchemaError
-from anessuite.records import iter_records, read_records
+from anessuite.records import data_files, iter_records, read_records
 from anessuite.tasks import TaskSpec, parse_records
 
-__all__ = ["detect_layout", "load_anesbench", "benchmark_files", "layout_specs"]
+__all__ = ["detect_layout", "load_anesbench", "benchmark_files", "layout_specs", "LAYOUT_2026_FIELDS"]
 
 logger = logging.getLogger(__name__)
 
-_LEVEL_FIELDS = ("level", "system", "cognitive_level")
+_LEVEL_FIELDS = ("level", "category", "system", "cognitive_level")
+_ANSWER_FIELDS = ("answer", "target")
 _ID_FIELDS = ("id", "uuid", "qid", "question_id")
+# The record fields of the 2026 release besides the options A..I.
+LAYOUT_2026_FIELDS = ("id", "question", "choice_num", "target", "category")
 
 
 def _pick(keys: set[str], candidates: Sequence[str]) -> str | None:
@@ -36,19 +45,19 @@ def _pick(keys: set[str], candidates: Sequence[str]) -> str | None:
 
 
 def detect_layout(keys: set[str], path: str | Path = "<records>") -> str:
-    """'bilingual', 'prefixed' or 'flat'; SchemaError listing the fields otherwise."""
+    """'bilingual', 'prefixed', '2026' or 'flat'; SchemaError listing the fields otherwise."""
     prefixes = [p for p in ("en", "zh", "cn") if f"{p}_question" in keys]
     if "en_question" in keys and ("zh_question" in keys or "cn_question" in keys):
         return "bilingual"
     if len(prefixes) == 1:
         return "prefixed"
     if "question" in keys and ({"A", "B"} <= keys or "options" in keys):
-        return "flat"
+        return "2026" if {"target", "category"} <= keys else "flat"
     raise SchemaError(
-        f"{path}: unknown AnesBench layout; fields found: {sorted(keys)}. Expected the original bilingual "
-        "layout (en_question, en_A.., zh_question/cn_question, answer, level, choice_num), prefixed monolingual "
-        "records (en_question or zh_question with en_A../zh_A..), or flat records (question, A/B/.. or options, "
-        "answer, level)."
+        f"{path}: unknown AnesBench layout; fields found: {sorted(keys)}. Expected the 2026 release "
+        "(id, question, A..I, choice_num, target, category), the original bilingual layout (en_question, en_A.., "
+        "zh_question/cn_question, answer, level, choice_num), prefixed monolingual records (en_question or "
+        "zh_question with en_A../zh_A..), or flat records (question, A/B/.. or options, answer, level)."
     )
 
 
@@ -56,7 +65,7 @@ def layout_specs(keys: set[str], path: str | Path = "<records>") -> dict[str, Ta
     """The TaskSpec per language that reads this layout (one entry per language the layout carries)."""
     layout = detect_layout(keys, path)
     common: dict[str, Any] = {
-        "answer_field": "answer",
+        "answer_field": _pick(keys, _ANSWER_FIELDS) or "answer",
         "choice_num_field": "choice_num",
         "id_field": _pick(keys, _ID_FIELDS),
         "level_field": _pick(keys, _LEVEL_FIELDS),
@@ -104,16 +113,9 @@ def layout_specs(keys: set[str], path: str | Path = "<records>") -> dict[str, Ta
 
 
 def benchmark_files(path: str | Path) -> list[Path]:
-    """A benchmark file, or every .json/.jsonl file in a folder (sorted)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
-        if not files:
-            raise FileNotFoundError(f"{path}: no .json or .jsonl benchmark files in this folder")
-        return files
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark not found: {path}")
-    return [path]
+    """A benchmark file, or every data file (.json/.jsonl/.parquet) in a folder, sorted; a dataset card,
+    ``meta.json`` or Croissant file next to the data is skipped."""
+    return data_files(path, what="benchmark")
 
 
 def load_anesbench(path: str | Path, languages: Sequence[str] | None = None) -> list[MCQItem]:
@@ -139,6 +141,8 @@ def load_anesbench(path: str | Path, languages: Sequence[str] | None = None) -> 
         specs = layout_specs(keys, file)
         if "auto" in specs:
             loaded = parse_records(specs["auto"], records, file)
+            if specs["auto"].language_field is None and detect_layout(keys, file) in ("2026", "prefixed"):
+                loaded = _one_language_per_file(loaded, file)
             if languages is not None:
                 loaded = [item for item in loaded if item.language in languages]
         else:
@@ -154,6 +158,21 @@ def load_anesbench(path: str | Path, languages: Sequence[str] | None = None) -> 
             )
         keys_seen.add(item.key)
     return items
+
+
+def _one_language_per_file(items: list[MCQItem], file: Path) -> list[MCQItem]:
+    """A monolingual file without a language field: every item gets the language most of its stems are in, so a
+    Chinese stem that is mostly an English drug name cannot split the file."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.language] = counts.get(item.language, 0) + 1
+    if len(counts) <= 1:
+        return items
+    language = max(counts, key=lambda lang: (counts[lang], lang == "en"))
+    logger.warning(
+        "%s: stems look like %s; the file is read as '%s' (its majority language)", file, counts, language
+    )
+    return [replace(item, language=language) for item in items]
 
 
 def peek_fields(path: str | Path) -> list[str]:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from anessuite.mcq import SchemaError, detect_language
 from anessuite.prompts import PromptConfig, build_messages
-from anessuite.records import iter_records
+from anessuite.records import data_files, iter_records
 from anessuite.synthetic.questions import answer_line
 from anessuite.tasks import TaskSpec, parse_records
 
@@ -37,22 +37,15 @@ __all__ = ["convert_corpus", "convert_qa", "convert_r1", "input_files", "main"]
 
 logger = logging.getLogger(__name__)
 
-_SUFFIXES = (".parquet", ".jsonl", ".json")
 _REASONING_FIELDS = ("reasoning", "cot", "rationale", "thinking", "explanation", "response")
 DEFAULT_QA_SYSTEM = ""
 _ROW_ID = "_anessuite_row_id"  # the record's id, or "<file stem>-<row>" when it has none
 
 
 def input_files(path: str | Path) -> list[Path]:
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"{path}: no .parquet/.jsonl/.json files")
-        return files
-    if not path.is_file():
-        raise FileNotFoundError(f"input not found: {path}")
-    return [path]
+    """A file, or the data files of a dataset folder (parquet/JSONL/JSON, recursively). The dataset card,
+    ``.gitattributes``, ``meta.json``, ``dataset_info.json`` and Croissant files of a Hub download are skipped."""
+    return data_files(path, what="input")
 
 
 def _records(path: str | Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
@@ -168,14 +161,16 @@ def _r1_spec(record: dict[str, Any]) -> TaskSpec:
         options = {"options_field": "choices"}
     else:
         options = {"option_prefix": question[: -len("question")]}
-    answer = next((k for k in ("answer", "answer_idx", "gold", "label") if k in keys), "answer")
+    # AnesR1 is unreleased (no dataset card): accept the AnesBench 2026 field names (target, category) too.
+    answer = next((k for k in ("answer", "target", "answer_idx", "gold", "label") if k in keys), "answer")
+    level = next((k for k in ("level", "category") if k in keys), None)
     return TaskSpec(
         name="anesr1",
         question_field=question,
         answer_field=answer,
         choice_num_field="choice_num",
         id_field=_ROW_ID,
-        level_field="level" if "level" in keys else None,
+        level_field=level,
         language="auto",
         language_field="language" if "language" in keys else None,
         **options,

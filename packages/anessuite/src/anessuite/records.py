@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rlcore.io import iter_jsonl_records
 
-__all__ = ["read_records", "iter_records", "file_sha256", "write_jsonl", "append_jsonl"]
+__all__ = [
+    "read_records",
+    "iter_records",
+    "file_sha256",
+    "write_jsonl",
+    "append_jsonl",
+    "data_files",
+    "is_data_file",
+    "DATA_SUFFIXES",
+]
+
+logger = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
+# Files a dataset download carries besides the data: the dataset card, Hub metadata, Croissant descriptions,
+# the datasets library's info files. Matched on the lower-cased file name.
+_NON_DATA_NAMES = frozenset(
+    {
+        "meta.json",
+        "metadata.json",
+        "dataset_info.json",
+        "dataset_infos.json",
+        "dataset_dict.json",
+        "state.json",
+    }
+)
+_NON_DATA_SUFFIXES = (".jsonld", ".md", ".txt", ".yaml", ".yml", ".lock", ".py", ".gitattributes")
+_SNIFF_BYTES = 1 << 16
 
 
 def file_sha256(path: str | Path, length: int | None = None) -> str:
@@ -21,6 +49,63 @@ def file_sha256(path: str | Path, length: int | None = None) -> str:
             digest.update(block)
     text = digest.hexdigest()
     return text[:length] if length else text
+
+
+def _json_is_metadata(path: Path) -> bool:
+    """True for a JSON object that is a description, not records: JSON-LD (``@context``, Croissant), or an
+    object holding no list of records. A JSON list, or an object around one list of objects, is data."""
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES).lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    if not head.startswith(b"{"):
+        return False
+    if b'"@context"' in head[:4096]:
+        return True
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # a broken file is reported by the reader, with its line and column
+    lists = [value for value in data.values() if isinstance(value, list)] if isinstance(data, dict) else []
+    return not (len(lists) == 1 and all(isinstance(record, dict) for record in lists[0][:10]))
+
+
+def is_data_file(path: str | Path) -> bool:
+    """Whether a file in a dataset folder holds records (see :func:`data_files`)."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.startswith(".") or name in _NON_DATA_NAMES or "croissant" in name or name.startswith("readme"):
+        return False
+    if name.endswith(_NON_DATA_SUFFIXES) or path.suffix.lower() not in DATA_SUFFIXES:
+        return False
+    if path.suffix.lower() == ".json" and _json_is_metadata(path):
+        return False
+    return True
+
+
+def data_files(path: str | Path, what: str = "data") -> list[Path]:
+    """The record files of a dataset: ``path`` itself, or every data file under the folder (sorted, hidden
+    folders such as ``.cache`` skipped). A dataset card (README.md), ``meta.json``, ``dataset_info.json`` and
+    Croissant/JSON-LD descriptions are skipped with a log line, never parsed as records."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    files, skipped = [], []
+    for candidate in sorted(path.rglob("*")):
+        relative = candidate.relative_to(path)
+        if not candidate.is_file() or any(part.startswith(".") for part in relative.parts[:-1]):
+            continue
+        (files if is_data_file(candidate) else skipped).append(candidate)
+    for file in skipped:
+        logger.info("%s: not a data file, skipped", file)
+    if not files:
+        raise FileNotFoundError(
+            f"{path}: no {what} files (.json/.jsonl/.parquet records) in this folder; "
+            f"found {[str(p.relative_to(path)) for p in skipped][:10]}"
+        )
+    return files
 
 
 def iter_records(path: str | Path, batch_rows: int = 4096) -> Iterator[dict[str, Any]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.answers import extract_prediction
-from anessuite.benchmark import load_items
+from anessuite.benchmark import benchmark_files, load_items
 from anessuite.mcq import MCQItem
 from anessuite.records import file_sha256, read_records, write_jsonl
 from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_tables
@@ -77,11 +77,7 @@ def run_score(
 ) -> dict[str, Any]:
     items = load_items(benchmark, task=task, languages=languages, task_spec=task_spec)
     records = read_records(responses)
-    benchmark_path = Path(benchmark)
-    hashes = {
-        p.name: file_sha256(p, 16)
-        for p in ([benchmark_path] if benchmark_path.is_file() else sorted(benchmark_path.glob("*.json*")))
-    }
+    hashes = {p.name: file_sha256(p, 16) for p in benchmark_files(benchmark)}
     extra = {
         "benchmark": {"path": str(benchmark), "sha256": hashes, "task": task},
         "responses": {"path": str(responses), "sha256": file_sha256(responses, 16)},

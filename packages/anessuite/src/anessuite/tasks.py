@@ -205,14 +205,35 @@ def _options(spec: TaskSpec, record: dict[str, Any], path: Path, rid: str) -> li
         named = []
         for letter in LETTERS[:count]:
             name = f"{prefix}{letter}"
-            if name not in record:
-                raise _fail(
-                    path, rid, name, f"missing ({spec.choice_num_field}={count} requires options A..{letter})"
-                )
+            if record.get(name) in (None, ""):
+                if spec.choice_num_field in record:
+                    raise _fail(
+                        path,
+                        rid,
+                        spec.choice_num_field,
+                        f"{count} disagrees with the options: option field '{name}' is missing or empty",
+                    )
+                raise _fail(path, rid, name, "missing")
             named.append((letter, name, record[name]))
-        extra = f"{prefix}{LETTERS[count]}" if count < len(LETTERS) else None
-        if extra and extra in record and record[extra] not in (None, ""):
-            raise _fail(path, rid, extra, f"present but {spec.choice_num_field}={count}")
+        extra = next(
+            (
+                f"{prefix}{letter}"
+                for letter in LETTERS[count:]
+                if record.get(f"{prefix}{letter}") not in (None, "")
+            ),
+            None,
+        )
+        if extra is not None and spec.choice_num_field in record:
+            raise _fail(
+                path,
+                rid,
+                spec.choice_num_field,
+                f"{count} disagrees with the options: option field '{extra}' is present",
+            )
+        if extra is not None:
+            raise _fail(
+                path, rid, extra, f"present after a gap: options must run A..{extra[-1]} without holes"
+            )
     options = []
     for letter, name, text in named:
         if not isinstance(text, str) or not text.strip():
