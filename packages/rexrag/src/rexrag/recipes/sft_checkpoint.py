@@ -72,7 +72,7 @@ def find_sft_checkpoint(out: Path) -> Path | None:
 def load_sft_state(folder: Path, config_hash: str) -> SFTState:
     """The saved state; a clear error if the checkpoint belongs to another configuration."""
     try:
-        raw = torch.load(folder / "state.pt", weights_only=False)
+        raw = torch.load(folder / "state.pt", weights_only=True)  # plain containers and tensors only
         state = SFTState(**raw)
     except Exception as exc:  # a truncated or foreign file
         raise ValueError(f"{folder / 'state.pt'}: unreadable SFT checkpoint state ({exc})") from exc
