@@ -2,7 +2,7 @@
 
 Inputs: a benchmark (file or folder, any supported layout) and a JSONL of ``{"id", "response"}`` records
 (optionally ``language``, ``key``, ``prediction``, ``num_tokens``, ``finish_reason``). Outputs in ``--out``:
-``results.json`` (layout in docs/dev/CONTRACTS.md), ``scored.jsonl`` (one line per item with the extracted
+``results.json`` (layout in docs/anessuite.md), ``scored.jsonl`` (one line per item with the extracted
 letter), ``table.md`` / ``table.csv`` (Table 3 layout) and ``levels.png``.
 """
 

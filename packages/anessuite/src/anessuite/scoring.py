@@ -159,7 +159,7 @@ def _accuracy(rows: Sequence[ScoredItem]) -> float | None:
 
 
 def aggregate(scored: Sequence[ScoredItem], bootstrap_iters: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The results.json body (layout fixed by docs/dev/CONTRACTS.md; extra keys are additive)."""
+    """The results.json body (layout documented in docs/anessuite.md; extra keys are additive)."""
     rng = np.random.default_rng(seed)
     by_language: dict[str, Any] = {}
     totals: list[float] = []

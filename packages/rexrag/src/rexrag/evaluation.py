@@ -4,7 +4,7 @@ The paper's metric is exact match per benchmark and ``Avg.`` = the unweighted me
 are either a model's full response (the last complete ``<answer>`` block is scored; a response with answer tags
 but no complete block scores 0) or the bare answer string.
 
-Output layout of :func:`score_records` (read by other tools; see docs/dev/CONTRACTS.md)::
+Output layout of :func:`score_records` (read by other tools; see docs/rexrag.md)::
 
     {"average_em": float, "average_f1": float, "n": int,
      "by_source": {"<data_source>": {"em": 0..1, "f1": 0..1, "n": int, "searches": float, "turns": float}}}

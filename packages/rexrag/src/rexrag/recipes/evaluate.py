@@ -2,9 +2,10 @@
 
     python -m rexrag evaluate --config packages/rexrag/configs/paper/eval_qwen2.5-3b.yaml model=path/to/ckpt
 
-Writes ``predictions.jsonl`` (re-scorable with ``python -m rexrag eval``), ``eval.json`` (the layout of
-CONTRACTS.md), ``table.md/.csv/.json`` (paper layout) and one MLflow run. Decoding is greedy by default; the
-official code meant to be greedy but sampled at temperature 1 (spec bug 1): ``greedy=false`` reproduces that.
+Writes ``predictions.jsonl`` (re-scorable with ``python -m rexrag eval``), ``eval.json`` (the layout in
+docs/rexrag.md), ``table.md/.csv/.json`` (paper layout) and one MLflow run. Decoding is greedy by default; the
+official code meant to be greedy but sampled at temperature 1 (bug 1 in docs/rexrag.md): ``greedy=false``
+reproduces that.
 """
 
 from __future__ import annotations
