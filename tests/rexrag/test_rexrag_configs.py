@@ -147,3 +147,22 @@ def test_paper_eval_config_uses_the_training_turn_semantics():
     train = load_config(RexRagTrainConfig, CONFIG_DIR / "paper" / "rexrag_qwen2.5-3b.yaml").rollout
     evaluation = load_config(EvalConfig, CONFIG_DIR / "paper" / "eval_qwen2.5-3b.yaml").rollout
     assert evaluation == train
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["qa.source=file"], "invalid value 'file' for 'qa.source'; did you mean 'files'?"),
+        (["retriever.kind=bm25"], "invalid value 'bm25' for 'retriever.kind'; did you mean 'world-bm25'?"),
+        (["rexrag.correction=papr"], "invalid value 'papr' for 'rexrag.correction'; did you mean 'paper'?"),
+        (["qa.source=files"], "qa.source=files needs qa.train_files"),
+        (["qa.source=files", "qa.train_files=[no/such/train.jsonl]"], "'qa.train_files': path not found"),
+    ],
+)
+def test_dry_run_rejects_bad_values_in_one_line(overrides, expected, capsys):
+    """A wrong enum value, a missing file or an impossible combination fails `--dry-run` (not the run)."""
+    from rexrag.recipes.train import main
+
+    code = main(["--config", str(CONFIG_DIR / "cpu" / "rexrag.yaml"), "--dry-run", *overrides])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and err.count("\n") == 1

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -39,11 +39,11 @@ logger = logging.getLogger(__name__)
 class BackendConfig:
     """Which engine produces the responses."""
 
-    kind: str = (
-        "hf"  # hf (in-process transformers, batched) | vllm (offline engine, GPU) | openai (HTTP server)
-    )
+    # hf (in-process transformers, batched) | vllm (offline engine, GPU) | openai (HTTP server)
+    kind: Literal["hf", "vllm", "openai"] = "hf"
     batch_size: int = 16  # hf: prompts per batched forward
-    dtype: str = "auto"  # hf/vllm weights dtype: auto | float32 | bfloat16 | float16
+    # hf/vllm weights dtype: auto | float32 | bfloat16 | float16
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     base_url: str = "http://127.0.0.1:8000/v1"  # openai: server URL ending in /v1
     served_model: str | None = None  # openai: model name the server expects (default: the `model` field)
     api_key_env: str = "OPENAI_API_KEY"  # openai: environment variable holding the API key (never in configs)
@@ -59,9 +59,8 @@ class BackendConfig:
 class GenerationConfig:
     """How each question is answered."""
 
-    mode: str = (
-        "generate"  # generate (zero-shot CoT, greedy) | loglik (argmax log p(letter | prompt), hf only)
-    )
+    # generate (zero-shot CoT, greedy) | loglik (argmax log p(letter | prompt), hf only)
+    mode: Literal["generate", "loglik"] = "generate"
     max_new_tokens: int = 2048  # generate mode: cap on response tokens (the paper's setting)
 
 

@@ -1,9 +1,13 @@
 """Typed configs: dataclass schemas loaded through OmegaConf structured configs.
 
-Merge order is defaults (the dataclass) -> YAML file -> command-line ``a.b=c`` overrides. Unknown keys and
-mistyped values fail with the full dotted key path and, for unknown keys, the closest valid key. ``${oc.env:VAR}``
-and ``${oc.env:VAR,default}`` work in YAML for machine-specific paths. ``recipe_main`` wraps this into the CLI
-every recipe shares (``--config``, ``--dry-run``, overrides).
+Merge order is defaults (the dataclass) -> YAML file(s) -> command-line ``a.b=c`` overrides. A YAML file may
+start from other files with a top-level ``base:`` key (one path or a list, relative to the including file):
+the bases are merged first, in list order, each with its own bases before it, then the including file's own
+keys on top. Include cycles fail with the chain of files. Unknown keys fail with the full dotted key path and
+the closest valid key; a value outside a ``typing.Literal`` field's choices fails with the closest valid value;
+a non-empty path in a field marked ``must_exist`` (see :func:`existing_path`) must exist. ``${oc.env:VAR}`` and
+``${oc.env:VAR,default}`` work in YAML for machine-specific paths. ``recipe_main`` wraps this into the CLI
+every recipe shares (``--config``, ``--dry-run``, ``--explain``, overrides).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -26,17 +31,39 @@ from omegaconf.errors import OmegaConfBaseException
 T = TypeVar("T")
 
 __all__ = [
+    "BASE_KEY",
     "ConfigError",
-    "load_config",
-    "recipe_main",
-    "to_yaml",
-    "to_dict",
+    "LoadedConfig",
     "config_hash",
+    "existing_path",
+    "explain_lines",
+    "load_config",
+    "load_config_explained",
+    "recipe_main",
+    "to_dict",
+    "to_yaml",
 ]
+
+# Top-level YAML key naming the file(s) a config starts from.
+BASE_KEY = "base"
+DEFAULT_SOURCE = "default"
+COMMAND_LINE = "command line"
 
 
 class ConfigError(ValueError):
     """A config could not be built: names the source, the dotted key and what was wrong."""
+
+
+def existing_path(default: Any = "", *, factory: Callable[[], Any] | None = None, hint: str = "") -> Any:
+    """A dataclass field whose non-empty value (a path or a list of paths) must exist when the config loads.
+
+    ``hint`` is appended to the error (e.g. the command that creates the file). Paths that only exist once an
+    earlier stage ran (a default model folder) should not use this: check them where the run needs them.
+    """
+    metadata = {"must_exist": True, "hint": hint}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _field_types(schema: type) -> dict[str, Any]:
@@ -53,8 +80,21 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+def _literal_choices(tp: Any) -> tuple[Any, ...] | None:
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
+def _check_choice(value: Any, choices: tuple[Any, ...], full_key: str, source: str) -> None:
+    if value is None or value in choices or (isinstance(value, str) and "${" in value):
+        return
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    valid = ", ".join(str(c) for c in choices)
+    raise ConfigError(f"{source}: invalid value {value!r} for '{full_key}'{hint} (valid values: {valid})")
+
+
 def _check_keys(schema: type, data: Mapping[str, Any], prefix: str, source: str) -> None:
-    """Walk ``data`` against ``schema`` and fail on the first key the schema does not have."""
+    """Walk ``data`` against ``schema``: fail on the first unknown key or value outside a Literal's choices."""
     types = _field_types(schema)
     for key, value in data.items():
         full_key = f"{prefix}{key}"
@@ -69,6 +109,36 @@ def _check_keys(schema: type, data: Mapping[str, Any], prefix: str, source: str)
         field_type = _unwrap_optional(types[key])
         if dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
             _check_keys(field_type, value, f"{full_key}.", source)
+        elif (choices := _literal_choices(field_type)) is not None:
+            _check_choice(value, choices, full_key, source)
+        elif typing.get_origin(field_type) is list and isinstance(value, list):
+            item_choices = _literal_choices(_unwrap_optional((typing.get_args(field_type) or (Any,))[0]))
+            for index, item in enumerate(value if item_choices is not None else ()):
+                _check_choice(item, item_choices, f"{full_key}[{index}]", source)
+
+
+def _check_paths(obj: Any, raw: Mapping[str, Any], prefix: str = "") -> None:
+    """Every non-empty value of a ``must_exist`` field names an existing file or folder.
+
+    A value built from an interpolation (``${oc.env:DATA}/train.parquet``) names a machine-specific location
+    that may be created later (downloads, index builds): the recipe checks it where it reads it.
+    """
+    for spec in dataclasses.fields(obj):
+        value = getattr(obj, spec.name)
+        raw_value = raw.get(spec.name) if isinstance(raw, Mapping) else None
+        full_key = f"{prefix}{spec.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_paths(value, raw_value if isinstance(raw_value, Mapping) else {}, f"{full_key}.")
+        elif spec.metadata.get("must_exist") and value:
+            items = value if isinstance(value, list | tuple) else [value]
+            raw_items = raw_value if isinstance(raw_value, list | tuple) else [raw_value] * len(items)
+            for item, raw_item in zip(items, raw_items):
+                if not item or (isinstance(raw_item, str) and "${" in raw_item) or Path(str(item)).exists():
+                    continue
+                hint = spec.metadata.get("hint") or ""
+                raise ConfigError(
+                    f"config key '{full_key}': path not found: {item}" + (f" ({hint})" if hint else "")
+                )
 
 
 def _first_line(err: OmegaConfBaseException) -> str:
@@ -97,6 +167,30 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """``(source, data)`` of ``path`` and its bases, in merge order (bases first, ``path`` last)."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"{path}: '{BASE_KEY}' include cycle: {cycle}")
+    data = _load_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be a file name or a list of file names, got {bases!r}")
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for base in bases:
+        base_path = Path(os.path.normpath(path.parent / base))
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: '{BASE_KEY}' file not found: {base} (looked for {base_path})")
+        layers.extend(_file_layers(base_path, (*chain, resolved)))
+    layers.append((str(path), data))
+    return layers
+
+
 def _parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item or item.startswith("="):
@@ -107,26 +201,42 @@ def _parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(f"command line: cannot parse overrides {list(overrides)}: {err}") from err
 
 
-def load_config(
+def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf of a nested mapping (lists and empty mappings are leaves)."""
+    if not isinstance(data, Mapping) or (not data and prefix):
+        return {prefix.rstrip("."): data}
+    found: dict[str, Any] = {}
+    for key, value in data.items():
+        found.update(_leaves(value, f"{prefix}{key}."))
+    return found
+
+
+@dataclasses.dataclass
+class LoadedConfig(typing.Generic[T]):
+    """A built config and where each of its values came from."""
+
+    config: T
+    # merge order: "default" is implied first; then each file (bases before includers), then "command line"
+    sources: list[str]
+    # dotted leaf key -> the last source that set it (absent: the dataclass default)
+    origin: dict[str, str]
+
+
+def load_config_explained(
     schema: type[T],
     config_path: str | Path | None = None,
     overrides: Sequence[str] = (),
-) -> T:
-    """Build a ``schema`` instance from defaults, an optional YAML file and ``a.b=c`` overrides.
-
-    Raises:
-        ConfigError: unknown key (with the nearest valid key), wrong type (with the full key), missing
-            required value, unreadable file or malformed YAML (with file, line and column).
-    """
+) -> LoadedConfig[T]:
+    """Like :func:`load_config`, and also returns the merged sources and each value's origin."""
     if not dataclasses.is_dataclass(schema):
         raise TypeError(f"schema must be a dataclass type, got {schema!r}")
     merged = OmegaConf.structured(schema)
     layers: list[tuple[str, dict[str, Any]]] = []
     if config_path is not None:
-        path = Path(config_path)
-        layers.append((str(path), _load_yaml(path)))
+        layers.extend(_file_layers(Path(config_path)))
     if overrides:
-        layers.append(("command line", _parse_overrides(overrides)))
+        layers.append((COMMAND_LINE, _parse_overrides(overrides)))
+    origin: dict[str, str] = {}
     for source, data in layers:
         _check_keys(schema, data, "", source)
         try:
@@ -134,12 +244,51 @@ def load_config(
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             raise ConfigError(f"{source}: invalid value for '{key}': {_first_line(err)}") from err
+        for key in _leaves(data):
+            # a mapping replaced by a leaf (or the reverse) drops what was recorded below/above it
+            for old in [k for k in origin if k.startswith(f"{key}.") or key.startswith(f"{k}.")]:
+                del origin[old]
+            origin[key] = source
     try:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         raise ConfigError(f"config key '{key}': {_first_line(err)}") from err
-    return typing.cast(T, obj)
+    _check_paths(obj, typing.cast(dict, OmegaConf.to_container(merged, resolve=False)))
+    return LoadedConfig(typing.cast(T, obj), [source for source, _ in layers], origin)
+
+
+def load_config(
+    schema: type[T],
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> T:
+    """Build a ``schema`` instance from defaults, an optional YAML file (and its bases) and ``a.b=c`` overrides.
+
+    Raises:
+        ConfigError: unknown key (with the nearest valid key), value outside a Literal's choices (with the
+            nearest valid value), wrong type (with the full key), missing required value, missing
+            ``must_exist`` path, unreadable file, include cycle or malformed YAML (with file, line and column).
+    """
+    return load_config_explained(schema, config_path, overrides).config
+
+
+def explain_lines(loaded: LoadedConfig[Any]) -> list[str]:
+    """``key: value  # source`` for every resolved leaf, in schema order, plus the merge order on top."""
+    chain = " -> ".join([DEFAULT_SOURCE, *dict.fromkeys(loaded.sources)])
+    lines = [f"# merge order (later wins): {chain}"]
+    rows = []
+    for key, value in _leaves(to_dict(loaded.config)).items():
+        source = next((loaded.origin[k] for k in (key, *_parents(key)) if k in loaded.origin), DEFAULT_SOURCE)
+        rows.append((f"{key}: {json.dumps(value, default=str)}", source))
+    width = min(max((len(text) for text, _ in rows), default=0), 72)
+    lines.extend(f"{text:<{width}}  # {source}" for text, source in rows)
+    return lines
+
+
+def _parents(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -171,21 +320,38 @@ def recipe_main(
     description: str | None = None,
     prog: str | None = None,
 ) -> int:
-    """Shared recipe CLI: ``[--config FILE] [--dry-run] [key=value ...]``.
+    """Shared recipe CLI: ``[--config FILE] [--dry-run | --explain] [key=value ...]``.
 
-    ``--dry-run`` prints the resolved YAML and returns 0 without running. A config error prints one clear
-    line to stderr and returns 2.
+    The config is validated (keys, Literal choices, ``must_exist`` paths and the schema's own ``validate()``
+    when it has one) before anything runs. ``--dry-run`` prints the resolved YAML and returns 0 without
+    running; ``--explain`` prints every resolved value with the default, file or command line it came from.
+    A config error prints one clear line to stderr and returns 2.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description or schema.__doc__)
-    parser.add_argument("--config", type=Path, default=None, help="YAML file merged over the defaults")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"YAML file merged over the defaults (may name '{BASE_KEY}:' files)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6")
+    parser.add_argument(
+        "--explain", action="store_true", help="print each resolved value and where it came from, and exit"
+    )
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-6")
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
-        cfg = load_config(schema, args.config, args.overrides)
-    except ConfigError as err:
+        loaded = load_config_explained(schema, args.config, args.overrides)
+        validate = getattr(loaded.config, "validate", None)
+        if callable(validate):
+            validate()
+    except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    cfg = loaded.config
+    if args.explain:
+        sys.stdout.write("\n".join(explain_lines(loaded)) + "\n")
+        return 0
     if args.dry_run:
         sys.stdout.write(to_yaml(cfg))
         sys.stdout.write(f"# config_hash: {config_hash(cfg)}\n")

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -43,7 +43,8 @@ class RexRagConfig:
 
     enabled: bool = True  # probes + correction; false gives plain GRPO with identical everything else
     pool: str = "self_doubt_30"  # exploratory prompt pool: shipped name or path to a JSON list
-    trigger: str = "per_wrong_rollout"  # per_wrong_rollout (official) | dead_end_group (all originals wrong)
+    # per_wrong_rollout (official) | dead_end_group (all originals wrong)
+    trigger: Literal["per_wrong_rollout", "dead_end_group"] = "per_wrong_rollout"
     probe_prob: float = 0.2  # spawn probability per eligible original (official: 20/101 = 0.198)
     filter_probes: bool = True  # keep only the top-K probes by inserted-prompt likelihood (false: keep all)
     keep_ratio_init: float = 0.08  # initial probe budget as a fraction of the originals
@@ -53,12 +54,10 @@ class RexRagConfig:
     train_inserted: bool = (
         True  # train the inserted prompt's tokens (official); false: context only, no gradient
     )
-    correction: str = (
-        "paper"  # none | paper (per-token mixture) | coarse (prompt mass on first token) | sequence
-    )
-    prefix_count: str = (
-        "response_tokens"  # tokens the 1/z factor is spread over: response_tokens (official) | model_tokens
-    )
+    # none | paper (per-token mixture) | coarse (prompt mass on first token) | sequence
+    correction: Literal["none", "paper", "coarse", "sequence"] = "paper"
+    # tokens the 1/z factor is spread over: response_tokens (official) | model_tokens
+    prefix_count: Literal["response_tokens", "model_tokens"] = "response_tokens"
     sequence_weight_cap: float = 1.0  # truncation of the sequence-level weight (correction=sequence)
     min_error_rate: float = 1e-6  # z is clamped to at least this (z = 0 would divide by zero)
     seed: int = 0  # seeds the trigger draws and the prompt choice

@@ -16,36 +16,39 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from rexrag.data.qa import QAExample, load_flashrag_jsonl, load_many
 from rexrag.data.template import load_template, render_prompt
 from rexrag.evaluation import write_tables
 from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, evaluate_examples, load_world_retriever
-from rlcore.config import recipe_main
+from rlcore.config import existing_path, recipe_main
 from rlcore.rollout import RolloutConfig
 from rlcore.trainer.config import RLTrainConfig, TrackingConfig
 
 logger = logging.getLogger(__name__)
 
-RETRIEVER_KINDS = ("world-bm25", "index", "http")
+RetrieverKind = Literal["world-bm25", "index", "http"]
+RETRIEVER_KINDS = get_args(RetrieverKind)
 
 
 @dataclass
 class QAConfig:
     """Questions to train and evaluate on."""
 
-    source: str = "world"  # world: the synthetic world (built if missing) | files: the paths below
+    # world: the synthetic world (built if missing) | files: the paths below
+    source: Literal["world", "files"] = "world"
     world: WorldDataConfig = field(
         default_factory=WorldDataConfig
     )  # source=world; its template applies to both
-    train_files: list[str] = field(default_factory=list)  # source=files: Search-R1 parquet / FlashRAG JSONL
-    eval_files: list[str] = field(
-        default_factory=list
-    )  # source=files: one file per benchmark (FlashRAG JSONL)
-    template_file: str | None = None  # load the prompt template from this file instead of world.template
-    eval_split: str = "test"  # source=world: dev | test
+    # source=files: Search-R1 parquet / FlashRAG JSONL
+    train_files: list[str] = existing_path(factory=list)
+    # source=files: one file per benchmark (FlashRAG JSONL)
+    eval_files: list[str] = existing_path(factory=list)
+    # load the prompt template from this file instead of world.template
+    template_file: str | None = existing_path(None)
+    eval_split: Literal["dev", "test"] = "test"  # source=world: dev | test
     max_train_examples: int = 0  # cap on training questions (0 = all)
     max_eval_examples: int = 0  # cap on evaluated questions per run (0 = all)
 
@@ -54,9 +57,12 @@ class QAConfig:
 class RetrieverConfig:
     """Where searches go."""
 
-    kind: str = "world-bm25"  # world-bm25 (index built with the world) | index (folder) | http (service)
-    index_dir: str = ""  # kind=index: folder built by `python -m rlcore.retrieval.build`
-    index_kind: str = "flat"  # kind=index: flat | hnsw | ivfpq | bm25 | hybrid
+    # world-bm25 (index built with the world) | index (folder) | http (service)
+    kind: RetrieverKind = "world-bm25"
+    # kind=index: folder built by `python -m rlcore.retrieval.build` (or `make index`)
+    index_dir: str = existing_path("", hint="build it with `make index CORPUS=... OUT=...`")
+    # kind=index: flat | hnsw | ivfpq | bm25 | hybrid
+    index_kind: Literal["flat", "hnsw", "ivfpq", "bm25", "hybrid"] = "flat"
     url: str = "${oc.env:RLCORE_RETRIEVER_URL,http://127.0.0.1:8000}"  # kind=http: service address
     cache_size: int = 65536  # LRU cache of (query, topk) results (0 = off)
     max_outage_s: float = 600.0  # kind=http: keep retrying an unreachable / 502-504 server this long, then fail
@@ -78,7 +84,8 @@ class HeldoutCurveConfig:
     every: int = (
         0  # evaluate every N steps (0 = off); when on, step 0 (the start policy) and the last step too
     )
-    split: str = "dev"  # qa.source=world: dev | test; qa.source=files: the eval files are used
+    # qa.source=world: dev | test; qa.source=files: the eval files are used
+    split: Literal["dev", "test"] = "dev"
     max_examples: int = 100  # questions per evaluation (the first N of the split)
 
 
