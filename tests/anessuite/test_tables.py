@@ -58,3 +58,30 @@ def test_table3_for_a_served_model(tmp_path):
     assert (tmp_path / "out" / "table3.png").exists() and (tmp_path / "out" / "table3.csv").exists()
     readme = (tmp_path / "README.md").read_text()  # the README's "Last run" block is written by the run
     assert "old" not in readme and lines[2] in readme and readme.endswith("<!-- last-run:end -->\ntail\n")
+
+
+def test_table3_passes_max_new_tokens_to_the_pipeline(tmp_path, monkeypatch):
+    """The recorded anessuite-table3 run evaluated at the pipeline's 128 tokens while its config said 2048:
+    a value set in the table config now reaches the pipeline, and the effective value is recorded."""
+    import anessuite.tables as tables
+    from anessuite.pipeline.config import PipelineConfig
+
+    seen = {}
+    results = {"by_language": {}, "avg": None, "overall": {}}
+
+    def fake_pipeline(config_path, overrides=()):
+        seen["overrides"] = list(overrides)
+        cfg = PipelineConfig()
+        for override in overrides:
+            if override.startswith("eval.max_new_tokens="):
+                cfg.eval.max_new_tokens = int(override.split("=")[1])
+        return cfg, {"base": {"generate": results}}
+
+    monkeypatch.setattr(tables, "_pipeline", fake_pipeline)
+    run_table3(Table3Config(max_new_tokens=2048, out_dir=str(tmp_path / "a")))
+    assert "eval.max_new_tokens=2048" in seen["overrides"]
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["settings"] == {"max_new_tokens": 2048}
+    run_table3(Table3Config(out_dir=str(tmp_path / "b")))  # unset: the pipeline's own value, recorded
+    assert not any(o.startswith("eval.max_new_tokens") for o in seen["overrides"])
+    recorded = json.loads((tmp_path / "b" / "results.json").read_text())["settings"]["max_new_tokens"]
+    assert recorded == PipelineConfig().eval.max_new_tokens

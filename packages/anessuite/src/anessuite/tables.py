@@ -49,7 +49,9 @@ class Table3Config:
     pipeline_config: str = "packages/anessuite/configs/pipeline_cpu.yaml"  # used when models is empty
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # benchmark languages
     mode: str = "generate"  # generate (zero-shot CoT) | loglik
-    max_new_tokens: int = 2048  # response cap (the paper's)
+    max_new_tokens: int | None = (
+        None  # response cap for every model; null: the pipeline's eval.max_new_tokens, or 2048 (the paper's)  # for `models`. When set it is passed to the pipeline too, so config and run cannot disagree
+    )
     backend: str = "hf"  # engine for local models: hf | vllm
     batch_size: int = 16  # hf batch size
     concurrency: int = 16  # requests in flight for server URLs
@@ -106,20 +108,28 @@ def expand_models(models: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def _write_outputs(
-    out: Path, stem: str, rows: list[dict], columns: list[str], results: dict[str, Any]
+    out: Path,
+    stem: str,
+    rows: list[dict],
+    columns: list[str],
+    results: dict[str, Any],
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Tables + results.json in ``out``; the experiment README's "Last run" block gets the table and provenance."""
     from anessuite.report import update_readme
     from rlcore.tracking import write_results_json
 
     md, _ = write_tables(out, stem, rows, columns)
-    path = write_results_json(out / "results.json", {"table": stem, "rows": rows, "results": results})
+    body = {"table": stem, "rows": rows, "results": results, **({"settings": settings} if settings else {})}
+    path = write_results_json(out / "results.json", body)
     provenance = json.loads(path.read_text())["provenance"]
     stamp = (
         f"Written by the run at {provenance.get('written_at')} (git {str(provenance.get('git.sha', '?'))[:10]}, "
         f"dirty={provenance.get('git.dirty')}, {provenance.get('host.cpus')} CPUs, GPUs: "
         f"{provenance.get('host.gpus')}); source: `{out.name}/results.json`."
     )
+    if settings:
+        stamp += " Settings: " + ", ".join(f"{key}={value}" for key, value in settings.items()) + "."
     update_readme(out.parent / "README.md", f"{stamp}\n\n{md.read_text()}")
     logger.info("%s:\n%s", md, md.read_text())
 
@@ -143,9 +153,13 @@ def run_table3(cfg: Table3Config) -> Path:
         overrides = [f"eval.modes=[{cfg.mode}]"] + (
             [f"data.benchmark={cfg.benchmark}"] if cfg.benchmark else []
         )
-        _, stage_results = _pipeline(cfg.pipeline_config, overrides)
+        if cfg.max_new_tokens is not None:
+            overrides.append(f"eval.max_new_tokens={cfg.max_new_tokens}")
+        pipeline_cfg, stage_results = _pipeline(cfg.pipeline_config, overrides)
+        max_new_tokens = pipeline_cfg.eval.max_new_tokens
         per_model = {label: by_mode[cfg.mode] for label, by_mode in stage_results.items()}
     else:
+        max_new_tokens = cfg.max_new_tokens if cfg.max_new_tokens is not None else 2048
         expanded = expand_models(cfg.models)
         names = list(cfg.model_names) or [
             Path(spec.rstrip("/")).name if url is None else spec for spec, url in expanded
@@ -162,7 +176,7 @@ def run_table3(cfg: Table3Config) -> Path:
                 out_dir=str(out / "models" / name),
                 bootstrap_iters=cfg.bootstrap_iters,
                 seed=cfg.seed,
-                generation=GenerationConfig(mode=cfg.mode, max_new_tokens=cfg.max_new_tokens),
+                generation=GenerationConfig(mode=cfg.mode, max_new_tokens=max_new_tokens),
             )
             eval_cfg.backend.kind = "openai" if url else cfg.backend
             eval_cfg.backend.base_url = url or eval_cfg.backend.base_url
@@ -170,7 +184,15 @@ def run_table3(cfg: Table3Config) -> Path:
             eval_cfg.backend.concurrency = cfg.concurrency
             per_model[name] = run_eval(eval_cfg)
     rows = [{"Model": name, **table3_row(results)} for name, results in per_model.items()]
-    _write_outputs(out, "table3", rows, ["Model", *TABLE3_COLUMNS], per_model)
+    logger.info("table3: every row generated with max_new_tokens=%d", max_new_tokens)
+    _write_outputs(
+        out,
+        "table3",
+        rows,
+        ["Model", *TABLE3_COLUMNS],
+        per_model,
+        settings={"max_new_tokens": max_new_tokens},
+    )
     plot_levels(per_model, out / "table3.png", title=f"AnesBench accuracy by level ({cfg.mode})")
     return out / "table3.md"
 

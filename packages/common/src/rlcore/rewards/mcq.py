@@ -33,8 +33,8 @@ If the response has a complete ``<answer>...</answer>`` block, only its content 
 nothing. A refusal that comes after the chosen statement wins (the last conclusion decides). Unless
 ``options`` name it as an option, "none of the above" is a refusal.
 
-``lang`` picks the pattern families: "en" English only; "zh" Chinese plus English, because Chinese responses
-often state the answer in English ("Answer: C"); "auto" both.
+Both pattern families are always read, whatever ``lang`` says ("en", "zh" or "auto"): Chinese responses often
+state the answer in English ("Answer: C") and English items get "答案：C" from Chinese-tuned models.
 """
 
 from __future__ import annotations
@@ -59,10 +59,7 @@ _PHRASE_WINDOW = 400  # characters after a key phrase that can hold its object (
 
 @dataclass(frozen=True)
 class ChoiceResult:
-    """What ``explain_choice`` decided and why.
-
-    ``reason`` is "matched", "no_statement", "refusal", "ambiguous" (several letters stated) or "out_of_range".
-    """
+    """What ``explain_choice`` decided; ``reason``: matched | no_statement | refusal | ambiguous | out_of_range."""
 
     letter: str | None  # "A".."J" or None
     reason: str
@@ -171,11 +168,12 @@ def _resolve_object(phrase: str, context: _Context) -> tuple[str | None, str] | 
     token = P.LETTER_TOKEN.match(body)
     if token:
         kind, value = _letter_verdict(token, body[token.end() :], context)
-        if kind == "letter":
+        asks = sentence_end and sentence_end.group() in "?？" and not body[token.end() :].strip()
+        if kind == "letter" and not asks:  # "The answer is B?" asks, it does not state
             return value, "matched"
         if kind == "poison":
             return None, value
-        if kind == "skip":
+        if kind == "skip" or (asks and kind == "letter"):
             return None
     clause_end = P.CLAUSE_END.search(body)
     for part in ([body[: clause_end.start()]] if clause_end else []) + [body]:
@@ -265,9 +263,16 @@ def _bare_candidates(text: str, context: _Context) -> list[_Candidate]:
     last = _resolve_bare(last_line.strip().rstrip(".。!！"), context, allow_contains=False)
     if last is not None:
         candidates.append(_Candidate(4, start + len(last_line), "bare_last_line", last[0], last[1]))
+    plain = not P.LABEL_LINE.match(last_line) and not P.OPTION_LINE_NEGATION.search(last_line)
+    if not candidates and context.options and plain:
+        # "The patient needs naloxone.": the last line names exactly one option's text and negates nothing
+        letter = _match_option_text(last_line, context)
+        if letter:
+            candidates.append(_Candidate(4, start + len(last_line), "option_text_line", letter, "matched"))
     labels = [(start, m) for start, line in lines if (m := P.LABEL_LINE.match(line))]
     label_letters = {(m.group("a") or m.group("b")).upper() for _, m in labels}
-    if len(label_letters) == 1:  # several different labels = the options restated or analysed one by one
+    inline = {m.group(1) for m in P.INLINE_LABEL.finditer(text)}  # "A: x. B: y." on one line counts too
+    if len(label_letters) == 1 and len(inline | label_letters) == 1:  # several labels = options restated
         start, label = labels[-1]
         letter = label_letters.pop()
         reason = "matched" if letter in context.letters else "out_of_range"
@@ -319,7 +324,8 @@ def _make_context(num_choices: int, lang: str, options: Mapping[str, str] | Sequ
         raise ValueError(
             f"extract_choice: num_choices must be an int in 1..{len(_ALL_LETTERS)}, got {num_choices!r}"
         )
-    langs = {"auto": ("en", "zh"), "en": ("en",), "zh": ("zh", "en")}.get(lang)
+    # Both families for every language (see the module docstring); Chinese ones are skipped on non-CJK text.
+    langs = {"auto": ("en", "zh"), "en": ("en", "zh"), "zh": ("zh", "en")}.get(lang)
     if langs is None:
         raise ValueError(f"extract_choice: lang must be 'auto', 'en' or 'zh', got {lang!r}")
     letters = _ALL_LETTERS[:num_choices]

@@ -248,16 +248,24 @@ LETTER_TOKEN = re.compile(
 )
 MULTI_LETTER = re.compile(r"[A-Z]{2,4}(?![A-Za-z0-9])")
 NEXT_WORD = re.compile(r"\s+([A-Za-z]+)")
-HEDGE = re.compile(r"\s*(?:[?？]|吗|呢)")
+HEDGE = re.compile(r"\s*(?:[?？]|吗|呢|吧)")
 POST_NEGATION = re.compile(
     r"^\s*(?:(?:is|are|was|seems|would\s+be)\s+(?:not\b|incorrect|wrong|false|excluded|eliminated|ruled\s+out)"
     r"|(?:is|are|was|does)n['’]t\b|[:\-–—]?\s*(?:incorrect|wrong|false)\b"
     r"|(?:项|选项)?\s*(?:不|错|非|排除|可排除|被排除))",
     _I,
 )
+_HEDGE_WORD = (
+    r"(?:(?:maybe|perhaps|possibly|probably|potentially|even|also|alternatively|或许|也许|可能)\s*)?"
+)
+_LETTER_ALONE = r"[(\[]?[A-Z][)\]]?(?![A-Za-z0-9])"
 AMBIGUOUS_FOLLOWER = re.compile(
-    r"^\s*(?:(?:,|、)\s*(?:option\s+)?[(\[]?[A-Z][)\]]?(?![A-Za-z0-9])\s*)*(?:,\s*)?"
-    r"(?:[Oo]r|[Aa]nd|/|&|\+|或者?|和|及|与|以及|、|还是选?)\s*(?:option\s+|选项)?[(\[]?[A-Z][)\]]?(?![A-Za-z0-9])"
+    # "A or B", "A, B or C", "C or maybe D", "C (or possibly D)", "B或E", "A和C", "B还是C"
+    rf"^\s*(?:(?:,|、)\s*(?:option\s+)?{_LETTER_ALONE}\s*)*(?:,\s*)?[(\[]?\s*"
+    rf"(?:[Oo]r|[Aa]nd|/|&|\+|或者?|和|及|与|以及|、|还是选?)\s*{_HEDGE_WORD}(?:option\s+|选项)?{_LETTER_ALONE}"
+    # "A, C" / "B、E": a bare list of letters (not "C, D is a distractor")
+    rf"|^\s*(?:,|、)\s*(?:option\s+|选项)?{_LETTER_ALONE}"
+    r"(?!\s*(?:is|are|was|were|seems|would|could|might|can|has|does|项?(?:不|错|非|是错))\b)"
 )
 # Text just before an OBJECT match that negates it ("would not choose", "the incorrect answer is", "不选").
 PRE_NEGATION = re.compile(
@@ -273,8 +281,8 @@ CLAUSE_BREAK = re.compile(r"[.!?\n;,，。！？；]")
 
 # Subject helpers (applied to the clause before a SUBJECT match, and to bare lines).
 SUBJECT_DELIMITER = re.compile(
-    r"[!?\n;,，。！？；]|(?<!\b[A-Za-z])\."
-)  # "B. Naloxone is correct" stays whole
+    r"[!?\n;,，。！？；]|(?<!\b[A-Za-z])\.|(?<=\b[A-Za-z])\.(?=\s+[(\[]?[A-Za-z][)\]]?(?![A-Za-z0-9'’]))"
+)  # "B. Naloxone is correct" stays whole; "Not A. B is correct" splits after "A."
 DISCOURSE = re.compile(
     r"^(?:[\s:：,，\-–—>]|(?:so|thus|hence|therefore|overall|finally|in\s+conclusion|in\s+summary|clearly|then|"
     r"and|but|only|here|now|the|I\s+think|I\s+believe|we\s+see\s+that)\b"
@@ -302,11 +310,20 @@ SUBJECT_LIST = re.compile(
 LABEL_LINE = re.compile(
     r"^\s*(?:[(\[](?P<a>[A-Za-z])[)\]]\s*|(?P<b>[A-Za-z])(?:[)\]]\s*|[:：]\s*|\.\s+(?![a-z])))\S"
 )
+# An option label inside a line ("... B: opioid antagonist. C: ..."): several of them = options analysed in turn.
+INLINE_LABEL = re.compile(r"(?<![A-Za-z0-9])([A-J])(?:\s*[:：)]|\.(?=\s))\s*(?=\S)")
 # "E. None of the above" / "option E: ..." just before a refusal phrase: the phrase restates an option.
 OPTION_LABEL_BEFORE = re.compile(r"(?:^|[\s(\[])(?:[Oo]ption\s+[A-J]|[(\[]?[A-J][).:\]])\s*[:：\-]?\s*$")
 
 # Phrases after a negation inside an option-text phrase are dropped ("flumazenil, not naloxone").
 OPTION_NEGATED_TAIL = re.compile(
     r"\b(?:not|rather\s+than|instead\s+of|except|but\s+not)\b[^,;]*|(?:不是|而非|并非|不选|排除)[^，,；;]*",
+    _I,
+)
+
+# A line naming an option's text is a choice only when nothing in it negates or avoids that option.
+OPTION_LINE_NEGATION = re.compile(
+    r"\b(?:not|no|never|avoid\w*|contraindicat\w*|instead|rather|except|unless|wrong|incorrect|harmful)\b"
+    r"|[?？]|不|避免|禁忌|禁用|而非|并非|错误|除了",
     _I,
 )
