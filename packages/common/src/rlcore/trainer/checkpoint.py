@@ -1,16 +1,20 @@
-"""Atomic checkpoints, ``resume=auto`` and save-on-signal.
+"""Atomic checkpoints, torn-checkpoint detection, ``resume=auto`` and save-on-signal.
 
 Layout under ``<output_dir>/checkpoints/``::
 
     step-00000012/            one complete checkpoint (only ever appears by an atomic rename)
         model / optimizer / RNG files written by ``accelerate.Accelerator.save_state`` (DeepSpeed: its own
-        sharded layout), plus registered stateful objects (LR scheduler, extra user state)
+        sharded layout)
         trainer_state.json     step, data position, MLflow run id, counters
-        COMPLETE               written last, before the rename
+        stateful.json          ``state_dict()`` of the LR scheduler and the registered stateful objects (JSON)
+        COMPLETE               written last, before the rename: a manifest of every file and its size
     .tmp-step-00000012/       in progress; removed on the next save if a run died while writing it
 
 Every rank writes into the same temporary folder (a shared file system under multi-node, as DeepSpeed
-requires); rank 0 renames it once all ranks are done.
+requires); rank 0 renames it once all ranks are done. Resuming checks the newest checkpoint against its
+manifest; a torn one (a file missing or cut short, a write that never reached its rename) is skipped with a
+warning naming it and the complete one used instead. Nothing of ours is pickled: our state is JSON, and what
+accelerate stores (model, optimizer, RNG) it loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -22,14 +26,20 @@ import re
 import shutil
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import torch
+
+from rlcore.faults import fault_point
 
 __all__ = [
     "checkpoint_root",
     "list_checkpoints",
     "latest_checkpoint",
+    "checkpoint_problem",
     "resolve_resume",
     "save_checkpoint",
     "load_checkpoint",
@@ -39,30 +49,75 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+_TMP_DIR = re.compile(r"^\.tmp-step-(\d{8})$")
 _MARKER = "COMPLETE"
 _STATE_FILE = "trainer_state.json"
+_STATEFUL_FILE = "stateful.json"
+_LEGACY_CUSTOM = "custom_checkpoint_{}.pkl"  # accelerate's pickles of registered objects (older checkpoints)
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints as ``(step, path)``, oldest first."""
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a usable checkpoint (no marker, a file missing or of the wrong size), or None.
+
+    Checkpoints written before manifests existed (marker text ``ok``) are trusted as they are."""
+    path = Path(path)
+    marker = path / _MARKER
+    if not marker.is_file():
+        return f"no {_MARKER} marker"
+    try:
+        manifest = json.loads(marker.read_text())
+    except ValueError:
+        return None  # an older marker without a manifest
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return f"{_MARKER} is not a manifest"
+    for name, size in sorted(manifest["files"].items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {size}"
+    return None
+
+
+def _candidates(output_dir: str | Path) -> tuple[list[tuple[int, Path]], list[tuple[int, Path, str]]]:
+    """(complete checkpoints, torn ones with the reason), each oldest first."""
     root = checkpoint_root(output_dir)
+    complete: list[tuple[int, Path]] = []
+    torn: list[tuple[int, Path, str]] = []
     if not root.is_dir():
-        return []
-    found = []
+        return complete, torn
     for child in root.iterdir():
         match = _STEP_DIR.match(child.name)
-        if match and (child / _MARKER).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
+        if match:
+            problem = checkpoint_problem(child)
+            if problem is None:
+                complete.append((int(match.group(1)), child))
+            else:
+                torn.append((int(match.group(1)), child, problem))
+        elif match := _TMP_DIR.match(child.name):
+            torn.append((int(match.group(1)), child, "its write was interrupted before the rename"))
+    return sorted(complete), sorted(torn)
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (marker present, every file as the manifest says) as ``(step, path)``, oldest first."""
+    return _candidates(output_dir)[0]
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None
+    """The newest complete checkpoint. Newer torn ones are skipped, each with a warning naming it and the
+    checkpoint used instead."""
+    complete, torn = _candidates(output_dir)
+    chosen = complete[-1] if complete else None
+    for step, path, problem in torn:
+        if chosen is None or step > chosen[0]:
+            instead = chosen[1] if chosen else "nothing (training starts from step 0)"
+            logger.warning("checkpoint %s is torn (%s); resuming from %s instead", path, problem, instead)
+    return chosen[1] if chosen else None
 
 
 def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
@@ -73,19 +128,45 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
     if resume == "auto":
         return latest_checkpoint(output_dir)
     path = Path(resume).expanduser()
-    if not (path / _MARKER).is_file():
+    problem = checkpoint_problem(path)
+    if problem is not None:
         raise FileNotFoundError(
-            f"train.resume={resume!r}: not a complete checkpoint folder (expected {path / _MARKER}); "
+            f"train.resume={resume!r}: not a complete checkpoint folder ({path}: {problem}); "
             f"use 'auto', 'never' or a path like <output_dir>/checkpoints/step-00000012"
         )
     return path
 
 
+def _manifest(folder: Path) -> str:
+    files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+    return json.dumps({"files": files}, indent=1, sort_keys=True) + "\n"
+
+
+def _stateful_json(stateful: Mapping[str, Any]) -> str:
+    states = {}
+    for name, obj in stateful.items():
+        states[name] = obj.state_dict()
+        try:
+            json.dumps(states[name])
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"stateful object {name!r} ({type(obj).__name__}): its state_dict() must be JSON "
+                f"(numbers, strings, lists, dicts) to be checkpointed without pickle: {err}"
+            ) from err
+    return json.dumps(states, indent=1, sort_keys=True) + "\n"
+
+
 def save_checkpoint(
-    accelerator: Any, output_dir: str | Path, step: int, trainer_state: dict[str, Any], keep_last: int = 2
+    accelerator: Any,
+    output_dir: str | Path,
+    step: int,
+    trainer_state: dict[str, Any],
+    keep_last: int = 2,
+    stateful: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically on all ranks; keep the newest ``keep_last`` (0 keeps all).
 
+    ``stateful`` objects (``state_dict``/``load_state_dict`` returning JSON) go to ``stateful.json``.
     Must be called by every rank (DeepSpeed saves are collective).
     """
     root = checkpoint_root(output_dir)
@@ -99,9 +180,12 @@ def save_checkpoint(
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()  # every rank's files (RNG states, DeepSpeed shards) are in before the rename
     if accelerator.is_main_process:
+        fault_point("checkpoint.between_files", step)
         state = {**trainer_state, "step": step}
         (tmp / _STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        (tmp / _MARKER).write_text("ok\n")
+        (tmp / _STATEFUL_FILE).write_text(_stateful_json(stateful or {}))
+        (tmp / _MARKER).write_text(_manifest(tmp))
+        fault_point("checkpoint.before_rename", step)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -113,10 +197,57 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
-    """Restore model, optimizer, RNG and registered objects from ``path``; return its trainer state."""
+def _load_state_without(accelerator: Any, path: Path, skip: set[str]) -> None:
+    """``accelerator.load_state`` on a view of ``path`` without the files in ``skip`` (accelerate refuses a
+    folder whose pickled custom states outnumber the registered objects; we read those ourselves)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="checkpoint-view-", dir=path.parent) as view:
+        for entry in path.iterdir():
+            if entry.name not in skip:
+                os.symlink(entry.resolve(), Path(view) / entry.name)
+        accelerator.load_state(view)
+
+
+def load_checkpoint(
+    accelerator: Any, path: str | Path, stateful: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Restore model, optimizer, RNG and ``stateful`` objects from ``path``; return its trainer state.
+
+    A checkpoint from before ``stateful.json`` holds accelerate's pickles ``custom_checkpoint_<i>.pkl``, one per
+    object in the order they were registered (the LR scheduler first, then the stateful objects by name): pass
+    ``stateful`` in that order and they are read with ``weights_only=True`` (plain containers only), never
+    unpickled freely.
+    """
     path = Path(path)
-    accelerator.load_state(str(path))
+    stateful = stateful or {}
+    legacy = sorted(path.glob(_LEGACY_CUSTOM.format("*")))
+    if legacy and not accelerator._custom_objects:
+        _load_state_without(accelerator, path, {p.name for p in legacy})
+    else:
+        accelerator.load_state(str(path))
+    if (path / _STATEFUL_FILE).is_file():
+        states = json.loads((path / _STATEFUL_FILE).read_text())
+        missing = sorted(set(stateful) - set(states))
+        if missing:
+            raise KeyError(f"{path / _STATEFUL_FILE}: no saved state for {missing} (saved: {sorted(states)})")
+        for name, obj in stateful.items():
+            obj.load_state_dict(states[name])
+    else:
+        for index, (name, obj) in enumerate(stateful.items()):
+            legacy = path / _LEGACY_CUSTOM.format(index)
+            if not legacy.is_file():
+                raise FileNotFoundError(
+                    f"{path}: neither {_STATEFUL_FILE} nor {legacy.name} (the state of {name!r}); this "
+                    f"checkpoint cannot be resumed, start over with train.resume=never"
+                )
+            try:
+                obj.load_state_dict(torch.load(legacy, map_location="cpu", weights_only=True))
+            except Exception as err:
+                raise ValueError(
+                    f"{legacy}: the pickled state of {name!r} in this older checkpoint is not plain data "
+                    f"and is not unpickled ({err}); start over with train.resume=never"
+                ) from err
     return json.loads((path / _STATE_FILE).read_text())
 
 
