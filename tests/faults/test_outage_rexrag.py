@@ -22,7 +22,7 @@ from rexrag.data.world import WorldConfig
 from rexrag.evaluation import score_records
 from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, rollout_inputs, trajectory_record
-from rexrag.recipes.train import QAConfig, RexRagTrainConfig, RetrieverConfig, open_retriever, to_records
+from rexrag.recipes.train import QAConfig, RetrieverConfig, RexRagTrainConfig, open_retriever, to_records
 from rlcore.generation.testing import ScriptedBackend, build_tiny_qwen2, build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig, RolloutEngine
 from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
