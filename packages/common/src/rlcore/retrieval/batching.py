@@ -1,13 +1,14 @@
 """Dynamic micro-batching and Prometheus metrics for the retrieval server.
 
-Requests land in one in-memory queue (a deque guarded by the event loop). A single batcher task takes every
-queued request (up to ``max_batch_queries`` queries), waits ``max_wait`` seconds first only when it was
-idle (so a lone request is not held back under load), and runs one encode + one index search per distinct
-``topk`` in a worker thread, off the event loop. ``num_workers`` batches may be in flight at once (default
-2: while one batch computes, the previous one's answers are written and the next one forms, so the
-compute never waits for network I/O, which matters in closed loops where every client is in the batch).
-While the workers are busy, new requests queue up and form the next batch, so batch size adapts to load. ``max_queue_queries`` bounds queued plus
-in-flight queries; beyond it ``submit`` raises :class:`Overloaded` and the server answers 503.
+Requests land in one in-memory queue (a deque owned by the event loop). Whenever one of ``num_workers``
+worker threads is free, every queued request (up to ``max_batch_queries`` queries) becomes one batch: one
+encode + one index search per distinct ``topk``, off the event loop. A request that reaches an idle server
+starts at once, alone; under load, requests that arrive while the workers compute form the next batch, so
+batch size follows load and nobody waits on a timer. ``num_workers`` (default 2) batches may be in flight:
+while one computes, the previous one's answers are written and the next one forms, so the encoder does not
+wait for network I/O in closed loops where every client is in the batch. ``max_wait`` (default 0) lets a
+free worker wait that long for company while another batch computes. ``max_queue_queries`` bounds queued
+plus in-flight queries; beyond it ``submit`` raises :class:`Overloaded` and the server answers 503.
 """
 
 from __future__ import annotations
@@ -132,19 +133,25 @@ class _Job:
 class MicroBatcher:
     """Merge concurrent requests into one call of ``process(batch) -> list[result]`` in a worker thread.
 
-    ``process`` receives ``[(queries, topk, payload), ...]`` and returns one result per entry.
+    ``process`` receives ``[(queries, topk, payload), ...]`` and returns one result per entry. Dispatch is
+    event-driven, with no scheduler task in between: ``submit`` starts a batch at once when a worker is free,
+    and a finishing batch starts the next one from its completion callback, so queued work never waits for an
+    extra event-loop turn. A request on an idle server therefore costs one hand-off to the worker thread and
+    back, the same as a thread-pool server (the naive mode), and nothing more.
     """
 
     def __init__(
         self,
         process: Callable[[list[tuple[list[str], int, object]]], list],
         max_batch_queries: int = 256,
-        max_wait: float = 0.001,
+        max_wait: float = 0.0,
         max_queue_queries: int = 4096,
         metrics: Metrics | None = None,
         num_workers: int = 2,
         max_queue_wait: float = 0.0,
     ):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be at least 1, got {num_workers}")
         self.process = process
         self.max_batch_queries, self.max_wait, self.max_queue_queries = (
             max_batch_queries,
@@ -154,17 +161,20 @@ class MicroBatcher:
         self.metrics = metrics or Metrics()
         self.metrics.queue_depth = lambda: (self.pending_requests, self.pending_queries)
         self._jobs: deque[_Job] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
         self.num_workers = num_workers
         self.max_queue_wait = max_queue_wait  # seconds a request may wait before it is shed (0: no limit)
         self._executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="retrieval-batch")
         self.pending_requests = self.pending_queries = 0
+        self.in_flight = 0  # batches being computed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Event | None = None
         self._closing = False
 
     def start(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="retrieval-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     def submit(self, queries: list[str], topk: int, payload: object = None) -> asyncio.Future:
         """Queue a request; raises :class:`Overloaded` when it would exceed ``max_queue_queries``."""
@@ -172,11 +182,16 @@ class MicroBatcher:
             raise Overloaded("server is shutting down")
         if self.pending_queries and self.pending_queries + len(queries) > self.max_queue_queries:
             raise Overloaded(f"{self.pending_queries} queries queued (limit {self.max_queue_queries})")
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         self._jobs.append(_Job(queries, topk, payload, future, time.monotonic()))
         self.pending_requests += 1
         self.pending_queries += len(queries)
-        self._wakeup.set()
+        self._drained.clear()
+        if self.in_flight == 0 or self.max_wait <= 0:
+            self._pump()  # idle server: no waiting for company that is not coming
+        elif self._timer is None and self.in_flight < self.num_workers:
+            # a worker is free while another batch computes: give concurrent arrivals ``max_wait`` to join
+            self._timer = self._loop.call_later(self.max_wait, self._pump)
         return future
 
     def _take_batch(self) -> list[_Job]:
@@ -184,59 +199,52 @@ class MicroBatcher:
         while self._jobs and (not batch or size + len(self._jobs[0].queries) <= self.max_batch_queries):
             job = self._jobs.popleft()
             if job.future.cancelled():  # client went away before we started
-                self.pending_requests -= 1
-                self.pending_queries -= len(job.queries)
+                self._forget(job)
                 continue
             if self.max_queue_wait and time.monotonic() - job.enqueued > self.max_queue_wait:
-                self.pending_requests -= 1
-                self.pending_queries -= len(job.queries)
+                self._forget(job)
                 job.future.set_exception(Overloaded(f"waited over {self.max_queue_wait:.2f}s in the queue"))
                 continue
             batch.append(job)
             size += len(job.queries)
         return batch
 
-    async def _run(self) -> None:
-        slots = asyncio.Semaphore(self.num_workers)
-        running: set[asyncio.Task] = set()
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if not self._jobs and self._closing:
-                break
-            queued = sum(len(j.queries) for j in self._jobs)
-            if self._jobs and not running and self.max_wait > 0 and queued < self.max_batch_queries:
-                await asyncio.sleep(self.max_wait)  # coming from idle: let concurrent requests join
-            while self._jobs:
-                await slots.acquire()  # while every worker is busy, arrivals pile up into the next batch
-                batch = self._take_batch()
-                if not batch:
-                    slots.release()
-                    continue
-                task = asyncio.get_running_loop().create_task(self._execute(batch, slots))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if self._closing and not self._jobs:
-                break
-        await asyncio.gather(*running)
+    def _forget(self, job: _Job) -> None:
+        self.pending_requests -= 1
+        self.pending_queries -= len(job.queries)
+        if self.pending_requests == 0:
+            self._drained.set()
 
-    async def _execute(self, batch: list[_Job], slots: asyncio.Semaphore) -> None:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            results = await loop.run_in_executor(
+    def _pump(self) -> None:
+        """Start batches while workers are free and requests are queued (event-loop thread only)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._jobs and self.in_flight < self.num_workers:
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self.in_flight += 1
+            started = time.perf_counter()
+            work = self._loop.run_in_executor(
                 self._executor, self.process, [(j.queries, j.topk, j.payload) for j in batch]
             )
-            error = None
-        except Exception as err:  # reported to each waiting request, the loop keeps serving
-            logger.exception("retrieval batch failed")
-            results, error = [None] * len(batch), err
-        finally:
-            slots.release()
+            work.add_done_callback(
+                lambda done, batch=batch, started=started: self._finish(batch, started, done)
+            )
+
+    def _finish(self, batch: list[_Job], started: float, done: asyncio.Future) -> None:
+        self.in_flight -= 1
+        self._pump()  # the next batch starts before this one's answers are handed out
+        error = done.exception()
+        if error is not None:  # reported to each waiting request; the batcher keeps serving
+            logger.error("retrieval batch failed", exc_info=error)
+            results = [None] * len(batch)
+        else:
+            results = done.result()
         self.metrics.record_batch(sum(len(j.queries) for j in batch), time.perf_counter() - started)
         for job, result in zip(batch, results):
-            self.pending_requests -= 1
-            self.pending_queries -= len(job.queries)
+            self._forget(job)
             if job.future.done():
                 continue
             if error is None:
@@ -245,13 +253,15 @@ class MicroBatcher:
                 job.future.set_exception(error)
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Stop accepting, finish the queued requests (up to ``timeout`` seconds), stop the worker."""
+        """Stop accepting, finish the queued requests (up to ``timeout`` seconds), stop the workers."""
         self._closing = True
-        if self._task is not None:
-            self._wakeup.set()
+        if self._drained is not None:
+            if self._jobs:
+                self._pump()
             try:
-                await asyncio.wait_for(self._task, timeout)
+                await asyncio.wait_for(self._drained.wait(), timeout)
             except TimeoutError:
                 logger.warning("batcher did not drain within %.0fs; cancelling", timeout)
-                self._task.cancel()
+                for job in self._jobs:
+                    job.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
