@@ -154,6 +154,9 @@ def test_score_cli_writes_contract_layout(tmp_path):
         assert set(results["by_language"][lang]) >= {"total", "system1", "system1.x", "system2", "n"}
     assert results["avg"] == pytest.approx(0.660714, abs=1e-6)
     assert "provenance" in results and results["coverage"] == {"answered": 11, "benchmark_items": 11}
-    assert (out / "table.md").read_text().count("\n") == 3 and (out / "table.csv").exists()
+    table = (out / "table.md").read_text().splitlines()
+    assert table[0].startswith("| Model | EN Sys1 |") and "Avg. (official extraction)" in table[0]
+    assert table[2].startswith("| responses | 0.75 | 0.50 | 0.00 | 0.57 |")  # the row carries our numbers
+    assert (out / "table.csv").exists() and (out / "table.json").exists()
     assert (out / "levels.png").read_bytes()[:4] == b"\x89PNG"
     assert len((out / "scored.jsonl").read_text().splitlines()) == 11

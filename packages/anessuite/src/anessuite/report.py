@@ -15,6 +15,10 @@ from anessuite.mcq import LEVELS
 
 __all__ = [
     "TABLE3_COLUMNS",
+    "paper_rows",
+    "paper_row_for",
+    "table3_report",
+    "write_table3",
     "table3_row",
     "render_markdown",
     "render_csv",
@@ -125,6 +129,113 @@ def plot_levels(results_by_model: Mapping[str, Mapping[str, Any]], path: str | P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _model_key(name: str) -> str:
+    """ "/models/Qwen2.5-7B-Instruct/", "Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct" -> one key."""
+    base = name.rstrip("/").split("#")[-1].rsplit("/", 1)[-1]
+    return re.sub(r"[^a-z0-9.]+", "", base.lower())
+
+
+def paper_rows() -> dict[str, dict[str, Any]]:
+    """The paper's reported accuracies (``paper_table3.json``, transcribed, unverified), by model key."""
+    data = json.loads((Path(__file__).parent / "paper_table3.json").read_text(encoding="utf-8"))
+    return {_model_key(row["model"]): row for row in data["rows"]}
+
+
+def paper_row_for(label: str, results: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The paper row of the model behind a table row: matched on the row label or the evaluated model's name."""
+    rows = paper_rows()
+    names = [label, str(((results or {}).get("eval") or {}).get("model") or "")]
+    return next((rows[_model_key(name)] for name in names if name and _model_key(name) in rows), None)
+
+
+def _with_ci(value: Any, ci: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
+
+
+def table3_report(per_model: Mapping[str, Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """Markdown (a Table 3 row per model, then per-language details) and the flat rows/columns for CSV/JSON.
+
+    Main table: accuracy by language x level with our abstaining extraction, Avg., Avg. with the official-style
+    extraction, the paper's Avg. when the model is one the paper reports, n, abstentions and truncations.
+    Details: per language, every cell with its 95% CI, the official-style total, the paper's values, n by level.
+    """
+    papers = {name: paper_row_for(name, results) for name, results in per_model.items()}
+    with_paper = any(papers.values())
+    main_columns = ["Model", *TABLE3_COLUMNS, "Avg. (official extraction)"]
+    main_columns += ["paper Avg."] if with_paper else []
+    main_columns += ["n", "abstained", "truncated"]
+    detail_columns = ["Model", "Lang", "Sys1", "Sys1.x", "Sys2", "Total", "Total (official extraction)"]
+    detail_columns += ["paper Sys1 / Sys1.x / Sys2 / Total"] if with_paper else []
+    detail_columns += ["n (Sys1 / Sys1.x / Sys2)", "abstained", "truncated"]
+    main_rows, detail_rows, flat_rows = [], [], []
+    for name, results in per_model.items():
+        paper = papers[name] or {}
+        overall = results.get("overall", {})
+        row = {
+            "Model": name,
+            **table3_row(results),
+            "Avg. (official extraction)": results.get("avg_official"),
+        }
+        row.update(
+            {"paper Avg.": paper.get("avg"), "n": overall.get("n"), "abstained": overall.get("abstained")}
+        )
+        row["truncated"] = overall.get("truncated")
+        main_rows.append(row)
+        flat = dict(row)
+        for lang, entry in results.get("by_language", {}).items():
+            label = _LANG_LABEL[lang]
+            ci = entry.get("ci95") or {}
+            official = entry.get("official") or {}
+            paper_cells = [paper.get(f"{lang}_{level}") for level in (*LEVELS, "total")]
+            detail_rows.append(
+                {
+                    "Model": name,
+                    "Lang": label,
+                    **{_LEVEL_LABEL[level]: _with_ci(entry.get(level), ci.get(level)) for level in LEVELS},
+                    "Total": _with_ci(entry.get("total"), ci.get("total")),
+                    "Total (official extraction)": official.get("total"),
+                    "paper Sys1 / Sys1.x / Sys2 / Total": " / ".join(_cell(v, 2) for v in paper_cells),
+                    "n (Sys1 / Sys1.x / Sys2)": " / ".join(
+                        str(n) for n in entry.get("n_by_level", {}).values()
+                    ),
+                    "abstained": entry.get("abstained"),
+                    "truncated": entry.get("truncated"),
+                }
+            )
+            for level in (*LEVELS, "total"):
+                column = f"{label} {_LEVEL_LABEL.get(level, 'Total')}"
+                low_high = ci.get(level) or [None, None]
+                flat.update({f"{column} ci95 low": low_high[0], f"{column} ci95 high": low_high[1]})
+                flat[f"{column} (official extraction)"] = official.get(level)
+                flat[f"{column} paper"] = paper.get(f"{lang}_{level}")
+            flat.update({f"{label} n": entry.get("n"), f"{label} abstained": entry.get("abstained")})
+            flat[f"{label} truncated"] = entry.get("truncated")
+        flat_rows.append(flat)
+    markdown = render_markdown(main_rows, main_columns)
+    if detail_rows:
+        markdown += (
+            "\nPer language (95% bootstrap CIs in brackets; our extraction abstains, the official-style one "
+        )
+        markdown += "never does):\n\n" + render_markdown(detail_rows, detail_columns)
+    if with_paper:
+        markdown += "\npaper: the AnesSuite paper's reported values (transcribed, unverified; see paper_table3.json).\n"
+    flat_columns = list(dict.fromkeys(key for row in flat_rows for key in row))
+    return markdown, flat_rows, flat_columns
+
+
+def write_table3(out_dir: str | Path, stem: str, per_model: Mapping[str, Mapping[str, Any]]) -> Path:
+    """``<stem>.md`` (the rendered report), ``<stem>.csv`` and ``<stem>.json`` (one flat row per model)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, rows, columns = table3_report(per_model)
+    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    (out_dir / f"{stem}.csv").write_text(render_csv(rows, columns), encoding="utf-8")
+    (out_dir / f"{stem}.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+    return out_dir / f"{stem}.md"
 
 
 _LAST_RUN = re.compile(r"(<!-- last-run:start -->\n).*?(<!-- last-run:end -->)", re.S)

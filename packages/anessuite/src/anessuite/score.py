@@ -17,7 +17,7 @@ from anessuite.answers import extract_prediction
 from anessuite.benchmark import benchmark_files, load_items
 from anessuite.mcq import MCQItem
 from anessuite.records import file_sha256, read_records, write_jsonl
-from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_tables
+from anessuite.report import plot_levels, write_table3
 from anessuite.scoring import aggregate, match_responses, score_items
 
 __all__ = ["score_to_dir", "run_score"]
@@ -50,8 +50,7 @@ def score_to_dir(
         results.update(extra)
     write_results_json(out_dir / "results.json", results)
     write_jsonl(out_dir / "scored.jsonl", [row.to_dict() for row in scored])
-    row = {"Model": model_name, **table3_row(results)}
-    write_tables(out_dir, "table", [row], ["Model", *TABLE3_COLUMNS])
+    write_table3(out_dir, "table", {model_name: results})
     plot_levels({model_name: results}, out_dir / "levels.png", title=model_name)
     logger.info(
         "scored %d items: overall %.4f, avg %s, abstained %d -> %s",

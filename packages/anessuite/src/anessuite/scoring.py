@@ -7,7 +7,12 @@ Aggregation (the paper's convention, spec section 3.6):
 * ``avg`` = unweighted mean of the language totals present, (EN total + ZH total) / 2 when both exist;
 * ``overall.accuracy`` = correct / all items (question-weighted over languages).
 
-An abstention (no letter extracted) counts as wrong and is reported separately.
+An abstention (no letter extracted) counts as wrong and is reported separately. A response that stops inside an
+unclosed ``<think>`` block (or, from a server that returns ``reasoning_content``, stops at the length cap with an
+empty answer) is *truncated*: it is counted as such and never scored from its half-finished thoughts.
+
+Every item is also scored with the official-style extraction (``anessuite.official_extraction``: never abstains),
+reported under ``official`` keys beside ours, so the part of a gap to the paper that is extraction is visible.
 
 95% confidence intervals come from a percentile bootstrap over questions. Resampling n 0/1 outcomes with
 replacement and averaging is distributed exactly as Binomial(n, p_hat) / n, so each replicate is one binomial
@@ -25,7 +30,15 @@ import numpy as np
 
 from anessuite.mcq import LANGUAGES, LEVELS, MCQItem
 
-__all__ = ["ScoredItem", "score_items", "aggregate", "match_responses", "bootstrap_ci", "length_stats"]
+__all__ = [
+    "ScoredItem",
+    "score_items",
+    "aggregate",
+    "match_responses",
+    "bootstrap_ci",
+    "length_stats",
+    "cut_in_thinking",
+]
 
 
 @dataclass
@@ -42,6 +55,9 @@ class ScoredItem:
     response_chars: int = 0
     response_tokens: int | None = None
     finish_reason: str | None = None
+    truncated: bool = False  # hit the length cap (finish_reason "length") or cut inside <think>
+    official_prediction: str | None = None  # the official-style extraction's letter (never abstains)
+    official_correct: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,23 +107,42 @@ def match_responses(
     return matched
 
 
+def cut_in_thinking(record: Mapping[str, Any]) -> bool:
+    """The response stopped while the model was still thinking: an unclosed ``<think>``, or a separate
+    ``reasoning`` (``reasoning_content``) with an empty answer at the length cap."""
+    text = record.get("response") or ""
+    opened = text.rfind("<think>")
+    if opened >= 0 and text.find("</think>", opened) < 0:
+        return True
+    return bool(record.get("reasoning")) and not text.strip() and record.get("finish_reason") == "length"
+
+
 def score_items(
     items: Sequence[MCQItem],
     responses: Mapping[str, Mapping[str, Any]],
     extract: Callable[[str, MCQItem], str | None],
+    official: Callable[[str, MCQItem], str | None] | None = None,
 ) -> list[ScoredItem]:
     """Score every item that has a response. A ``prediction`` field (a letter or null, e.g. from the
-    log-likelihood mode) is used as is; otherwise ``extract(response_text, item)`` picks the letter."""
+    log-likelihood mode) is used as is; otherwise ``extract(response_text, item)`` picks the letter, except for a
+    response cut inside its thinking, which is never scored. ``official`` (default: the official-style
+    extraction) fills ``official_prediction``."""
+    from anessuite.official_extraction import official_extract
+
+    official = official or official_extract
     scored = []
     for item in items:
         record = responses.get(item.key)
         if record is None:
             continue
         text = record.get("response") or ""
+        cut = "prediction" not in record and cut_in_thinking(record)
         if "prediction" in record:
             prediction = record["prediction"] or None
+            official_prediction = prediction
         else:
-            prediction = extract(text, item)
+            prediction = None if cut else extract(text, item)
+            official_prediction = official(text, item)
         scored.append(
             ScoredItem(
                 key=item.key,
@@ -120,6 +155,9 @@ def score_items(
                 response_chars=len(text),
                 response_tokens=record.get("num_tokens"),
                 finish_reason=record.get("finish_reason"),
+                truncated=cut or record.get("finish_reason") == "length",
+                official_prediction=official_prediction,
+                official_correct=official_prediction == item.answer,
             )
         )
     return scored
@@ -154,8 +192,10 @@ def length_stats(values: Sequence[int | float]) -> dict[str, float] | None:
     }
 
 
-def _accuracy(rows: Sequence[ScoredItem]) -> float | None:
-    return round(sum(r.correct for r in rows) / len(rows), 6) if rows else None
+def _accuracy(rows: Sequence[ScoredItem], official: bool = False) -> float | None:
+    if not rows:
+        return None
+    return round(sum(r.official_correct if official else r.correct for r in rows) / len(rows), 6)
 
 
 def aggregate(scored: Sequence[ScoredItem], bootstrap_iters: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -180,6 +220,8 @@ def aggregate(scored: Sequence[ScoredItem], bootstrap_iters: int = 1000, seed: i
                 [(sum(r.correct for r in level_rows), len(level_rows))], bootstrap_iters, rng
             )
         abstained = sum(r.prediction is None for r in rows)
+        official = {"total": _accuracy(rows, official=True)}
+        official.update({level: _accuracy([r for r in rows if r.level == level], True) for level in LEVELS})
         entry.update(
             {
                 "n": len(rows),
@@ -187,7 +229,9 @@ def aggregate(scored: Sequence[ScoredItem], bootstrap_iters: int = 1000, seed: i
                 "n_by_level": n_by_level,
                 "abstained": abstained,
                 "abstention_rate": round(abstained / len(rows), 6),
+                "truncated": sum(r.truncated for r in rows),
                 "ci95": ci,
+                "official": official,
             }
         )
         by_language[language] = entry
@@ -205,9 +249,16 @@ def aggregate(scored: Sequence[ScoredItem], bootstrap_iters: int = 1000, seed: i
             "abstained": abstained,
             "abstention_rate": round(abstained / n, 6) if n else None,
             "ci95": bootstrap_ci([(overall_correct, n)], bootstrap_iters, rng),
+            "truncated": sum(r.truncated for r in scored),
+            "official_accuracy": _accuracy(scored, official=True),
         },
         "by_language": by_language,
         "avg": round(sum(totals) / len(totals), 6) if totals else None,
+        "avg_official": (
+            round(sum(e["official"]["total"] for e in by_language.values()) / len(by_language), 6)
+            if by_language
+            else None
+        ),
         "avg_ci95": bootstrap_ci(total_groups, bootstrap_iters, rng),
         "response_length": {
             "chars": length_stats([r.response_chars for r in scored]),

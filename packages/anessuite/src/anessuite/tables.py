@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_tables
+from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_table3, write_tables
 
 __all__ = [
     "Table3Config",
@@ -119,7 +119,7 @@ def _write_outputs(
     from anessuite.report import update_readme
     from rlcore.tracking import write_results_json
 
-    md, _ = write_tables(out, stem, rows, columns)
+    md = write_table3(out, stem, results) if stem == "table3" else write_tables(out, stem, rows, columns)[0]
     body = {"table": stem, "rows": rows, "results": results, **({"settings": settings} if settings else {})}
     path = write_results_json(out / "results.json", body)
     provenance = json.loads(path.read_text())["provenance"]
