@@ -9,7 +9,7 @@ REXRAG_SIZE ?= 3b
 
 .PHONY: rexrag-world rexrag-sft-cpu rexrag-sft-cpu-multiworld reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-cpu-long reproduce-rexrag-cpu-multiworld \
 	reproduce-rexrag-cpu-multiworld-ablations reproduce-rexrag-main \
-	rexrag-eval rexrag-table test-rexrag
+	rexrag-eval rexrag-table test-rexrag rexrag-data
 
 rexrag-world: setup ## write the synthetic knowledge world (corpus + questions, FlashRAG and Search-R1 layouts)
 	$(PY) -m rexrag make-world --out $(REXRAG_CPU_DIR)/world-export seed=0
@@ -95,6 +95,10 @@ reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs
 	done
 	$(PY) -m rexrag table "Search-R1=runs/rexrag-main/searchr1_grpo-$(REXRAG_SIZE)/eval.json" \
 		"REX-RAG=runs/rexrag-main/rexrag-$(REXRAG_SIZE)/eval.json" --out-dir experiments/rexrag-main --stem table-$(REXRAG_SIZE)
+
+rexrag-data: setup ## paper data from FlashRAG files: make rexrag-data FLASHRAG=<FlashRAG_datasets folder> OUT=<folder>
+	@test -n "$(FLASHRAG)" -a -n "$(OUT)" || { echo "usage: make rexrag-data FLASHRAG=<FlashRAG_datasets folder> OUT=<folder>" >&2; exit 2; }
+	$(PY) -m rexrag prepare-data --flashrag $(FLASHRAG) --out $(OUT)
 
 rexrag-eval: setup ## re-score predictions: make rexrag-eval REXRAG_PRED=predictions.jsonl REXRAG_OUT=eval.json
 	$(PY) -m rexrag eval --predictions $(REXRAG_PRED) --out $(REXRAG_OUT)

@@ -151,6 +151,10 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
     assert (tmp_path / "run" / "eval_table.md").read_text().startswith("| Method |")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["enabled"] is True
+    # one prompt per run: the resolved config, the results, the run folder and the final model name the template
+    assert results["config"]["qa"]["template"] == DEFAULT_TEMPLATE == results["prompt_template"]
+    for folder in (tmp_path / "run", tmp_path / "run" / "final"):
+        assert (folder / "prompt_template.txt").read_text() == DEFAULT_TEMPLATE
 
 
 @pytest.mark.slow

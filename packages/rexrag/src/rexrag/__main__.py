@@ -4,6 +4,7 @@ Subcommands:
     eval        re-score a predictions JSONL -> {"average_em", "by_source": {src: {"em", "f1", "n"}}}
     table       merge several eval JSONs into the paper-layout table (markdown / CSV / JSON)
     make-world  write the synthetic knowledge world (corpus + questions in FlashRAG and Search-R1 layouts)
+    prepare-data  the paper's data from FlashRAG files: Search-R1 train parquet (NQ + HotpotQA) + 7 test sets
     sft         supervised warm-up on synthetic search demonstrations (--config FILE, a.b=c overrides)
     train       GRPO (Search-R1 baseline) or REX-RAG training (--config FILE, a.b=c overrides)
     evaluate    greedy multi-turn evaluation of a model on QA files (--config FILE, a.b=c overrides)
@@ -53,6 +54,25 @@ def _cmd_make_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare_data(args: argparse.Namespace) -> int:
+    from rexrag.data.prepare import prepare_data
+    from rexrag.data.template import load_template
+
+    template = load_template(None, args.template_file)
+    result = prepare_data(
+        args.flashrag,
+        args.out,
+        template,
+        [s for s in args.train_sources.split(",") if s],
+        [s for s in args.test_sources.split(",") if s],
+    )
+    for name, count in result["counts"].items():
+        print(f"{name}: {count} questions")
+    for name, path in result["files"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def _recipe(name: str, argv: list[str]) -> int:
     if name == "train":
         from rexrag.recipes.train import main as recipe_main
@@ -91,6 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     p_world.add_argument("--config", default=None, help="YAML with WorldConfig fields")
     p_world.add_argument("overrides", nargs="*", help="WorldConfig overrides, e.g. seed=3 num_people=500")
     p_world.set_defaults(func=_cmd_make_world)
+    p_prep = sub.add_parser("prepare-data", help="Search-R1 parquet files from FlashRAG dataset files")
+    p_prep.add_argument("--flashrag", required=True, help="folder in the FlashRAG_datasets layout")
+    p_prep.add_argument("--out", required=True, help="output folder")
+    p_prep.add_argument(
+        "--template-file", default=None, help="prompt template with a {question} placeholder (default: ours)"
+    )
+    p_prep.add_argument(
+        "--train-sources", default="nq,hotpotqa", help="comma-separated (empty: no train file)"
+    )
+    p_prep.add_argument(
+        "--test-sources",
+        default="nq,triviaqa,popqa,hotpotqa,2wikimultihopqa,musique,bamboogle",
+        help="comma-separated (empty: no test files)",
+    )
+    p_prep.set_defaults(func=_cmd_prepare_data)
     for name in ("sft", "train", "evaluate"):
         sub.add_parser(name, help=f"{name} recipe (--config FILE [--dry-run] a.b=c ...)")
     args = parser.parse_args(argv)

@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rexrag.data.template import (
+    TemplateError,
+    describe_difference,
+    normalize_question,
+    question_in_message,
+    render_prompt,
+    template_from_message,
+    template_mismatch_message,
+)
 from rlcore.io import iter_jsonl_records
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,7 @@ class QAExample:
         None  # chat messages stored in a Search-R1 parquet (None: render ours)
     )
     metadata: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None  # the template the stored user message was rendered from (checked per row)
 
     @property
     def group_key(self) -> str:
@@ -73,37 +83,84 @@ def _question_from_messages(messages: list[dict]) -> str:
     return content.rsplit(marker, 1)[1].strip() if marker in content else content.strip()
 
 
+def _user_message(row: dict, where: str) -> tuple[list[dict], str]:
+    messages = _as_list(row["prompt"], where, "prompt")
+    if not messages or not all(isinstance(m, dict) for m in messages):
+        raise DataFormatError(f"{where}: field 'prompt' must be a non-empty list of chat messages")
+    last = messages[-1]
+    if last.get("role") != "user" or not isinstance(last.get("content"), str):
+        raise DataFormatError(
+            f"{where}: field 'prompt' must end with a user message with text content, got {last!r:.200}"
+        )
+    return messages, last["content"]
+
+
 def load_searchr1_parquet(path: str | os.PathLike) -> list[QAExample]:
     """Load a Search-R1-format parquet (columns ``data_source``, ``prompt``, ``reward_model``, ``extra_info``).
 
     ``reward_model.ground_truth.target`` holds the golden answers and ``extra_info.index`` the per-source index.
-    The stored chat messages are kept in ``prompt_messages`` so the exact trained template can be reused.
+    The stored chat messages are kept in ``prompt_messages``. The file's template is the first row's user
+    message with its question replaced by the placeholder; every row must round-trip through it (its question,
+    from the ``question`` column when present, rendered into the template gives its stored message exactly), so
+    the one template a run stores is the exact prompt of every training row. Other columns (``id``,
+    ``golden_answers``, ``ability``, ``metadata``, as the official scripts leave them) are ignored.
     """
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"parquet file not found: {path}")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        raise DataFormatError(f"{path}: not a readable parquet file ({err})") from err
     required = {"data_source", "prompt", "reward_model", "extra_info"}
     missing = required - set(table.column_names)
     if missing:
         raise DataFormatError(f"{path}: missing columns {sorted(missing)} (has {table.column_names})")
     examples = []
+    template = None
+    head_messages: list[dict] = []
     for row_number, row in enumerate(table.to_pylist()):
         where = f"{path} row {row_number}"
         try:
             target = row["reward_model"]["ground_truth"]["target"]
-            index = row["extra_info"]["index"]
         except (KeyError, TypeError) as err:
             raise DataFormatError(
-                f"{where}: expected reward_model.ground_truth.target and extra_info.index ({err!r})"
+                f"{where}: field 'reward_model.ground_truth.target' is missing ({err!r})"
             ) from err
-        messages = _as_list(row["prompt"], where, "prompt")
-        if not messages or not isinstance(messages[-1], dict):
-            raise DataFormatError(f"{where}: field 'prompt' must be a non-empty list of chat messages")
-        question = row.get("question") or _question_from_messages(messages)
+        index = (row["extra_info"] or {}).get("index")
+        if index is None:
+            raise DataFormatError(f"{where}: field 'extra_info.index' is missing")
+        if not row["data_source"]:
+            raise DataFormatError(f"{where}: field 'data_source' is empty")
+        messages, content = _user_message(row, where)
+        stored_question = row.get("question")
+        if template is None:
+            try:
+                template = template_from_message(
+                    content, stored_question if stored_question else _question_from_messages(messages)
+                )
+            except TemplateError as err:
+                raise DataFormatError(f"{where}: field 'prompt': cannot find the template ({err})") from err
+            head_messages = messages[:-1]
+        question = (
+            normalize_question(stored_question) if stored_question else question_in_message(content, template)
+        )
+        expected = render_prompt(question, template) if question is not None else None
+        if expected != content:
+            detail = (
+                describe_difference(expected, content) if expected is not None else "prefix/suffix differ"
+            )
+            raise DataFormatError(
+                f"{where}: field 'prompt' does not round-trip through the template of row 0 ({detail}); "
+                "a file must render every question with one template"
+            )
+        if messages[:-1] != head_messages:
+            raise DataFormatError(f"{where}: field 'prompt': its earlier messages differ from row 0's")
         answers = [str(a) for a in _as_list(target, where, "reward_model.ground_truth.target")]
+        if not answers:
+            raise DataFormatError(f"{where}: field 'reward_model.ground_truth.target' is empty")
         examples.append(
             QAExample(
                 question,
@@ -111,7 +168,8 @@ def load_searchr1_parquet(path: str | os.PathLike) -> list[QAExample]:
                 str(row["data_source"]),
                 str(index),
                 prompt_messages=messages,
-                metadata={"split": row["extra_info"].get("split")},
+                metadata={"split": row["extra_info"].get("split"), "source_file": str(path)},
+                template=template,
             )
         )
     logger.info("loaded %d examples from %s", len(examples), path)
@@ -134,7 +192,14 @@ def load_flashrag_jsonl(path: str | os.PathLike, data_source: str | None = None)
         for key in ("id", "question", "golden_answers"):
             if key not in record:
                 raise DataFormatError(f"{where}: missing field '{key}' (keys: {sorted(record)})")
-        answers = [str(a) for a in _as_list(record["golden_answers"], where, "golden_answers")]
+        if not isinstance(record["question"], str):
+            raise DataFormatError(
+                f"{where}: field 'question' must be a string, got {type(record['question']).__name__}"
+            )
+        answers = _as_list(record["golden_answers"], where, "golden_answers")
+        if not all(isinstance(a, str | int | float) and not isinstance(a, bool) for a in answers):
+            raise DataFormatError(f"{where}: field 'golden_answers' must hold strings, got {answers!r:.200}")
+        answers = [str(a) for a in answers]
         source = data_source or record.get("data_source") or default_source
         extra = {
             k: v for k, v in record.items() if k not in ("id", "question", "golden_answers", "data_source")
@@ -201,6 +266,20 @@ def load_many(specs: Sequence[str]) -> list[QAExample]:
     return examples
 
 
+def stored_template(examples: Sequence[QAExample], what: str = "the data") -> str | None:
+    """The one template the examples' stored prompts were rendered from (None when none carries a prompt).
+
+    Two files rendered with different templates are an error naming both."""
+    found: dict[str, str] = {}
+    for ex in examples:
+        if ex.template is not None and ex.template not in found:
+            found[ex.template] = ex.metadata.get("source_file", ex.data_source)
+    if len(found) > 1:
+        (first, first_file), (second, second_file) = list(found.items())[:2]
+        raise DataFormatError(f"{what}: " + template_mismatch_message(first, first_file, second, second_file))
+    return next(iter(found), None)
+
+
 def write_flashrag_jsonl(examples: Sequence[QAExample], path: str | os.PathLike) -> None:
     """Write examples in the FlashRAG layout (``data_source`` and metadata kept as extra keys)."""
     path = Path(path)
@@ -212,7 +291,7 @@ def write_flashrag_jsonl(examples: Sequence[QAExample], path: str | os.PathLike)
                 "question": ex.question,
                 "golden_answers": ex.golden_answers,
                 "data_source": ex.data_source,
-                **ex.metadata,
+                **{k: v for k, v in ex.metadata.items() if k != "source_file"},
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 

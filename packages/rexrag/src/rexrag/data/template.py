@@ -18,6 +18,9 @@ DEFAULT_TEMPLATE = (
 )
 
 
+TEMPLATE_FILE = "prompt_template.txt"  # written beside a trained model (and in its run folder)
+
+
 class TemplateError(ValueError):
     """A prompt template lacks the ``{question}`` placeholder or cannot be read."""
 
@@ -49,6 +52,46 @@ def load_template(template: str | None = None, template_file: str | None = None)
 def render_prompt(question: str, template: str = DEFAULT_TEMPLATE) -> str:
     """The user message for one question (placeholder substitution only, so braces elsewhere are safe)."""
     return template.replace("{question}", normalize_question(question))
+
+
+def template_from_message(content: str, question: str) -> str:
+    """The template a stored user message was rendered from: its last occurrence of the (normalised) question
+    replaced by the placeholder. Raises :class:`TemplateError` when the question is not in the message."""
+    question = normalize_question(question)
+    if "{question}" in content:
+        raise TemplateError("the stored message already contains a '{question}' placeholder")
+    position = content.rfind(question) if question else -1
+    if position < 0:
+        raise TemplateError(f"the question {question!r} does not occur in the stored message")
+    return content[:position] + "{question}" + content[position + len(question) :]
+
+
+def question_in_message(content: str, template: str) -> str | None:
+    """The question a message rendered from ``template`` carries (None if the message does not fit the template)."""
+    head, _, tail = template.partition("{question}")
+    if len(content) < len(head) + len(tail) or not (content.startswith(head) and content.endswith(tail)):
+        return None
+    return content[len(head) : len(content) - len(tail)]
+
+
+def describe_difference(expected: str, found: str) -> str:
+    """Where two prompt texts first differ, with a little context on both sides (for error messages)."""
+    position = next(
+        (i for i, (a, b) in enumerate(zip(expected, found)) if a != b), min(len(expected), len(found))
+    )
+    start = max(position - 30, 0)
+    return (
+        f"first difference at character {position}: expected {expected[start : position + 30]!r}, "
+        f"found {found[start : position + 30]!r}"
+    )
+
+
+def template_mismatch_message(first: str, first_name: str, second: str, second_name: str) -> str:
+    """An error text naming both templates and where they differ."""
+    return (
+        f"prompt template mismatch: {first_name} uses {first!r} but {second_name} uses {second!r} "
+        f"({describe_difference(first, second)})"
+    )
 
 
 def chat_prompt_ids(tokenizer, user_message: str, use_chat_template: bool = True) -> list[int]:

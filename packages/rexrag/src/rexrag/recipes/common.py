@@ -131,7 +131,8 @@ def rollout_inputs(
     """Prompt ids, group ids (``source:index`` + suffix, unique per prompt instance) and metadata for the engine."""
     prompts, groups, metadata = [], [], []
     for example in examples:
-        if example.prompt_messages is not None and use_chat_template:
+        # stored messages are used only when they were rendered from this run's template
+        if example.prompt_messages is not None and use_chat_template and example.template == template:
             from rlcore.rollout import encode_chat_prompt
 
             ids = encode_chat_prompt(tokenizer, example.prompt_messages)

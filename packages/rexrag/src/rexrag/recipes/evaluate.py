@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rexrag.data.template import load_template
+from rexrag.data.qa import QAExample, stored_template
+from rexrag.data.template import TEMPLATE_FILE, TemplateError, load_template, template_mismatch_message
 from rexrag.evaluation import format_markdown, write_tables
 from rexrag.recipes.common import evaluate_examples
 from rexrag.recipes.train import QAConfig, RetrieverConfig, load_questions, open_retriever
@@ -39,12 +40,70 @@ class EvalConfig:
         default_factory=lambda: RolloutConfig(max_turns=5, tools_enabled=True, max_new_tokens_per_turn=500)
     )  # turn structure (Search-R1: 5 search turns + forced final turn, top-3 passages)
     use_chat_template: bool = True  # wrap prompts in the chat template (official behaviour)
+    allow_template_mismatch: bool = (
+        False  # evaluate with qa.template(_file) although the checkpoint was trained with another template
+    )
     greedy: bool = True  # arg-max decoding; false samples at rollout.temperature (the official behaviour)
     batch_size: int = 64  # prompts per generate call
     output_dir: str = ""  # empty = runs/rexrag-eval/<time>-<hash>
     experiment: str = "rexrag-eval"  # MLflow experiment
     seed: int = 0  # sampling seed when greedy=false
     num_threads: int = 0  # torch CPU threads (0 = torch default)
+
+
+def trained_template(model: str) -> tuple[str, Path] | None:
+    """The template a model was trained with: ``prompt_template.txt`` in its folder or the run folder above."""
+    for folder in (Path(model), Path(model).parent):
+        path = folder / TEMPLATE_FILE
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), path
+    return None
+
+
+def evaluation_template(cfg: EvalConfig, examples: list[QAExample]) -> str:
+    """The checkpoint's training template, unless overridden; any other template in play is an error naming both.
+
+    Candidates besides the checkpoint's: ``qa.template`` / ``qa.template_file`` (the override, which needs
+    ``allow_template_mismatch=true`` when it differs) and the prompts stored in the evaluation files. Without a
+    stored training template (a hub model, an older run) the explicit template, the files' or
+    ``qa.world.template`` is used, with a warning.
+    """
+    explicit = (
+        load_template(cfg.qa.template, cfg.qa.template_file)
+        if (cfg.qa.template or cfg.qa.template_file)
+        else None
+    )
+    data = stored_template(examples, "qa.eval_files")
+    found = trained_template(cfg.model)
+    if found is None:
+        template = explicit or data or load_template(cfg.qa.world.template)
+        if explicit and data and explicit != data:
+            raise TemplateError(
+                template_mismatch_message(explicit, "qa.template(_file)", data, "the evaluation data")
+            )
+        logger.warning(
+            "no %s beside %s: evaluating with %s",
+            TEMPLATE_FILE,
+            cfg.model,
+            "qa.template(_file)"
+            if explicit
+            else "the evaluation data's template"
+            if data
+            else "qa.world.template",
+        )
+        return template
+    trained, path = found
+    for other, name in ((explicit, "qa.template(_file)"), (data, "the evaluation data (qa.eval_files)")):
+        if other is None or other == trained:
+            continue
+        if not (cfg.allow_template_mismatch and explicit is not None):
+            raise TemplateError(
+                template_mismatch_message(trained, f"training ({path})", other, name)
+                + "; to evaluate with another template on purpose set qa.template or qa.template_file "
+                "and allow_template_mismatch=true"
+            )
+        logger.warning("evaluating with %s although the model was trained with %s", name, path)
+    return explicit if (cfg.allow_template_mismatch and explicit is not None) else trained
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:
@@ -60,8 +119,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir) if cfg.output_dir else make_run_dir("rexrag-eval", cfg)
     out.mkdir(parents=True, exist_ok=True)
-    template = load_template(cfg.qa.world.template, cfg.qa.template_file)
     _, examples, paths = load_questions(cfg.qa)
+    template = evaluation_template(cfg, examples)
     if not examples:
         raise ValueError(
             "no evaluation questions: set qa.eval_files (qa.source=files) or use qa.source=world"
@@ -97,7 +156,10 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         )
         for path in ("eval.json", "table.md", "predictions.jsonl"):
             run_.log_artifact(out / path)
-    write_results_json(out / "results.json", {"eval": scores}, config=cfg, seeds=[cfg.seed])
+    (out / TEMPLATE_FILE).write_text(template, encoding="utf-8")
+    write_results_json(
+        out / "results.json", {"eval": scores, "prompt_template": template}, config=cfg, seeds=[cfg.seed]
+    )
     print(format_markdown({name: scores}), end="")
     return scores
 

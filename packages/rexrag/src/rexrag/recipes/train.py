@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from rexrag.data.qa import QAExample, load_flashrag_jsonl, load_many
-from rexrag.data.template import load_template, render_prompt
+from rexrag.data.qa import QAExample, load_flashrag_jsonl, load_many, stored_template
+from rexrag.data.template import (
+    TEMPLATE_FILE,
+    TemplateError,
+    load_template,
+    render_prompt,
+    template_mismatch_message,
+)
 from rexrag.evaluation import write_tables
 from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, evaluate_examples, load_world_retriever
@@ -48,6 +55,8 @@ class QAConfig:
     eval_files: list[str] = existing_path(factory=list)
     # load the prompt template from this file instead of world.template
     template_file: str | None = existing_path(None)
+    # the run's prompt template; empty: resolved at start (stored prompts, template_file, world.template)
+    template: str = ""
     eval_split: Literal["dev", "test"] = "test"  # source=world: dev | test
     max_train_examples: int = 0  # cap on training questions (0 = all)
     max_eval_examples: int = 0  # cap on evaluated questions per run (0 = all)
@@ -65,7 +74,9 @@ class RetrieverConfig:
     index_kind: Literal["flat", "hnsw", "ivfpq", "bm25", "hybrid"] = "flat"
     url: str = "${oc.env:RLCORE_RETRIEVER_URL,http://127.0.0.1:8000}"  # kind=http: service address
     cache_size: int = 65536  # LRU cache of (query, topk) results (0 = off)
-    max_outage_s: float = 600.0  # kind=http: keep retrying an unreachable / 502-504 server this long, then fail
+    max_outage_s: float = (
+        600.0  # kind=http: keep retrying an unreachable / 502-504 server this long, then fail
+    )
 
 
 @dataclass
@@ -138,6 +149,54 @@ def load_questions(qa: QAConfig) -> tuple[list[QAExample], list[QAExample], dict
     if qa.max_eval_examples:
         evaluation = evaluation[: qa.max_eval_examples]
     return train, evaluation, paths
+
+
+def resolve_template(qa: QAConfig, train: list[QAExample], evaluation: list[QAExample]) -> str:
+    """The run's one prompt template.
+
+    Training data that carries prompts (Search-R1 parquet) decides it; an explicit ``qa.template`` /
+    ``qa.template_file`` that differs from it is an error naming both. Otherwise the explicit template, else
+    ``qa.world.template``. Evaluation files that carry prompts must carry the same template.
+    """
+    explicit = load_template(qa.template, qa.template_file) if (qa.template or qa.template_file) else None
+    data = stored_template(train, "qa.train_files")
+    if data is not None and explicit is not None and explicit != data:
+        raise TemplateError(
+            template_mismatch_message(
+                data, "the training data (qa.train_files)", explicit, "qa.template(_file)"
+            )
+        )
+    template = data or explicit or load_template(qa.world.template)
+    evaluated = stored_template(evaluation, "qa.eval_files")
+    if evaluated is not None and evaluated != template:
+        raise TemplateError(
+            template_mismatch_message(template, "training", evaluated, "the evaluation data (qa.eval_files)")
+        )
+    return template
+
+
+class PromptTemplateState:
+    """The run's template inside every checkpoint; resuming under another template is an error naming both."""
+
+    def __init__(self, template: str):
+        self.template = template
+
+    def state_dict(self) -> dict[str, str]:
+        return {"template": self.template}
+
+    def load_state_dict(self, state: dict[str, str]) -> None:
+        if state["template"] != self.template:
+            raise TemplateError(
+                template_mismatch_message(state["template"], "the checkpoint", self.template, "this run")
+            )
+
+
+def write_template(template: str, folder: Path) -> None:
+    """``prompt_template.txt`` beside a model: ``python -m rexrag evaluate`` reads it from there."""
+    if int(os.environ.get("RANK", "0")) != 0:  # one writer under a multi-process launch
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / TEMPLATE_FILE).write_text(template, encoding="utf-8")
 
 
 def open_retriever(cfg: RetrieverConfig, paths: dict[str, Path] | None):
@@ -260,8 +319,9 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(cfg.num_threads)
-    template = load_template(cfg.qa.world.template, cfg.qa.template_file)
     train_examples, eval_examples, paths = load_questions(cfg.qa)
+    template = resolve_template(cfg.qa, train_examples, eval_examples)
+    cfg = replace(cfg, qa=replace(cfg.qa, template=template))  # the resolved config names the exact template
     retriever = open_retriever(cfg.retriever, paths)
     records = to_records(train_examples, template)
     tokenizer = load_tokenizer(cfg.model.path)
@@ -271,6 +331,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
 
         output_dir = make_run_dir("rexrag-train", cfg)
         cfg = replace(cfg, train=replace(cfg.train, output_dir=str(output_dir)))
+    write_template(template, output_dir)
     method = RexRag(
         cfg.rexrag,
         tokenizer,
@@ -307,7 +368,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         after_rollout=method.after_rollout,
         behaviour_logprobs=method.behaviour_logprobs,
         on_answer=method.on_answer,
-        stateful={"rexrag": method},
+        stateful={"rexrag": method, "prompt_template": PromptTemplateState(template)},
         after_step=hook,
     )
     summary: dict[str, Any] = {
@@ -317,7 +378,10 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         "train_metrics": result.metrics,
         "rexrag_metrics": method.history,
         "heldout_curve": hook.points,
+        "prompt_template": template,
     }
+    if cfg.train.save_final_model and (result.output_dir / "final").is_dir():
+        write_template(template, result.output_dir / "final")
     if cfg.final_eval.enabled and eval_examples and not result.stopped_early and cfg.train.save_final_model:
         model = load_causal_lm(result.output_dir / "final").eval()
         final_tokenizer = load_tokenizer(result.output_dir / "final")
