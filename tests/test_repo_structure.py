@@ -16,6 +16,8 @@ PACKAGES = {
 # Who may import whom: the shared core imports neither project; the projects never import each other.
 FORBIDDEN = {"rlcore": {"rexrag", "anessuite"}, "rexrag": {"anessuite"}, "anessuite": {"rexrag"}}
 MAX_LINES = 600  # CONVENTIONS.md: recipes under ~600 lines, components under ~400
+# Folders held to the component cap: the trainer is one short loop over phase modules, each with room to grow.
+COMPONENT_FOLDERS = {ROOT / "packages/common/src/rlcore/trainer": 400}
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -52,6 +54,15 @@ def test_source_files_stay_readable():
             if lines > MAX_LINES:
                 too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
     assert not too_long, f"split these files (cap {MAX_LINES} lines):\n" + "\n".join(too_long)
+
+
+@pytest.mark.parametrize("folder", sorted(COMPONENT_FOLDERS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_component_folders_stay_under_their_cap(folder):
+    cap = COMPONENT_FOLDERS[folder]
+    sizes = {path: sum(1 for _ in path.open(encoding="utf-8")) for path in sorted(folder.rglob("*.py"))}
+    assert sizes, f"{folder} holds no Python files (moved? update COMPONENT_FOLDERS)"
+    too_long = [f"{path.relative_to(ROOT)}: {lines} lines" for path, lines in sizes.items() if lines > cap]
+    assert not too_long, f"split these files (cap {cap} lines):\n" + "\n".join(too_long)
 
 
 def test_test_file_basenames_are_unique():

@@ -1,8 +1,9 @@
 """GRPO/PPO trainer recipe on accelerate (+ DeepSpeed ZeRO) with token-exact multi-turn rollouts.
 
-``train(cfg, ...)`` runs the loop in ``rlcore.trainer.grpo``; ``python -m rlcore.trainer.grpo --config FILE``
+``train(cfg, ...)`` runs the loop in ``rlcore.trainer.grpo``, one function per phase (``rollouts``, ``scoring``,
+``advantages``, ``logprobs``, ``update``, ``reporting``, ``saving``); ``python -m rlcore.trainer --config FILE``
 is its CLI. Method code plugs in through plain callables (``after_rollout``, ``behaviour_logprobs``,
-``on_answer``, ``after_step``), never by subclassing.
+``on_answer``, ``after_step``; see ``rlcore.trainer.seams``), never by subclassing.
 """
 
 from rlcore.trainer.config import (

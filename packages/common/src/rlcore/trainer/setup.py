@@ -1,17 +1,34 @@
-"""Building the pieces the trainer loop uses: accelerator, run folder, policy (+ LoRA), reference, reward."""
+"""Building the pieces the trainer loop uses: accelerator, run folder, policy (+ LoRA), reference, reward,
+optimizer and schedule, rollout engine and prompt sampler (:func:`build_trainer`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rlcore.rollout import RolloutEngine
+from rlcore.seeding import derive_seed, seed_everything
+from rlcore.trainer.batching import PromptSampler
 from rlcore.trainer.config import RewardConfig, RLTrainConfig
+from rlcore.trainer.data import load_records
+from rlcore.trainer.optim import Stepper, build_optimizer, build_scheduler, fill_deepspeed_config, zero_stage
+from rlcore.trainer.seams import RewardFn
 
-__all__ = ["make_accelerator", "resolve_output_dir", "build_policy", "build_reward_fn", "build_backend"]
+__all__ = [
+    "TrainerParts",
+    "build_trainer",
+    "make_accelerator",
+    "resolve_output_dir",
+    "build_policy",
+    "build_reward_fn",
+    "build_backend",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,4 +156,98 @@ def build_backend(cfg: RLTrainConfig, policy: torch.nn.Module, tokenizer: Any):
         enable_sleep_mode=cfg.generation.vllm_sleep,
         max_model_len=cfg.generation.vllm_max_model_len,
         seed=cfg.train.seed,
+    )
+
+
+@dataclass
+class TrainerParts:
+    """Everything one training run holds on to between steps (built once by :func:`build_trainer`)."""
+
+    accelerator: Any  # accelerate.Accelerator (one process, DDP or DeepSpeed)
+    output_dir: Path  # run folder, the same on every rank
+    records: list[dict[str, Any]]  # prompt records
+    reward_fn: RewardFn  # batched reward
+    tokenizer: Any  # left-padding tokenizer of the policy
+    model: torch.nn.Module  # the policy as prepared by accelerate (DDP / DeepSpeed wrapper)
+    policy: torch.nn.Module  # the same policy, unwrapped (sampling, weight sync, seams)
+    reference: Any  # None | "adapters-off" | frozen reference module (see build_policy)
+    optimizer: Any  # prepared AdamW
+    scheduler: Any  # LR schedule, stepped once per training step
+    stepper: Stepper  # backward with accumulation boundaries, clip, skip non-finite steps
+    backend: Any  # generation backend that samples the rollouts
+    engine: RolloutEngine  # single- or multi-turn rollouts over ``backend``
+    sampler: PromptSampler  # epoch-wise shuffled record order (state: two integers)
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+
+def build_trainer(
+    cfg: RLTrainConfig,
+    records: list[dict[str, Any]] | None,
+    reward_fn: RewardFn | None,
+    retriever: Any,
+    stateful: Mapping[str, Any] | None,
+    backend: Any,
+) -> TrainerParts:
+    """Accelerator, seeds, run folder, data, policy/reference, optimizer and schedule, engine and sampler.
+
+    The order is part of the run's reproducibility (model initialisation and sampling draw from the seeded
+    generators in this order); keep it when adding pieces.
+    """
+    accelerator = make_accelerator(cfg)
+    seed_everything(cfg.train.seed)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.objective.prompts_per_step % world:
+        raise ValueError(
+            f"objective.prompts_per_step={cfg.objective.prompts_per_step} must be divisible by the "
+            f"number of processes ({world})"
+        )
+    output_dir = resolve_output_dir(cfg, accelerator)
+    records = records if records is not None else load_records(cfg.data.path)
+    reward_fn = reward_fn or build_reward_fn(cfg.reward)
+
+    tokenizer, model, reference = build_policy(cfg, accelerator.device)
+    optim = cfg.optim
+    optimizer = build_optimizer(
+        model.parameters(), optim.lr, optim.weight_decay, tuple(optim.betas), optim.eps
+    )
+    scheduler = build_scheduler(
+        optimizer, optim.schedule, optim.warmup_steps, cfg.train.total_steps, optim.min_lr_ratio
+    )
+    fill_deepspeed_config(accelerator, optim.max_grad_norm, cfg.objective.micro_batch_size)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    for name in sorted(stateful or {}):
+        accelerator.register_for_checkpointing(stateful[name])
+    if isinstance(reference, torch.nn.Module) and zero_stage(accelerator) == 3:
+        # under ZeRO-3 transformers loaded the reference partitioned; shard it in an inference engine too
+        from trl.models.utils import prepare_deepspeed  # heavy, and only under DeepSpeed
+
+        reference = prepare_deepspeed(reference, accelerator)
+    stepper = Stepper(accelerator, model, optimizer, optim.max_grad_norm)
+    if rank > 0:  # weights are synchronised; sampling must not repeat rank 0's random stream
+        seed_everything(derive_seed(cfg.train.seed, "rank", rank))
+    policy = accelerator.unwrap_model(model)
+    backend = backend if backend is not None else build_backend(cfg, policy, tokenizer)
+    return TrainerParts(
+        accelerator=accelerator,
+        output_dir=output_dir,
+        records=records,
+        reward_fn=reward_fn,
+        tokenizer=tokenizer,
+        model=model,
+        policy=policy,
+        reference=reference,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        stepper=stepper,
+        backend=backend,
+        engine=RolloutEngine(backend, tokenizer, cfg.rollout, retriever),
+        sampler=PromptSampler(len(records), cfg.train.seed, cfg.data.shuffle),
     )

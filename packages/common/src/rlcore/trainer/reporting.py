@@ -1,0 +1,117 @@
+"""Phase 7 of a training step, and the run's tracking: step metrics, MLflow, ``metrics.jsonl``, the console.
+
+Per step: the wall-clock split and throughput join the summed metrics, one reduction over ranks gives the
+step's metrics (identical on every rank), and the main rank logs them in one batched MLflow call, one
+``metrics.jsonl`` line and one console line. ``metrics.jsonl`` is always written, with or without MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlcore.trainer.config import RLTrainConfig
+from rlcore.trainer.metrics import MetricSums, PhaseTimer, finalize_reward_std
+from rlcore.trainer.setup import TrainerParts
+
+__all__ = ["StepClock", "step_metrics", "log_step", "truncate_metrics", "open_tracking"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepClock:
+    """Wall-clock and process-CPU start of one training step."""
+
+    wall: float = field(default_factory=time.perf_counter)
+    cpu: float = field(default_factory=time.process_time)
+
+
+def step_metrics(
+    parts: TrainerParts,
+    timer: PhaseTimer,
+    sums: MetricSums,
+    clock: StepClock,
+    update_tokens: int,
+    skipped_before: int,
+    extra: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The step's metrics after one reduction over ranks, and this rank's phase seconds.
+
+    Adds ``time/*`` (``step_cpu`` is this process's CPU seconds, all threads), ``throughput/*``,
+    ``reward/std``, ``optim/skipped_steps_total`` (``skipped_before`` plus this step's), ``optim/lr`` and the
+    ``after_step`` seam's ``extra`` values.
+    """
+    seconds = timer.reset()
+    seconds["step"] = time.perf_counter() - clock.wall
+    seconds["step_cpu"] = time.process_time() - clock.cpu
+    for name, value in seconds.items():
+        sums.add(f"time/{name}", value)
+    generated = parts.engine.last_stats.get("generated_tokens", 0.0)
+    sums.add("throughput/rollout_tokens_per_s", generated / max(seconds.get("generate", 0.0), 1e-9))
+    sums.add("throughput/update_tokens_per_s", update_tokens / max(seconds.get("update", 0.0), 1e-9))
+    metrics = sums.reduce(parts.accelerator)
+    finalize_reward_std(metrics)
+    skipped_total = skipped_before + round(metrics.get("optim/skipped_steps", 0.0))
+    metrics["optim/skipped_steps_total"] = float(skipped_total)
+    metrics["optim/lr"] = float(parts.scheduler.get_last_lr()[0])
+    metrics.update(extra)
+    return metrics, seconds
+
+
+def log_step(
+    cfg: RLTrainConfig,
+    run: Any,
+    metrics_path: Path,
+    step: int,
+    metrics: Mapping[str, float],
+    step_seconds: float,
+) -> None:
+    """Main rank, every ``train.log_every`` steps: MLflow (if a run is open), ``metrics.jsonl``, one log line."""
+    if run is not None:
+        run.log_metrics(metrics, step=step)
+    with metrics_path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
+    logger.info(
+        "step %d/%d reward %.3f acc %.3f loss %.4f kl %.4f grad %.3f (%.1fs)",
+        step,
+        cfg.train.total_steps,
+        metrics.get("reward/mean", 0.0),
+        metrics.get("accuracy", 0.0),
+        metrics.get("loss/total", 0.0),
+        metrics.get("kl", 0.0),
+        metrics.get("optim/grad_norm", 0.0),
+        step_seconds,
+    )
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metrics.jsonl lines of steps after the checkpoint we resume from (a kill between log and save)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def open_tracking(
+    cfg: RLTrainConfig, accelerator: Any, run_id: str | None, output_dir: Path
+) -> AbstractContextManager[Any]:
+    """The MLflow run on the main rank (resumed if the checkpoint names one); a null context elsewhere."""
+    if not (cfg.tracking.enabled and accelerator.is_main_process):
+        return nullcontext(None)
+    from rlcore.tracking import start_run  # mlflow is a heavy import, and only the main rank needs it
+
+    return start_run(
+        cfg.tracking.experiment,
+        run_name=cfg.tracking.run_name or output_dir.name,
+        config=cfg,
+        seeds=[cfg.train.seed],
+        tags={**cfg.tracking.tags, "output_dir": str(output_dir)},
+        resume_run_id=run_id,
+    )
