@@ -116,3 +116,57 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+SMALL_WORLD = {  # the world of tests/rexrag's small_world fixture: 30 people, 16 / 4 / 6 questions
+    "seed": 5,
+    "num_countries": 3,
+    "num_cities": 8,
+    "num_orgs": 10,
+    "num_people": 30,
+    "num_surnames": 20,
+    "num_train_questions": 16,
+    "num_dev_questions": 4,
+    "num_test_questions": 6,
+}
+
+
+def build_world_and_model(root: Path) -> tuple[Path, dict[str, Path], Path]:
+    """The small synthetic world (corpus, questions, BM25 index) and the random tiny Qwen2 policy on disk."""
+    from rexrag.data.template import DEFAULT_TEMPLATE
+    from rexrag.data.world import WorldConfig
+    from rexrag.recipes.common import WorldDataConfig, ensure_world
+    from rlcore.generation.testing import build_tiny_qwen2, build_tiny_tokenizer
+
+    world_dir = root / "world"
+    paths = ensure_world(
+        WorldDataConfig(world=WorldConfig(**SMALL_WORLD), dir=str(world_dir), template=DEFAULT_TEMPLATE)
+    )
+    tok = build_tiny_tokenizer()
+    build_tiny_qwen2(tok, seed=0).save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    return world_dir, paths, root / "model"
+
+
+def run_to_end(command: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def deterministic(metrics: list[dict]) -> list[dict]:
+    """Per-step metrics without the wall-clock ones, which legitimately differ between runs."""
+    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in metrics]
+
+
+def final_weights(output_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted((Path(output_dir) / "final").glob("*.safetensors"))
+    assert files, f"no final weights in {output_dir}/final"
+    weights = {}
+    for file in files:
+        weights.update(load_file(file))
+    return weights
