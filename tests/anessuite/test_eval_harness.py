@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from anessuite.backends import Completion
-from anessuite.backends.openai_compat import OpenAIChatBackend, ServerError
+from anessuite.backends.openai_compat import EndpointError, OpenAIChatBackend, ServerError
 from anessuite.cache import ResponseCache
 from anessuite.evaluate import EvalConfig, run_eval
 from anessuite.mcq import MCQItem
@@ -80,7 +80,9 @@ class FakeServer:
                     server.in_flight -= 1
                 if "TOOLONG" in user:
                     return self._send(400, {"error": "prompt is longer than the context"})
-                if "DEAD" in user or ("FLAKY" in user and attempt == 1):
+                if "DEAD" in user:
+                    return self._send(500, {"error": "internal error"})
+                if "FLAKY" in user and attempt == 1:
                     return self._send(503, {"error": "overloaded"})
                 letter = next((v for k, v in server.answers.items() if k in user), "A")
                 self._send(
@@ -124,15 +126,16 @@ def _conv(text):
 def test_openai_backend_concurrency_retries_and_4xx():
     with FakeServer({}) as server:
         backend = OpenAIChatBackend(server.url, "m", concurrency=4, backoff_s=0.01, max_retries=2)
-        conversations = [_conv(f"plain {i}") for i in range(8)] + [_conv("FLAKY one"), _conv("TOOLONG one")]
+        conversations = [_conv(f"plain {i}") for i in range(8)] + [_conv("FLAKY one")]
         results = dict(backend.complete(conversations, max_new_tokens=16))
+        with pytest.raises(EndpointError, match="HTTP 400: prompt is longer than the context"):
+            list(backend.complete([_conv("TOOLONG one")], max_new_tokens=16))
         backend.close()
-    assert sorted(results) == list(range(10))
+    assert sorted(results) == list(range(9))
     assert results[0].text.endswith("Answer: A") and results[0].num_tokens == 5
     assert 2 <= server.max_in_flight <= 4  # requests overlap, but never more than `concurrency`
     assert server.attempts["FLAKY one"] == 2 and results[8].error is None  # one 503, then success
-    assert server.attempts["TOOLONG one"] == 1  # a 400 is final: not retried
-    assert results[9].error.startswith("HTTP 400") and results[9].text == ""
+    assert server.attempts["TOOLONG one"] == 1  # a 400 is final: not retried, and it stops the run
 
 
 def test_openai_backend_bounded_retries():

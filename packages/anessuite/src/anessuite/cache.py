@@ -27,6 +27,21 @@ logger = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 _EDGE_BYTES = 1 << 20
+# Files that change what the model sees or says without touching the weights: tokenizer, chat template,
+# generation defaults. Hashed whole (they are small).
+_PROMPT_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 class CacheLockedError(RuntimeError):
@@ -40,9 +55,11 @@ def _slug(text: str) -> str:
 def model_fingerprint(model_dir: str | Path | None = None, server: str | None = None) -> str:
     """Identity of the weights being evaluated.
 
-    A local folder: SHA-256 over config.json and, per weight file, its name, size and first/last MiB (cheap on
-    multi-GB checkpoints, but a re-trained checkpoint written to the same path gets a new fingerprint).
-    A server: its base URL and served model name (``server`` = "url|model").
+    A local folder: SHA-256 over config.json, the tokenizer files and chat template (``tokenizer_config.json``,
+    ``chat_template.jinja``, ...: a changed template changes every prompt) and, per weight file, its name, size
+    and first/last MiB (cheap on multi-GB checkpoints, but a re-trained checkpoint written to the same path gets
+    a new fingerprint). A server: the description it is given (``server``; the OpenAI backend passes its URL,
+    model name, model-list entry and revision).
     """
     digest = hashlib.sha256()
     if server is not None:
@@ -54,6 +71,9 @@ def model_fingerprint(model_dir: str | Path | None = None, server: str | None = 
     config = folder / "config.json"
     if config.is_file():
         digest.update(config.read_bytes())
+    for name in _PROMPT_FILES:
+        if (folder / name).is_file():
+            digest.update(f"{name}|".encode() + (folder / name).read_bytes())
     weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
     if not weights and not config.is_file():
         raise FileNotFoundError(f"{folder}: no config.json or weight files to fingerprint")

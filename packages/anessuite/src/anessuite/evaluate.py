@@ -49,8 +49,17 @@ class BackendConfig:
     api_key_env: str = "OPENAI_API_KEY"  # openai: environment variable holding the API key (never in configs)
     concurrency: int = 16  # openai: requests in flight
     timeout_s: float = 600.0  # openai: per-request timeout in seconds
-    max_retries: int = 4  # openai: retries of a transient failure (timeouts, 429, 5xx); 4xx is never retried
+    max_retries: int = 4  # openai: retries of 408/409/425/429/500; any other 4xx stops the run at once
     backoff_s: float = 1.0  # openai: first retry delay; doubles each retry (with jitter), capped at 30 s
+    max_outage_s: float = 600.0  # openai: ride out an unreachable server / 502/503/504 this long, then stop
+    extra_body: dict[str, Any] = field(default_factory=dict)  # openai: extra request fields, e.g. {top_k: 1}
+    chat_template_kwargs: dict[str, Any] = field(
+        default_factory=dict
+    )  # chat-template switches, e.g. {enable_thinking: false} (openai: sent to the server; hf: applied locally)
+    max_tokens_field: str = (
+        "max_tokens"  # openai: max_tokens | max_completion_tokens (endpoints that need it)
+    )
+    revision: str | None = None  # openai: your label for the served weights (part of the cache key)
     tensor_parallel_size: int = 1  # vllm: GPUs per model replica
     gpu_memory_utilization: float = 0.9  # vllm: fraction of GPU memory for weights + KV cache
 
@@ -96,7 +105,12 @@ def build_backend(cfg: EvalConfig) -> ChatBackend:
     if kind == "hf":
         from anessuite.backends.hf import HFChatBackend
 
-        return HFChatBackend(cfg.model, batch_size=cfg.backend.batch_size, dtype=cfg.backend.dtype)
+        return HFChatBackend(
+            cfg.model,
+            batch_size=cfg.backend.batch_size,
+            dtype=cfg.backend.dtype,
+            chat_template_kwargs=dict(cfg.backend.chat_template_kwargs),
+        )
     if kind == "vllm":
         from anessuite.backends.vllm_offline import VLLMChatBackend
 
@@ -118,6 +132,11 @@ def build_backend(cfg: EvalConfig) -> ChatBackend:
             max_retries=cfg.backend.max_retries,
             backoff_s=cfg.backend.backoff_s,
             api_key_env=cfg.backend.api_key_env,
+            extra_body=dict(cfg.backend.extra_body),
+            chat_template_kwargs=dict(cfg.backend.chat_template_kwargs),
+            max_tokens_field=cfg.backend.max_tokens_field,
+            revision=cfg.backend.revision,
+            max_outage_s=cfg.backend.max_outage_s,
         )
     raise ValueError(f"backend.kind must be hf, vllm or openai, got {kind!r}")
 
@@ -140,6 +159,12 @@ def _generation_hash(cfg: EvalConfig) -> str:
         "engine": cfg.backend.kind,
         "dtype": cfg.backend.dtype,
     }
+    # Settings that change what the model is asked, only when set (so existing cache keys stay valid).
+    for name in ("extra_body", "chat_template_kwargs"):
+        if getattr(cfg.backend, name):
+            relevant[name] = dict(getattr(cfg.backend, name))
+    if cfg.backend.max_tokens_field != "max_tokens":
+        relevant["max_tokens_field"] = cfg.backend.max_tokens_field
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -168,8 +193,8 @@ def _generate_missing(
     """Run the backend on ``missing`` and append every result to the cache as it arrives."""
     started = time.perf_counter()
     new_tokens = 0
-    errors = 0
-    bar = tqdm(total=len(missing), desc=f"eval {cfg.model_name}", unit="q", disable=not missing)
+    errors: list[str] = []
+    bar = tqdm(total=len(missing), desc=f"eval {cfg.model_name}", unit="item", disable=not missing)
     if cfg.generation.mode == "loglik":
         if not hasattr(backend, "score_letters"):
             raise ValueError(f"generation.mode=loglik needs the hf backend, not {backend.name}")
@@ -198,32 +223,36 @@ def _generate_missing(
         conversations = [build_messages(item, cfg.prompt) for item in missing]
         for index, completion in backend.complete(conversations, cfg.generation.max_new_tokens):
             item = missing[index]
+            if completion.error is not None:  # a failed request is never cached: a re-run retries it
+                errors.append(f"{item.key}: {completion.error}")
+                continue
             new_tokens += completion.num_tokens or 0
-            errors += completion.error is not None
-            cache.append(
-                [
-                    {
-                        "key": item.key,
-                        "id": item.id,
-                        "language": item.language,
-                        "response": completion.text,
-                        "num_tokens": completion.num_tokens,
-                        "finish_reason": completion.finish_reason,
-                        "error": completion.error,
-                    }
-                ],
-                sync=False,
-            )
+            record = {
+                "key": item.key,
+                "id": item.id,
+                "language": item.language,
+                "response": completion.text,
+                "num_tokens": completion.num_tokens,
+                "finish_reason": completion.finish_reason,
+            }
+            if completion.reasoning is not None:
+                record["reasoning"] = completion.reasoning
+            cache.append([record], sync=False)
             bar.update(1)
     else:
         raise ValueError(f"generation.mode must be generate or loglik, got {cfg.generation.mode!r}")
     bar.close()
+    if errors:
+        raise RuntimeError(
+            f"{len(errors)} request(s) failed and were not cached (first: {errors[0]}); re-running the same "
+            "command retries exactly the items without a response"
+        )
     seconds = time.perf_counter() - started
     return {
         "new_items": len(missing),
         "seconds": round(seconds, 3),
         "new_tokens": new_tokens,
-        "request_errors": errors,
+        "request_errors": 0,
         "items_per_s": round(len(missing) / seconds, 4) if missing and seconds > 0 else None,
         "tokens_per_s": round(new_tokens / seconds, 2) if new_tokens and seconds > 0 else None,
     }

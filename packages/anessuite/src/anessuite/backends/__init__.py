@@ -3,7 +3,7 @@
 - ``hf``: in-process transformers model, batched through ``rlcore.generation.HFBackend`` (CPU or GPU); also the
   only backend with log-likelihood letter scoring.
 - ``vllm``: offline vLLM engine (gpu extra, imported lazily), tensor parallel.
-- ``openai``: any OpenAI-compatible server (vLLM, SGLang, ...) with concurrency, timeouts and bounded retries.
+- ``openai``: any OpenAI-compatible server (vLLM, SGLang, ...): concurrency, outage budget, endpoint errors stop.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ Messages = list[dict[str, str]]
 
 @dataclass
 class Completion:
-    """One response. ``error`` is set (and ``text`` empty) when a request failed for good, e.g. HTTP 400."""
+    """One response. ``reasoning`` holds a separately returned chain of thought (``reasoning_content``).
+    ``error`` is set (and ``text`` empty) when a backend reports a request that failed for good; such a
+    completion is never cached."""
 
     text: str
     num_tokens: int | None = None
     finish_reason: str | None = None
     error: str | None = None
+    reasoning: str | None = None
 
 
 class ChatBackend(Protocol):

@@ -18,11 +18,19 @@ __all__ = ["HFChatBackend", "encode_chat"]
 logger = logging.getLogger(__name__)
 
 
-def encode_chat(tokenizer: Any, messages: Messages, assistant_prefix: str = "") -> list[int]:
+def encode_chat(
+    tokenizer: Any,
+    messages: Messages,
+    assistant_prefix: str = "",
+    template_kwargs: dict[str, Any] | None = None,
+) -> list[int]:
     """Token ids of ``messages`` rendered by the tokenizer's chat template with the assistant turn opened,
-    followed by ``assistant_prefix``. Without a chat template: the contents joined by blank lines."""
+    followed by ``assistant_prefix``. Without a chat template: the contents joined by blank lines.
+    ``template_kwargs`` reach the template (e.g. ``enable_thinking=False`` for Qwen3)."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **(template_kwargs or {})
+        )
     else:
         text = "\n\n".join(message["content"] for message in messages) + "\n\n"
     return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
@@ -54,6 +62,7 @@ class HFChatBackend:
         device: str | None = None,
         model_obj: Any = None,
         tokenizer: Any = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         from rlcore.generation import HFBackend
         from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -70,6 +79,7 @@ class HFChatBackend:
         )
         self.model.eval()
         self.batch_size = batch_size
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.generator = HFBackend(self.model, self.tokenizer, batch_size=batch_size)
 
     def fingerprint(self) -> str:
@@ -82,7 +92,9 @@ class HFChatBackend:
     ) -> Iterator[tuple[int, Completion]]:
         from rlcore.generation import SamplingParams
 
-        prompts = [encode_chat(self.tokenizer, messages) for messages in conversations]
+        prompts = [
+            encode_chat(self.tokenizer, m, template_kwargs=self.chat_template_kwargs) for m in conversations
+        ]
         order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
         params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
         for start in range(0, len(order), self.batch_size):
@@ -163,7 +175,7 @@ class HFChatBackend:
         """
         prompts, continuations = [], []
         for messages, prefix, option_letters in zip(conversations, prefixes, letters):
-            prompts.append(encode_chat(self.tokenizer, messages, assistant_prefix=prefix))
+            prompts.append(encode_chat(self.tokenizer, messages, prefix, self.chat_template_kwargs))
             continuations.append(self._continuations(prefix, option_letters))
         single = [index for index, conts in enumerate(continuations) if all(len(c) == 1 for c in conts)]
         single.sort(key=lambda index: len(prompts[index]))
