@@ -179,6 +179,8 @@ def test_vllm_command(dry_run):
             "0.90",
             "--seed",
             "0",
+            "--logprobs-mode",
+            "processed_logprobs",
             "--max-model-len",
             "8192",
             "--served-model-name",
@@ -312,7 +314,9 @@ def test_gpu_setup_steps_in_order(dry_run, tmp_path: Path):
     assert steps[0] == ["python3", "-m", "venv", str(venv)]
     assert steps[1] == [
         "env",
-        "PIP_FIND_LINKS=",
+        "-u",
+        "PIP_FIND_LINKS",
+        "PIP_CONFIG_FILE=/dev/null",
         py,
         "-m",
         "pip",
