@@ -7,6 +7,8 @@
 #   foreground (default): exec `vllm serve`; --background: log to $LOG_DIR/vllm-$VLLM_PORT.log, write a pid
 #   file, wait for GET /health, then return.
 #   Clients use base URL http://$VLLM_HOST:$VLLM_PORT/v1 and model name $VLLM_SERVED_NAME (or the path).
+#   Log-probs are reported under the sampling distribution (`--logprobs-mode processed_logprobs`: after
+#   temperature / top-k / top-p), the quantity our trainers use; VLLMServerBackend.check_server verifies it.
 #
 # Environment (defaults in brackets):
 #   VLLM_MODEL                   local checkpoint folder or hub id (required)
@@ -41,7 +43,8 @@ VLLM_WAIT_TIMEOUT="${VLLM_WAIT_TIMEOUT:-1200}"
 
 server=("$(venv_bin vllm)" serve "$VLLM_MODEL" --host "$VLLM_HOST" --port "$VLLM_PORT"
     --tensor-parallel-size "$VLLM_TP" --data-parallel-size "$VLLM_DP" --dtype "$VLLM_DTYPE"
-    --gpu-memory-utilization "$VLLM_GPU_MEMORY_UTILIZATION" --seed "$VLLM_SEED")
+    --gpu-memory-utilization "$VLLM_GPU_MEMORY_UTILIZATION" --seed "$VLLM_SEED"
+    --logprobs-mode processed_logprobs)
 [[ -n "${VLLM_MAX_MODEL_LEN:-}" ]] && server+=(--max-model-len "$VLLM_MAX_MODEL_LEN")
 [[ -n "${VLLM_SERVED_NAME:-}" ]] && server+=(--served-model-name "$VLLM_SERVED_NAME")
 split_words extra "${VLLM_EXTRA_ARGS:-}"

@@ -17,10 +17,16 @@ import torch
 from rlcore.generation import FINISH_LENGTH, FINISH_STOP, SamplingParams, VLLMBackend, VLLMServerBackend
 from rlcore.generation.testing import build_tiny_tokenizer
 from rlcore.generation.vllm_backend import (
+    CONTEXT_FULL,
     completions_payload,
+    engine_seed,
     generations_from_completions,
     generations_from_vllm,
     hf_named_tensors,
+    logprobs_mode_probe,
+    merge_refused,
+    rows_within_context,
+    vllm_request_kwargs,
     vllm_sampling_kwargs,
 )
 
@@ -101,8 +107,10 @@ def test_completions_payload_and_parsing():
     body = completions_payload([[1, 2], [3]], params, "policy")
     assert body["prompt"] == [[1, 2], [3]] and body["model"] == "policy"
     assert body["logprobs"] == 1 and body["return_tokens_as_token_ids"] and body["include_stop_str_in_output"]
-    assert (body["stop"], body["seed"], body["top_k"], body["max_tokens"]) == (["</answer>"], 1, -1, 4)
-    assert "stop_token_ids" not in body
+    assert (body["stop"], body["top_k"], body["max_tokens"]) == (["</answer>"], -1, 4)
+    # a request's seed applies to all its prompts, so it is given per request, never copied from params
+    assert "stop_token_ids" not in body and "seed" not in body
+    assert completions_payload([[3]], params, "policy", seed=99)["seed"] == 99
     response = {
         "choices": [
             {
@@ -136,6 +144,8 @@ def test_server_backend_against_a_mock_server(monkeypatch):
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "policy"}]})
         body = json.loads(request.content)
+        if body.get("top_k") == 1 and body["max_tokens"] == 1:  # check_server's log-prob mode probe
+            return _probe_answer(body, 0.0)
         seen["body"], seen["auth"] = body, request.headers.get("authorization")
         choices = [
             {
@@ -170,6 +180,157 @@ def test_server_backend_against_a_mock_server(monkeypatch):
         VLLMServerBackend(
             "http://127.0.0.1:8000", tok, "other", transport=httpx.MockTransport(handler)
         ).check_server()
+
+
+def _probe_answer(body, logprob: float) -> httpx.Response:
+    choices = [
+        {
+            "index": i,
+            "finish_reason": "length",
+            "logprobs": {"tokens": ["token_id:1"], "token_logprobs": [logprob]},
+        }
+        for i, _ in enumerate(body["prompt"])
+    ]
+    return httpx.Response(200, json={"choices": choices})
+
+
+def test_each_request_and_rank_gets_its_own_seed():
+    """One seed for every row would make the G copies of a GRPO group sample the same completion."""
+    params = SamplingParams(max_new_tokens=3, temperature=1.0, seed=11)
+    rank0 = [kwargs["seed"] for kwargs in vllm_request_kwargs(params, 4, rank=0)]
+    rank1 = [kwargs["seed"] for kwargs in vllm_request_kwargs(params, 4, rank=1)]
+    assert len(set(rank0)) == 4 and not set(rank0) & set(rank1)
+    assert rank0 == [kwargs["seed"] for kwargs in vllm_request_kwargs(params, 4, rank=0)], "repeatable"
+    assert rank0 != [kwargs["seed"] for kwargs in vllm_request_kwargs(params.replace(seed=12), 4)]
+    # everything but the seed is the shared translation
+    first = vllm_request_kwargs(params, 2)[0]
+    assert {k: v for k, v in first.items() if k != "seed"} == {
+        k: v for k, v in vllm_sampling_kwargs(params).items() if k != "seed"
+    }
+    # unseeded and greedy calls carry no seed
+    assert {kw["seed"] for kw in vllm_request_kwargs(params.replace(seed=None), 3)} == {None}
+    assert {kw["seed"] for kw in vllm_request_kwargs(params.replace(greedy=True), 3)} == {None}
+    assert engine_seed(0, 0) != engine_seed(0, 1)
+
+
+def test_rows_at_max_model_len_are_refused_one_by_one(caplog):
+    prompts = [[1] * 7, [1] * 8, [1] * 9, [1] * 3]
+    # vLLM needs room for one new token: length 8 under max_model_len 8 already fails a whole batch
+    assert rows_within_context(prompts, 8) == ([0, 3], [1, 2])
+    assert rows_within_context(prompts, None) == ([0, 1, 2, 3], [])
+    made = [SimpleNamespace(tag="row0"), SimpleNamespace(tag="row3")]
+    with caplog.at_level("WARNING"):
+        merged = merge_refused(prompts, [0, 3], made, 8)
+    assert merged[0] is made[0] and merged[3] is made[1]
+    for refused in (merged[1], merged[2]):
+        assert (refused.token_ids, refused.finish_reason, refused.stop_reason) == (
+            [],
+            FINISH_LENGTH,
+            CONTEXT_FULL,
+        )
+    assert "row 1 has 8 tokens" in caplog.text and "row 2 has 9 tokens" in caplog.text
+
+
+def test_server_backend_seeds_rows_apart_and_refuses_full_contexts():
+    tok = build_tiny_tokenizer()
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "policy", "max_model_len": 6}]})
+        body = json.loads(request.content)
+        if body.get("top_k") == 1 and body["max_tokens"] == 1:
+            return _probe_answer(body, 0.0)
+        bodies.append(body)
+        choices = [
+            {
+                "index": i,
+                "finish_reason": "length",
+                "logprobs": {"tokens": ["token_id:4"], "token_logprobs": [-0.3]},
+            }
+            for i, _ in enumerate(body["prompt"])
+        ]
+        return httpx.Response(200, json={"choices": choices})
+
+    backend = VLLMServerBackend(
+        "http://127.0.0.1:8000", tok, "policy", transport=httpx.MockTransport(handler)
+    )
+    backend.check_server()
+    assert backend.max_model_len == 6
+    prompts = [[5, 6], [5, 6], [1] * 6, [7]]
+    outs = backend.generate(prompts, SamplingParams(max_new_tokens=1, seed=2))
+    # one request per sendable row, each with its own seed; the full row never reaches the server
+    assert sorted(len(body["prompt"]) for body in bodies) == [1, 1, 1]
+    assert len({body["seed"] for body in bodies}) == 3
+    assert [o.token_ids for o in outs] == [[4], [4], [], [4]] and outs[2].stop_reason == CONTEXT_FULL
+    bodies.clear()
+    backend.generate(prompts, SamplingParams(max_new_tokens=1))  # unseeded: one batched request, no seed
+    assert len(bodies) == 1 and "seed" not in bodies[0] and len(bodies[0]["prompt"]) == 3
+
+
+def test_server_check_rejects_raw_logprobs():
+    """``--logprobs-mode`` left at its raw default: the top-k=1 probe's log-prob is the model's, not 0."""
+    tok = build_tiny_tokenizer()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "policy"}]})
+        return _probe_answer(json.loads(request.content), -2.3)
+
+    backend = VLLMServerBackend(
+        "http://127.0.0.1:8000", tok, "policy", transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(RuntimeError, match="--logprobs-mode processed_logprobs"):
+        backend.check_server()
+    body, judge = logprobs_mode_probe(tok, "policy")
+    assert (body["top_k"], body["max_tokens"], body["temperature"], body["logprobs"]) == (1, 1, 1.0, 1)
+    judge({"choices": [{"logprobs": {"token_logprobs": [0.0]}} for _ in body["prompt"]]})  # processed: passes
+
+
+class _FakeLLM:
+    """Stands in for ``vllm.LLM``: records its arguments and, like vLLM's in-process worker, re-seeds torch."""
+
+    made: list[dict] = []
+
+    def __init__(self, **kwargs):
+        _FakeLLM.made.append(kwargs)
+        torch.manual_seed(kwargs["seed"])
+        self.calls = []
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=kwargs["max_model_len"]))
+
+    def generate(self, prompts, sampling, use_tqdm=False):
+        self.calls.append((prompts, sampling))
+        return [
+            SimpleNamespace(
+                outputs=[
+                    SimpleNamespace(
+                        token_ids=[3],
+                        logprobs=[{3: SimpleNamespace(logprob=-0.5)}],
+                        finish_reason="length",
+                        stop_reason=None,
+                    )
+                ]
+            )
+            for _ in prompts
+        ]
+
+
+def test_colocated_backend_keeps_rng_state_and_builds_per_request_params(monkeypatch):
+    fake = SimpleNamespace(LLM=_FakeLLM, SamplingParams=lambda **kwargs: kwargs)
+    monkeypatch.setitem(__import__("sys").modules, "vllm", fake)
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    backends = [VLLMBackend("m", tok, seed=7, max_model_len=5, rank=rank) for rank in (0, 1)]
+    assert torch.equal(torch.rand(3), expected), "building the engine must not re-seed the trainer's RNG"
+    assert _FakeLLM.made[-2]["seed"] == engine_seed(7, 0) != _FakeLLM.made[-1]["seed"] == engine_seed(7, 1)
+    prompts = [[1, 2], [1, 2], [1] * 5]
+    outs = backends[0].generate(prompts, SamplingParams(max_new_tokens=2, seed=3))
+    sent, sampling = backends[0].llm.calls[0]
+    assert sent == [{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [1, 2]}], "the full row is not sent"
+    assert sampling[0]["seed"] != sampling[1]["seed"], "the two copies of one prompt sample apart"
+    assert [o.token_ids for o in outs] == [[3], [3], []] and outs[2].stop_reason == CONTEXT_FULL
 
 
 def test_hf_named_tensors_strips_wrapper_prefixes():
