@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=None, help="encoder max tokens per passage")
     parser.add_argument("--chunk-size", type=int, default=8192, help="passages per resumable chunk")
     for field, value in asdict(DenseParams()).items():
+        if isinstance(value, bool):
+            parser.add_argument(
+                f"--{field.replace('_', '-')}", action="store_true", help=f"dense param {field}"
+            )
+            continue
         parser.add_argument(
             f"--{field.replace('_', '-')}", type=int, default=value, help=f"dense param (default {value})"
         )

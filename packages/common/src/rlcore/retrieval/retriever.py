@@ -65,8 +65,9 @@ class HybridSearcher:
 
 
 class Retriever:
-    """A docstore plus a searcher. Thread-safe for concurrent ``search`` calls (FAISS, bm25s and torch
-    inference are re-entrant; the docstore is read-only)."""
+    """A docstore plus a searcher. Concurrent ``search`` calls are allowed: CPU FAISS, bm25s and torch inference
+    are re-entrant and the docstore is read-only; a FAISS GPU index is not re-entrant, even for search, so
+    :class:`~rlcore.retrieval.dense.DenseIndex` runs searches on GPU one at a time."""
 
     def __init__(self, store: DocStore, searcher, kind: str, folder: Path | None = None):
         self.store, self.searcher, self.kind, self.folder = store, searcher, kind, folder
