@@ -120,7 +120,22 @@ def test_check_gpu_deps_dry_run_prints_the_command(capsys):
     assert line.startswith("env PIP_CONFIG_FILE=/dev/null -u PIP_FIND_LINKS py -m pip install --dry-run")
 
 
-def test_vllm_compiled_kernels_must_import(tmp_path: Path, monkeypatch):
+@pytest.fixture
+def no_vllm_modules():
+    """Forget any ``vllm`` modules before and after the test, so a fake package never leaks to other tests."""
+
+    def forget():
+        for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
+            del sys.modules[name]
+
+    saved = {n: m for n, m in sys.modules.items() if n == "vllm" or n.startswith("vllm.")}
+    forget()
+    yield forget
+    forget()
+    sys.modules.update(saved)
+
+
+def test_vllm_compiled_kernels_must_import(tmp_path: Path, monkeypatch, no_vllm_modules):
     """A vllm whose compiled module fails to load (as with a torch of another CUDA major) is reported."""
     package = tmp_path / "vllm"
     package.mkdir()
@@ -130,15 +145,12 @@ def test_vllm_compiled_kernels_must_import(tmp_path: Path, monkeypatch):
     )
     (package / "_moe_C_stable_libtorch.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
-        monkeypatch.delitem(sys.modules, name)
     problems = env_check.check_vllm()
     assert (
         len(problems) == 1 and "vllm._C_stable_libtorch" in problems[0] and "libcudart.so.13" in problems[0]
     )
     (package / "_C_stable_libtorch.py").write_text("")
-    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
-        monkeypatch.delitem(sys.modules, name)
+    no_vllm_modules()
     assert env_check.check_vllm() == []
 
 
