@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from anessuite.backends.openai_compat import ServerError
+from anessuite.cache import CacheLockedError
+from anessuite.mcq import SchemaError
+from rlcore.cli import run_cli
+
 __all__ = ["main"]
+
+# AnesSuite's own error types that are the user's to fix (printed as one line by rlcore.cli.run_cli).
+USER_ERRORS = (SchemaError, ServerError, CacheLockedError)
 
 
 def _score(argv: Sequence[str]) -> int:
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup_logging()
     handler, _ = COMMANDS[argv[0]]
-    return handler(argv[1:])
+    return run_cli(handler, argv[1:], f"anessuite {argv[0]}", user_errors=USER_ERRORS)
 
 
 if __name__ == "__main__":

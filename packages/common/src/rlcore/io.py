@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rlcore.errors import RecordFormatError
+
 __all__ = ["iter_jsonl_records", "read_jsonl"]
 
 
 def iter_jsonl_records(
     path: str | Path,
-    error: type[Exception] = ValueError,
+    error: type[Exception] = RecordFormatError,
     objects_only: bool = True,
     what: str = "JSONL file",
 ) -> Iterator[tuple[int, Any]]:
@@ -33,9 +35,12 @@ def iter_jsonl_records(
     with opener(path, "rb") as raw:
         for line_number, raw_line in enumerate(raw, start=1):
             try:
-                line = raw_line.decode("utf-8")
+                # utf-8-sig on the first line: a byte-order mark is not part of the JSON (nor of its columns)
+                line = raw_line.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError as err:
-                raise error(f"{path}:{line_number}: invalid UTF-8 ({err.reason})") from err
+                raise error(
+                    f"{path}:{line_number}: invalid UTF-8 at byte {err.start + 1} ({err.reason})"
+                ) from err
             if not line.strip():
                 continue
             try:
@@ -47,7 +52,9 @@ def iter_jsonl_records(
             yield line_number, value
 
 
-def read_jsonl(path: str | Path, error: type[Exception] = ValueError, limit: int | None = None) -> list[dict]:
+def read_jsonl(
+    path: str | Path, error: type[Exception] = RecordFormatError, limit: int | None = None
+) -> list[dict]:
     """All records (JSON objects) of a JSONL file, or the first ``limit``."""
     records = []
     for _, record in iter_jsonl_records(path, error):

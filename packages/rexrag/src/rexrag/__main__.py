@@ -17,7 +17,20 @@ import json
 import sys
 from pathlib import Path
 
+from rexrag.data.qa import DataFormatError
+from rexrag.data.template import TemplateError
+from rexrag.evaluation import PredictionFormatError
+from rexrag.pool import PoolError
+from rlcore.cli import run_cli
 from rlcore.logging_utils import setup_logging
+
+# REX-RAG's own error types that are the user's to fix (printed as one line by rlcore.cli.run_cli).
+USER_ERRORS = (DataFormatError, TemplateError, PredictionFormatError, PoolError)
+# Default model folders the make targets build: a missing one names the target that builds it.
+MODEL_TARGETS = {
+    "runs/rexrag-cpu/sft/model": "make rexrag-sft-cpu",
+    "runs/rexrag-cpu-multiworld/sft/model": "make rexrag-sft-cpu-multiworld",
+}
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -83,9 +96,23 @@ def _recipe(name: str, argv: list[str]) -> int:
     return recipe_main(argv)
 
 
+def _hint(err: BaseException) -> str | None:
+    """What to do about a missing default model: the make target that builds it."""
+    if isinstance(err, FileNotFoundError):
+        for path, target in MODEL_TARGETS.items():
+            if path in str(err):
+                return f"build it with `{target}`"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
+    prog = "rexrag" if not argv or argv[0].startswith("-") else f"rexrag {argv[0]}"
+    return run_cli(_main, argv, prog, user_errors=USER_ERRORS, hint=_hint)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("train", "sft", "evaluate"):
         return _recipe(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
@@ -129,11 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("sft", "train", "evaluate"):
         sub.add_parser(name, help=f"{name} recipe (--config FILE [--dry-run] a.b=c ...)")
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
             "no evaluation questions: set qa.eval_files (qa.source=files) or use qa.source=world"
         )
     retriever = open_retriever(cfg.retriever, paths)
+    if cfg.retriever.kind == "http":  # a server not up at the start is a setup mistake: say so now
+        retriever.health()
     model = load_causal_lm(cfg.model).eval()
     tokenizer = load_tokenizer(cfg.model)
     name = cfg.name or Path(cfg.model).name

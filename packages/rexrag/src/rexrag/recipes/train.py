@@ -323,6 +323,8 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
     template = resolve_template(cfg.qa, train_examples, eval_examples)
     cfg = replace(cfg, qa=replace(cfg.qa, template=template))  # the resolved config names the exact template
     retriever = open_retriever(cfg.retriever, paths)
+    if cfg.retriever.kind == "http":  # a server not up at the start is a setup mistake: say so now
+        retriever.health()
     records = to_records(train_examples, template)
     tokenizer = load_tokenizer(cfg.model.path)
     output_dir = Path(cfg.train.output_dir) if cfg.train.output_dir else None
