@@ -16,7 +16,14 @@ from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.data.template import DEFAULT_TEMPLATE
 from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, load_world_retriever
-from rexrag.recipes.train import HeldoutCurveConfig, QAConfig, RexRagTrainConfig, run, to_records
+from rexrag.recipes.train import (
+    FinalEvalConfig,
+    HeldoutCurveConfig,
+    QAConfig,
+    RexRagTrainConfig,
+    run,
+    to_records,
+)
 from rlcore.generation.testing import ScriptedBackend, build_tiny_qwen2, build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig
 from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
@@ -120,6 +127,7 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
         tracking=TrackingConfig(enabled=True, experiment="rexrag-test"),
         qa=QAConfig(world=world_cfg, max_eval_examples=3),
         heldout_curve=HeldoutCurveConfig(every=1, split="test", max_examples=3),
+        final_eval=FinalEvalConfig(samples=2),
     )
     cfg.model.path = str(root / "model")
     summary = run(replace(cfg))
@@ -149,6 +157,10 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
         set(scores) >= {"average_em", "by_source"} and sum(v["n"] for v in scores["by_source"].values()) == 3
     )
     assert (tmp_path / "run" / "eval_table.md").read_text().startswith("| Method |")
+    # two sampled passes at T = 1 beside the greedy row
+    assert scores["sampled"]["samples"] == 2 and len(scores["sampled"]["average_em"]["values"]) == 2
+    assert "| REX-RAG (sampled T=1, n=2) |" in (tmp_path / "run" / "eval_table.md").read_text()
+    assert "eval/sampled/average_em_mean" in client.get_run(summary["run_id"]).data.metrics
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["enabled"] is True
     # one prompt per run: the resolved config, the results, the run folder and the final model name the template

@@ -107,6 +107,42 @@ def score_records(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return {"average_em": average["em"], "average_f1": average["f1"], "n": total, "by_source": by_source}
 
 
+def summarize_samples(passes: Sequence[Mapping[str, Any]], temperature: float) -> dict[str, Any]:
+    """Mean and spread of several sampled passes over the same questions (each a :func:`score_records` result).
+
+    Layout: ``{"temperature", "samples", "average_em": {"mean", "std", "min", "max", "values"}, "average_f1":
+    {...}, "by_source": {src: {"em": {...}, "f1": {...}, "n"}}}``; ``std`` is the sample standard deviation
+    over passes (0 for one pass).
+    """
+    if not passes:
+        raise ValueError("summarize_samples needs at least one sampled pass")
+
+    def spread(values: list[float]) -> dict[str, Any]:
+        mean, std = mean_std(values)
+        return {"mean": mean, "std": std, "min": min(values), "max": max(values), "values": values}
+
+    sources = list(passes[0]["by_source"])
+    for number, scores in enumerate(passes[1:], start=1):
+        if list(scores["by_source"]) != sources:
+            raise ValueError(
+                f"sampled pass {number} scored sources {list(scores['by_source'])}, pass 0 {sources}"
+            )
+    return {
+        "temperature": float(temperature),
+        "samples": len(passes),
+        "average_em": spread([p["average_em"] for p in passes]),
+        "average_f1": spread([p["average_f1"] for p in passes]),
+        "by_source": {
+            source: {
+                "em": spread([p["by_source"][source]["em"] for p in passes]),
+                "f1": spread([p["by_source"][source]["f1"] for p in passes]),
+                "n": passes[0]["by_source"][source]["n"],
+            }
+            for source in sources
+        },
+    }
+
+
 def source_order(source: str) -> tuple[int, str]:
     """Paper column order first (NQ ... Bamboogle), then any other source alphabetically."""
     return (BENCHMARKS.index(source), "") if source in BENCHMARKS else (len(BENCHMARKS), source)
@@ -115,7 +151,11 @@ def source_order(source: str) -> tuple[int, str]:
 def table_rows(
     results: Mapping[str, Mapping[str, Any]], metric: str = "em"
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (one per method) of the paper layout: EM x 100 with one decimal, then ``Avg.``."""
+    """Header and rows (one per method) of the paper layout: EM x 100 with one decimal, then ``Avg.``.
+
+    A result with a ``sampled`` block (see :func:`summarize_samples`) gets a second row right below, named
+    ``<method> (sampled T=<t>, n=<samples>)``, whose cells are ``mean ± std`` over the sampled passes.
+    """
     sources = sorted({s for r in results.values() for s in r["by_source"]}, key=source_order)
     header = ["Method", *[PAPER_COLUMNS.get(s, s) for s in sources], "Avg."]
     rows = []
@@ -125,6 +165,17 @@ def table_rows(
             for s in sources
         ]
         rows.append([method, *cells, f"{100 * result[f'average_{metric}']:.1f}"])
+        sampled = result.get("sampled")
+        if sampled:
+
+            def cell(stats: Mapping[str, float]) -> str:
+                return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+            cells = [
+                cell(sampled["by_source"][s][metric]) if s in sampled["by_source"] else "-" for s in sources
+            ]
+            name = f"{method} (sampled T={sampled['temperature']:g}, n={sampled['samples']})"
+            rows.append([name, *cells, cell(sampled[f"average_{metric}"])])
     return header, rows
 
 

@@ -27,6 +27,25 @@ SHORT_TEMPLATE = (
 
 
 @dataclass
+class SampledEvalConfig:
+    """Sampled evaluation beside the greedy one (the official validation sampled at T = 1: spec bug 1)."""
+
+    samples: int = 0  # sampled passes over the evaluation questions (0 = greedy only)
+    temperature: float = 1.0  # sampling temperature of those passes (the official runs: 1.0)
+    top_p: float = 1.0  # nucleus mass of those passes (the official runs: 1.0)
+    seed: int = 0  # pass k samples with seed + k (reproducible)
+
+    def validate(self, where: str) -> None:
+        if self.samples < 0:
+            raise ValueError(f"{where}.samples must be >= 0, got {self.samples}")
+        if self.samples and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError(
+                f"{where}: sampled passes need temperature > 0 and 0 < top_p <= 1, "
+                f"got temperature={self.temperature} top_p={self.top_p}"
+            )
+
+
+@dataclass
 class TinyModelConfig:
     """A small Qwen2 trained from scratch (``init=scratch``) or any model spec for rlcore.models."""
 
@@ -188,3 +207,69 @@ def evaluate_examples(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return score_records(records)
+
+
+def sampled_evaluation(
+    model,
+    tokenizer,
+    retriever,
+    examples: list[QAExample],
+    rollout: RolloutConfig,
+    template: str,
+    sampled: SampledEvalConfig,
+    use_chat_template: bool = True,
+    batch_size: int = 64,
+    predictions_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """``sampled.samples`` passes at ``sampled.temperature`` (pass k seeded with ``sampled.seed + k``), summarised
+    as mean and spread per source (:func:`rexrag.evaluation.summarize_samples`). The global RNG is left as found."""
+    from dataclasses import replace
+
+    from rexrag.evaluation import summarize_samples
+
+    passes = []
+    for number in range(sampled.samples):
+        config = replace(
+            rollout,
+            temperature=sampled.temperature,
+            top_p=sampled.top_p,
+            top_k=-1,
+            seed=sampled.seed + number,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(sampled.seed + number)
+            passes.append(
+                evaluate_examples(
+                    model,
+                    tokenizer,
+                    retriever,
+                    examples,
+                    config,
+                    template,
+                    use_chat_template,
+                    greedy=False,
+                    batch_size=batch_size,
+                    predictions_path=None
+                    if predictions_dir is None
+                    else Path(predictions_dir) / f"predictions_sample{number}.jsonl",
+                )
+            )
+        logger.info(
+            "sampled pass %d/%d: average EM %.3f", number + 1, sampled.samples, passes[-1]["average_em"]
+        )
+    return summarize_samples(passes, sampled.temperature)
+
+
+def eval_metrics(scores: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics of an evaluation: greedy EM/F1 per source and Avg., and the sampled passes' mean and std."""
+    metrics = {
+        "eval/average_em": scores["average_em"],
+        "eval/average_f1": scores["average_f1"],
+        **{f"eval/em/{source}": v["em"] for source, v in scores["by_source"].items()},
+    }
+    sampled = scores.get("sampled")
+    if sampled:
+        metrics["eval/sampled/average_em_mean"] = sampled["average_em"]["mean"]
+        metrics["eval/sampled/average_em_std"] = sampled["average_em"]["std"]
+        metrics.update({f"eval/sampled/em/{s}": v["em"]["mean"] for s, v in sampled["by_source"].items()})
+    return metrics

@@ -20,7 +20,7 @@ from typing import Any
 from rexrag.data.qa import QAExample, stored_template
 from rexrag.data.template import TEMPLATE_FILE, TemplateError, load_template, template_mismatch_message
 from rexrag.evaluation import format_markdown, write_tables
-from rexrag.recipes.common import evaluate_examples
+from rexrag.recipes.common import SampledEvalConfig, eval_metrics, evaluate_examples, sampled_evaluation
 from rexrag.recipes.train import QAConfig, RetrieverConfig, load_questions, open_retriever
 from rlcore.config import recipe_main
 from rlcore.rollout import RolloutConfig
@@ -44,11 +44,18 @@ class EvalConfig:
         False  # evaluate with qa.template(_file) although the checkpoint was trained with another template
     )
     greedy: bool = True  # arg-max decoding; false samples at rollout.temperature (the official behaviour)
+    eval: SampledEvalConfig = field(
+        default_factory=SampledEvalConfig
+    )  # sampled passes reported beside greedy
     batch_size: int = 64  # prompts per generate call
     output_dir: str = ""  # empty = runs/rexrag-eval/<time>-<hash>
     experiment: str = "rexrag-eval"  # MLflow experiment
     seed: int = 0  # sampling seed when greedy=false
     num_threads: int = 0  # torch CPU threads (0 = torch default)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field on an impossible setting."""
+        self.eval.validate("eval")
 
 
 def trained_template(model: str) -> tuple[str, Path] | None:
@@ -112,6 +119,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     from rlcore.seeding import seed_everything
     from rlcore.tracking import start_run, write_results_json
 
+    cfg.validate()
     seed_everything(cfg.seed)
     if cfg.num_threads:
         import torch
@@ -145,17 +153,23 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
             cfg.batch_size,
             out / "predictions.jsonl",
         )
+        if cfg.eval.samples:
+            scores["sampled"] = sampled_evaluation(
+                model,
+                tokenizer,
+                retriever,
+                examples,
+                cfg.rollout,
+                template,
+                cfg.eval,
+                cfg.use_chat_template,
+                cfg.batch_size,
+                out,
+            )
         scores["seconds"] = time.perf_counter() - started
         (out / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         write_tables({name: scores}, out, "table")
-        run_.log_metrics(
-            {
-                "eval/average_em": scores["average_em"],
-                "eval/average_f1": scores["average_f1"],
-                **{f"eval/em/{s}": v["em"] for s, v in scores["by_source"].items()},
-            },
-            step=0,
-        )
+        run_.log_metrics(eval_metrics(scores), step=0)
         for path in ("eval.json", "table.md", "predictions.jsonl"):
             run_.log_artifact(out / path)
     (out / TEMPLATE_FILE).write_text(template, encoding="utf-8")

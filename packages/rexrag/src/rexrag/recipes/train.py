@@ -29,7 +29,15 @@ from rexrag.data.template import (
 )
 from rexrag.evaluation import write_tables
 from rexrag.method import RexRag, RexRagConfig
-from rexrag.recipes.common import WorldDataConfig, ensure_world, evaluate_examples, load_world_retriever
+from rexrag.recipes.common import (
+    SampledEvalConfig,
+    WorldDataConfig,
+    ensure_world,
+    eval_metrics,
+    evaluate_examples,
+    load_world_retriever,
+    sampled_evaluation,
+)
 from rlcore.config import existing_path, recipe_main
 from rlcore.rollout import RolloutConfig
 from rlcore.trainer.config import RLTrainConfig, TrackingConfig
@@ -86,6 +94,12 @@ class FinalEvalConfig:
     enabled: bool = True  # evaluate after training
     greedy: bool = True  # arg-max decoding (the official code sampled at T=1 by accident: spec bug 1)
     batch_size: int = 64  # prompts per generate call
+    samples: int = 0  # sampled passes reported beside the greedy one (0 = none)
+    temperature: float = 1.0  # temperature of the sampled passes (the official evaluation: 1.0)
+
+    def sampled(self, seed: int) -> SampledEvalConfig:
+        """The sampled passes as a :class:`SampledEvalConfig` (seeded from the training seed)."""
+        return SampledEvalConfig(samples=self.samples, temperature=self.temperature, seed=seed)
 
 
 @dataclass
@@ -120,6 +134,7 @@ class RexRagTrainConfig(RLTrainConfig):
     def validate(self) -> None:
         super().validate()
         self.rexrag.validate()
+        self.final_eval.sampled(self.train.seed).validate("final_eval")
         if self.qa.source not in ("world", "files"):
             raise ValueError(f"qa.source must be 'world' or 'files', got {self.qa.source!r}")
         if self.retriever.kind not in RETRIEVER_KINDS:
@@ -399,6 +414,19 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
             cfg.final_eval.batch_size,
             result.output_dir / "eval_predictions.jsonl",
         )
+        if cfg.final_eval.samples:
+            scores["sampled"] = sampled_evaluation(
+                model,
+                final_tokenizer,
+                retriever,
+                eval_examples,
+                cfg.rollout,
+                template,
+                cfg.final_eval.sampled(cfg.train.seed),
+                cfg.data.use_chat_template,
+                cfg.final_eval.batch_size,
+                result.output_dir,
+            )
         summary["eval"] = scores
         (result.output_dir / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
         name = "REX-RAG" if cfg.rexrag.enabled else "Search-R1 (GRPO)"
@@ -410,14 +438,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         )
         if cfg.tracking.enabled and result.run_id is not None:
             with start_run(cfg.tracking.experiment, config=cfg, resume_run_id=result.run_id) as mlrun:
-                mlrun.log_metrics(
-                    {
-                        "eval/average_em": scores["average_em"],
-                        "eval/average_f1": scores["average_f1"],
-                        **{f"eval/em/{s}": v["em"] for s, v in scores["by_source"].items()},
-                    },
-                    step=result.last_step,
-                )
+                mlrun.log_metrics(eval_metrics(scores), step=result.last_step)
                 mlrun.log_artifact(result.output_dir / "eval.json")
     start_point = [p for p in hook.points if p["step"] == 0]
     if start_point and cfg.tracking.enabled and result.run_id is not None:
