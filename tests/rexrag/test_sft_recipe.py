@@ -4,6 +4,7 @@ evaluated world untouched) and checkpoints (an interrupted warm-up resumes to th
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,6 +60,9 @@ def test_sft_trains_on_demonstrations_from_every_world(tmp_path, small_world):
     assert sum(results["demos"].values()) == expected == 16 + 2 * (16 + 4 + 6)
     # the evaluated world is unchanged by the extra ones: evaluation reads its own dev questions
     assert sum(v["n"] for v in results["dev"]["by_source"].values()) == 2
+    # the warm-up model carries its prompt template, for `python -m rexrag evaluate` and the RL run after it
+    cfg = _config(tmp_path, small_world, extra=2)
+    assert (Path(cfg.output_dir) / "model" / "prompt_template.txt").read_text() == cfg.data.template
 
 
 @pytest.mark.slow

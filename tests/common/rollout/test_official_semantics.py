@@ -151,3 +151,27 @@ def test_prompt_keeps_its_last_max_start_tokens(tok):
 def test_max_start_tokens_must_be_non_negative():
     with pytest.raises(ValueError, match="max_start_tokens"):
         RolloutConfig(max_start_tokens=-1)
+
+
+def test_eos_reported_without_its_id_is_still_dropped(tok):
+    # vLLM reports an EOS stop with stop_reason None; the backend's EOS ids (here a second one) identify it.
+    from dataclasses import replace as dc_replace
+
+    second_eos = tok.convert_tokens_to_ids("<pad>")
+    inner = ScriptedBackend(
+        tok,
+        scripted({"Q": [enc(tok, "hm") + [second_eos], "<answer> x </answer>"]}),
+        eos_token_ids={tok.eos_token_id, second_eos},
+    )
+
+    class NoStopIdBackend:
+        eos_token_ids = inner.eos_token_ids
+
+        def generate(self, prompts, params):
+            return [dc_replace(g, stop_reason=None) for g in inner.generate(prompts, params)]
+
+    config = RolloutConfig(max_turns=2, **OFFICIAL)
+    engine = RolloutEngine(NoStopIdBackend(), tok, config, FakeRetriever())
+    [traj] = engine.run([enc(tok, "Q")], ["g"])
+    feedback = enc(tok, config.invalid_action_feedback)
+    assert traj.response_ids == enc(tok, "hm") + feedback + enc(tok, "<answer> x </answer>")

@@ -295,10 +295,17 @@ class RolloutEngine:
         )
 
     def _eos_ids(self, generation: Generation) -> set[int]:
-        if isinstance(generation.stop_reason, int):
-            return {generation.stop_reason}
+        """Ids that may have ended a turn by EOS: the reported stop id, the tokenizer's and the backend's EOS."""
+        ids = {generation.stop_reason} if isinstance(generation.stop_reason, int) else set()
         eos = getattr(self.tokenizer, "eos_token_id", None)
-        return {eos} if isinstance(eos, int) else set()
+        if isinstance(eos, int):
+            ids.add(eos)
+        backend_ids = getattr(self.backend, "eos_token_ids", None)
+        if callable(backend_ids):
+            backend_ids = backend_ids()
+        if backend_ids:
+            ids.update(int(i) for i in backend_ids)
+        return ids
 
     def _accept_spawned(self, parent: Trajectory, new: Any, already: int) -> list[Trajectory]:
         if new is None:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos
 from rexrag.data.qa import load_flashrag_jsonl
+from rexrag.data.template import TEMPLATE_FILE
 from rexrag.pool import load_pool
 from rexrag.recipes.common import (
     TinyModelConfig,
@@ -338,6 +339,7 @@ def run(cfg: SFTConfig) -> dict:
         model_dir = out / "model"
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
+        (model_dir / TEMPLATE_FILE).write_text(cfg.data.template, encoding="utf-8")  # evaluate reads it
         shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the final model supersedes it
         train_seconds = elapsed_before + time.perf_counter() - started
         results: dict = {

@@ -349,6 +349,13 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         output_dir = make_run_dir("rexrag-train", cfg)
         cfg = replace(cfg, train=replace(cfg.train, output_dir=str(output_dir)))
     write_template(template, output_dir)
+    start_template = Path(cfg.model.path) / TEMPLATE_FILE
+    if start_template.is_file() and start_template.read_text(encoding="utf-8") != template:
+        logger.warning(
+            "the start model was trained with another prompt template (%s) than this run's: %s",
+            start_template,
+            template_mismatch_message(start_template.read_text(encoding="utf-8"), "it", template, "this run"),
+        )
     method = RexRag(
         cfg.rexrag,
         tokenizer,
