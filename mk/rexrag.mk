@@ -2,9 +2,7 @@
 # evaluation and tables. See docs/rexrag.md. Variables read here are prefixed REXRAG_ so other area makefiles
 # that use short names are not affected.
 REXRAG_CPU_DIR ?= runs/rexrag-cpu
-REXRAG_SEEDS ?= 0 1 2
 REXRAG_CPU_CONFIGS := packages/rexrag/configs/cpu
-REXRAG_PAPER_CONFIGS := packages/rexrag/configs/paper
 REXRAG_SIZE ?= 3b
 
 .PHONY: rexrag-world rexrag-sft-cpu rexrag-sft-cpu-multiworld reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-cpu-long reproduce-rexrag-cpu-multiworld \
@@ -19,80 +17,33 @@ $(REXRAG_CPU_DIR)/sft/model/config.json:
 
 rexrag-sft-cpu: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## SFT warm-up of the tiny search agent (CPU, reused if present)
 
-reproduce-rexrag-cpu: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## GRPO vs REX-RAG on the synthetic world, seeds $(REXRAG_SEEDS) (CPU), then the table
-	for seed in $(REXRAG_SEEDS); do \
-		for arm in grpo rexrag; do \
-			$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
-				train.output_dir=$(REXRAG_CPU_DIR)/$$arm-seed$$seed train.resume=never || exit 1; \
-		done; \
-	done
-	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
-		--out experiments/rexrag-cpu
+# Each CPU experiment is run by its driver from its own folder (experiments/<name>/experiment.yaml: warm-up stages,
+# seeds x arms, summary); finished runs are skipped. REXRAG_EXPERIMENT_ARGS passes spec overrides, e.g. "seeds=[0]".
+REXRAG_EXPERIMENT = $(PY) -m rexrag experiment --config experiments/$(1)/experiment.yaml $(2) $(REXRAG_EXPERIMENT_ARGS)
 
-reproduce-rexrag-cpu-ablations: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## ablations (no / coarse correction, dead-end trigger), seeds $(REXRAG_SEEDS) (CPU; after reproduce-rexrag-cpu)
-	for seed in $(REXRAG_SEEDS); do \
-		for arm in rexrag_no_correction rexrag_coarse rexrag_dead_end; do \
-			$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
-				train.output_dir=$(REXRAG_CPU_DIR)/$$arm-seed$$seed train.resume=never || exit 1; \
-		done; \
-	done
-	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_CPU_DIR) \
-		--arms grpo rexrag rexrag_no_correction rexrag_coarse rexrag_dead_end --seeds $(REXRAG_SEEDS) \
-		--out experiments/rexrag-cpu/ablations
+reproduce-rexrag-cpu: setup ## GRPO vs REX-RAG on the synthetic world, 3 seeds (CPU; SFT warm-up first if missing), then the table
+	$(call REXRAG_EXPERIMENT,rexrag-cpu)
 
-REXRAG_LONG_DIR ?= runs/rexrag-cpu-long
+reproduce-rexrag-cpu-ablations: setup ## ablations (no / coarse correction, dead-end trigger), 3 seeds (CPU; reuses the main runs)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu,group=ablations)
 
-reproduce-rexrag-cpu-long: setup $(REXRAG_CPU_DIR)/sft/model/config.json ## GRPO vs REX-RAG for 200 steps (5x rexrag-cpu), seeds $(REXRAG_SEEDS), held-out EM every 20 steps (CPU)
-	for seed in $(REXRAG_SEEDS); do \
-		for arm in grpo rexrag; do \
-			$(PY) -m rexrag train --config $(REXRAG_CPU_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
-				train.total_steps=200 heldout_curve.every=20 tracking.experiment=rexrag-cpu-long \
-				train.output_dir=$(REXRAG_LONG_DIR)/$$arm-seed$$seed train.resume=never || exit 1; \
-		done; \
-	done
-	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_LONG_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
-		--out experiments/rexrag-cpu-long
+reproduce-rexrag-cpu-long: setup ## GRPO vs REX-RAG for 200 steps (5x rexrag-cpu), 3 seeds, held-out EM every 20 steps (CPU)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu-long)
 
-REXRAG_MW_DIR ?= runs/rexrag-cpu-multiworld
-REXRAG_MW_CONFIGS := $(REXRAG_CPU_CONFIGS)/multiworld
+rexrag-sft-cpu-multiworld: setup ## multi-world SFT warm-up (two stages, about 35 min) and its test EM (CPU, each reused if present)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu-multiworld,only=stages)
 
-$(REXRAG_MW_DIR)/sft-stage1/model/config.json:
-	$(PY) -m rexrag sft --config $(REXRAG_MW_CONFIGS)/sft_stage1.yaml output_dir=$(REXRAG_MW_DIR)/sft-stage1
+reproduce-rexrag-cpu-multiworld: setup ## GRPO vs REX-RAG from the multi-world warm-up (built first if missing), 100 steps, 3 seeds (CPU)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu-multiworld)
 
-$(REXRAG_MW_DIR)/sft/model/config.json: $(REXRAG_MW_DIR)/sft-stage1/model/config.json
-	$(PY) -m rexrag sft --config $(REXRAG_MW_CONFIGS)/sft_stage2.yaml model.init=$(REXRAG_MW_DIR)/sft-stage1/model \
-		output_dir=$(REXRAG_MW_DIR)/sft
-
-rexrag-sft-cpu-multiworld: setup $(REXRAG_MW_DIR)/sft/model/config.json ## multi-world SFT warm-up, two stages (CPU, about 35 min, reused if present)
-
-reproduce-rexrag-cpu-multiworld: setup $(REXRAG_MW_DIR)/sft/model/config.json ## GRPO vs REX-RAG from the multi-world warm-up, 100 steps, seeds $(REXRAG_SEEDS) (CPU)
-	for seed in $(REXRAG_SEEDS); do \
-		for arm in grpo rexrag; do \
-			$(PY) -m rexrag train --config $(REXRAG_MW_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
-				model.path=$(REXRAG_MW_DIR)/sft/model train.output_dir=$(REXRAG_MW_DIR)/$$arm-seed$$seed \
-				train.resume=never || exit 1; \
-		done; \
-	done
-	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_MW_DIR) --arms grpo rexrag --seeds $(REXRAG_SEEDS) \
-		--out experiments/rexrag-cpu-multiworld
-
-reproduce-rexrag-cpu-multiworld-ablations: setup $(REXRAG_MW_DIR)/sft/model/config.json ## no correction (with / without training the inserted prompt), coarse correction, dead-end trigger from the multi-world warm-up (CPU; after reproduce-rexrag-cpu-multiworld)
-	for seed in $(REXRAG_SEEDS); do \
-		for arm in rexrag_no_correction rexrag_no_correction_context rexrag_coarse rexrag_dead_end; do \
-			$(PY) -m rexrag train --config $(REXRAG_MW_CONFIGS)/$$arm.yaml train.seed=$$seed rexrag.seed=$$seed \
-				model.path=$(REXRAG_MW_DIR)/sft/model train.output_dir=$(REXRAG_MW_DIR)/$$arm-seed$$seed \
-				train.resume=never || exit 1; \
-		done; \
-	done
-	$(PY) experiments/rexrag-cpu/summarize.py --runs $(REXRAG_MW_DIR) \
-		--arms grpo rexrag rexrag_no_correction rexrag_no_correction_context rexrag_coarse rexrag_dead_end \
-		--seeds $(REXRAG_SEEDS) --out experiments/rexrag-cpu-multiworld/ablations
+reproduce-rexrag-cpu-multiworld-ablations: setup ## no correction (with / without training the inserted prompt), coarse correction, dead-end trigger from the multi-world warm-up (CPU; reuses the main runs)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu-multiworld,group=ablations)
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
-	for arm in searchr1_grpo rexrag; do \
-		RECIPE=rexrag.recipes.train CONFIG=$(REXRAG_PAPER_CONFIGS)/$${arm}_qwen2.5-$(REXRAG_SIZE).yaml START_RETRIEVER=1 \
-			infra/launch_train.sh -- train.output_dir=runs/rexrag-main/$${arm}-$(REXRAG_SIZE) || exit 1; \
-	done
+	RECIPE=rexrag.recipes.train CONFIG=experiments/rexrag-main/arms/searchr1_grpo-$(REXRAG_SIZE).yaml START_RETRIEVER=1 \
+		infra/launch_train.sh -- train.output_dir=runs/rexrag-main/searchr1_grpo-$(REXRAG_SIZE)
+	RECIPE=rexrag.recipes.train CONFIG=experiments/rexrag-main/arms/rexrag-$(REXRAG_SIZE).yaml START_RETRIEVER=1 \
+		infra/launch_train.sh -- train.output_dir=runs/rexrag-main/rexrag-$(REXRAG_SIZE)
 	$(PY) -m rexrag table "Search-R1=runs/rexrag-main/searchr1_grpo-$(REXRAG_SIZE)/eval.json" \
 		"REX-RAG=runs/rexrag-main/rexrag-$(REXRAG_SIZE)/eval.json" --out-dir experiments/rexrag-main --stem table-$(REXRAG_SIZE)
 

@@ -22,7 +22,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_GLOBS = (
-    "experiments/*/*.yaml",  # config.yaml and any stage config next to it (e.g. pipeline.yaml)
+    "experiments/*/*.yaml",  # config.yaml, experiment.yaml and stage configs next to them (e.g. pipeline.yaml)
+    "experiments/*/arms/*.yaml",  # one small override per arm
     "packages/*/configs/**/*.yaml",
     "packages/*/src/*/configs/**/*.yaml",
 )

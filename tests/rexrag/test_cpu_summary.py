@@ -1,19 +1,39 @@
-"""experiments/rexrag-cpu/summarize.py: mean +- std over seeds from run folders."""
+"""rexrag.experiment (the driver of the CPU experiments): mean +- std over seeds from run folders."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "rexrag-cpu" / "summarize.py"
+from rexrag.experiment import RexRagExperimentSpec, arm_lines, summarize
+from rlcore.config import load_config
+from rlcore.experiments import PlannedRun
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("rexrag_cpu_summarize", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _summarize(tmp_path: Path, arm: str, seeds: list[int], plot: bool = True) -> Path:
+    """Run the driver's summary over <tmp>/runs/<arm>-seed<k> into <tmp>/exp (a folder with a README block)."""
+    folder = tmp_path / "exp"
+    folder.mkdir(exist_ok=True)
+    (folder / "README.md").write_text("# x\n\n<!-- last-run:start -->\nold\n<!-- last-run:end -->\n")
+    spec = load_config(
+        RexRagExperimentSpec,
+        None,
+        [f"runs_dir={tmp_path / 'runs'}", f"seeds={seeds}", f"groups.main.arms=[{arm}]"],
+    )
+    runs = [
+        PlannedRun(
+            f"{arm}-seed{s}",
+            "train",
+            Path(),
+            [],
+            tmp_path / "runs" / f"{arm}-seed{s}" / "results.json",
+            arm=arm,
+            seed=s,
+        )
+        for s in seeds
+    ]
+    summarize(spec, folder, runs, plot=plot)
+    return folder
 
 
 def _fake_run(folder: Path, em: float, accuracy: list[float]) -> None:
@@ -32,28 +52,11 @@ def _fake_run(folder: Path, em: float, accuracy: list[float]) -> None:
     (folder / "results.json").write_text(json.dumps(results))
 
 
-def test_summary_mean_and_std(tmp_path, capsys):
-    summarize = _load()
+def test_summary_mean_and_std(tmp_path):
     for seed, em in enumerate([0.1, 0.2, 0.3]):
         _fake_run(tmp_path / "runs" / f"grpo-seed{seed}", em, [0.0] * 5 + [1.0] * 5)
-    assert (
-        summarize.main(
-            [
-                "--runs",
-                str(tmp_path / "runs"),
-                "--arms",
-                "grpo",
-                "--seeds",
-                "0",
-                "1",
-                "2",
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    out = _summarize(tmp_path, "grpo", [0, 1, 2])
+    summary = json.loads((out / "results.json").read_text())
     em = summary["arms"]["grpo"]["eval_average_em"]
     # mean of 0.1, 0.2, 0.3 = 0.2 ; sample std = sqrt((0.01 + 0 + 0.01) / 2) = 0.1
     assert em["mean"] == pytest.approx(0.2) and em["std"] == pytest.approx(0.1)
@@ -61,13 +64,15 @@ def test_summary_mean_and_std(tmp_path, capsys):
     acc = summary["arms"]["grpo"]
     assert acc["train_accuracy_first5"]["mean"] == 0.0 and acc["train_accuracy_last5"]["mean"] == 1.0
     assert acc["train_seconds"]["mean"] == pytest.approx(20.0)
-    assert (tmp_path / "out" / "table.md").read_text().startswith("| Method |")
-    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
-    assert "grpo: test EM 20.0 +- 10.0" in capsys.readouterr().out
+    assert (out / "table.md").read_text().startswith("| Method |")
+    assert (out / "curves.png").stat().st_size > 0
+    assert arm_lines(summary)[0].startswith("grpo: test EM 20.0 +- 10.0 (seeds [10.0, 20.0, 30.0])")
+    readme = (out / "README.md").read_text()
+    assert "old" not in readme and "| grpo |" in readme and "- grpo: test EM 20.0 +- 10.0" in readme
+    assert list(summary["runs"]) == ["grpo-seed0", "grpo-seed1", "grpo-seed2"]
 
 
 def test_heldout_curve_band_over_seeds(tmp_path):
-    summarize = _load()
     for seed, (start, end) in enumerate([(0.1, 0.2), (0.1, 0.4), (0.1, 0.3)]):
         folder = tmp_path / "runs" / f"rexrag-seed{seed}"
         _fake_run(folder, end, [0.5] * 10)
@@ -80,9 +85,7 @@ def test_heldout_curve_band_over_seeds(tmp_path):
         if seed == 2:  # a run that also evaluated an extra step: only steps every run has are banded
             results["heldout_curve"].insert(1, {"step": 3.0, "heldout/em": 0.9})
         (folder / "results.json").write_text(json.dumps(results))
-    out = tmp_path / "out"
-    argv = ["--runs", str(tmp_path / "runs"), "--arms", "rexrag", "--seeds", "0", "1", "2", "--out", str(out)]
-    assert summarize.main(argv) == 0
+    out = _summarize(tmp_path, "rexrag", [0, 1, 2])
     arm = json.loads((out / "results.json").read_text())["arms"]["rexrag"]
     band = arm["heldout_curve"]
     assert band["steps"] == [0.0, 5.0, 10.0]

@@ -66,26 +66,39 @@ def test_paper_configs_keep_the_official_hyperparameters():
     assert (clip_high.objective.eps_high, clip_high.rexrag.keep_ratio_init) == (0.28, 0.12)
 
 
-@pytest.mark.parametrize("folder", ["cpu", "cpu/multiworld"])
-def test_cpu_arms_differ_only_in_the_method(folder):
-    base = load_config(RexRagTrainConfig, CONFIG_DIR / folder / "rexrag.yaml")
-    for name, field, value in [
+EXPERIMENTS = CONFIG_DIR.parents[2] / "experiments"
+
+
+@pytest.mark.parametrize("name", ["rexrag-cpu", "rexrag-cpu-multiworld"])
+def test_cpu_arms_differ_only_in_the_method(name):
+    folder = EXPERIMENTS / name
+    base = load_config(RexRagTrainConfig, folder / "arms" / "rexrag.yaml")
+    assert base == load_config(RexRagTrainConfig, folder / "config.yaml")
+    for arm_name, field, value in [
         ("grpo", "enabled", False),
         ("rexrag_no_correction", "correction", "none"),
         ("rexrag_coarse", "correction", "coarse"),
         ("rexrag_dead_end", "trigger", "dead_end_group"),
     ]:
-        arm = load_config(RexRagTrainConfig, CONFIG_DIR / folder / f"{name}.yaml")
+        arm = load_config(RexRagTrainConfig, folder / "arms" / f"{arm_name}.yaml")
         assert getattr(arm.rexrag, field) == value
         setattr(arm.rexrag, field, getattr(base.rexrag, field))
-        assert arm == base, name
-    sft_name = "sft_stage1.yaml" if folder.endswith("multiworld") else "sft.yaml"
-    sft = load_config(SFTConfig, CONFIG_DIR / folder / sft_name)
+        assert arm == base, arm_name
+    sft_name = "sft_stage1.yaml" if name.endswith("multiworld") else "sft.yaml"
+    sft = load_config(SFTConfig, folder / sft_name)
     assert sft.data == base.qa.world  # same world (and index) for the warm-up and RL
 
 
+def test_package_cpu_grpo_is_the_cpu_rexrag_recipe_without_the_method():
+    grpo = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / "grpo.yaml")
+    rexrag = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / "rexrag.yaml")
+    assert not grpo.rexrag.enabled and rexrag.rexrag.enabled
+    grpo.rexrag.enabled = True
+    assert grpo == rexrag
+
+
 def test_multiworld_context_only_arm_differs_from_no_correction_only_in_train_inserted():
-    folder = CONFIG_DIR / "cpu" / "multiworld"
+    folder = EXPERIMENTS / "rexrag-cpu-multiworld" / "arms"
     plain = load_config(RexRagTrainConfig, folder / "rexrag_no_correction.yaml")
     context = load_config(RexRagTrainConfig, folder / "rexrag_no_correction_context.yaml")
     assert plain.rexrag.train_inserted and not context.rexrag.train_inserted
@@ -94,10 +107,10 @@ def test_multiworld_context_only_arm_differs_from_no_correction_only_in_train_in
 
 
 def test_multiworld_warm_up_chains_its_stages_into_the_rl_arms():
-    folder = CONFIG_DIR / "cpu" / "multiworld"
+    folder = EXPERIMENTS / "rexrag-cpu-multiworld"
     stage1 = load_config(SFTConfig, folder / "sft_stage1.yaml")
     stage2 = load_config(SFTConfig, folder / "sft_stage2.yaml")
-    arm = load_config(RexRagTrainConfig, folder / "rexrag.yaml")
+    arm = load_config(RexRagTrainConfig, folder / "arms" / "rexrag.yaml")
     assert stage1.model.init == "scratch" and stage1.train.extra_worlds >= 1
     assert stage2.model.init == f"{stage1.output_dir}/model"  # stage 2 continues from stage 1
     assert arm.model.path == f"{stage2.output_dir}/model"  # RL starts from stage 2

@@ -8,6 +8,7 @@ Subcommands:
     sft         supervised warm-up on synthetic search demonstrations (--config FILE, a.b=c overrides)
     train       GRPO (Search-R1 baseline) or REX-RAG training (--config FILE, a.b=c overrides)
     evaluate    greedy multi-turn evaluation of a model on QA files (--config FILE, a.b=c overrides)
+    experiment  an experiment folder's seeds x arms, then its summary (--config experiments/<name>/experiment.yaml)
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def _recipe(name: str, argv: list[str]) -> int:
         from rexrag.recipes.train import main as recipe_main
     elif name == "sft":
         from rexrag.recipes.sft import main as recipe_main
-    else:
+    elif name == "evaluate":
         from rexrag.recipes.evaluate import main as recipe_main
+    else:
+        from rexrag.experiment import main as recipe_main
     return recipe_main(argv)
 
 
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv and argv[0] in ("train", "sft", "evaluate"):
+    if argv and argv[0] in ("train", "sft", "evaluate", "experiment"):
         return _recipe(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
         prog="rexrag", description=__doc__, formatter_class=argparse.RawTextHelpFormatter

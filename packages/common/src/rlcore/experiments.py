@@ -1,0 +1,334 @@
+"""Experiment driver core: seeds x arms of one recipe, finished runs skipped, README "Last run" blocks.
+
+An experiment folder owns what it runs::
+
+    experiments/<name>/
+      experiment.yaml     ExperimentSpec: seeds, run folder, warm-up stages, groups of arms
+      config.yaml         the base config every arm starts from (``base:`` may name a package config)
+      arms/<arm>.yaml     one small override per arm: ``base: ../config.yaml`` plus the keys that differ
+      <stage>.yaml        configs of the stages that run once before the arms (a warm-up SFT, ...)
+
+A package's driver (``python -m rexrag experiment``) plans the runs with :func:`plan`, runs what is not finished
+with :func:`execute` (each run is ``python -m <cli> <recipe> --config <file> <overrides>`` in its own process)
+and summarises the finished runs into results.json, tables, curves and the README's "Last run" block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rlcore.config import (
+    ConfigError,
+    config_hash,
+    explain_lines,
+    load_config,
+    load_config_explained,
+    to_dict,
+    to_yaml,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ExperimentError",
+    "ExperimentSpec",
+    "GroupSpec",
+    "PlannedRun",
+    "StageSpec",
+    "changed_keys",
+    "execute",
+    "experiment_main",
+    "plan",
+    "update_last_run",
+]
+
+
+class ExperimentError(RuntimeError):
+    """An experiment cannot go on: names the run and what to do."""
+
+
+@dataclass
+class StageSpec:
+    """A run that happens once before the arms (a warm-up SFT, an evaluation of the warm-up)."""
+
+    # subcommand of the package CLI that runs it, e.g. sft | evaluate
+    recipe: str = ""
+    # its config, relative to the experiment folder
+    config: str = ""
+    # the stage counts as finished when this path exists (relative to the repository root)
+    creates: str = ""
+    # dotted overrides added on its command line
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupSpec:
+    """Arms summarised together into one table."""
+
+    # arm names: arms/<name>.yaml in the experiment folder
+    arms: list[str] = field(default_factory=list)
+    # folder of results.json / tables / curves, relative to the experiment folder
+    out: str = "."
+    # stages run before this group's arms
+    stages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentSpec:
+    """Seeds x arms of one recipe (``python -m <package> experiment --config experiments/<name>/experiment.yaml``)."""
+
+    # run folders are <runs_dir>/<arm>-seed<seed>
+    runs_dir: str = ""
+    # one run per seed and arm
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # subcommand of the package CLI that runs an arm
+    arm_recipe: str = "train"
+    # config keys set to the seed of each run
+    seed_keys: list[str] = field(default_factory=lambda: ["train.seed"])
+    # config key set to the run folder
+    output_key: str = "train.output_dir"
+    # added to every arm's command line (after the seed and folder)
+    arm_overrides: list[str] = field(default_factory=list)
+    # runs that happen once, by name
+    stages: dict[str, StageSpec] = field(default_factory=dict)
+    # arm groups, by name; `group` picks the one this invocation runs
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
+    # which group to run and summarise
+    group: str = "main"
+    # all: stages, arms, summary | stages: only the stages | summary: only summarise finished runs
+    only: Literal["all", "stages", "summary"] = "all"
+
+    def validate(self) -> None:
+        if not self.runs_dir:
+            raise ValueError("runs_dir must name the folder of the runs")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if self.group not in self.groups:
+            raise ValueError(
+                f"group '{self.group}' is not one of the groups: {', '.join(self.groups) or 'none'}"
+            )
+        for name, group in self.groups.items():
+            missing = [stage for stage in group.stages if stage not in self.stages]
+            if missing:
+                raise ValueError(
+                    f"groups.{name}.stages names unknown stages {missing}; known: {list(self.stages)}"
+                )
+
+
+@dataclass
+class PlannedRun:
+    """One process the experiment runs: a stage or an (arm, seed) run."""
+
+    name: str
+    recipe: str
+    config: Path
+    overrides: list[str]
+    # a stage: the path it creates; an arm run: its results.json
+    done_marker: Path
+    # the resolved config this run gets (for arm runs; None for stages)
+    resolved: dict[str, Any] | None = None
+    arm: str = ""
+    seed: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.done_marker.exists()
+
+    @property
+    def config_hash(self) -> str | None:
+        return config_hash(self.resolved) if self.resolved is not None else None
+
+
+def _arm_path(folder: Path, arm: str) -> Path:
+    path = folder / "arms" / f"{arm}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (folder / "arms").glob("*.yaml"))
+        raise ConfigError(f"{folder / 'experiment.yaml'}: arm '{arm}' has no file {path} (arms: {known})")
+    return path
+
+
+def plan(
+    spec: ExperimentSpec, folder: Path, arm_schema: type, stage_names: Sequence[str] | None = None
+) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    """The stages and the (arm, seed) runs of ``spec.group``, with each arm run's resolved config."""
+    group = spec.groups[spec.group]
+    stages = [
+        PlannedRun(
+            name=name,
+            recipe=spec.stages[name].recipe,
+            config=folder / spec.stages[name].config,
+            overrides=list(spec.stages[name].overrides),
+            done_marker=Path(spec.stages[name].creates),
+        )
+        for name in (group.stages if stage_names is None else stage_names)
+    ]
+    runs = []
+    for seed in spec.seeds:
+        for arm in group.arms:
+            run_dir = Path(spec.runs_dir) / f"{arm}-seed{seed}"
+            overrides = [*(f"{key}={seed}" for key in spec.seed_keys), f"{spec.output_key}={run_dir}"]
+            overrides += spec.arm_overrides
+            path = _arm_path(folder, arm)
+            resolved = to_dict(load_config(arm_schema, path, overrides))
+            runs.append(
+                PlannedRun(
+                    run_dir.name,
+                    spec.arm_recipe,
+                    path,
+                    overrides,
+                    run_dir / "results.json",
+                    resolved,
+                    arm,
+                    seed,
+                )
+            )
+    return stages, runs
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree}
+    found: dict[str, Any] = {}
+    for key, value in tree.items():
+        found.update(_leaves(value, f"{prefix}{key}."))
+    return found
+
+
+def changed_keys(planned: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """Dotted keys both configs have whose values differ (keys only one side knows are ignored: a run made
+    before a field existed, or a tag the recipe adds at run time)."""
+    mine, theirs = _leaves(planned), _leaves(recorded)
+    return [key for key in mine if key in theirs and mine[key] != theirs[key] and mine[key] != {}]
+
+
+def _check_finished(run: PlannedRun) -> None:
+    recorded = json.loads(run.done_marker.read_text(encoding="utf-8")).get("config")
+    if run.resolved is None or not isinstance(recorded, dict):
+        return
+    changed = changed_keys(run.resolved, recorded)
+    if changed:
+        shown = ", ".join(
+            f"{key}: ran {_leaves(recorded)[key]!r}, now {_leaves(run.resolved)[key]!r}"
+            for key in changed[:3]
+        )
+        raise ExperimentError(
+            f"{run.done_marker.parent} finished with another config ({shown}); move the folder away to rerun it"
+        )
+
+
+def execute(runs: Sequence[PlannedRun], cli: str, runner: Callable[[list[str]], int] | None = None) -> int:
+    """Run every unfinished run in order (``python -m <cli> <recipe> --config FILE overrides``); returns how many
+    ran. Finished arm runs are checked against the config they would get now."""
+    ran = 0
+    for index, run in enumerate(runs, start=1):
+        if run.done:
+            if run.resolved is not None:
+                _check_finished(run)
+            logger.info("[%d/%d] %s: finished (%s), skipped", index, len(runs), run.name, run.done_marker)
+            continue
+        command = [
+            sys.executable,
+            "-m",
+            cli,
+            *run.recipe.split(),
+            "--config",
+            str(run.config),
+            *run.overrides,
+        ]
+        logger.info("[%d/%d] %s: %s", index, len(runs), run.name, " ".join(command[1:]))
+        code = (runner or (lambda argv: subprocess.run(argv, check=False).returncode))(command)
+        if code != 0:
+            raise ExperimentError(f"{run.name} failed (exit {code}): {' '.join(command[1:])}")
+        if not run.done:
+            raise ExperimentError(f"{run.name} exited 0 but did not write {run.done_marker}")
+        ran += 1
+    return ran
+
+
+_MARKERS = "<!-- last-run{tag}:start -->", "<!-- last-run{tag}:end -->"
+
+
+def update_last_run(readme: Path, body: str, group: str = "main") -> bool:
+    """Replace the text between ``<!-- last-run:start -->`` and ``<!-- last-run:end -->`` (``last-run:<group>``
+    for a group other than main) with ``body``. Returns False when the README has no such markers."""
+    tag = "" if group == "main" else f":{group}"
+    start, end = (marker.format(tag=tag) for marker in _MARKERS)
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(f"({re.escape(start)}\n).*?({re.escape(end)})", re.S)
+    if not pattern.search(text):
+        return False
+    readme.write_text(
+        pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text), encoding="utf-8"
+    )
+    return True
+
+
+def experiment_main(
+    argv: Sequence[str] | None,
+    prog: str,
+    cli: str,
+    arm_schema: type,
+    summarize: Callable[[ExperimentSpec, Path, list[PlannedRun]], Any],
+    spec_schema: type[ExperimentSpec] = ExperimentSpec,
+) -> int:
+    """``<prog> --config experiments/<name>/experiment.yaml [--dry-run | --explain] [key=value ...]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=spec_schema.__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="experiments/<name>/experiment.yaml")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the spec and every planned run, and exit"
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="print where each spec value came from, and exit"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides of the spec, e.g. seeds=[0] group=ablations"
+    )
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    folder = args.config.parent
+    try:
+        loaded = load_config_explained(spec_schema, args.config, args.overrides)
+        spec = loaded.config
+        spec.validate()
+        stages, runs = plan(spec, folder, arm_schema, list(spec.stages) if spec.only == "stages" else None)
+    except (ConfigError, ValueError) as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if args.explain:
+        sys.stdout.write("\n".join(explain_lines(loaded)) + "\n")
+        return 0
+    if args.dry_run:
+        sys.stdout.write(to_yaml(spec))
+        planned = [
+            {"name": r.name, "config": str(r.config), "overrides": r.overrides, "done": r.done}
+            | ({"config_hash": r.config_hash} if r.config_hash else {})
+            for r in [*stages, *([] if spec.only == "stages" else runs)]
+        ]
+        sys.stdout.write(yaml.safe_dump({"planned_runs": planned}, sort_keys=False))
+        return 0
+    try:
+        if spec.only != "summary":
+            execute(stages, cli)
+        if spec.only == "all":
+            execute(runs, cli)
+        if spec.only != "stages":
+            for run in runs:
+                if run.done:
+                    _check_finished(run)
+            summarize(spec, folder, runs)
+    except ExperimentError as err:
+        print(f"experiment error: {err}", file=sys.stderr)
+        return 1
+    return 0
