@@ -1,12 +1,13 @@
 # AnesSuite: AnesBench evaluation, the CPT -> SFT -> GRPO (Morpheus) pipeline and the paper's tables.
 # See docs/anessuite.md. User variables (BENCHMARK, MODELS, BACKEND, OUT, ...) are read, never assigned here.
-.PHONY: reproduce-table3 reproduce-morpheus reproduce-training-strategies bench-eval anessuite-eval anessuite-pipeline
+.PHONY: reproduce-table3 reproduce-morpheus reproduce-training-strategies bench-eval anessuite-eval anessuite-pipeline anesbench
 
 _anessuite_empty :=
 _anessuite_space := $(_anessuite_empty) $(_anessuite_empty)
 _anessuite_comma := ,
 # MODELS may be space- or comma-separated; the recipe wants a YAML list [a,b].
 _anessuite_models = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(subst $(_anessuite_comma),$(_anessuite_space),$(MODELS))))
+_anessuite_model = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(subst $(_anessuite_comma),$(_anessuite_space),$(MODEL))))
 
 reproduce-table3: setup ## AnesBench Table 3 (EN/ZH x Sys1/1.x/2/Total, Avg.); default: embedded models on the synthetic benchmark; real: BENCHMARK=<dir> MODELS=<paths or URL> [BACKEND=vllm]
 	$(PY) -m anessuite table3 --config experiments/anessuite-table3/config.yaml \
@@ -28,3 +29,11 @@ anessuite-eval: setup ## one model on a benchmark: make anessuite-eval [EVAL_ARG
 
 anessuite-pipeline: setup ## CPT -> SFT -> GRPO on CPU (resumable): make anessuite-pipeline [PIPELINE_CONFIG=...]
 	$(PY) -m anessuite pipeline --config $(or $(PIPELINE_CONFIG),packages/anessuite/configs/pipeline_cpu.yaml) $(PIPELINE_ARGS)
+
+anesbench: setup ## any model -> its AnesBench Table 3 row (official decoding/prompt): make anesbench MODEL=<folder | served name> BENCHMARK=<folder> [BACKEND=hf|vllm|openai] [BASE_URL=http://127.0.0.1:8000/v1] [OUT=dir]
+	$(if $(MODEL),,$(error MODEL=<local model folder, or a name served at BASE_URL> is required))
+	$(if $(BENCHMARK),,$(error BENCHMARK=<folder with anesbench_en.json / anesbench_zh.json> is required))
+	$(PY) -m anessuite table3 --config packages/anessuite/configs/anesbench.yaml \
+		'models=[$(_anessuite_model)]' benchmark=$(BENCHMARK) \
+		backend=$(or $(BACKEND),$(if $(BASE_URL),openai,hf)) $(if $(BASE_URL),base_url=$(BASE_URL)) \
+		$(if $(OUT),out_dir=$(OUT)) $(ANESBENCH_ARGS)

@@ -170,3 +170,22 @@ def test_score_command_on_the_folder_with_no_flags(bench, tmp_path, capsys):
         assert (out / name).is_file()
     assert set(results["benchmark"]["sha256"]) == {"anesbench_en.json", "anesbench_zh.json"}
     assert "overall accuracy 0.5" in capsys.readouterr().out
+
+
+def test_official_prompt_preset_layout():
+    from anessuite.prompts import PromptConfig, build_messages
+
+    zh = load_anesbench(FIXTURE / "anesbench_zh.json")[1]  # five options A..E
+    system, user = build_messages(zh, PromptConfig(preset="official"))
+    assert system["role"] == "system" and "anesthesiology" in system["content"]
+    # English instructions for a Chinese item (as the official code), letters "A, B, C, D and E", no answer format
+    assert "from A, B, C, D and E" in user["content"] and "step by step" in user["content"]
+    assert "Answer:" not in user["content"] and "答案" not in user["content"]
+    assert user["content"].endswith(
+        f"{zh.question}\nA. {zh.option_text('A')}\nB. {zh.option_text('B')}\n"
+        f"C. {zh.option_text('C')}\nD. {zh.option_text('D')}\nE. {zh.option_text('E')}"
+    )
+    ours = build_messages(zh, PromptConfig())
+    assert "答案：X" in ours[-1]["content"]  # the default keeps our bilingual prompt
+    with pytest.raises(ValueError, match="preset"):
+        build_messages(zh, PromptConfig(preset="paper"))

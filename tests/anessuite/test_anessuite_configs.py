@@ -15,7 +15,12 @@ from rlcore.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "packages/anessuite/configs").glob("*.yaml"))
 EXPERIMENTS = sorted(ROOT.glob("experiments/anessuite-*/*.yaml"))
-SCHEMAS = {"pipeline": PipelineConfig, "morpheus_": PipelineConfig, "eval_": EvalConfig}
+SCHEMAS = {
+    "pipeline": PipelineConfig,
+    "morpheus_": PipelineConfig,
+    "eval_": EvalConfig,
+    "anesbench": Table3Config,
+}
 EXPERIMENT_SCHEMAS = {
     "anessuite-table3": Table3Config,
     "anessuite-morpheus": MorpheusConfig,

@@ -152,8 +152,11 @@ def _generation_hash(cfg: EvalConfig) -> str:
     """What changes a response besides the model and the questions: prompt, decoding, engine."""
     from rlcore.config import to_dict
 
+    prompt = to_dict(cfg.prompt)
+    if prompt.get("preset") == "ours":
+        prompt.pop("preset")  # the default adds nothing to the key, so caches written before it stay valid
     relevant = {
-        "prompt": to_dict(cfg.prompt),
+        "prompt": prompt,
         "generation": to_dict(cfg.generation),
         "task": cfg.task,
         "engine": cfg.backend.kind,
@@ -302,6 +305,9 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
         "eval": {
             "model": cfg.model,
             "backend": cfg.backend.kind,
+            "base_url": cfg.backend.base_url if cfg.backend.kind == "openai" else None,
+            "max_new_tokens": cfg.generation.max_new_tokens,
+            "prompt_preset": cfg.prompt.preset,
             "mode": cfg.generation.mode,
             "benchmark": cfg.benchmark,
             "cache": str(cache.path),

@@ -7,6 +7,14 @@ Differences from the official evaluator (spec section 3.4), on purpose:
 * the model is asked to end with ``Answer: X`` / ``答案：X`` so extraction rarely has to guess.
 
 Templates are plain ``str.format`` strings with ``{letters}``, ``{question}`` and ``{options}``.
+
+``preset: official`` follows the official evaluation's prompt *layout* (spec section 3.4) instead: a system message
+casting the model as a medical assistant for anesthesiology and general medicine, one English user message that
+asks for step-by-step analysis of every option and the single most suitable letter among "A, B, C and D", with
+no required answer format, then the stem and ``X. text`` option lines. The wording is ours (the official
+sentences are not reproduced), instructions stay English for Chinese items as in the official code, and the stem
+and options are the item's own (Chinese for Chinese items). Decoding for the preset is set by the caller:
+greedy, 2,048 new tokens (``packages/anessuite/configs/anesbench.yaml``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,17 @@ USER_ZH = (
     "最后一行请按“答案：X”的格式写出你的选择，X为选项字母。\n\n"
     "题目：{question}\n{options}"
 )
+SYSTEM_OFFICIAL = (
+    "You are a medical AI assistant with expertise in anesthesiology and general medicine. Your task is to give "
+    "accurate and concise answers to medical multiple-choice questions, always selecting the most appropriate "
+    "option on the basis of medical knowledge and sound reasoning."
+)
+USER_OFFICIAL = (
+    "The following is a multiple-choice question on medicine and anesthesiology. Analyse it carefully and select "
+    "the single most appropriate option from {letters}. Think step by step: go through each option, explain why "
+    "it is or is not correct, and then make your choice. Stop once you have given your answer.\n"
+    "Here is the question:\n{question}\n{options}"
+)
 DIRECT_EN = (
     "Here is a multiple-choice question from anesthesiology. Exactly one of the options {letters} is correct. "
     "Reply with the letter of the correct option only.\n\nQuestion: {question}\n{options}"
@@ -45,6 +64,9 @@ DIRECT_ZH = "下面是一道麻醉学单项选择题，选项{letters}中只有�
 class PromptConfig:
     """Chat prompt for MCQ evaluation (zero-shot CoT by default)."""
 
+    preset: str = (
+        "ours"  # "ours": the templates below; "official": the official evaluation's layout (module doc)
+    )
     instruction_language: str = (
         "match"  # "match": Chinese instructions for Chinese items; "en": English always
     )
@@ -79,7 +101,18 @@ def format_options(item: MCQItem) -> str:
     return "\n".join(f"{letter}. {text}" for letter, text in item.options)
 
 
+def _official_messages(item: MCQItem) -> list[dict[str, str]]:
+    user = USER_OFFICIAL.format(
+        letters=format_letters(item.letters, "en"), question=item.question, options=format_options(item)
+    )
+    return [{"role": "system", "content": SYSTEM_OFFICIAL}, {"role": "user", "content": user}]
+
+
 def _messages(item: MCQItem, config: PromptConfig, direct: bool) -> list[dict[str, str]]:
+    if config.preset not in ("ours", "official"):
+        raise ValueError(f"prompt.preset must be 'ours' or 'official', got {config.preset!r}")
+    if config.preset == "official" and not direct:
+        return _official_messages(item)
     language = config.language_for(item)
     template = {
         (False, "en"): config.user_en,

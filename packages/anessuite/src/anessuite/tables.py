@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anessuite.evaluate import BackendConfig
+from anessuite.prompts import PromptConfig
 from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_table3, write_tables
 
 __all__ = [
@@ -52,13 +54,20 @@ class Table3Config:
     max_new_tokens: int | None = (
         None  # response cap for every model; null: the pipeline's eval.max_new_tokens, or 2048 (the paper's)  # for `models`. When set it is passed to the pipeline too, so config and run cannot disagree
     )
-    backend: str = "hf"  # engine for local models: hf | vllm
+    backend: str = "hf"  # hf | vllm (local models) | openai (models are names served at base_url)
+    base_url: str = ""  # backend=openai: the server, http://host:port/v1
+    backend_options: BackendConfig = field(
+        default_factory=BackendConfig
+    )  # other backend settings (extra_body, chat_template_kwargs, max_outage_s, revision, ...)
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt for every model (preset: official)
+    accumulate: bool = False  # keep rows of models evaluated earlier into out_dir (one table, many commands)
+    track: bool = True  # one MLflow run per evaluated model
     batch_size: int = 16  # hf batch size
     concurrency: int = 16  # requests in flight for server URLs
     limit_per_language: int | None = None  # smoke runs: first N items per language
     bootstrap_iters: int = 1000  # bootstrap replicates for the CIs
     seed: int = 0  # bootstrap seed (decoding is greedy; the pipeline's training seed is in its own config)
-    out_dir: str = "experiments/anessuite-table3/results"  # where table3.md/.csv/.png and results.json go
+    out_dir: str = "experiments/anessuite-table3/results"  # table3.md/.csv/.json/.png, results.json, models/<label>/  # empty: <runs>/anesbench/<benchmark folder name>
 
 
 @dataclass
@@ -145,9 +154,9 @@ def _pipeline(config_path: str, overrides: Sequence[str] = ()) -> tuple[Any, dic
 
 def run_table3(cfg: Table3Config) -> Path:
     """Evaluate every model (or run/resume the default pipeline) and write table3.{md,csv,png}, results.json."""
-    from anessuite.evaluate import EvalConfig, GenerationConfig, run_eval
+    from anessuite.anesbench import default_out_dir, evaluate_models
 
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.benchmark or "synthetic")
     per_model: dict[str, dict[str, Any]] = {}
     if not cfg.models:
         overrides = [f"eval.modes=[{cfg.mode}]"] + (
@@ -160,29 +169,7 @@ def run_table3(cfg: Table3Config) -> Path:
         per_model = {label: by_mode[cfg.mode] for label, by_mode in stage_results.items()}
     else:
         max_new_tokens = cfg.max_new_tokens if cfg.max_new_tokens is not None else 2048
-        expanded = expand_models(cfg.models)
-        names = list(cfg.model_names) or [
-            Path(spec.rstrip("/")).name if url is None else spec for spec, url in expanded
-        ]
-        if len(names) != len(expanded):
-            raise ValueError(f"model_names has {len(names)} entries for {len(expanded)} models")
-        for (spec, url), name in zip(expanded, names):
-            eval_cfg = EvalConfig(
-                model=spec,
-                model_name=name,
-                benchmark=cfg.benchmark,
-                languages=list(cfg.languages),
-                limit_per_language=cfg.limit_per_language,
-                out_dir=str(out / "models" / name),
-                bootstrap_iters=cfg.bootstrap_iters,
-                seed=cfg.seed,
-                generation=GenerationConfig(mode=cfg.mode, max_new_tokens=max_new_tokens),
-            )
-            eval_cfg.backend.kind = "openai" if url else cfg.backend
-            eval_cfg.backend.base_url = url or eval_cfg.backend.base_url
-            eval_cfg.backend.batch_size = cfg.batch_size
-            eval_cfg.backend.concurrency = cfg.concurrency
-            per_model[name] = run_eval(eval_cfg)
+        per_model = evaluate_models(cfg, out, max_new_tokens)
     rows = [{"Model": name, **table3_row(results)} for name, results in per_model.items()]
     logger.info("table3: every row generated with max_new_tokens=%d", max_new_tokens)
     _write_outputs(
