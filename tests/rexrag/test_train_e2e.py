@@ -161,6 +161,7 @@ def test_train_recipe_end_to_end_with_a_real_tiny_policy(setup, tmp_path):
     assert scores["sampled"]["samples"] == 2 and len(scores["sampled"]["average_em"]["values"]) == 2
     assert "| REX-RAG (sampled T=1, n=2) |" in (tmp_path / "run" / "eval_table.md").read_text()
     assert "eval/sampled/average_em_mean" in client.get_run(summary["run_id"]).data.metrics
+    assert (tmp_path / "run" / "run.png").stat().st_size > 10_000  # the single-run plot (rexrag.plots)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["enabled"] is True
     # one prompt per run: the resolved config, the results, the run folder and the final model name the template

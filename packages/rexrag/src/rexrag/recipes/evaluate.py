@@ -20,6 +20,7 @@ from typing import Any
 from rexrag.data.qa import QAExample, stored_template
 from rexrag.data.template import TEMPLATE_FILE, TemplateError, load_template, template_mismatch_message
 from rexrag.evaluation import format_markdown, write_tables
+from rexrag.plots import plot_evaluation
 from rexrag.recipes.common import SampledEvalConfig, eval_metrics, evaluate_examples, sampled_evaluation
 from rexrag.recipes.train import QAConfig, RetrieverConfig, load_questions, open_retriever
 from rlcore.config import recipe_main
@@ -169,8 +170,9 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         scores["seconds"] = time.perf_counter() - started
         (out / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         write_tables({name: scores}, out, "table")
+        plot_evaluation(scores, out / "eval.png", f"{name}: greedy evaluation")
         run_.log_metrics(eval_metrics(scores), step=0)
-        for path in ("eval.json", "table.md", "predictions.jsonl"):
+        for path in ("eval.json", "table.md", "predictions.jsonl", "eval.png"):
             run_.log_artifact(out / path)
     (out / TEMPLATE_FILE).write_text(template, encoding="utf-8")
     write_results_json(

@@ -29,6 +29,7 @@ from rexrag.data.template import (
 )
 from rexrag.evaluation import write_tables
 from rexrag.method import RexRag, RexRagConfig
+from rexrag.plots import plot_training_run
 from rexrag.recipes.common import (
     SampledEvalConfig,
     WorldDataConfig,
@@ -453,6 +454,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         with start_run(cfg.tracking.experiment, config=cfg, resume_run_id=result.run_id) as mlrun:
             mlrun.log_metrics({k: v for k, v in start_point[0].items() if k != "step"}, step=0)
     write_results_json(result.output_dir / "results.json", summary, config=cfg, seeds=[cfg.train.seed])
+    plot_training_run(result.output_dir, f"{cfg.tracking.tags.get('method', '')} seed {cfg.train.seed}")
     return summary
 
 
