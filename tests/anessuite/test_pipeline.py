@@ -9,7 +9,12 @@ import pytest
 
 from anessuite.pipeline.config import PipelineConfig
 from anessuite.pipeline.grpo_stage import answer_line_format, make_reward_fn
-from anessuite.pipeline.run import run_pipeline, stage_final, stage_plan
+from anessuite.pipeline import stage_cache
+from anessuite.pipeline.run import _parent_run, run_pipeline, stage_final, stage_plan
+from rlcore.config import load_config
+from rlcore.tracking import PARENT_ENV, start_run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -44,6 +49,99 @@ def test_stage_plan_labels():
     assert stage_plan(cfg) == [("cpt", "base+CPT"), ("sft", "base+CPT+SFT"), ("grpo", "base+CPT+SFT+GRPO")]
     cfg.cpt.enabled = False
     assert [label for _, label in stage_plan(cfg)] == ["base+SFT", "base+SFT+GRPO"]
+
+
+def test_run_folder_and_stage_keys_are_stable():
+    """Folder names and stage keys are what earlier runs were stored under: a change here would retrain every
+    finished pipeline on its next run (values recorded before the stage cache moved to its own module)."""
+    cfg = PipelineConfig()
+    assert stage_cache.training_fingerprint(cfg) == "3c683933"
+    assert stage_cache.stage_key(cfg, "sft", "smollm2-135m-instruct") == "03408ce9d833f6d2"
+    assert stage_cache.stage_key(cfg, "grpo", "some/model") == "d82106b4d845fe72"
+    cpu = load_config(PipelineConfig, REPO / "packages/anessuite/configs/pipeline_cpu.yaml")
+    assert stage_cache.training_fingerprint(cpu) == "7b1071d1"
+    assert stage_cache.stage_key(cpu, "cpt", cpu.base_model) == "bc5a37af453ba2c7"
+
+
+def test_stage_key_follows_what_changes_the_model():
+    cfg = PipelineConfig()
+    key = stage_cache.stage_key(cfg, "sft", "base")
+    cfg.sft.launcher = "accelerate launch --config_file x.yaml"  # how it runs, not what it trains
+    cfg.data.benchmark = "/elsewhere/AnesBench"  # evaluation only
+    cfg.name = "renamed"
+    cfg.cpt.learning_rate = 1.0  # another stage
+    assert stage_cache.stage_key(cfg, "sft", "base") == key
+    assert stage_cache.stage_key(cfg, "sft", "other-base") != key  # another input model
+    cfg.sft.learning_rate = 3e-4
+    assert stage_cache.stage_key(cfg, "sft", "base") != key
+    cfg.sft.learning_rate, cfg.seed = PipelineConfig().sft.learning_rate, 1
+    assert stage_cache.stage_key(cfg, "sft", "base") != key
+
+
+def _finished(folder: Path, cfg: PipelineConfig, stage: str, model_in: str) -> Path:
+    final = folder / stage / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    stage_cache.write_done(cfg, folder, stage, model_in, final)
+    return final
+
+
+def test_finished_stage_is_found_in_a_sibling_pipeline_and_adopted(tmp_path):
+    cfg = PipelineConfig()
+    cfg.cpt.enabled = False
+    first = tmp_path / "first"
+    final = _finished(first, cfg, "sft", cfg.base_model)
+    marker = json.loads((first / "sft" / "DONE.json").read_text())
+    assert marker["final"] == "sft/final"  # relative: the pipeline folder can be moved
+    assert Path(stage_cache.stage_final(first, "sft")) == final
+
+    second = tmp_path / "second"
+    second.mkdir()
+    assert stage_cache.reuse_stage(cfg, second, "sft") is True
+    adopted = json.loads((second / "sft" / "DONE.json").read_text())
+    assert adopted["reused"] is True and Path(adopted["final"]) == final.resolve()
+    assert stage_cache.stage_input(cfg, second, "grpo") == str(final.resolve())  # GRPO starts from it
+
+    other = PipelineConfig()
+    other.cpt.enabled, other.sft.learning_rate = False, 3e-4
+    third = tmp_path / "third"
+    third.mkdir()
+    assert stage_cache.reuse_stage(other, third, "sft") is False  # different settings: trains itself
+    assert not (third / "sft").exists()
+
+
+def test_a_stage_folder_without_a_model_is_not_adopted(tmp_path):
+    cfg = PipelineConfig()
+    cfg.cpt.enabled = False
+    _finished(tmp_path / "first", cfg, "sft", cfg.base_model)
+    (tmp_path / "first" / "sft" / "final" / "config.json").unlink()  # deleted or half-copied model
+    key = stage_cache.stage_key(cfg, "sft", cfg.base_model)
+    assert stage_cache.find_finished_stage("sft", key, tmp_path / "second") is None
+
+
+def test_stage_input_needs_the_previous_stage(tmp_path):
+    cfg = PipelineConfig()
+    assert stage_cache.stage_input(cfg, tmp_path, "cpt") == cfg.base_model
+    with pytest.raises(FileNotFoundError, match="stage 'sft' needs 'cpt' first"):
+        stage_cache.stage_input(cfg, tmp_path, "sft")
+
+
+def test_a_launched_stage_nests_its_run_under_the_pipeline_run(tmp_path, monkeypatch):
+    """One parent-run mechanism: the launcher passes rlcore.tracking's RLCORE_PARENT_RUN_ID to the stage process,
+    whose run rlcore.tracking then nests (real sqlite store)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = PipelineConfig(name="nest", out_dir=str(tmp_path / "pipe"), experiment="nest-test")
+    with start_run(cfg.experiment, run_name="nest") as parent:
+        monkeypatch.setenv(PARENT_ENV, parent.run_id)
+        cfg.only_stage = "sft"
+        with _parent_run(cfg, tmp_path / "pipe", {}) as stage_run:
+            stage_id = stage_run.run_id
+    run = MlflowClient(uri).get_run(stage_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert run.data.tags["stage"] == "sft" and run.info.run_name == "nest/sft"
 
 
 def _tiny_cfg(out) -> PipelineConfig:

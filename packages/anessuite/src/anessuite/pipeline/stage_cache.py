@@ -1,0 +1,191 @@
+"""Which stages are done, and which can be taken from another pipeline: the stage-reuse cache.
+
+A finished stage leaves ``<pipeline folder>/<stage>/DONE.json``::
+
+    {"final": "<model folder, relative to the pipeline folder when inside it>",
+     "input": "<the model it started from>",
+     "key": "<stage key>",
+     "reused": true}            (only when adopted from another pipeline)
+
+The *stage key* hashes everything that determines the trained model: the stage's input model, its own
+settings (not its launcher), the data settings (not the benchmark), the seed and the prompt. Two pipelines
+whose stage keys agree would train the same model, so the second adopts the first one's final folder instead
+of training. Pipelines are searched in ``<runs root>/anessuite-pipeline/`` and beside the current folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from anessuite.pipeline.config import PipelineConfig
+from rlcore.config import to_dict
+from rlcore.runs import runs_root
+
+__all__ = [
+    "STAGES",
+    "stage_plan",
+    "stage_final",
+    "stage_input",
+    "stage_key",
+    "training_fingerprint",
+    "pipeline_dir",
+    "sibling_roots",
+    "find_finished_stage",
+    "mark_keys",
+    "reuse_stage",
+    "write_done",
+    "eval_cache_seed_dirs",
+]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("cpt", "sft", "grpo")
+DONE_FILE = "DONE.json"
+
+
+def _data_identity(cfg: PipelineConfig) -> dict[str, Any]:
+    """The data settings that change trained models (the benchmark only changes evaluations)."""
+    return {k: v for k, v in to_dict(cfg.data).items() if k != "benchmark"}
+
+
+def _digest(payload: dict[str, Any], length: int) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def training_fingerprint(cfg: PipelineConfig) -> str:
+    """Hash of everything that changes the trained models (not evaluation settings or the benchmark path), so
+    changing how stages are evaluated never forces retraining."""
+    relevant = {
+        "name": cfg.name,
+        "base_model": cfg.base_model,
+        "seed": cfg.seed,
+        "prompt": to_dict(cfg.prompt),
+        "data": _data_identity(cfg),
+        **{stage: to_dict(getattr(cfg, stage)) for stage in STAGES},
+    }
+    return _digest(relevant, 8)
+
+
+def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
+    """Identity of one stage's training: its input model, its own settings, the data, seed and prompt (not the
+    pipeline's name or the other stages), so two pipelines that would train the same model share it."""
+    settings = {k: v for k, v in to_dict(getattr(cfg, stage)).items() if k != "launcher"}
+    if Path(model_in).exists():  # the same folder reached through another path is the same input
+        model_in = str(Path(model_in).resolve())
+    relevant = {
+        "stage": stage,
+        "input": model_in,
+        "seed": cfg.seed,
+        "prompt": to_dict(cfg.prompt),
+        "data": _data_identity(cfg),
+        "settings": settings,
+    }
+    return _digest(relevant, 16)
+
+
+def pipelines_root() -> Path:
+    return runs_root() / "anessuite-pipeline"
+
+
+def pipeline_dir(cfg: PipelineConfig) -> Path:
+    """``out_dir``, or ``<runs root>/anessuite-pipeline/<name>-<training fingerprint>`` (a re-run resumes)."""
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    return pipelines_root() / f"{cfg.name}-{training_fingerprint(cfg)}"
+
+
+def stage_plan(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """[(stage, label)] for the enabled stages; labels read like the paper's rows ("base+CPT+SFT")."""
+    plan, label = [], "base"
+    for stage in STAGES:
+        if getattr(cfg, stage).enabled:
+            label = f"{label}+{stage.upper()}"
+            plan.append((stage, label))
+    return plan
+
+
+def stage_final(out: Path, stage: str) -> str:
+    """The final model folder recorded by a finished stage (stored relative to the run folder)."""
+    final = json.loads((out / stage / DONE_FILE).read_text())["final"]
+    return str(out / final) if not Path(final).is_absolute() else final
+
+
+def stage_input(cfg: PipelineConfig, out: Path, stage: str) -> str:
+    """The final model of the nearest enabled stage before ``stage``, else the base model."""
+    previous = [s for s, _ in stage_plan(cfg) if STAGES.index(s) < STAGES.index(stage)]
+    if not previous:
+        return cfg.base_model
+    marker = out / previous[-1] / DONE_FILE
+    if not marker.exists():
+        raise FileNotFoundError(f"stage '{stage}' needs '{previous[-1]}' first ({marker} missing)")
+    return stage_final(out, previous[-1])
+
+
+def write_done(cfg: PipelineConfig, out: Path, stage: str, model_in: str, final: str | Path) -> None:
+    """Mark ``stage`` finished: its final folder (relative when inside ``out``), input and stage key."""
+    final_path = Path(final).resolve()
+    relative = final_path.relative_to(out.resolve()) if final_path.is_relative_to(out.resolve()) else final
+    marker = {"final": str(relative), "input": model_in, "key": stage_key(cfg, stage, model_in)}
+    (out / stage / DONE_FILE).write_text(json.dumps(marker, indent=1))
+
+
+def sibling_roots(out: Path) -> list[Path]:
+    """Folders whose pipeline subfolders are searched for reusable stages and responses."""
+    roots = [pipelines_root(), out.parent]
+    return [
+        r for i, r in enumerate(roots) if r.is_dir() and r.resolve() not in {x.resolve() for x in roots[:i]}
+    ]
+
+
+def eval_cache_seed_dirs(out: Path) -> list[str]:
+    """Response caches of every known pipeline (an identical evaluation reuses their responses)."""
+    return [str(p) for r in sibling_roots(out) for p in sorted(r.glob("*/eval-cache"))]
+
+
+def find_finished_stage(stage: str, key: str, exclude: Path) -> Path | None:
+    """The final model folder of a finished stage with this key in another pipeline folder, if any."""
+    markers = [m for root in sibling_roots(exclude) for m in sorted(root.glob(f"*/{stage}/{DONE_FILE}"))]
+    for marker in markers:
+        folder = marker.parent.parent
+        if folder.resolve() == exclude.resolve():
+            continue
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if done.get("key") == key:
+            final = Path(stage_final(folder, stage))
+            if (final / "config.json").is_file():
+                return final.resolve()
+    return None
+
+
+def mark_keys(cfg: PipelineConfig, out: Path) -> None:
+    """Record the stage key in this pipeline's finished stages that lack one (stages finished before keys)."""
+    for stage, _ in stage_plan(cfg):
+        marker = out / stage / DONE_FILE
+        if not marker.exists():
+            return
+        done = json.loads(marker.read_text())
+        if "key" not in done and "input" in done:
+            done["key"] = stage_key(cfg, stage, done["input"])
+            marker.write_text(json.dumps(done, indent=1))
+
+
+def reuse_stage(cfg: PipelineConfig, out: Path, stage: str) -> bool:
+    """Adopt an identical finished stage from another pipeline (DONE.json points at its final model)."""
+    model_in = stage_input(cfg, out, stage)
+    key = stage_key(cfg, stage, model_in)
+    final = find_finished_stage(stage, key, out)
+    if final is None:
+        return False
+    (out / stage).mkdir(parents=True, exist_ok=True)
+    (out / stage / DONE_FILE).write_text(
+        json.dumps({"final": str(final), "input": model_in, "key": key, "reused": True}, indent=1)
+    )
+    logger.info("stage %s: reusing %s (identical input, settings, data and seed; key %s)", stage, final, key)
+    return True
