@@ -114,7 +114,7 @@ def test_runs_are_in_start_order_with_provenance(report, store: dict):
     assert "| git sha | aaaaaaaaaaaa | bbbbbbbbbbbb | — |" in rows
     assert "| dirty | false | true | — |" in rows
     assert "| config hash | c0ffee000001 | c0ffee000002 | — |" in rows
-    assert "| seeds | 1 | 2 | — |" in rows
+    assert "| seeds | 1 | 2 | 1 |" in rows  # lr-sweep has no seeds tag: its config's `seed` param is shown
     assert "| method | grpo | rexrag | — |" in rows
     assert "| status | FINISHED | FINISHED | FINISHED |" in rows
 
@@ -136,7 +136,7 @@ def test_final_metrics_table(report):
     assert "| kl ↓ | 0.0250 @4 | **0.0200 @4** | — |" in rows
     assert "| val/em ↑ | 0.3000 @4 | **0.4000 @4** | — |" in rows
     # entropy has no direction: no bold, and runs that did not log it show a dash
-    assert "| entropy | 1.2000 @4 | — | — |" in rows
+    assert "| entropy · | 1.2000 @4 | — | — |" in rows
     assert "| rollout/dead_end_rate ↓ | — | 0.3000 @4 | — |" in rows
 
 

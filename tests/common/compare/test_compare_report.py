@@ -7,7 +7,9 @@ import math
 
 import pytest
 
+from rlcore.compare.plots import identical_curves, plot_family, run_style
 from rlcore.compare.report import (
+    best_runs,
     config_differences,
     format_value,
     metric_direction,
@@ -40,6 +42,9 @@ def history(*pairs: tuple[int, float]) -> list[MetricPoint]:
         ("step_time_s", "min"),  # wall time per step
         ("tokens_per_s", "max"),  # throughput, not a duration
         ("entropy", None),  # neither direction is "better"
+        ("reward/std", None),  # a spread: a wider reward spread is not a better run
+        ("heldout/em_std", None),  # a spread of a higher-is-better metric is still neutral
+        ("reward/kl_penalty", "min"),  # KL is lower-is-better even under reward/
         ("lr", None),
         ("response_length/mean", None),
         ("member", None),  # 'em' inside a word is not exact match
@@ -163,7 +168,7 @@ def test_markdown_marks_the_best_run_and_missing_metrics():
     lines = text.splitlines()
     final_rows = lines[lines.index("## Final metrics") : lines.index("## Best metrics")]
     assert "| reward/mean ↑ | 0.4000 @1 | **0.6000 @1** |" in final_rows
-    assert "| entropy | 1.5000 @1 | — |" in final_rows
+    assert "| entropy · | 1.5000 @1 | — |" in final_rows
     best_rows = lines[lines.index("## Best metrics") :]
     assert not any(row.startswith("| entropy") for row in best_rows), "no best for an unknown direction"
     assert "| method | grpo | rexrag |" in lines
@@ -209,3 +214,49 @@ def test_metric_families_claim_keys_once_and_list_in_display_order():
         ("entropy", ["entropy"]),
         ("dead_end", ["rollout/dead_end_rate"]),
     ]  # `lr` belongs to no family and gets no plot
+
+
+def test_best_is_marked_only_beyond_the_relative_tolerance():
+    # KL 1e-14 vs 0: a numerical tie, no best (the bug: one run was bolded on a 1e-14 difference)
+    assert best_runs([1e-14, 0.0], "min") == set()
+    # 0.5000 vs 0.50001: relative gap 2e-5 < 1e-3 -> tied -> nothing marked
+    assert best_runs([0.5, 0.50001], "max") == set()
+    # 0.50 vs 0.60: 0.6 is better by 0.1 > 1e-3 * 0.6 -> run 1
+    assert best_runs([0.5, 0.6], "max") == {1}
+    # two runs tied at the top (0.6 and 0.60001) both marked, the third (0.5) not
+    assert best_runs([0.6, 0.5, 0.60001], "max") == {0, 2}
+    # lower is better: 0.01 beats 0.02; a missing value (None) and a NaN never win
+    assert best_runs([0.02, None, 0.01, float("nan")], "min") == {2}
+    assert best_runs([0.2, 0.9], None) == set()  # neutral metric: no best at all
+
+
+def test_markdown_states_direction_and_does_not_bold_ties_or_spreads():
+    runs = [
+        run(
+            "a",
+            {"train.seed": "3"},
+            {"seeds": "none"},
+            **{"kl": history((1, 0.0)), "reward/std": history((1, 0.2))},
+        ),
+        run("b", {"train.seed": "4"}, {}, **{"kl": history((1, 1e-14)), "reward/std": history((1, 0.4))}),
+    ]
+    lines = render_markdown("exp", runs, "sqlite:///x.db").splitlines()
+    assert "| kl ↓ | 0 @1 | 1.000e-14 @1 |" in lines  # tied within tolerance: no bold
+    assert "| reward/std · | 0.2000 @1 | 0.4000 @1 |" in lines  # neutral: stated, never bold
+    assert "| seeds | 3 | 4 |" in lines  # the `none` tag falls back to the config's train.seed
+
+
+def test_identical_curves_are_named_and_drawn_distinctly(tmp_path):
+    same = history((0, 0.1), (1, 0.3))
+    runs = [
+        run("grpo", {}, {}, **{"reward/mean": same}),
+        run("rex", {}, {}, **{"reward/mean": list(same)}),
+        run("other", {}, {}, **{"reward/mean": history((0, 0.1), (1, 0.4))}),
+    ]
+    assert identical_curves(runs, "reward/mean") == [["grpo (grpo0000)", "rex (rex00000)"]]
+    text = render_markdown("exp", runs, "sqlite:///x.db", [("Reward", "curves-reward.png", ["reward/mean"])])
+    assert "- `reward/mean` is identical for grpo (grpo0000) = rex (rex00000)" in text
+    styles = [run_style(i) for i in range(4)]
+    assert len({s["linestyle"] for s in styles}) == 4 and len({s["marker"] for s in styles}) == 4
+    path = plot_family(runs, "Reward", ["reward/mean"], tmp_path / "curves.png")
+    assert path.stat().st_size > 5_000

@@ -2,7 +2,8 @@
 
 Families are found by name, so any recipe's metrics are picked up: reward, answer quality (EM / F1 /
 accuracy), KL, entropy and dead-end rate. Each metric key of a family gets one panel; every run is one
-line in the same colour on every panel. A run that did not log a key is simply absent from that panel.
+line with the same colour, line style and marker on every panel, so identical curves do not hide each other. A
+run that did not log a key is simply absent from that panel.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from rlcore.compare.runs import RunRecord
 
-__all__ = ["METRIC_FAMILIES", "group_metric_keys", "plot_family"]
+__all__ = ["METRIC_FAMILIES", "group_metric_keys", "identical_curves", "plot_family", "run_style"]
 
 _SEP = r"(?:^|[/_.\-])"
 _END = r"(?:$|[/_.\-])"
@@ -33,6 +34,29 @@ METRIC_FAMILIES: tuple[tuple[str, str, re.Pattern[str]], ...] = (
 )
 _DISPLAY_ORDER = ("reward", "accuracy", "kl", "entropy", "dead_end")
 _MAX_PANELS = 12
+# Each run gets its own colour, line style and marker, so runs with identical curves stay visible (a dashed
+# line over a solid one) instead of the last one hiding the others; the report also names identical curves.
+_LINE_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def run_style(run_index: int) -> dict[str, object]:
+    """Colour, line style and marker of the run at ``run_index`` (the same on every panel)."""
+    return {
+        "linestyle": _LINE_STYLES[run_index % len(_LINE_STYLES)],
+        "marker": _MARKERS[run_index % len(_MARKERS)],
+        "linewidth": 2.2 - 0.3 * (run_index % len(_LINE_STYLES)),
+    }
+
+
+def identical_curves(runs: Sequence[RunRecord], key: str) -> list[list[str]]:
+    """Groups (of two or more run labels) whose ``key`` histories are exactly equal, step for step."""
+    groups: dict[tuple, list[str]] = {}
+    for run in runs:
+        history = run.metrics.get(key)
+        if history:
+            groups.setdefault(tuple((p.step, p.value) for p in history), []).append(run.label)
+    return [labels for labels in groups.values() if len(labels) > 1]
 
 
 def group_metric_keys(runs: Sequence[RunRecord]) -> list[tuple[str, str, list[str]]]:
@@ -67,14 +91,18 @@ def plot_family(runs: Sequence[RunRecord], title: str, keys: Sequence[str], path
                 continue
             steps = [p.step for p in history]
             values = [p.value for p in history]
+            style = run_style(run_index)
             ax.plot(
                 steps,
                 values,
                 label=run.label,
                 color=colours(run_index % 10),
-                linewidth=1.4,
-                marker="o" if len(history) < 12 else None,
-                markersize=3.5,
+                linestyle=style["linestyle"],
+                linewidth=style["linewidth"],
+                marker=style["marker"],
+                markevery=max(1, len(history) // 12),
+                markersize=4.5 - 0.5 * (run_index % 3),
+                fillstyle="none" if run_index % 2 else "full",
             )
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("step")

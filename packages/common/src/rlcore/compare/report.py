@@ -14,11 +14,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rlcore.compare.plots import identical_curves
 from rlcore.compare.runs import MetricPoint, RunRecord
 
 __all__ = [
     "PROVENANCE_TAGS",
     "MetricSummary",
+    "best_runs",
     "metric_direction",
     "summarize_metric",
     "config_differences",
@@ -36,6 +38,8 @@ PROVENANCE_TAGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("method", ("method",)),
     ("parent run", ("mlflow.parentRunId",)),
 )
+# Config params that hold a run's seed, for runs whose `seeds` tag is missing.
+SEED_PARAMS = ("train.seed", "seed", "grpo.seed", "world.seed")
 # More tags shown only when they differ between runs (software and hardware drift).
 _DRIFT_TAG_PREFIXES = ("version.", "torch.cuda", "host.gpus", "python.version")
 
@@ -49,15 +53,24 @@ _HIGHER_IS_BETTER = re.compile(
     rf"reward|{_SEP}(?:em|f1|acc|accuracy|exact_match|average_em|score|success|pass|recall|precision"
     rf"|throughput|qps){_END}|_per_s(?:ec)?$"
 )
+_SPREAD = re.compile(rf"{_SEP}(?:std|stddev|var|variance){_END}")
 _MISSING = "—"
+# "Best" is marked only when the best value beats the next run by more than this relative margin (or, near zero,
+# by more than _BEST_ATOL): two runs whose KL differs by 1e-14 are tied, not one better than the other.
+BEST_RTOL = 1e-3
+_BEST_ATOL = 1e-9
+ARROWS = {"max": "↑", "min": "↓", None: "·"}
 
 
 def metric_direction(key: str) -> str | None:
-    """``"max"`` if higher is better, ``"min"`` if lower is better, None when unknown.
+    """``"max"`` if higher is better, ``"min"`` if lower is better, None when neither (neutral).
 
-    Lower-is-better patterns are checked first, so ``reward_loss`` counts as a loss.
+    A spread (``*/std``, ``*_std``, ``*/var``) is neutral whatever it spreads: a larger reward spread is not a better
+    run. Lower-is-better patterns are checked next, so ``reward_loss`` counts as a loss and any KL as lower.
     """
     lowered = key.lower()
+    if _SPREAD.search(lowered):
+        return None
     if _LOWER_IS_BETTER.search(lowered):
         return "min"
     if _HIGHER_IS_BETTER.search(lowered):
@@ -131,7 +144,11 @@ def provenance_rows(runs: Sequence[RunRecord]) -> list[tuple[str, list[str]]]:
         ("duration", [_duration(run) for run in runs]),
     ]
     for label, names in PROVENANCE_TAGS:
-        values = [next((run.tags[n] for n in names if n in run.tags), None) for run in runs]
+        values = [
+            next((run.tags[n] for n in names if run.tags.get(n) not in (None, "none")), None) for run in runs
+        ]
+        if label == "seeds":  # runs logged without the tag still carry their seed in the config
+            values = [v if v is not None else _param_seed(run) for v, run in zip(values, runs, strict=True)]
         if label in ("method", "parent run") and all(v is None for v in values):
             continue  # optional rows, shown only when some run has them
         if label == "git sha":
@@ -145,6 +162,13 @@ def provenance_rows(runs: Sequence[RunRecord]) -> list[tuple[str, list[str]]]:
         if len(set(values)) > 1:
             rows.append((key, [v if v is not None else _MISSING for v in values]))
     return rows
+
+
+def _param_seed(run: RunRecord) -> str | None:
+    for key in SEED_PARAMS:
+        if key in run.params:
+            return run.params[key]
+    return None
 
 
 def _duration(run: RunRecord) -> str:
@@ -167,6 +191,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _tied(a: float, b: float) -> bool:
+    return abs(a - b) <= BEST_RTOL * max(abs(a), abs(b)) + _BEST_ATOL
+
+
+def best_runs(values: Sequence[float | None], direction: str | None) -> set[int]:
+    """Indices of the runs to mark best: those tied (within tolerance) with the best value, and only when some
+    other run is beyond the tolerance. Empty for a neutral metric, fewer than two values, or all runs tied."""
+    finite = {i: v for i, v in enumerate(values) if v is not None and not math.isnan(v)}
+    if direction is None or len(finite) < 2:
+        return set()
+    best = max(finite.values()) if direction == "max" else min(finite.values())
+    leaders = {i for i, v in finite.items() if _tied(v, best)}
+    return leaders if len(leaders) < len(finite) else set()
+
+
 def _metric_rows(runs: Sequence[RunRecord], which: str) -> list[list[str]]:
     """One row per metric key; the best run of the row in bold (by direction; none when unknown)."""
     rows = []
@@ -178,20 +217,16 @@ def _metric_rows(runs: Sequence[RunRecord], which: str) -> list[list[str]]:
             summarize_metric(run.metrics[key], direction) if key in run.metrics else None for run in runs
         ]
         values = [None if s is None else (s.final if which == "final" else s.best) for s in summaries]
-        finite = [v for v in values if v is not None and not math.isnan(v)]
-        winner = None
-        if direction is not None and len(finite) > 1 and len(set(finite)) > 1:
-            winner = max(finite) if direction == "max" else min(finite)
+        leaders = best_runs(values, direction)
         cells = []
-        for summary, value in zip(summaries, values):
+        for index, (summary, value) in enumerate(zip(summaries, values, strict=True)):
             if summary is None:
                 cells.append(_MISSING)
                 continue
             step = summary.final_step if which == "final" else summary.best_step
             text = f"{format_value(value)} @{step}"
-            cells.append(f"**{text}**" if winner is not None and value == winner else text)
-        arrow = {"max": "↑", "min": "↓", None: ""}[direction]
-        rows.append([f"{key} {arrow}".strip(), *cells])
+            cells.append(f"**{text}**" if index in leaders else text)
+        rows.append([f"{key} {ARROWS[direction]}", *cells])
     return rows
 
 
@@ -208,8 +243,9 @@ def render_markdown(
     lines.append(
         f"{len(runs)} runs from `{tracking_uri}`"
         + (f", generated {generated_at}" if generated_at else "")
-        + ". Values are `value @step`; **bold** marks the best run of a row (↑ higher is better, "
-        "↓ lower is better); — means the run did not log it."
+        + ". Values are `value @step`; each metric states its direction (↑ higher is better, ↓ lower is better, "
+        f"· neither: spreads, entropy, lengths, counts); **bold** marks the best run of a row, only when it beats "
+        f"another run by more than {BEST_RTOL:.1%} (relative); — means the run did not log it."
     )
     lines += ["", "## Runs and provenance", ""]
     lines += _table(header, [[label, *values] for label, values in provenance_rows(runs)])
@@ -256,6 +292,10 @@ def render_markdown(
                 absent = [run.label for run in runs if key not in run.metrics]
                 if absent:
                     lines.append(f"- `{key}` not logged by: {', '.join(absent)}")
+                for group in identical_curves(runs, key):
+                    lines.append(
+                        f"- `{key}` is identical for {' = '.join(group)} (the lines lie on top of each other)"
+                    )
             if lines[-1] != "":
                 lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -313,7 +313,12 @@ class StepHook:
     def __call__(self, model, step: int) -> dict[str, float]:
         history = self.method.history  # the method flushes one record per step, before this hook runs
         fresh = history and history[-1]["step"] == step
-        metrics = {k: v for k, v in history[-1].items() if k != "step"} if fresh else {}
+        metrics = {}
+        if fresh:
+            # every method has a dead-end rate (questions whose originals all failed); rexrag/* only REX-RAG runs
+            metrics["rollout/dead_end_rate"] = history[-1]["rexrag/dead_end_rate"]
+            if self.cfg.rexrag.enabled:
+                metrics.update({k: v for k, v in history[-1].items() if k != "step"})
         every = self.cfg.heldout_curve.every
         if self.examples and (step % every == 0 or step == self.cfg.train.total_steps):
             metrics.update(self.evaluate(model, step))
@@ -365,7 +370,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         cfg.reward.success_threshold,
         cfg.objective.eps_low,
         cfg.objective.eps_high,
-        metrics_path=output_dir / "rexrag_metrics.jsonl",
+        metrics_path=output_dir / "rexrag_metrics.jsonl" if cfg.rexrag.enabled else None,
     )
     logger.info(
         "%s: %d training questions, %d eval questions",
@@ -445,13 +450,17 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
             {s: round(v["em"], 3) for s, v in scores["by_source"].items()},
         )
         if cfg.tracking.enabled and result.run_id is not None:
-            with start_run(cfg.tracking.experiment, config=cfg, resume_run_id=result.run_id) as mlrun:
+            with start_run(
+                cfg.tracking.experiment, config=cfg, seeds=[cfg.train.seed], resume_run_id=result.run_id
+            ) as mlrun:
                 mlrun.log_metrics(eval_metrics(scores), step=result.last_step)
                 mlrun.log_artifact(result.output_dir / "eval.json")
     start_point = [p for p in hook.points if p["step"] == 0]
     if start_point and cfg.tracking.enabled and result.run_id is not None:
         # step 0 of the curve was measured before the run existed
-        with start_run(cfg.tracking.experiment, config=cfg, resume_run_id=result.run_id) as mlrun:
+        with start_run(
+            cfg.tracking.experiment, config=cfg, seeds=[cfg.train.seed], resume_run_id=result.run_id
+        ) as mlrun:
             mlrun.log_metrics({k: v for k, v in start_point[0].items() if k != "step"}, step=0)
     write_results_json(result.output_dir / "results.json", summary, config=cfg, seeds=[cfg.train.seed])
     plot_training_run(result.output_dir, f"{cfg.tracking.tags.get('method', '')} seed {cfg.train.seed}")
