@@ -49,7 +49,14 @@ from rlcore.trainer.checkpoint import StopSignal
 from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.logprobs import attach_logprobs
 from rlcore.trainer.metrics import MetricSums, PhaseTimer
-from rlcore.trainer.reporting import StepClock, log_step, open_tracking, step_metrics, truncate_metrics
+from rlcore.trainer.reporting import (
+    NoSignalWatch,
+    StepClock,
+    log_step,
+    open_tracking,
+    step_metrics,
+    truncate_metrics,
+)
 from rlcore.trainer.rollouts import generate_rollouts
 from rlcore.trainer.saving import checkpoint_if_due, resume, save_final_model, should_stop
 from rlcore.trainer.scoring import score_rollouts
@@ -118,6 +125,7 @@ def train(
     history: list[dict[str, float]] = []
     step, stopped_early, run_id, skipped_total = start.step, False, start.run_id, start.skipped_total
     main_rank = accelerator.is_main_process
+    no_signal = NoSignalWatch()
     progress = tqdm(
         total=cfg.train.total_steps, initial=start.step, desc="grpo", unit="step", disable=not main_rank
     )
@@ -140,6 +148,8 @@ def train(
             skipped_total = int(metrics["optim/skipped_steps_total"])
             if main_rank and step % cfg.train.log_every == 0:
                 log_step(cfg, run, metrics_path, step, metrics, seconds["step"])
+            if main_rank:
+                no_signal.observe(step, metrics)
             history.append({"step": float(step), **metrics})
             progress.set_postfix(
                 reward=f"{metrics.get('reward/mean', 0.0):.3f}", loss=f"{metrics['loss/total']:.4f}"

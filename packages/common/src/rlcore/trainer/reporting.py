@@ -20,9 +20,45 @@ from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.metrics import MetricSums, PhaseTimer, finalize_reward_std
 from rlcore.trainer.setup import TrainerParts
 
-__all__ = ["StepClock", "step_metrics", "log_step", "truncate_metrics", "open_tracking"]
+__all__ = ["NoSignalWatch", "StepClock", "step_metrics", "log_step", "truncate_metrics", "open_tracking"]
 
 logger = logging.getLogger(__name__)
+# Steps in a row in which every group had zero reward variance before the trainer warns (once per run).
+NO_SIGNAL_PATIENCE = 5
+
+
+class NoSignalWatch:
+    """Warns once when every GRPO group has had zero reward variance for ``patience`` steps in a row.
+
+    Then every advantage is 0 and the update changes nothing: a run can go on for hours without learning.
+    """
+
+    def __init__(self, patience: int | None = None) -> None:
+        self.patience = NO_SIGNAL_PATIENCE if patience is None else patience
+        self.streak = 0
+        self.warned = False
+
+    def observe(self, step: int, metrics: Mapping[str, float]) -> bool:
+        """Feed one step's metrics; True on the step that emits the warning."""
+        frac = metrics.get("groups/zero_variance_frac")
+        self.streak = self.streak + 1 if frac is not None and frac >= 1.0 - 1e-9 else 0
+        if self.warned or self.streak < self.patience:
+            return False
+        self.warned = True
+        reward = metrics.get("reward/mean", float("nan"))
+        logger.warning(
+            "no learning signal: every group has had zero reward variance for %d steps in a row (steps %d-%d, "
+            "mean reward %.3f), so every advantage is 0 and the policy is not updated. This usually means the "
+            "policy cannot answer any training question (reward always 0: a model, prompt template or "
+            "retriever that does not fit the data, e.g. a warm-up trained on another corpus) or answers all of "
+            "them (reward always 1); try a policy that answers some questions, more rollouts per prompt "
+            "(objective.num_generations) or a higher rollout.temperature",
+            self.streak,
+            step - self.streak + 1,
+            step,
+            reward,
+        )
+        return True
 
 
 @dataclass
