@@ -219,3 +219,71 @@ def importance_diagnostics(
             out[f"is_weight_mean_{name}"] = w.mean().item()
             out[f"clip_frac_{name}"] = ((w < 1 - eps_low) | (w > 1 + eps_high)).double().mean().item()
     return out
+
+
+PROBE_TOKEN_CLASSES = ("prefix", "inserted", "continuation")
+
+
+def probe_token_classes(layouts: Sequence[ProbeLayout], width: int) -> torch.Tensor:
+    """(B, T) int64 class of every response position of a probe row: 0 prefix (t < j, copied from the original),
+    1 inserted prompt (j <= t < j + L), 2 continuation (t >= j + L); -1 on original rows."""
+    classes = torch.full((len(layouts), width), -1, dtype=torch.long)
+    for row, layout in enumerate(layouts):
+        if layout.is_probe:
+            start, end = layout.insert_start, layout.insert_start + layout.insert_length
+            classes[row, :start] = 0
+            classes[row, start:end] = 1
+            classes[row, end:] = 2
+    return classes
+
+
+def clip_by_token_class(
+    old_logprobs: torch.Tensor,
+    behaviour: torch.Tensor,
+    loss_mask: torch.Tensor,
+    layouts: Sequence[ProbeLayout],
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    advantage_sign: torch.Tensor | None = None,
+    logprobs: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Which probe tokens the PPO clip acts on, split by token class (prefix / inserted / continuation).
+
+    w_t = pi(t) / b_t with ``pi = logprobs`` when given, else pi_old: at the start of the update, which is the
+    ratio the loss sees when a step makes one optimizer update (one PPO epoch, one mini-batch). Over the
+    loss-mask tokens of probe rows, per class ``c``:
+
+    - ``probe_tokens_c``: number of tokens; ``clip_count_probe_c``: tokens outside [1 - eps_low, 1 + eps_high];
+      ``clip_low_count_probe_c``: those below 1 - eps_low; ``clip_frac_probe_c`` = clipped / tokens (absent when
+      the class has no tokens, e.g. ``inserted`` with ``train_inserted=false``).
+    - with ``advantage_sign`` ((B,) sign of each row's advantage): ``clip_nograd_frac_probe_c``, the share of
+      the class's tokens whose gradient the clip removes (w < 1 - eps_low with A < 0, or w > 1 + eps_high with
+      A > 0); the other clipped tokens keep the unclipped gradient of min(w A, clip(w) A).
+    """
+    if old_logprobs.shape != behaviour.shape or old_logprobs.shape != loss_mask.shape:
+        raise ValueError(
+            f"old_logprobs {tuple(old_logprobs.shape)}, behaviour {tuple(behaviour.shape)} and loss_mask "
+            f"{tuple(loss_mask.shape)} must have the same (B, T) shape"
+        )
+    current = old_logprobs if logprobs is None else logprobs
+    weights = torch.exp((current - behaviour).double())
+    low, high = weights < 1 - eps_low, weights > 1 + eps_high
+    classes = probe_token_classes(layouts, old_logprobs.shape[1])
+    mask = loss_mask.bool()
+    nograd = None
+    if advantage_sign is not None:
+        sign = advantage_sign.reshape(-1, 1).expand_as(mask)
+        nograd = (low & (sign < 0)) | (high & (sign > 0))
+    out: dict[str, float] = {}
+    for code, name in enumerate(PROBE_TOKEN_CLASSES):
+        select = mask & (classes == code)
+        tokens = int(select.sum())
+        clipped = int(((low | high) & select).sum())
+        out[f"probe_tokens_{name}"] = float(tokens)
+        out[f"clip_count_probe_{name}"] = float(clipped)
+        out[f"clip_low_count_probe_{name}"] = float((low & select).sum())
+        if tokens:
+            out[f"clip_frac_probe_{name}"] = clipped / tokens
+            if nograd is not None:
+                out[f"clip_nograd_frac_probe_{name}"] = float((nograd & select).sum()) / tokens
+    return out

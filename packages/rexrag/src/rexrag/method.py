@@ -27,11 +27,18 @@ from typing import Any, Literal
 
 import torch
 
-from rexrag.correction import PREFIX_COUNTS, VARIANTS, behaviour_logprobs, importance_diagnostics
+from rexrag.correction import (
+    PREFIX_COUNTS,
+    VARIANTS,
+    behaviour_logprobs,
+    clip_by_token_class,
+    importance_diagnostics,
+)
 from rexrag.filtering import KeepRatioEMA, select_probes
 from rexrag.pool import load_pool
 from rexrag.sampling import MixedSampler, probe_generated_tokens
 from rexrag.trigger import TRIGGER_MODES, ProbeTrigger, dead_end_rate
+from rlcore.objectives import grpo_advantages
 from rlcore.rollout import INSERTED, INSERTED_COMPONENTS, INSERTED_CONTEXT, RolloutConfig, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -219,6 +226,17 @@ class RexRag:
         )
         is_probe = torch.tensor([not t.is_original for t in trajectories])
         diagnostics = importance_diagnostics(old, behaviour, loss_mask, is_probe, self.eps_low, self.eps_high)
+        diagnostics.update(
+            clip_by_token_class(
+                old,
+                behaviour,
+                loss_mask,
+                layouts,
+                self.eps_low,
+                self.eps_high,
+                advantage_signs(trajectories),
+            )
+        )
         self._pending.update({f"rexrag/{k}": v for k, v in diagnostics.items()})
         self._flush()
         return behaviour.to(device=device, dtype=torch.float32)
@@ -245,6 +263,18 @@ class RexRag:
         self.ema.load_state_dict(state["ema"])
         self.sampler.trigger._rng.setstate(_as_state(state["trigger_rng"]))
         self.sampler._rng.setstate(_as_state(state["prompt_rng"]))
+
+
+def advantage_signs(trajectories: Sequence[Trajectory]) -> torch.Tensor:
+    """(B,) sign of each trajectory's GRPO advantage: sign(reward - mean reward of its group, probes included).
+
+    Scaling by a group or batch standard deviation never changes the sign, so this holds for every
+    ``objective.scale_by_std`` / ``std_scope`` setting. Differences below 1e-9 (rounding in the group mean of
+    equal rewards) count as 0.
+    """
+    rewards = torch.tensor([float(t.metadata["reward"]) for t in trajectories], dtype=torch.float64)
+    centred = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=False)
+    return torch.where(centred.abs() > 1e-9, torch.sign(centred), torch.zeros_like(centred))
 
 
 def _as_state(value: Any) -> tuple:
