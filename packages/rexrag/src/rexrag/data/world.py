@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,9 @@ class WorldConfig:
     frac_3hop: float = 0.15  # share of 3-hop compositional questions
     frac_compare: float = 0.15  # share of comparison questions
     heldout_frac: float = 0.3  # share of people/orgs/cities reserved as dev+test subjects
+    # at most this many questions per subject entity (a comparison counts for both of its entities); 0 = no
+    # limit. 1 makes every question ask about a new subject, so RL cannot profit from learning subjects by heart
+    max_questions_per_subject: int = 0
 
 
 @dataclass
@@ -302,18 +306,46 @@ def generate_questions(
     total = sum(fracs.values())
     for family in candidates:
         rng.shuffle(candidates[family])
+    cap = cfg.max_questions_per_subject
+    if cap < 0:
+        raise ValueError(f"world.max_questions_per_subject must be >= 0, got {cap}")
+    used: dict[str, int] = defaultdict(int)
+
+    def admit(family: str, question: tuple[str, str, list[str]]) -> bool:
+        subjects = question[2][:2] if family == "world_compare" else question[2][:1]
+        if any(used[name] >= cap for name in subjects):
+            return False
+        for name in subjects:
+            used[name] += 1
+        return True
+
     chosen: list[tuple[str, tuple[str, str, list[str]]]] = []
     for family, frac in fracs.items():
-        take = min(len(candidates[family]), round(count * frac / total))
-        chosen += [(family, q) for q in candidates[family][:take]]
-        candidates[family] = candidates[family][take:]
+        quota = round(count * frac / total)
+        if cap:  # the first questions of the family's order whose subjects are still free
+            picked, rest = [], []
+            for question in candidates[family]:
+                (picked if len(picked) < quota and admit(family, question) else rest).append(question)
+            chosen += [(family, q) for q in picked]
+            candidates[family] = rest
+        else:  # the original draw: worlds written before the limit existed stay identical
+            take = min(len(candidates[family]), quota)
+            chosen += [(family, q) for q in candidates[family][:take]]
+            candidates[family] = candidates[family][take:]
     leftovers = [(family, q) for family in fracs for q in candidates[family]]
     rng.shuffle(leftovers)
-    chosen += leftovers[: max(0, count - len(chosen))]
+    if cap:
+        for family, question in leftovers:
+            if len(chosen) >= count:
+                break
+            if admit(family, question):
+                chosen.append((family, question))
+    else:
+        chosen += leftovers[: max(0, count - len(chosen))]
     if len(chosen) < count:
         raise ValueError(
             f"world too small for {count} distinct {split} questions (got {len(chosen)}); "
-            "increase num_people / num_orgs or heldout_frac"
+            "increase num_people / num_orgs or heldout_frac (or world.max_questions_per_subject)"
         )
     chosen = chosen[:count]
     rng.shuffle(chosen)
