@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from anessuite.pipeline import stage_cache
 from anessuite.pipeline.config import PipelineConfig
 from anessuite.pipeline.grpo_stage import answer_line_format, make_reward_fn
-from anessuite.pipeline import stage_cache
 from anessuite.pipeline.run import _parent_run, run_pipeline, stage_final, stage_plan
 from rlcore.config import load_config
 from rlcore.tracking import PARENT_ENV, start_run
@@ -53,14 +53,20 @@ def test_stage_plan_labels():
 
 def test_run_folder_and_stage_keys_are_stable():
     """Folder names and stage keys are what earlier runs were stored under: a change here would retrain every
-    finished pipeline on its next run (values recorded before the stage cache moved to its own module)."""
+    finished pipeline on its next run (values of the code before the stage cache moved to its own module). A new
+    config field changes them: register it in stage_cache.ADDED_SETTINGS with the value that keeps the old
+    behaviour."""
     cfg = PipelineConfig()
-    assert stage_cache.training_fingerprint(cfg) == "3c683933"
+    assert stage_cache.training_fingerprint(cfg) == "2ca1022d", "new field? see stage_cache.ADDED_SETTINGS"
     assert stage_cache.stage_key(cfg, "sft", "smollm2-135m-instruct") == "03408ce9d833f6d2"
-    assert stage_cache.stage_key(cfg, "grpo", "some/model") == "d82106b4d845fe72"
+    cfg.grpo.rollout.max_start_tokens = 512  # a setting added later changes the key once it is used
+    assert stage_cache.stage_key(cfg, "grpo", "some/model") != "2791752e340daebd"
+    cfg.grpo.rollout.max_start_tokens = 0
+    assert stage_cache.stage_key(cfg, "grpo", "some/model") == "2791752e340daebd"
     cpu = load_config(PipelineConfig, REPO / "packages/anessuite/configs/pipeline_cpu.yaml")
-    assert stage_cache.training_fingerprint(cpu) == "7b1071d1"
+    assert stage_cache.training_fingerprint(cpu) == "8abb4d6d"
     assert stage_cache.stage_key(cpu, "cpt", cpu.base_model) == "bc5a37af453ba2c7"
+    assert stage_cache.stage_key(cpu, "grpo", "x") == "e682daea7582b60b"
 
 
 def test_stage_key_follows_what_changes_the_model():

@@ -47,9 +47,34 @@ STAGES = ("cpt", "sft", "grpo")
 DONE_FILE = "DONE.json"
 
 
+# Settings added after pipelines were stored, with the value that reproduces the earlier behaviour: left out of
+# run-folder hashes and stage keys while they hold that value, so the stages earlier runs finished keep their
+# keys (and are neither retrained nor re-evaluated). A new setting of a stage, the prompt or the data goes here.
+ADDED_SETTINGS: dict[str, Any] = {
+    "grpo.rollout.drop_eos_before_feedback": False,
+    "grpo.rollout.max_start_tokens": 0,
+    "prompt.preset": "ours",
+}
+
+
+def _section(cfg: PipelineConfig, name: str) -> dict[str, Any]:
+    """``to_dict`` of one config section without the :data:`ADDED_SETTINGS` that hold their earlier value."""
+    data = to_dict(getattr(cfg, name))
+    for dotted, earlier in ADDED_SETTINGS.items():
+        section, *parents, leaf = dotted.split(".")
+        if section != name:
+            continue
+        node = data
+        for parent in parents:
+            node = node.get(parent, {})
+        if leaf in node and node[leaf] == earlier:
+            del node[leaf]
+    return data
+
+
 def _data_identity(cfg: PipelineConfig) -> dict[str, Any]:
     """The data settings that change trained models (the benchmark only changes evaluations)."""
-    return {k: v for k, v in to_dict(cfg.data).items() if k != "benchmark"}
+    return {k: v for k, v in _section(cfg, "data").items() if k != "benchmark"}
 
 
 def _digest(payload: dict[str, Any], length: int) -> str:
@@ -63,9 +88,9 @@ def training_fingerprint(cfg: PipelineConfig) -> str:
         "name": cfg.name,
         "base_model": cfg.base_model,
         "seed": cfg.seed,
-        "prompt": to_dict(cfg.prompt),
+        "prompt": _section(cfg, "prompt"),
         "data": _data_identity(cfg),
-        **{stage: to_dict(getattr(cfg, stage)) for stage in STAGES},
+        **{stage: _section(cfg, stage) for stage in STAGES},
     }
     return _digest(relevant, 8)
 
@@ -73,14 +98,14 @@ def training_fingerprint(cfg: PipelineConfig) -> str:
 def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
     """Identity of one stage's training: its input model, its own settings, the data, seed and prompt (not the
     pipeline's name or the other stages), so two pipelines that would train the same model share it."""
-    settings = {k: v for k, v in to_dict(getattr(cfg, stage)).items() if k != "launcher"}
+    settings = {k: v for k, v in _section(cfg, stage).items() if k != "launcher"}
     if Path(model_in).exists():  # the same folder reached through another path is the same input
         model_in = str(Path(model_in).resolve())
     relevant = {
         "stage": stage,
         "input": model_in,
         "seed": cfg.seed,
-        "prompt": to_dict(cfg.prompt),
+        "prompt": _section(cfg, "prompt"),
         "data": _data_identity(cfg),
         "settings": settings,
     }
