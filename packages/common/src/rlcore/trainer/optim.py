@@ -145,14 +145,16 @@ class Stepper:
 
 
 @contextlib.contextmanager
-def generation_context(accelerator: Any, model: torch.nn.Module) -> Iterator[None]:
+def generation_context(accelerator: Any, model: torch.nn.Module, gather: bool = True) -> Iterator[None]:
     """Under ZeRO-3, gather the full parameters once for the whole rollout (or weight sync).
 
     Ranks generate different numbers of tokens, so per-forward parameter gathering (ZeRO-3's hooks) would
     leave ranks waiting on collectives the others never join. TRL's ``unwrap_model_for_generation`` gathers
     the weights and detaches DeepSpeed's hooks for the duration, and puts them back afterwards.
+    ``gather=False`` skips it: a rollout sampled by vLLM never runs the ZeRO-3 module, and holding every
+    full parameter on every GPU for the whole rollout would only take memory from vLLM's KV cache.
     """
-    if zero_stage(accelerator) == 3:
+    if gather and zero_stage(accelerator) == 3:
         from trl.models.utils import unwrap_model_for_generation
 
         with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=True):

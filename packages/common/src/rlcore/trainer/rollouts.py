@@ -60,7 +60,13 @@ def generate_rollouts(
         cfg, parts.records, indices, parts.tokenizer, step, parts.rank, parts.world
     )
     accelerator, engine = parts.accelerator, parts.engine
-    with timer.phase("rollout"), accelerator.autocast(), generation_context(accelerator, parts.model):
+    # vLLM samples from its own copy of the weights: nothing to gather under ZeRO-3 while it does
+    reads_policy = cfg.generation.backend != "vllm"
+    with (
+        timer.phase("rollout"),
+        accelerator.autocast(),
+        generation_context(accelerator, parts.model, gather=reads_policy),
+    ):
         trajectories = engine.run(prompt_ids, group_ids, metadata, on_answer=on_answer)
     if cfg.generation.backend == "vllm" and cfg.generation.vllm_sleep:
         parts.backend.sleep(level=1)

@@ -15,6 +15,7 @@ from rlcore.config import to_dict
 from rlcore.trainer.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from rlcore.trainer.collectives import any_rank
 from rlcore.trainer.config import RLTrainConfig
+from rlcore.trainer.optim import generation_context
 from rlcore.trainer.setup import TrainerParts
 
 __all__ = ["ResumePoint", "resume", "should_stop", "checkpoint_if_due", "save_final_model"]
@@ -44,6 +45,11 @@ def resume(cfg: RLTrainConfig, parts: TrainerParts) -> ResumePoint:
     )
     parts.sampler.load_state_dict(state["sampler"])
     parts.engine.run_index = int(state.get("rollout_run_index", 0))  # rollout.seed's per-call seeds continue
+    # A sampler with its own copy of the weights (vLLM) was built from model.path before the checkpoint
+    # loaded: give it the resumed weights, or the first step after a resume samples from the base model.
+    with generation_context(parts.accelerator, parts.model):
+        if hasattr(parts.backend, "update_weights"):
+            parts.backend.update_weights(parts.policy)
     logger.info("resumed from %s at step %d", resume_from, point.step)
     return point
 
