@@ -1,8 +1,9 @@
 """``make bench-eval``: evaluation throughput, measured side by side on the same model and questions.
 
-1. In-process: our batched HF backend (``batch_size`` prompts per decode loop) against a one-question-at-a-time
-   loop (batch size 1, what a naive script does); both greedy, same prompts, same token cap. Reports
-   questions/s, generated tokens/s, the speed-up ratio and how many responses are identical.
+1. In-process: our batched HF backend (``batch_size`` prompts per decode loop, each batch's shared prompt prefix
+   prefilled once) against a one-question-at-a-time loop (batch size 1, what a naive script does), and the
+   batched backend without prefix sharing (to show what each part buys); all greedy, same prompts, same token
+   cap. Reports questions/s, generated tokens/s, the speed-up ratios and how many responses are identical.
 2. HTTP: the OpenAI-compatible client against a local server (``anessuite.bench.server``, dynamic batching)
    with ``concurrency`` requests in flight against one request at a time (the official evaluator's pattern
    with 1 worker; it uses 16 threads against an 8-replica SGLang router).
@@ -78,7 +79,13 @@ def _best(runs: list[tuple[float, dict[int, Any]]]) -> dict[str, float]:
 
 
 def run(
-    model: str, questions: int, max_new_tokens: int, batch_size: int, concurrency: int, repeats: int = 2
+    model: str,
+    questions: int,
+    max_new_tokens: int,
+    batch_size: int,
+    concurrency: int,
+    repeats: int = 2,
+    http: bool = True,
 ) -> dict[str, Any]:
     from anessuite.backends.hf import HFChatBackend
     from anessuite.backends.openai_compat import OpenAIChatBackend
@@ -102,27 +109,38 @@ def run(
         "load_average_start": round(os.getloadavg()[0], 2),
     }
 
-    def set_batch(size: int) -> None:
+    def configure(size: int, share_prefix: bool) -> None:
         backend.batch_size = backend.generator.batch_size = size
+        backend.share_prefix = share_prefix
 
-    # The arms alternate (A B, then B A, ...) and each keeps its fastest repeat, so load drift on a shared
+    # The arms rotate (A B C, then C B A, ...) and each keeps its fastest repeat, so load drift on a shared
     # machine does not land on one arm only.
-    local: dict[str, list] = {"in_process_loop": [], "in_process_batched": []}
+    arms = [
+        ("in_process_loop", 1, False),
+        ("in_process_batched_no_prefix", batch_size, False),
+        ("in_process_batched", batch_size, True),
+    ]
+    local: dict[str, list] = {name: [] for name, _, _ in arms}
     for repeat in range(repeats):
-        order = [("in_process_loop", 1), ("in_process_batched", batch_size)]
-        for name, size in order if repeat % 2 == 0 else order[::-1]:
-            set_batch(size)
+        for name, size, share in arms if repeat % 2 == 0 else arms[::-1]:
+            configure(size, share)
             local[name].append(_timed(backend, conversations, max_new_tokens))
-    set_batch(batch_size)
-    report["in_process_loop"], report["in_process_batched"] = (
-        _best(local["in_process_loop"]),
-        _best(local["in_process_batched"]),
-    )
-    report["in_process_speedup"] = round(
-        report["in_process_loop"]["seconds"] / report["in_process_batched"]["seconds"], 3
-    )
-    loop_results, batched_results = local["in_process_loop"][0][1], local["in_process_batched"][0][1]
-    report["identical_responses"] = sum(loop_results[i].text == batched_results[i].text for i in loop_results)
+            logger.info("%s: %.1f s", name, local[name][-1][0])
+    configure(batch_size, True)
+    for name, _, _ in arms:
+        report[name] = _best(local[name])
+    for name in ("in_process_batched", "in_process_batched_no_prefix"):
+        suffix = "" if name == "in_process_batched" else "_no_prefix"
+        report[f"in_process_speedup{suffix}"] = round(
+            report["in_process_loop"]["seconds"] / report[name]["seconds"], 3
+        )
+        loop_results, results = local["in_process_loop"][0][1], local[name][0][1]
+        report[f"identical_responses{suffix}"] = sum(
+            loop_results[i].text == results[i].text for i in loop_results
+        )
+    if not http:
+        report["load_average_end"] = round(os.getloadavg()[0], 2)
+        return report
 
     url, server = _serve(backend, model, batch_size)
     try:
@@ -150,10 +168,9 @@ def _update_readme(out: Path, report: dict[str, Any]) -> None:
     """Write the measured table into the experiment README's "Last run" block."""
     from anessuite.report import render_markdown, update_readme
 
-    rows = [
-        {"path": name, **report[name]}
-        for name in ("in_process_loop", "in_process_batched", "http_sequential", "http_concurrent")
-    ]
+    names = ["in_process_loop", "in_process_batched_no_prefix", "in_process_batched"]
+    names += [name for name in ("http_sequential", "http_concurrent") if name in report]
+    rows = [{"path": name, **report[name]} for name in names]
     table = render_markdown(
         rows, ["path", "seconds", "questions_per_s", "tokens_per_s", "generated_tokens"], 3
     )
@@ -163,11 +180,21 @@ def _update_readme(out: Path, report: dict[str, Any]) -> None:
         f"{prov.get('host.cpus')} CPUs, GPUs: {prov.get('host.gpus')}; load average "
         f"{report['load_average_start']} -> {report['load_average_end']}); {report['questions']} questions, "
         f"{report['max_new_tokens']} new tokens, {report['model']}.\n\n{table}\n"
-        f"In-process batched / one-at-a-time: **{report['in_process_speedup']}x**; HTTP with "
-        f"{report['concurrency']} in flight / sequential: **{report['http_speedup']}x**; identical responses "
-        f"batched vs one-at-a-time: {report['identical_responses']} of {report['questions']}."
+        f"{_headline(report)}."
     )
     update_readme(out / "README.md", body)
+
+
+def _headline(report: dict[str, Any]) -> str:
+    line = (
+        f"In-process batched / one-at-a-time: **{report['in_process_speedup']}x** "
+        f"({report['in_process_speedup_no_prefix']}x without prefix sharing); identical greedy responses "
+        f"batched vs one-at-a-time: {report['identical_responses']} of {report['questions']} "
+        f"({report['identical_responses_no_prefix']} without prefix sharing)"
+    )
+    if "http_speedup" in report:
+        line += f"; HTTP with {report['concurrency']} in flight / sequential: **{report['http_speedup']}x**"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,15 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=2, help="alternating repeats per arm (the fastest is kept)"
     )
+    parser.add_argument("--no-http", action="store_true", help="only the in-process arms")
     parser.add_argument("--out", default="experiments/anessuite-bench-eval", help="folder for results.json")
     args = parser.parse_args(argv)
     setup_logging()
     report = run(
-        args.model, args.questions, args.max_new_tokens, args.batch_size, args.concurrency, args.repeats
+        args.model,
+        args.questions,
+        args.max_new_tokens,
+        args.batch_size,
+        args.concurrency,
+        args.repeats,
+        http=not args.no_http,
     )
     path = write_results_json(Path(args.out) / "results.json", report)
     _update_readme(Path(args.out), json.loads(path.read_text()))
     print(json.dumps(report, indent=2))
+    print(_headline(report))
     print(f"written: {path}")
     return 0
 

@@ -1,0 +1,89 @@
+"""The in-process HF backend's batching: batch planning by template and length, the shared-prefix prefill,
+and greedy answers identical to one-question-at-a-time decoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from anessuite.backends.hf import HFChatBackend, common_prefix_length, plan_batches
+
+
+@pytest.mark.parametrize(
+    "prompts, expected",
+    [
+        ([[1, 2, 3], [1, 2, 4], [1, 2]], 2),  # the shortest prompt bounds the prefix
+        ([[5, 6], [5, 6]], 2),  # identical prompts share everything
+        ([[1, 2], [2, 1]], 0),  # differ at the first token
+        ([[7, 8, 9]], 3),  # one prompt is its own prefix
+    ],
+)
+def test_common_prefix_length(prompts, expected):
+    assert common_prefix_length(prompts) == expected
+
+
+def test_plan_batches_keeps_templates_apart_and_fills_batches():
+    template_a = [[1] * 4 + [10 + i] * (1 + i % 3) for i in range(5)]  # five prompts of template A
+    template_b = [[2] * 4 + [20 + i] * (1 + i % 2) for i in range(3)]  # three of template B
+    prompts = template_a + template_b
+    batches = plan_batches(prompts, batch_size=2, key_tokens=4)
+    assert sorted(i for batch in batches for i in batch) == list(range(8))  # each prompt exactly once
+    assert all(len(batch) == 2 for batch in batches)  # 5 + 3: the two remainders are pooled into one batch
+    full_batches = batches[:-1]
+    for batch in full_batches:  # every batch but the pooled one holds a single template
+        assert len({tuple(prompts[i][:4]) for i in batch}) == 1
+    for batch in full_batches:  # and within a template, lengths ascend across batches
+        assert [len(prompts[i]) for i in batch] == sorted(len(prompts[i]) for i in batch)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return HFChatBackend("tiny-qwen2", batch_size=4, dtype="float32")
+
+
+def _conversations():
+    system = "You answer anesthesiology multiple-choice questions. Think step by step, then write Answer: X."
+    questions = [
+        "Which drug is a volatile agent?",
+        "Name an opioid.",
+        "What does MAC stand for exactly here?",
+    ]
+    questions.append("Propofol is given how?")
+    return [[{"role": "system", "content": system}, {"role": "user", "content": q}] for q in questions]
+
+
+def test_shared_prefix_prefill_gives_the_one_by_one_answers(backend):
+    conversations = _conversations()
+    seen: list[tuple[int, int]] = []
+    hook = backend.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        backend.batch_size, backend.share_prefix = 4, True
+        shared = dict(backend.complete(conversations, max_new_tokens=8))
+        first_calls = seen[:2]
+        backend.batch_size = 1
+        single = dict(backend.complete(conversations, max_new_tokens=8))
+    finally:
+        hook.remove()
+        backend.batch_size = 4
+    # the first forward runs the common prefix once (batch 1), the second the four suffixes together
+    assert first_calls[0][0] == 1 and first_calls[0][1] >= 8
+    assert first_calls[1][0] == 4 and first_calls[1][1] < first_calls[0][1]
+    assert [shared[i].text for i in range(4)] == [single[i].text for i in range(4)]
+    assert [shared[i].num_tokens for i in range(4)] == [single[i].num_tokens for i in range(4)]
+    assert all(shared[i].finish_reason in ("stop", "length") for i in range(4))
+
+
+def test_prefix_sharing_off_runs_plain_left_padded_batches(backend):
+    seen: list[tuple[int, int]] = []
+    hook = backend.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        backend.share_prefix = False
+        plain = dict(backend.complete(_conversations(), max_new_tokens=4))
+    finally:
+        hook.remove()
+        backend.share_prefix = True
+    assert seen[0][0] == 4 and seen[0][1] > 8  # whole prompts in one forward
+    assert len(plain) == 4
