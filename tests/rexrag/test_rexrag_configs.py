@@ -112,8 +112,8 @@ def test_multiworld_warm_up_chains_its_stages_into_the_rl_arms():
     stage2 = load_config(SFTConfig, folder / "sft_stage2.yaml")
     arm = load_config(RexRagTrainConfig, folder / "arms" / "rexrag.yaml")
     assert stage1.model.init == "scratch" and stage1.train.extra_worlds >= 1
-    assert stage2.model.init == f"{stage1.output_dir}/model"  # stage 2 continues from stage 1
-    assert arm.model.path == f"{stage2.output_dir}/model"  # RL starts from stage 2
+    assert stage2.model.init == f"{stage1.train.output_dir}/model"  # stage 2 continues from stage 1
+    assert arm.model.path == f"{stage2.train.output_dir}/model"  # RL starts from stage 2
     assert stage2.data == stage1.data == arm.qa.world
     # the evaluated world is not among the demonstration-only worlds
     from rexrag.recipes.sft import extra_world_configs
@@ -179,3 +179,29 @@ def test_dry_run_rejects_bad_values_in_one_line(overrides, expected, capsys):
     code = main(["--config", str(CONFIG_DIR / "cpu" / "rexrag.yaml"), "--dry-run", *overrides])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("train.steps=5", "train.total_steps"),
+        ("train.lr=0.1", "optim.lr"),
+        ("train.warmup_steps=3", "optim.warmup_steps"),
+        ("train.threads=1", "num_threads"),
+        ("output_dir=x", "train.output_dir"),
+    ],
+)
+def test_sft_speaks_the_trainer_vocabulary_and_old_names_fail_naming_the_new_key(old, new):
+    """Learning rate, steps, seed, output folder and resume have the GRPO recipes' names in the SFT warm-up too."""
+    from rlcore.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"config key '{old.split('=')[0]}' is now '{new}'"):
+        load_config(SFTConfig, CONFIG_DIR / "cpu" / "sft.yaml", [old])
+    sft = load_config(SFTConfig, CONFIG_DIR / "cpu" / "sft.yaml")
+    train = load_config(RexRagTrainConfig, CONFIG_DIR / "cpu" / "rexrag.yaml")
+    for key in ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.max_grad_norm", "train.total_steps",
+                "train.seed", "train.output_dir", "train.resume", "train.save_every", "num_threads"):  # fmt: skip
+        section, _, name = key.rpartition(".")
+        for cfg in (sft, train):
+            holder = getattr(cfg, section) if section else cfg
+            assert hasattr(holder, name), f"{type(cfg).__name__} has no {key}"

@@ -24,10 +24,12 @@ def _config(tmp_path, world, extra: int) -> SFTConfig:
         model=TinyModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64),
         use_chat_template=False,
         rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=6, max_response_tokens=64),
-        train=SFTLoopConfig(steps=2, batch_size=4, extra_worlds=extra, threads=1),
+        train=SFTLoopConfig(
+            total_steps=2, batch_size=4, extra_worlds=extra, output_dir=str(tmp_path / "sft")
+        ),
         eval=SFTEvalConfig(num_questions=2),
-        output_dir=str(tmp_path / "sft"),
         experiment="rexrag-sft-test",
+        num_threads=1,
     )
 
 
@@ -62,19 +64,19 @@ def test_sft_trains_on_demonstrations_from_every_world(tmp_path, small_world):
     assert sum(v["n"] for v in results["dev"]["by_source"].values()) == 2
     # the warm-up model carries its prompt template, for `python -m rexrag evaluate` and the RL run after it
     cfg = _config(tmp_path, small_world, extra=2)
-    assert (Path(cfg.output_dir) / "model" / "prompt_template.txt").read_text() == cfg.data.template
+    assert (Path(cfg.train.output_dir) / "model" / "prompt_template.txt").read_text() == cfg.data.template
 
 
 @pytest.mark.slow
 def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, small_world):
     base = _config(tmp_path, small_world, extra=1)
-    base.train = replace(base.train, steps=6, save_every=2)
+    base.train = replace(base.train, total_steps=6, save_every=2)
     base.eval = SFTEvalConfig(num_questions=0)
-    reference = run(replace(base, output_dir=str(tmp_path / "whole")))
+    reference = run(replace(base, train=replace(base.train, output_dir=str(tmp_path / "whole"))))
     assert reference["resumed_from_step"] == 0
     assert not (tmp_path / "whole" / "checkpoint").exists()  # removed once the final model is saved
 
-    broken = replace(base, output_dir=str(tmp_path / "broken"))
+    broken = replace(base, train=replace(base.train, output_dir=str(tmp_path / "broken")))
     real_collate, calls = sft_module._collate, []
 
     def dies_at_step_5(*args, **kwargs):
@@ -106,7 +108,9 @@ def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, 
     assert resumed["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-6)
 
     # another configuration in the same folder is refused, naming the checkpoint
-    changed = replace(broken, train=replace(broken.train, steps=8, lr=1e-3))
+    changed = replace(
+        broken, train=replace(broken.train, total_steps=8), optim=replace(broken.optim, lr=1e-3)
+    )
     assert not (tmp_path / "broken" / "checkpoint").exists()
     # a damaged record before the checkpoint step is an error naming the file and line, not silently dropped
     from rexrag.recipes.sft import _metrics_up_to

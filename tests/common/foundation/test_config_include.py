@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -136,7 +136,11 @@ def test_an_unknown_key_in_a_base_names_the_base_and_the_nearest_key(tmp_path: P
     [
         ("file", [], "invalid value 'cosin' for 'optim.schedule'; did you mean 'cosine'?"),
         ("command line", ["data.kind=file"], "invalid value 'file' for 'data.kind'; did you mean 'files'?"),
-        ("command line", ["data.kind=zzz"], "invalid value 'zzz' for 'data.kind' (valid values: world, files)"),
+        (
+            "command line",
+            ["data.kind=zzz"],
+            "invalid value 'zzz' for 'data.kind' (valid values: world, files)",
+        ),
         ("command line", ["data.modes=[generate,logli]"], "'data.modes[1]'; did you mean 'loglik'?"),
     ],
 )
@@ -177,7 +181,10 @@ def test_explain_prints_each_value_with_its_source(tmp_path: Path, capsys):
     assert recipe_main(Recipe, calls.append, ["--config", str(arm), "--explain", "optim.lr=0.25"]) == 0
     assert calls == []
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"# merge order (later wins): default -> {tmp_path / 'base.yaml'} -> {arm} -> command line"
+    assert (
+        lines[0]
+        == f"# merge order (later wins): default -> {tmp_path / 'base.yaml'} -> {arm} -> command line"
+    )
     table = {line.split(":")[0]: line.rsplit("# ", 1)[1] for line in lines[1:]}
     assert table == {
         "seed": str(tmp_path / "base.yaml"),
@@ -188,7 +195,7 @@ def test_explain_prints_each_value_with_its_source(tmp_path: Path, capsys):
         "data.files": "default",
         "data.modes": "default",
     }
-    assert any(line.startswith('optim.lr: 0.25 ') for line in lines)
+    assert any(line.startswith("optim.lr: 0.25 ") for line in lines)
     assert any(line.startswith('data.modes: ["generate"] ') for line in lines)
 
 
@@ -209,3 +216,29 @@ def test_a_path_built_from_the_environment_is_left_to_the_run(tmp_path: Path, mo
     literal = write(tmp_path / "d.yaml", f"data:\n  files: ['{tmp_path / 'later' / 'q.jsonl'}']\n")
     with pytest.raises(ConfigError, match="path not found"):
         load_config(Recipe, literal)
+
+
+@dataclass
+class Renamed(Recipe):
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"optim.learning_rate": "optim.lr", "out": "name"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["optim.learning_rate=0.1"],
+            "command line: config key 'optim.learning_rate' is now 'optim.lr'; rename it",
+        ),
+        (["out=x"], "command line: config key 'out' is now 'name'; rename it"),
+        (
+            ["optim.learning_rat=0.1"],
+            "command line: unknown config key 'optim.learning_rat'",
+        ),  # not an old name: nearest key
+    ],
+)
+def test_an_old_key_name_fails_naming_the_new_one(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(Renamed, None, overrides)
+    assert str(err.value).startswith(expected)
+    assert load_config(Renamed, None, ["optim.lr=0.1"]).optim.lr == 0.1

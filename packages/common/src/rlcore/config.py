@@ -4,7 +4,8 @@ Merge order is defaults (the dataclass) -> YAML file(s) -> command-line ``a.b=c`
 start from other files with a top-level ``base:`` key (one path or a list, relative to the including file):
 the bases are merged first, in list order, each with its own bases before it, then the including file's own
 keys on top. Include cycles fail with the chain of files. Unknown keys fail with the full dotted key path and
-the closest valid key; a value outside a ``typing.Literal`` field's choices fails with the closest valid value;
+the closest valid key (or, for a key the schema lists in its ``RENAMED_KEYS`` class attribute, the new name);
+a value outside a ``typing.Literal`` field's choices fails with the closest valid value;
 a non-empty path in a field marked ``must_exist`` (see :func:`existing_path`) must exist. ``${oc.env:VAR}`` and
 ``${oc.env:VAR,default}`` work in YAML for machine-specific paths. ``recipe_main`` wraps this into the CLI
 every recipe shares (``--config``, ``--dry-run``, ``--explain``, overrides).
@@ -93,11 +94,19 @@ def _check_choice(value: Any, choices: tuple[Any, ...], full_key: str, source: s
     raise ConfigError(f"{source}: invalid value {value!r} for '{full_key}'{hint} (valid values: {valid})")
 
 
-def _check_keys(schema: type, data: Mapping[str, Any], prefix: str, source: str) -> None:
-    """Walk ``data`` against ``schema``: fail on the first unknown key or value outside a Literal's choices."""
+def _check_keys(
+    schema: type, data: Mapping[str, Any], prefix: str, source: str, renamed: Mapping[str, str] | None = None
+) -> None:
+    """Walk ``data`` against ``schema``: fail on the first unknown key or value outside a Literal's choices.
+
+    ``renamed`` (the root schema's ``RENAMED_KEYS``) maps an old dotted key to its new name, so a config written
+    with the old name fails with the key to use instead.
+    """
     types = _field_types(schema)
     for key, value in data.items():
         full_key = f"{prefix}{key}"
+        if key not in types and renamed and full_key in renamed:
+            raise ConfigError(f"{source}: config key '{full_key}' is now '{renamed[full_key]}'; rename it")
         if key not in types:
             close = difflib.get_close_matches(str(key), list(types), n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
@@ -108,7 +117,7 @@ def _check_keys(schema: type, data: Mapping[str, Any], prefix: str, source: str)
             )
         field_type = _unwrap_optional(types[key])
         if dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
-            _check_keys(field_type, value, f"{full_key}.", source)
+            _check_keys(field_type, value, f"{full_key}.", source, renamed)
         elif (choices := _literal_choices(field_type)) is not None:
             _check_choice(value, choices, full_key, source)
         elif typing.get_origin(field_type) is list and isinstance(value, list):
@@ -237,8 +246,9 @@ def load_config_explained(
     if overrides:
         layers.append((COMMAND_LINE, _parse_overrides(overrides)))
     origin: dict[str, str] = {}
+    renamed = getattr(schema, "RENAMED_KEYS", None)
     for source, data in layers:
-        _check_keys(schema, data, "", source)
+        _check_keys(schema, data, "", source, renamed)
         try:
             merged = OmegaConf.merge(merged, OmegaConf.create(data))
         except OmegaConfBaseException as err:

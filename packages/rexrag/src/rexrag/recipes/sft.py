@@ -1,6 +1,6 @@
 """SFT warm-up on synthetic search demonstrations (the start point of the CPU-scale GRPO / REX-RAG runs).
 
-    python -m rexrag sft --config packages/rexrag/configs/cpu/sft.yaml [train.steps=300 ...]
+    python -m rexrag sft --config packages/rexrag/configs/cpu/sft.yaml [train.total_steps=300 ...]
 
 Steps: write the synthetic world and its BM25 index -> build a tokenizer and a tiny Qwen2 from scratch (or load a
 model) -> build demonstrations with the real retriever (search chains, confident wrong answers, one-search
@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -52,22 +53,35 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTLoopConfig:
-    """Optimisation of the warm-up."""
+class SFTOptimConfig:
+    """AdamW and the learning-rate schedule of the warm-up (the names of the GRPO trainer's ``optim``)."""
 
-    steps: int = 400  # optimizer steps
-    batch_size: int = 16  # demonstrations per step
-    lr: float = 2e-3  # peak AdamW learning rate
-    warmup_steps: int = 20  # linear warm-up steps, then cosine decay to 10%
-    weight_decay: float = 0.01  # AdamW weight decay
-    max_grad_norm: float = 1.0  # gradient clipping
+    # peak AdamW learning rate
+    lr: float = 2e-3
+    # linear warm-up steps, then cosine decay to 10%
+    warmup_steps: int = 20
+    # AdamW weight decay (not on biases / norms)
+    weight_decay: float = 0.01
+    # gradient clipping
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class SFTLoopConfig:
+    """Length, batches, outputs and checkpoints of the warm-up (the names of the GRPO trainer's ``train``)."""
+
+    # optimizer steps
+    total_steps: int = 400
+    # demonstrations per step
+    batch_size: int = 16
     num_demos: int = 0  # demonstrations built from train questions; 0 = one per train question
     extra_worlds: int = (
         0  # more worlds (seeds world.seed+1 .. +N) whose questions (all splits) are demonstrations too
     )
     extra_worlds_dir: str = ""  # where those worlds are written; empty = "<data.dir>-extra"
     seed: int = 0  # seeds model init, demo order and sampling
-    threads: int = 2  # torch CPU threads
+    # run folder; empty = runs/rexrag-sft/<time>-<hash>
+    output_dir: str = ""
     save_every: int = 500  # write output_dir/checkpoint every N steps (0 = never)
     resume: str = "auto"  # auto: continue from output_dir/checkpoint if there is one | never: start over
 
@@ -94,10 +108,25 @@ class SFTConfig:
             max_turns=4, max_new_tokens_per_turn=48, max_response_tokens=640
         )
     )  # observation format (demos) and turn structure (evaluation)
-    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)  # optimisation
+    # AdamW + learning-rate schedule
+    optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)
+    # length, batches, outputs, checkpoints
+    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)
     eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)  # evaluation after training
-    output_dir: str = ""  # run folder; empty = runs/rexrag-sft/<time>-<hash>
     experiment: str = "rexrag-sft"  # MLflow experiment
+    # torch CPU threads
+    num_threads: int = 2
+
+    # the recipes share one vocabulary: a config written with an old name fails naming the new one
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "train.steps": "train.total_steps",
+        "train.lr": "optim.lr",
+        "train.warmup_steps": "optim.warmup_steps",
+        "train.weight_decay": "optim.weight_decay",
+        "train.max_grad_norm": "optim.max_grad_norm",
+        "train.threads": "num_threads",
+        "output_dir": "train.output_dir",
+    }
 
 
 def extra_world_configs(cfg: SFTConfig) -> list[WorldDataConfig]:
@@ -171,9 +200,9 @@ def _metrics_up_to(path: Path, step: int) -> list[dict]:
 
 
 def run(cfg: SFTConfig) -> dict:
-    torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.train.seed)
-    out = Path(cfg.output_dir) if cfg.output_dir else make_run_dir("rexrag-sft", cfg)
+    out = Path(cfg.train.output_dir) if cfg.train.output_dir else make_run_dir("rexrag-sft", cfg)
     out.mkdir(parents=True, exist_ok=True)
     paths = ensure_world(cfg.data)
     retriever = load_world_retriever(paths)
@@ -185,10 +214,9 @@ def run(cfg: SFTConfig) -> dict:
     digest = config_hash(
         replace(
             cfg,
-            output_dir="",
             experiment="",
             eval=SFTEvalConfig(),
-            train=replace(cfg.train, resume="auto", save_every=0),
+            train=replace(cfg.train, output_dir="", resume="auto", save_every=0),
         )
     )
     checkpoint = find_sft_checkpoint(out) if cfg.train.resume == "auto" else None
@@ -196,7 +224,9 @@ def run(cfg: SFTConfig) -> dict:
     if state is not None:
         from rlcore.models import load_causal_lm, load_tokenizer
 
-        logger.info("resuming the warm-up from %s (step %d of %d)", checkpoint, state.step, cfg.train.steps)
+        logger.info(
+            "resuming the warm-up from %s (step %d of %d)", checkpoint, state.step, cfg.train.total_steps
+        )
         model = load_causal_lm(str(checkpoint / "model"), dtype=torch.float32)
         tokenizer = load_tokenizer(str(checkpoint / "model"))
     else:
@@ -239,16 +269,16 @@ def run(cfg: SFTConfig) -> dict:
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": cfg.train.weight_decay},
+            {"params": decay, "weight_decay": cfg.optim.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=cfg.train.lr,
+        lr=cfg.optim.lr,
     )
 
     def lr_factor(step: int) -> float:
-        if step < cfg.train.warmup_steps:
-            return (step + 1) / cfg.train.warmup_steps
-        progress = (step - cfg.train.warmup_steps) / max(1, cfg.train.steps - cfg.train.warmup_steps)
+        if step < cfg.optim.warmup_steps:
+            return (step + 1) / cfg.optim.warmup_steps
+        progress = (step - cfg.optim.warmup_steps) / max(1, cfg.train.total_steps - cfg.optim.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
@@ -280,11 +310,11 @@ def run(cfg: SFTConfig) -> dict:
     ) as run_:
         model.train()
         progress = tqdm(
-            range(start_step, cfg.train.steps),
+            range(start_step, cfg.train.total_steps),
             desc="sft",
             mininterval=5,
             initial=start_step,
-            total=cfg.train.steps,
+            total=cfg.train.total_steps,
         )
         with metrics_path.open("a", encoding="utf-8") as metrics_file:
             for step in progress:
@@ -296,7 +326,7 @@ def run(cfg: SFTConfig) -> dict:
                 loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 record = {
@@ -306,7 +336,7 @@ def run(cfg: SFTConfig) -> dict:
                     "lr": scheduler.get_last_lr()[0],
                 }
                 metrics_file.write(json.dumps(record) + "\n")
-                if (step + 1) % 10 == 0 or step + 1 == cfg.train.steps:
+                if (step + 1) % 10 == 0 or step + 1 == cfg.train.total_steps:
                     run_.log_metrics(
                         {"sft/loss": record["loss"], "sft/grad_norm": record["grad_norm"]}, step=step + 1
                     )
@@ -314,7 +344,7 @@ def run(cfg: SFTConfig) -> dict:
                 if (
                     cfg.train.save_every
                     and (step + 1) % cfg.train.save_every == 0
-                    and step + 1 < cfg.train.steps
+                    and step + 1 < cfg.train.total_steps
                 ):
                     metrics_file.flush()
                     save_sft_checkpoint(
@@ -365,7 +395,7 @@ def run(cfg: SFTConfig) -> dict:
                 predictions_path=out / "dev_predictions.jsonl",
             )
             results["dev"] = scores
-            run_.log_metrics({"eval/average_em": scores["average_em"]}, step=cfg.train.steps)
+            run_.log_metrics({"eval/average_em": scores["average_em"]}, step=cfg.train.total_steps)
             logger.info(
                 "dev EM after SFT: %.3f %s",
                 scores["average_em"],
