@@ -7,6 +7,7 @@ tests/rexrag/test_train_e2e.py), because a random tiny model never emits a searc
 on searches.
 """
 
+import json
 import logging
 import re
 import threading
@@ -24,7 +25,9 @@ from rexrag.method import RexRag, RexRagConfig
 from rexrag.recipes.common import WorldDataConfig, ensure_world, rollout_inputs, trajectory_record
 from rexrag.recipes.train import QAConfig, RetrieverConfig, RexRagTrainConfig, open_retriever, to_records
 from rlcore.generation.testing import ScriptedBackend, build_tiny_qwen2, build_tiny_tokenizer
+from rlcore.retrieval import RetrievalUnavailableError
 from rlcore.rollout import RolloutConfig, RolloutEngine
+from rlcore.trainer.checkpoint import list_checkpoints
 from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
 from rlcore.trainer.grpo import train
 
@@ -61,13 +64,15 @@ def server(world, tmp_path):
         yield running
 
 
-def _client(server):
-    """The recipe's own HTTP retriever (``retriever.kind=http``), with the default outage budget."""
-    return open_retriever(RetrieverConfig(kind="http", url=server.url), None)
+def _client(server, max_outage_s: float = 600.0):
+    """The recipe's own HTTP retriever (``retriever.kind=http``), by default with the default outage budget."""
+    return open_retriever(RetrieverConfig(kind="http", url=server.url, max_outage_s=max_outage_s), None)
 
 
-def _kill_and_restart(server) -> threading.Thread:
+def _kill_and_restart(server, restart: bool = True) -> threading.Thread | None:
     server.kill()
+    if not restart:
+        return None
     thread = threading.Thread(
         target=lambda: (time.sleep(DOWN_SECONDS), server.start(wait=False)), name="restart", daemon=True
     )
@@ -96,14 +101,14 @@ def _scripted_trainer_policy(examples):
     return respond
 
 
-def _train(world, server, out, kill_after_step: int | None):
+def _train(world, server, out, kill_after_step: int | None, total_steps=3, restart=True, max_outage_s=600.0):
     root, world_cfg, paths, tok = world
     examples = load_flashrag_jsonl(paths["train"])
     records = to_records(examples, DEFAULT_TEMPLATE)
     cfg = RexRagTrainConfig(
         rollout=RolloutConfig(max_turns=3, max_new_tokens_per_turn=48, max_response_tokens=600),
         objective=ObjectiveConfig(num_generations=2, prompts_per_step=2, micro_batch_size=4, kl_coef=0.001),
-        train=TrainLoopConfig(total_steps=3, output_dir=str(out), seed=1, save_final_model=False),
+        train=TrainLoopConfig(total_steps=total_steps, output_dir=str(out), seed=1, save_final_model=False),
         tracking=TrackingConfig(enabled=False),
         qa=QAConfig(world=world_cfg),
         rexrag=RexRagConfig(probe_prob=1.0, keep_ratio_init=1.0, pool="paraphrase_30"),
@@ -115,13 +120,13 @@ def _train(world, server, out, kill_after_step: int | None):
 
     def after_step(policy, step):
         if step == kill_after_step:  # the next step's searches find the server dead
-            restarts.append(_kill_and_restart(server))
+            restarts.append(_kill_and_restart(server, restart))
         return {}
 
     result = train(
         cfg,
         records=records,
-        retriever=_client(server),
+        retriever=_client(server, max_outage_s),
         after_rollout=method.after_rollout,
         behaviour_logprobs=method.behaviour_logprobs,
         on_answer=method.on_answer,
@@ -130,7 +135,8 @@ def _train(world, server, out, kill_after_step: int | None):
         backend=ScriptedBackend(tok, _scripted_trainer_policy(examples)),
     )
     for thread in restarts:
-        thread.join()
+        if thread is not None:
+            thread.join()
     return result
 
 
@@ -154,6 +160,30 @@ def test_training_rides_through_a_server_restart_with_identical_results(world, s
     lines = _outage_lines(caplog)
     assert sum("unavailable (" in line for line in lines) == 1, lines
     assert sum("answering again" in line for line in lines) == 1, lines
+
+
+@pytest.mark.slow
+def test_outage_past_the_budget_checkpoints_the_last_step_and_resume_is_exact(world, server, tmp_path):
+    reference = _train(world, server, tmp_path / "undisturbed", kill_after_step=None, total_steps=4)
+    out = tmp_path / "outage"
+    started = time.monotonic()
+    with pytest.raises(RetrievalUnavailableError, match="max_outage_s=2s") as info:
+        _train(world, server, out, kill_after_step=2, total_steps=4, restart=False, max_outage_s=2.0)
+    assert time.monotonic() - started >= 2.0
+    # no periodic checkpoint was due (save_every=0): the one of step 2 was written because of the outage
+    assert [step for step, _ in list_checkpoints(out)] == [2]
+    assert "checkpoint of step 2" in " ".join(info.value.__notes__)
+    assert [m["step"] for m in _read_metrics(out)] == [1, 2]
+    server.start()
+    resumed = _train(world, server, out, kill_after_step=None, total_steps=4)
+    assert resumed.last_step == 4
+    assert _deterministic(_read_metrics(out)) == _deterministic(reference.metrics)
+    for (name, a), (_, b) in zip(reference.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def _read_metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _scripted_evaluator(text_of_doc_1: dict):

@@ -44,11 +44,13 @@ from tqdm.auto import tqdm
 from rlcore.config import recipe_main
 from rlcore.generation import GenerationBackend
 from rlcore.logging_utils import setup_logging
+from rlcore.retrieval.types import RetrievalUnavailableError
 from rlcore.trainer.advantages import build_batch
 from rlcore.trainer.checkpoint import StopSignal
 from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.logprobs import attach_logprobs
 from rlcore.trainer.metrics import MetricSums, PhaseTimer
+from rlcore.trainer.outage import StepStart, checkpoint_after_outage
 from rlcore.trainer.reporting import (
     NoSignalWatch,
     StepClock,
@@ -133,7 +135,12 @@ def train(
         run_id = run.run_id if run is not None else run_id
         for step in range(start.step + 1, cfg.train.total_steps + 1):
             timer, sums, clock = PhaseTimer(), MetricSums(), StepClock()
-            trajectories = generate_rollouts(cfg, parts, step, timer, on_answer)
+            step_start = StepStart.take(parts)
+            try:
+                trajectories = generate_rollouts(cfg, parts, step, timer, on_answer)
+            except RetrievalUnavailableError as err:  # the client's outage budget is spent
+                checkpoint_after_outage(cfg, parts, step, step_start, run_id, skipped_total, err)
+                raise
             trajectories, rewards = score_rollouts(cfg, parts, trajectories, step, timer, sums, after_rollout)
             batch = build_batch(
                 cfg.objective, trajectories, rewards, parts.tokenizer.pad_token_id, accelerator.device, sums

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlcore.faults import fault_point
 from rlcore.rollout import OnAnswer, Trajectory
 from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.data import encode_record_prompt, record_id
@@ -68,6 +69,7 @@ def generate_rollouts(
         generation_context(accelerator, parts.model, gather=reads_policy),
     ):
         trajectories = engine.run(prompt_ids, group_ids, metadata, on_answer=on_answer)
+    fault_point("rollout", step)
     if cfg.generation.backend == "vllm" and cfg.generation.vllm_sleep:
         parts.backend.sleep(level=1)
     timer.add("generate", engine.last_stats.get("generate_seconds", 0.0))

@@ -18,7 +18,7 @@ from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.optim import generation_context
 from rlcore.trainer.setup import TrainerParts
 
-__all__ = ["ResumePoint", "resume", "should_stop", "checkpoint_if_due", "save_final_model"]
+__all__ = ["ResumePoint", "resume", "should_stop", "checkpoint_if_due", "save_now", "save_final_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def resume(cfg: RLTrainConfig, parts: TrainerParts) -> ResumePoint:
     resume_from = resolve_resume(cfg.train.resume, parts.output_dir)
     if resume_from is None:
         return ResumePoint()
-    state = load_checkpoint(parts.accelerator, resume_from)
+    state = load_checkpoint(parts.accelerator, resume_from, parts.checkpointed)
     point = ResumePoint(
         step=int(state["step"]),
         run_id=state.get("mlflow_run_id"),
@@ -64,8 +64,14 @@ def checkpoint_if_due(
 ) -> None:
     """Save on every rank when the step is periodic, a stop, or the last one."""
     periodic = cfg.train.save_every > 0 and step % cfg.train.save_every == 0
-    if not (periodic or stop_now or step == cfg.train.total_steps):
-        return
+    if periodic or stop_now or step == cfg.train.total_steps:
+        save_now(cfg, parts, step, run_id, skipped_total)
+
+
+def save_now(
+    cfg: RLTrainConfig, parts: TrainerParts, step: int, run_id: str | None, skipped_total: int
+) -> None:
+    """Checkpoint ``step`` on every rank: weights, optimizer, RNG, sampler, counters, stateful objects."""
     trainer_state = {
         "sampler": parts.sampler.state_dict(),
         "rollout_run_index": parts.engine.run_index,
@@ -73,7 +79,14 @@ def checkpoint_if_due(
         "skipped_steps_total": skipped_total,
         "config": to_dict(cfg),
     }
-    save_checkpoint(parts.accelerator, parts.output_dir, step, trainer_state, cfg.train.keep_checkpoints)
+    save_checkpoint(
+        parts.accelerator,
+        parts.output_dir,
+        step,
+        trainer_state,
+        cfg.train.keep_checkpoints,
+        stateful=parts.checkpointed,
+    )
 
 
 def save_final_model(accelerator: Any, model: Any, tokenizer: Any, path: Path) -> None:

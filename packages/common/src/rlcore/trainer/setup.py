@@ -177,6 +177,7 @@ class TrainerParts:
     backend: Any  # generation backend that samples the rollouts
     engine: RolloutEngine  # single- or multi-turn rollouts over ``backend``
     sampler: PromptSampler  # epoch-wise shuffled record order (state: two integers)
+    checkpointed: dict[str, Any]  # objects whose state_dict() goes into every checkpoint (LR schedule first)
 
     @property
     def world(self) -> int:
@@ -222,9 +223,8 @@ def build_trainer(
     )
     fill_deepspeed_config(accelerator, optim.max_grad_norm, cfg.objective.micro_batch_size)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    for name in sorted(stateful or {}):
-        accelerator.register_for_checkpointing(stateful[name])
+    # saved as JSON by save_checkpoint (never pickled); this order is the one older checkpoints used
+    checkpointed = {"lr_scheduler": scheduler, **{name: stateful[name] for name in sorted(stateful or {})}}
     if isinstance(reference, torch.nn.Module) and zero_stage(accelerator) == 3:
         # under ZeRO-3 transformers loaded the reference partitioned; shard it in an inference engine too
         from trl.models.utils import prepare_deepspeed  # heavy, and only under DeepSpeed
@@ -250,4 +250,5 @@ def build_trainer(
         backend=backend,
         engine=RolloutEngine(backend, tokenizer, cfg.rollout, retriever),
         sampler=PromptSampler(len(records), cfg.train.seed, cfg.data.shuffle),
+        checkpointed=checkpointed,
     )

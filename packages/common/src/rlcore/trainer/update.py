@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from rlcore.faults import fault_point
 from rlcore.objectives import (
     MAX_LOG_RATIO,
     aggregate,
@@ -158,6 +159,7 @@ def ppo_update(
                     parts.stepper.backward(loss, boundary=index == len(micro_batches) - 1)
                     update_tokens += int(micro.attention_mask.sum())
                 grad_norm, applied = parts.stepper.step()
+                fault_point("update", step)
                 sums.add("optim/grad_norm", grad_norm if applied else 0.0, 1.0 if applied else 0.0)
                 sums.add_total("optim/skipped_steps", 0.0 if applied else 1.0 / world)
     with warnings.catch_warnings():
