@@ -21,6 +21,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from rlcore.faults import fault_point
+
 __all__ = ["ResponseCache", "model_fingerprint", "CacheLockedError"]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class ResponseCache:
         self._handle = None
         self.seed_dirs = [Path(d) for d in seed_dirs]
         self.seeded_from: Path | None = None
+        self.appended = 0  # records appended by this process
 
     def __enter__(self) -> ResponseCache:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -192,9 +195,11 @@ class ResponseCache:
             self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
         for record in records:
             self._handle.write(json.dumps({**record, "cache_key": self.cache_key}, ensure_ascii=False) + "\n")
+            self.appended += 1
         self._handle.flush()
         if sync:
             os.fsync(self._handle.fileno())
+        fault_point("eval.cache", self.appended)  # kill-point tests: after N records are on disk
 
     def _repair_tail(self) -> None:
         """If a crash left a partial last line, end it so the next record starts on a fresh line."""

@@ -139,8 +139,9 @@ def train(
             try:
                 trajectories = generate_rollouts(cfg, parts, step, timer, on_answer)
             except RetrievalUnavailableError as err:  # the client's outage budget is spent
-                checkpoint_after_outage(cfg, parts, step, step_start, run_id, skipped_total, err)
-                raise
+                raise checkpoint_after_outage(
+                    cfg, parts, step, step_start, run_id, skipped_total, err
+                ) from err
             trajectories, rewards = score_rollouts(cfg, parts, trajectories, step, timer, sums, after_rollout)
             batch = build_batch(
                 cfg.objective, trajectories, rewards, parts.tokenizer.pad_token_id, accelerator.device, sums

@@ -1,13 +1,13 @@
 """A retrieval outage longer than the client's budget (``retriever.max_outage_s``) during a step's rollouts.
 
 The client has already waited the whole budget out when it gives up. The trainer then puts the run back where
-the last completed step left it (rollouts touch no weights, but they do advance the prompt sampler, the rollout
-counter, the random streams and the method's stateful objects), writes that step's checkpoint unless it is
-already on disk, and re-raises with the reason: the process exits non-zero, and ``train.resume=auto`` continues
-exactly as if the failed step had never started. Under several processes a checkpoint is a collective that the
-other ranks cannot join, so the error is re-raised at once and the last periodic checkpoint stands.
+the last completed step left it (rollouts touch no weights, but they do advance the prompt sampler, the
+rollout counter, the random streams and the method's stateful objects), writes that step's checkpoint unless
+it is already on disk, and raises the error again with what was saved: the process exits non-zero, and
+``train.resume=auto`` continues exactly as if the failed step had never started. Under several processes a
+checkpoint is a collective that the other ranks cannot join, so the error is raised at once and the last
+periodic checkpoint stands.
 """
-
 from __future__ import annotations
 
 import copy
@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from rlcore.retrieval.types import RetrievalUnavailableError
 from rlcore.seeding import get_rng_state, set_rng_state
 from rlcore.trainer.checkpoint import list_checkpoints
 from rlcore.trainer.saving import save_now
@@ -58,9 +59,9 @@ def checkpoint_after_outage(
     start: StepStart,
     run_id: str | None,
     skipped_total: int,
-    error: Exception,
-) -> None:
-    """Checkpoint the last completed step (``step - 1``) and add the reason to ``error`` before it is re-raised."""
+    error: RetrievalUnavailableError,
+) -> RetrievalUnavailableError:
+    """Checkpoint the last completed step (``step - 1``); the error to raise, saying what was saved."""
     done = step - 1
     if parts.world > 1:
         note = (
@@ -78,4 +79,4 @@ def checkpoint_after_outage(
             f"train.resume=auto to continue exactly where it stopped"
         )
     logger.error("%s (%s)", note, error)
-    error.add_note(note)
+    return RetrievalUnavailableError(f"{error}; {note}")

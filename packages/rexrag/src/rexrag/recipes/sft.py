@@ -44,6 +44,7 @@ from rexrag.recipes.sft_checkpoint import (
     save_sft_checkpoint,
 )
 from rlcore.config import config_hash, recipe_main
+from rlcore.faults import fault_point
 from rlcore.rollout import RolloutConfig
 from rlcore.runs import make_run_dir
 from rlcore.seeding import seed_everything
@@ -328,6 +329,7 @@ def run(cfg: SFTConfig) -> dict:
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
+                fault_point("sft.update", step + 1)
                 scheduler.step()
                 record = {
                     "step": step + 1,

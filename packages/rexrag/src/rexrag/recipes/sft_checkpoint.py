@@ -13,6 +13,7 @@ ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from rlcore.faults import fault_point
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 _TMP = ".checkpoint-tmp"
@@ -49,11 +54,13 @@ def save_sft_checkpoint(out: Path, model, tokenizer, state: SFTState) -> Path:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
+    fault_point("sft.checkpoint", state.step)  # weights written, state not yet
     torch.save(state.__dict__, tmp / "state.pt")
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
         os.replace(final, old)
+    fault_point("sft.swap", state.step)  # the previous checkpoint moved aside, the new one not yet in place
     os.replace(tmp, final)
     if old.exists():
         shutil.rmtree(old)
@@ -65,6 +72,12 @@ def find_sft_checkpoint(out: Path) -> Path | None:
     for name in (CHECKPOINT, _OLD):
         folder = out / name
         if (folder / "state.pt").is_file() and (folder / "model" / "config.json").is_file():
+            if (out / _TMP).exists():
+                logger.warning(
+                    "SFT checkpoint %s is torn (its write was interrupted); resuming from %s instead",
+                    out / _TMP,
+                    folder,
+                )
             return folder
     return None
 
