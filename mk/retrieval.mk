@@ -7,7 +7,7 @@ RETRIEVAL_CORPUS = $(or $(CORPUS),$(RETRIEVAL_WIKI))
 RETRIEVAL_OUT = $(or $(OUT),$(RETRIEVAL_CACHE)/wiki-minilm)
 RETRIEVAL_KIND = $(or $(KIND),flat)
 
-.PHONY: wiki-corpus index serve-retriever bench-retrieval bench-retrieval-scale
+.PHONY: wiki-corpus index serve-retriever bench-retrieval bench-retrieval-scale soak-retrieval
 
 $(RETRIEVAL_WIKI):
 	$(PY) -m rlcore.retrieval.corpora wiki --out $@
@@ -28,3 +28,6 @@ bench-retrieval: setup ## batched vs naive server QPS/p99, ANN recall, overload,
 
 bench-retrieval-scale: setup ## index build time and peak RSS on a generated 1M-passage corpus (BM25 + hashing flat)
 	$(PY) benchmarks/retrieval/bench_build.py $(BENCH_ARGS)
+
+soak-retrieval: setup ## overload soak: 2x measured capacity, valid + malformed requests, leak checks (loopback, ~3 min)
+	$(PY) -m rlcore.retrieval.soak $(SOAK_ARGS)
