@@ -305,8 +305,8 @@ def test_tracking_is_a_null_context_when_off_or_on_other_ranks(tmp_path):
     ],
 )
 def test_checkpoint_if_due(monkeypatch, tmp_path, step, save_every, stop_now, saved):
-    calls = []
-    monkeypatch.setattr(saving, "save_checkpoint", lambda *args: calls.append(args))
+    calls, stateful = [], {"lr_scheduler": object()}
+    monkeypatch.setattr(saving, "save_checkpoint", lambda *args, **kwargs: calls.append((args, kwargs)))
     cfg = RLTrainConfig()
     cfg.train.total_steps, cfg.train.save_every = 10, save_every
     parts = SimpleNamespace(
@@ -314,11 +314,13 @@ def test_checkpoint_if_due(monkeypatch, tmp_path, step, save_every, stop_now, sa
         output_dir=tmp_path,
         sampler=SimpleNamespace(state_dict=lambda: {"epoch": 1, "position": 2}),
         engine=SimpleNamespace(run_index=7),
+        checkpointed=stateful,
     )
     saving.checkpoint_if_due(cfg, parts, step, stop_now, "run-1", 3)
     assert bool(calls) is saved
     if saved:
-        _, output_dir, saved_step, state, keep = calls[0]
+        (_, output_dir, saved_step, state, keep), kwargs = calls[0]
+        assert kwargs == {"stateful": stateful}  # the LR schedule and stateful objects go in as JSON
         assert (output_dir, saved_step, keep) == (tmp_path, step, cfg.train.keep_checkpoints)
         assert state["sampler"] == {"epoch": 1, "position": 2} and state["rollout_run_index"] == 7
         assert state["mlflow_run_id"] == "run-1" and state["skipped_steps_total"] == 3
