@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.mcq import LEVELS
+from rlcore.experiments import update_last_run
 
 __all__ = [
     "TABLE3_COLUMNS",
@@ -238,19 +239,7 @@ def write_table3(out_dir: str | Path, stem: str, per_model: Mapping[str, Mapping
     return out_dir / f"{stem}.md"
 
 
-_LAST_RUN = re.compile(r"(<!-- last-run:start -->\n).*?(<!-- last-run:end -->)", re.S)
-
-
 def update_readme(readme: str | Path, body: str) -> bool:
     """Replace the text between ``<!-- last-run:start -->`` and ``<!-- last-run:end -->`` in ``readme`` with
     ``body`` (so README numbers are written by the run, never typed in). Returns False when there are no markers."""
-    path = Path(readme)
-    if not path.exists():
-        return False
-    text = path.read_text(encoding="utf-8")
-    if not _LAST_RUN.search(text):
-        return False
-    path.write_text(
-        _LAST_RUN.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text), encoding="utf-8"
-    )
-    return True
+    return update_last_run(Path(readme), body)
