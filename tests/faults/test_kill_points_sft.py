@@ -34,16 +34,16 @@ rollout:
   max_new_tokens_per_turn: 6
   max_response_tokens: 64
 train:
-  steps: {STEPS}
+  total_steps: {STEPS}
   batch_size: 4
   save_every: {SAVE_EVERY}
-  threads: 1
+num_threads: 1
 eval:
   num_questions: 0
 experiment: faults-sft
 """
     )
-    return [sys.executable, "-m", "rexrag", "sft", "--config", str(config), f"output_dir={out}"]
+    return [sys.executable, "-m", "rexrag", "sft", "--config", str(config), f"train.output_dir={out}"]
 
 
 def _env(**extra):
