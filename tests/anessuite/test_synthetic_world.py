@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -46,6 +47,10 @@ def test_benchmark_layout_counts_and_languages(world_files):
     assert all(i.num_choices == 4 for i in items)
     # gold letters are spread over the positions (a model cannot win by always answering "A")
     assert len({i.answer for i in items}) == 4
+    # the files use the exact 2026 release schema, so the embedded default takes the real data path
+    record = json.loads((world_files["benchmark"] / "anesbench_zh.json").read_text(encoding="utf-8"))[0]
+    assert set(record) == {"id", "question", "A", "B", "C", "D", "choice_num", "target", "category"}
+    assert str(uuid.UUID(record["id"])) == record["id"] and type(record["category"]) is int
 
 
 def test_heldout_templates_never_used_for_training(world_files):

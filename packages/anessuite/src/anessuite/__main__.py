@@ -79,8 +79,18 @@ def _synth(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="world seed")
+    parser.add_argument(
+        "--published-sizes",
+        action="store_true",
+        help="instead: a filler benchmark with AnesBench's published sizes (4,343 EN + 3,529 ZH) and responses",
+    )
     args = parser.parse_args(list(argv))
-    paths = generate_world_data(args.out, WorldDataConfig(seed=args.seed))
+    if args.published_sizes:
+        from anessuite.synthetic.published import write_published_size_benchmark
+
+        paths = write_published_size_benchmark(args.out, args.seed)
+    else:
+        paths = generate_world_data(args.out, WorldDataConfig(seed=args.seed))
     for role, path in paths.items():
         print(f"{role:<10} {path}")
     return 0

@@ -370,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results = run_eval(cfg)
         print(print_summary(results))
+        print(Path(results["out_dir"], "table.md").read_text(encoding="utf-8"))
         print(f"outputs: {results['out_dir']}")
         return 0
 

@@ -4,8 +4,9 @@ through exactly the code paths real data takes:
 * ``corpus/AnesCorpus_{en,zh}-00000-of-00001.parquet`` - CPT documents, one ``text`` column (AnesCorpus);
 * ``anesqa/AnesQA.parquet`` - free-text ``question`` / ``answer`` pairs, both languages (AnesQA);
 * ``anesr1/anesr1.jsonl`` - MCQs with ``options``, gold ``answer`` letter and a ``reasoning`` chain (AnesR1-style);
-* ``benchmark/anesbench_{en,zh}.json`` - the held-out benchmark in the 2026 AnesBench layout (flat records
-  with ``level`` 1/2/3), built from question templates that never appear in the training files;
+* ``benchmark/anesbench_{en,zh}.json`` - the held-out benchmark in the exact 2026 AnesBench schema (``id`` UUID,
+  ``question``, ``A``.., ``choice_num``, ``target``, ``category`` 1/2/3), built from question templates that never
+  appear in the training files;
 * ``world.json`` (every entity and rule) and ``manifest.json`` (counts, seed, version).
 
     python -m anessuite synth --out data/world --seed 0
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ __all__ = ["WorldDataConfig", "generate_world_data", "ensure_default_world", "co
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: benchmark files in the exact 2026 release schema (target/category, UUID ids)
 
 
 @dataclass
@@ -203,8 +205,16 @@ def _questions(
     return items
 
 
-def _bench_record(item: MCQItem) -> dict[str, Any]:
-    return item.to_record()
+def anesbench_record(item: MCQItem) -> dict[str, Any]:
+    """The item in the exact AnesBench 2026 release schema: ``id`` (a UUID), ``question``, options ``A``..,
+    ``choice_num`` (int), ``target`` (letter), ``category`` (int 1/2/3); no language field."""
+    record: dict[str, Any] = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"anessuite-synthetic/{item.key}"))}
+    record["question"] = item.question
+    record.update(dict(item.options))
+    record.update(
+        {"choice_num": item.num_choices, "target": item.answer, "category": LEVELS.index(item.level) + 1}
+    )
+    return record
 
 
 def _r1_record(item: MCQItem) -> dict[str, Any]:
@@ -272,7 +282,7 @@ def generate_world_data(out: str | Path, cfg: WorldDataConfig | None = None) -> 
     for lang, sizes in (("en", cfg.bench_en), ("zh", cfg.bench_zh)):
         items = _questions(world, rng, lang, "heldout", dict(zip(LEVELS, sizes)), "bench")
         (paths["benchmark"] / f"anesbench_{lang}.json").write_text(
-            json.dumps([_bench_record(i) for i in items], ensure_ascii=False, indent=1), encoding="utf-8"
+            json.dumps([anesbench_record(i) for i in items], ensure_ascii=False, indent=1), encoding="utf-8"
         )
         counts[lang] = {lvl: sum(i.level == lvl for i in items) for lvl in LEVELS}
     world_dump = {
