@@ -129,10 +129,13 @@ def test_execute_names_a_failed_run(tmp_path: Path):
         execute(runs, "pkg", lambda argv: 0)
 
 
-def test_changed_keys_ignores_keys_only_one_side_has():
-    planned = {"lr": 0.1, "train": {"steps": 3, "new_field": 1}, "tags": {}}
-    recorded = {"lr": 0.1, "train": {"steps": 4}, "tags": {"method": "grpo"}, "old_field": 2}
+def test_changed_keys_ignores_keys_only_one_side_has_and_values_filled_at_run_time():
+    planned = {"lr": 0.1, "train": {"steps": 3, "new_field": 1, "out": ""}, "tags": {}, "template": None}
+    recorded = {"lr": 0.1, "train": {"steps": 4, "out": "runs/x"}, "tags": {"method": "grpo"}, "old_field": 2}
+    recorded["template"] = "Question: {question}"  # filled in by the recipe at run time
     assert changed_keys(planned, recorded) == ["train.steps"]
+    # a value the plan sets is compared, even when the run recorded an empty one
+    assert changed_keys({"lr": 0.1, "name": "a"}, {"lr": 0.1, "name": ""}) == ["name"]
 
 
 def test_update_last_run_replaces_only_its_block(tmp_path: Path):

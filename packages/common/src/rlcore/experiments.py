@@ -206,10 +206,15 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(planned: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
-    """Dotted keys both configs have whose values differ (keys only one side knows are ignored: a run made
-    before a field existed, or a tag the recipe adds at run time)."""
+    """Dotted keys both configs have whose values differ.
+
+    Not counted as changes: keys only one side knows (a run made before a field existed) and planned values left
+    empty (``None``, ``""``, ``{}``, ``[]``) that the recipe filled in at run time (a default output folder, the
+    prompt template it resolved, a method tag).
+    """
     mine, theirs = _leaves(planned), _leaves(recorded)
-    return [key for key in mine if key in theirs and mine[key] != theirs[key] and mine[key] != {}]
+    empty = (None, "", {}, [])
+    return [key for key in mine if key in theirs and mine[key] != theirs[key] and mine[key] not in empty]
 
 
 def _check_finished(run: PlannedRun) -> None:
