@@ -122,3 +122,31 @@ def test_a_zero_weight_reconsider_share_leaves_older_warm_ups_unchanged():
         old_kinds.append(kind)
     assert [d.kind for d in demos] == old_kinds
     assert {"search", "memory", "shortcut", "recovery"} == set(old_kinds)
+
+
+def test_memory_prone_questions_are_mostly_answered_from_memory():
+    """Questions starting with a memory_prone prefix draw from the prone_* shares; the others are unchanged."""
+    prone = QAExample(
+        "Where was Kai Dorn born?", ["Teford"], "world_1hop", "2", metadata={"chain": ["Kai Dorn"]}
+    )
+    examples = [TWO_HOP, prone] * 300
+    tok = build_tiny_tokenizer()
+    base = DemoConfig(seed=4)
+    cfg = DemoConfig(seed=4, memory_prone=["Where was K"])  # only the prone question, not TWO_HOP
+    plain = build_demos(examples, tok, _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], base, False)
+    demos = build_demos(examples, tok, _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False)
+    kinds = [d.kind for d in demos[1::2]]
+    # 300 draws at 0.85 / 0.10 / 0.05: binomial std of the memory count is sqrt(300 * 0.85 * 0.15) = 6.2
+    assert 230 <= kinds.count("memory") <= 280
+    assert 15 <= kinds.count("recovery") <= 50 and 3 <= kinds.count("search") <= 30
+    assert set(kinds) == {"memory", "recovery", "search"}  # never a shortcut or reconsider
+    # the recoveries continue the pool sentence with a search of the question's entity
+    recovery = next(d for d in demos[1::2] if d.kind == "recovery")
+    assert DOUBT + " </think>\n<search> Kai Dorn </search>" in recovery.text
+    # one draw per example either way, so the non-prone questions keep the kinds of a config without prefixes
+    assert [d.kind for d in demos[::2]] == [d.kind for d in plain[::2]]
+    # without the prefix: memory 0.15 + the single-hop shortcut fallback 0.10 = 0.25 of 300 = 75
+    assert 50 <= [d.kind for d in plain[1::2]].count("memory") <= 100
+    zero = DemoConfig(memory_prone=["Where"], prone_frac_search=0, prone_frac_memory=0, prone_frac_recovery=0)
+    with pytest.raises(ValueError, match="prone_frac_"):
+        zero.shares("Where was Kai Dorn born?")

@@ -14,6 +14,11 @@ observation formatting, so the warm-up policy sees exactly what it will see duri
   sentence and the rest of the chain (single-hop: the same search again) to the gold answer. This is exactly the
   context a probe of a searched-but-wrong rollout continues from (clones are cut where the answer block starts).
 
+Questions that start with one of ``memory_prone`` draw their kind from the ``prone_*`` shares instead (mostly
+``memory``, a few ``recovery`` and ``search``): the warm-up then knows how to search (from every other question,
+and from the recoveries) but rarely chooses to on those questions, so their rollout groups are mostly all wrong and
+a probe whose pool sentence leads into a search can open the dead end.
+
 Only model-written text is in the loss mask; observations are conditioned on but never trained. With
 ``train_inserted: false`` the pool sentence of ``recovery`` / ``reconsider`` demonstrations is conditioned on but
 not trained (it is text the probe sampler inserts, not text the policy writes): the policy learns to continue after
@@ -26,7 +31,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rexrag.data.qa import QAExample
 from rexrag.data.template import chat_prompt_ids, render_prompt
@@ -46,7 +51,28 @@ class DemoConfig:
     frac_recovery: float = 0.05  # memory thought -> pool self-doubt sentence -> full search chain
     frac_reconsider: float = 0.0  # one search -> wrong answer thought -> pool sentence -> rest of the chain
     train_inserted: bool = True  # train on the pool sentence too (false: condition on it only)
+    # question beginnings (e.g. "In which year was") whose demonstrations use the prone_* mix instead: the warm-up
+    # learns to answer those from memory (a dead end), while it searches well elsewhere and sees recoveries
+    memory_prone: list[str] = field(default_factory=list)
+    prone_frac_search: float = 0.05  # memory-prone questions: correct search chains
+    prone_frac_memory: float = 0.85  # memory-prone questions: immediate wrong answer without searching
+    prone_frac_recovery: float = (
+        0.1  # memory-prone questions: memory thought -> pool sentence -> search chain
+    )
     seed: int = 0  # seeds the kind draw, distractors and pool sentences
+
+    def shares(self, question: str) -> list[float]:
+        """The kind shares (in :data:`KINDS` order) for one question."""
+        if any(question.startswith(prefix) for prefix in self.memory_prone):
+            shares = [self.prone_frac_search, self.prone_frac_memory, 0.0, self.prone_frac_recovery, 0.0]
+            names = "demos.prone_frac_*"
+        else:
+            shares = [self.frac_search, self.frac_memory, self.frac_shortcut]
+            shares += [self.frac_recovery, self.frac_reconsider]
+            names = "demos.frac_*"
+        if min(shares) < 0 or sum(shares) <= 0:
+            raise ValueError(f"{names} must be >= 0 and not all 0 (question {question!r}), got {shares}")
+        return shares
 
 
 @dataclass
@@ -133,10 +159,9 @@ def build_demos(
     answers_by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
     for example in examples:
         answers_by_key[_answer_key(example)].append(example.golden_answers[0])
-    shares = [cfg.frac_search, cfg.frac_memory, cfg.frac_shortcut, cfg.frac_recovery, cfg.frac_reconsider]
     plans = []
     for example in examples:
-        kind = rng.choices(KINDS, shares)[0]
+        kind = rng.choices(KINDS, cfg.shares(example.question))[0]  # one draw per example, prone or not
         hops = len(example.metadata.get("chain", []))
         if kind == "shortcut" and (hops < 2 or example.data_source == "world_compare"):
             kind = "memory"
