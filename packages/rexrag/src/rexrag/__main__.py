@@ -9,6 +9,7 @@ Subcommands:
     train       GRPO (Search-R1 baseline) or REX-RAG training (--config FILE, a.b=c overrides)
     evaluate    greedy multi-turn evaluation of a model on QA files (--config FILE, a.b=c overrides)
     experiment  an experiment folder's seeds x arms, then its summary (--config experiments/<name>/experiment.yaml)
+    precheck    dead-end rate and direct probe check of a start policy before RL (--config FILE, a.b=c overrides)
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def _recipe(name: str, argv: list[str]) -> int:
         from rexrag.recipes.sft import main as recipe_main
     elif name == "evaluate":
         from rexrag.recipes.evaluate import main as recipe_main
+    elif name == "precheck":
+        from rexrag.precheck import main as recipe_main
     else:
         from rexrag.experiment import main as recipe_main
     return recipe_main(argv)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv and argv[0] in ("train", "sft", "evaluate", "experiment"):
+    if argv and argv[0] in ("train", "sft", "evaluate", "experiment", "precheck"):
         return _recipe(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
         prog="rexrag", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
