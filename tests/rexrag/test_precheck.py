@@ -5,6 +5,7 @@ import pytest
 from rexrag.data.qa import QAExample
 from rexrag.precheck import (
     PrecheckConfig,
+    PrecheckFailed,
     PrecheckThresholds,
     direct_check,
     format_summary,
@@ -140,3 +141,10 @@ def test_the_command_end_to_end_with_a_tiny_random_model(tmp_path, small_world):
     assert set(saved["checks"]) == {"dead_end_rate", "probe_accuracy"}
     assert 0.0 <= saved["dead_end_rate"] <= 1.0 and len(saved["by_sentence"]) == 5
     assert (tmp_path / "out" / "results.json").is_file()
+    # PASSED exists exactly when every check passed; require_pass turns a miss into an error
+    assert (tmp_path / "out" / "PASSED").is_file() is saved["passed"]
+    cfg.thresholds = PrecheckThresholds(dead_end_rate_min=1.1)  # cannot be met
+    cfg.require_pass = True
+    with pytest.raises(PrecheckFailed, match="dead_end_rate"):
+        run(cfg)
+    assert not (tmp_path / "out" / "PASSED").exists()

@@ -19,7 +19,8 @@ continued by the same policy. Reported (``precheck.json``):
   taught to answer from memory);
 - ``checks``: each threshold of ``thresholds`` with the measured value and pass/fail.
 
-``probes.jsonl`` holds every probe (question, sentence, decoded response, correct) for reading.
+``probes.jsonl`` holds every probe (question, sentence, decoded response, correct) for reading. ``PASSED`` is written
+when every check passes; with ``require_pass=true`` a missed check is an error (exit 2).
 """
 
 from __future__ import annotations
@@ -36,9 +37,16 @@ from rexrag.recipes.train import QAConfig, RetrieverConfig
 from rexrag.sampling import is_correct
 from rexrag.trie import encode_prompt
 from rexrag.trigger import dead_end_rate
+from rlcore.errors import UserError
 from rlcore.rollout import INSERTED_COMPONENTS, RolloutConfig, Trajectory, clone_before_answer
 
 logger = logging.getLogger(__name__)
+
+PASSED = "PASSED"  # marker file in output_dir, written when every check passes
+
+
+class PrecheckFailed(UserError):
+    """A pre-registered check missed its mark (``require_pass=true``)."""
 
 
 @dataclass
@@ -67,6 +75,9 @@ class PrecheckConfig:
         0.25  # share of probes kept by inserted-token likelihood for the filtered rate
     )
     thresholds: PrecheckThresholds = field(default_factory=PrecheckThresholds)  # pass marks
+    # fail (exit 2) when a check misses its mark; output_dir/PASSED is written only when every check passes, so an
+    # experiment's stage `creates: .../PASSED` stops its RL runs until the setting passes
+    require_pass: bool = False
     batch_size: int = 64  # prompts per generate call
     seed: int = 0  # sampling seed
     num_threads: int = 1  # torch CPU threads
@@ -290,6 +301,17 @@ def run(cfg: PrecheckConfig) -> dict[str, Any]:
     (out / "precheck.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     write_results_json(out / "results.json", {"precheck": summary}, config=cfg, seeds=[cfg.seed])
     print(format_summary(summary), end="")
+    marker = out / PASSED
+    if summary["passed"]:
+        marker.write_text(json.dumps(summary["checks"], indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    else:
+        marker.unlink(missing_ok=True)
+        if cfg.require_pass:
+            missed = [name for name, check in summary["checks"].items() if not check["passed"]]
+            raise PrecheckFailed(
+                f"pre-check failed ({', '.join(missed)}; see {out / 'precheck.json'}): revise the setting and its "
+                "pre-registration before any RL run"
+            )
     return summary
 
 
