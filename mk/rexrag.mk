@@ -6,7 +6,7 @@ REXRAG_CPU_CONFIGS := packages/rexrag/configs/cpu
 REXRAG_SIZE ?= 3b
 
 .PHONY: rexrag-world rexrag-sft-cpu rexrag-sft-cpu-multiworld reproduce-rexrag-cpu reproduce-rexrag-cpu-ablations reproduce-rexrag-cpu-long reproduce-rexrag-cpu-multiworld \
-	reproduce-rexrag-cpu-multiworld-ablations reproduce-rexrag-main \
+	reproduce-rexrag-cpu-multiworld-ablations reproduce-rexrag-main rexrag-cpu-mechanism-prechecks reproduce-rexrag-cpu-mechanism \
 	rexrag-eval rexrag-table test-rexrag rexrag-data
 
 rexrag-world: setup ## write the synthetic knowledge world (corpus + questions, FlashRAG and Search-R1 layouts)
@@ -38,6 +38,12 @@ reproduce-rexrag-cpu-multiworld: setup ## GRPO vs REX-RAG from the multi-world w
 
 reproduce-rexrag-cpu-multiworld-ablations: setup ## no correction (with / without training the inserted prompt), coarse correction, dead-end trigger from the multi-world warm-up (CPU; reuses the main runs)
 	$(call REXRAG_EXPERIMENT,rexrag-cpu-multiworld,group=ablations)
+
+rexrag-cpu-mechanism-prechecks: setup ## mechanism experiment: warm-up (two stages), its test EM and the pre-checks (dead-end rate, direct probe check), each reused if present (CPU)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu-mechanism,only=stages)
+
+reproduce-rexrag-cpu-mechanism: setup ## pre-registered mechanism test: warm-up, pre-checks (RL waits for them to pass), GRPO / REX-RAG / REX-RAG without correction x 5 seeds (CPU)
+	$(call REXRAG_EXPERIMENT,rexrag-cpu-mechanism)
 
 reproduce-rexrag-main: setup ## paper main table (Qwen2.5-$(REXRAG_SIZE), 8 GPUs): Search-R1 GRPO and REX-RAG, then greedy eval + table
 	RECIPE=rexrag.recipes.train CONFIG=experiments/rexrag-main/arms/searchr1_grpo-$(REXRAG_SIZE).yaml START_RETRIEVER=1 \
