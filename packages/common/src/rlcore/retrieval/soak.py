@@ -87,6 +87,13 @@ def _proc_stats(pid: int) -> dict[str, int]:
     return stats
 
 
+_IDLE_REOPEN_S = 2.0  # reopen a keep-alive connection idle longer than this (well under the server's timeout)
+
+
+class _Closed(Exception):
+    """The server closed the connection without answering."""
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection speaking just enough of the protocol (far cheaper than httpx)."""
 
@@ -94,8 +101,24 @@ class _Connection:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     async def post(self, body: bytes) -> tuple[int, dict[str, str]]:
+        # a keep-alive connection the server closed while it sat idle (uvicorn: after 5 s) answers nothing at
+        # all; like any HTTP client, send the request again once on a fresh connection
+        reused = self.writer is not None
+        if reused and time.monotonic() - self.last_used > _IDLE_REOPEN_S:
+            await self.close()
+            reused = False
+        try:
+            return await self._post(body)
+        except (ConnectionError, asyncio.IncompleteReadError, _Closed):
+            if not reused:
+                raise
+            await self.close()
+            return await self._post(body)
+
+    async def _post(self, body: bytes) -> tuple[int, dict[str, str]]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         head = (
@@ -104,12 +127,16 @@ class _Connection:
         ).encode()
         self.writer.write(head + body)
         await self.writer.drain()
-        status = int((await self.reader.readline()).split()[1])
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise _Closed("connection closed before any answer")
+        status = int(status_line.split()[1])
         headers = {}
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         await self.reader.readexactly(int(headers.get("content-length", 0)))
+        self.last_used = time.monotonic()
         if headers.get("connection", "").lower() == "close":
             await self.close()
         return status, headers
@@ -170,7 +197,7 @@ async def _closed_loop(port: int, cfg: SoakConfig, seconds: float, tally: _Tally
         while time.monotonic() < deadline:
             try:
                 status, headers = await conn.post(_valid_body(rng, cfg.queries_per_request))
-            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as err:
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError, _Closed) as err:
                 tally.error(None, err)
                 await conn.close()
                 continue
@@ -203,7 +230,7 @@ async def _open_loop(port: int, cfg: SoakConfig, rate: float, tally: _Tally) -> 
             body = malformed[1] if malformed else _valid_body(rng, cfg.queries_per_request)
             try:
                 status, headers = await conn.post(body)
-            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as err:
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError, _Closed) as err:
                 tally.error(label, err)
                 await conn.close()
                 return
