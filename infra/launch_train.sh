@@ -2,8 +2,8 @@
 # Launch one training recipe on this node through accelerate, deepspeed or torchrun, with a DeepSpeed
 # ZeRO config from infra/deepspeed/. Run it once per node (the SLURM templates do that with srun).
 #
-# usage: RECIPE=rexrag.train CONFIG=experiments/<name>/config.yaml infra/launch_train.sh [--dry-run] [-- key=value ...]
-#   Arguments after `--` are appended to the recipe command line (config overrides such as trainer.lr=1e-6).
+# usage: RECIPE=rexrag.recipes.train CONFIG=experiments/<name>/config.yaml infra/launch_train.sh [--dry-run] [-- key=value ...]
+#   Arguments after `--` are appended to the recipe command line (config overrides such as optim.lr=1e-6).
 #
 # Environment (defaults in brackets):
 #   RECIPE            python module of the recipe, run as `-m RECIPE` (required)

@@ -91,7 +91,7 @@ def block_commands(block: CodeBlock) -> list[Command]:
     pending: list[str] = []
     start = 0
     for number, raw in block.lines:
-        line = strip_comment(raw)
+        line = strip_comment(raw).removesuffix("&").rstrip()  # a background job is checked like any command
         if pending:
             pending.append(line.rstrip("\\").strip())
             if not line.endswith("\\"):

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from docs_markdown import ROOT, Command, all_commands, doc_files, inline_spans
 
+from rexrag.data.veltria import write as write_example
+
 TIMEOUT_S = 180
 COMMANDS = all_commands()
 RUNNABLE = [cmd for cmd in COMMANDS if cmd.skip_reason is None]
@@ -47,10 +49,21 @@ def _env(tmp_root: Path) -> dict[str, str]:
     return env
 
 
+def _checkout_view(folder: Path) -> Path:
+    """A folder that looks like the repository root (its top-level entries linked) plus the example input files
+    the docs' "your own data" sequence writes first (`my_data/`), so the commands run as documented without
+    writing into the checkout."""
+    for entry in ROOT.iterdir():
+        if entry.name not in (".git", "runs", "my_data"):
+            (folder / entry.name).symlink_to(entry)
+    write_example(folder / "my_data")
+    return folder
+
+
 def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     try:
         proc = subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+            argv, cwd=env["DOCS_CWD"], env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired:
         return 124, f"timed out after {TIMEOUT_S} s"
@@ -78,6 +91,9 @@ def _known_experiments() -> set[str]:
         names.update(re.findall(r"^\s*experiment:\s*['\"]?([\w.-]+)", path.read_text(encoding="utf-8"), re.M))
     for path in ROOT.glob("packages/*/src/**/*.py"):
         names.update(re.findall(r"experiment=['\"]([\w.-]+)['\"]", path.read_text(encoding="utf-8")))
+    # experiments the docs' own commands create with an `experiment=` / `tracking.experiment=` override
+    for cmd in COMMANDS:
+        names.update(re.findall(r"(?:^|\s)(?:tracking\.)?experiment=([\w.-]+)", cmd.text))
     return names
 
 
@@ -149,6 +165,7 @@ def _check(command: Command, env: dict[str, str], experiments: set[str]) -> list
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, list[str]]:
     env = _env(tmp_path_factory.mktemp("docs-commands"))
+    env["DOCS_CWD"] = str(_checkout_view(tmp_path_factory.mktemp("checkout")))
     experiments = _known_experiments()
     with ThreadPoolExecutor(max_workers=2) as pool:
         found = pool.map(lambda cmd: _check(cmd, env, experiments), RUNNABLE)

@@ -4,6 +4,7 @@ Subcommands:
     eval        re-score a predictions JSONL -> {"average_em", "by_source": {src: {"em", "f1", "n"}}}
     table       merge several eval JSONs into the paper-layout table (markdown / CSV / JSON)
     make-world  write the synthetic knowledge world (corpus + questions in FlashRAG and Search-R1 layouts)
+    example-data  write a small invented corpus and question file (the layouts of "your own data")
     prepare-data  the paper's data from FlashRAG files: Search-R1 train parquet (NQ + HotpotQA) + 7 test sets
     sft         supervised warm-up on synthetic search demonstrations (--config FILE, a.b=c overrides)
     train       GRPO (Search-R1 baseline) or REX-RAG training (--config FILE, a.b=c overrides)
@@ -88,6 +89,14 @@ def _cmd_prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_example_data(args: argparse.Namespace) -> int:
+    from rexrag.data.veltria import write
+
+    for name, path in write(args.out).items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def _recipe(name: str, argv: list[str]) -> int:
     if name == "train":
         from rexrag.recipes.train import main as recipe_main
@@ -159,6 +168,11 @@ def _main(argv: list[str]) -> int:
         help="comma-separated (empty: no test files)",
     )
     p_prep.set_defaults(func=_cmd_prepare_data)
+    p_example = sub.add_parser(
+        "example-data", help="write a small invented corpus + questions (your-own-data layout)"
+    )
+    p_example.add_argument("--out", required=True, help="output folder (corpus.jsonl, questions.jsonl)")
+    p_example.set_defaults(func=_cmd_example_data)
     for name in ("sft", "train", "evaluate"):
         sub.add_parser(name, help=f"{name} recipe (--config FILE [--dry-run] a.b=c ...)")
     args = parser.parse_args(argv)

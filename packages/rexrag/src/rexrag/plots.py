@@ -79,7 +79,10 @@ def plot_training_run(run_dir: str | Path, title: str | None = None) -> Path | N
     reward_ax.set_title("Reward")
     reward_ax.legend(loc="best", fontsize=8)
 
-    for key, label, style in (("accuracy", "all rollouts", "-"), ("rexrag/orig_accuracy", "original rollouts", "--")):
+    for key, label, style in (
+        ("accuracy", "all rollouts", "-"),
+        ("rexrag/orig_accuracy", "original rollouts", "--"),
+    ):
         x, values = _series(steps, key)
         if values:  # dashed: the two coincide when no probe was kept
             acc_ax.plot(x, values, linestyle=style, label=label)

@@ -187,6 +187,7 @@ def load_flashrag_jsonl(path: str | os.PathLike, data_source: str | None = None)
         raise DataFormatError(f"JSONL file not found: {path}")
     default_source = data_source or path.parent.name
     examples = []
+    unnamed = 0
     for line_number, record in iter_jsonl_records(path, DataFormatError):
         where = f"{path}:{line_number}"
         for key in ("id", "question", "golden_answers"):
@@ -201,11 +202,20 @@ def load_flashrag_jsonl(path: str | os.PathLike, data_source: str | None = None)
             raise DataFormatError(f"{where}: field 'golden_answers' must hold strings, got {answers!r:.200}")
         answers = [str(a) for a in answers]
         source = data_source or record.get("data_source") or default_source
+        unnamed += not (data_source or record.get("data_source"))
         extra = {
             k: v for k, v in record.items() if k not in ("id", "question", "golden_answers", "data_source")
         }
         examples.append(
             QAExample(str(record["question"]), answers, str(source), str(record["id"]), metadata=extra)
+        )
+    if unnamed:  # the FlashRAG layout <root>/<benchmark>/<split>.jsonl names the source by its folder
+        logger.warning(
+            "%s: %d records have no 'data_source'; they are scored as source '%s' (the parent folder's name). "
+            'Add "data_source" to each record to choose the name.',
+            path,
+            unnamed,
+            default_source,
         )
     logger.info("loaded %d examples from %s", len(examples), path)
     return examples
