@@ -130,6 +130,12 @@ def test_rexrag_eval_and_anessuite_score_missing_inputs(tmp_path):
         tmp_path,
     )
     assert "missing.json" in _assert_one_line(proc, "anessuite score")
+    # --debug right after the program name works too, and shows the traceback
+    proc = _cli(
+        ["anessuite", "--debug", "score", "--benchmark", "missing.json", "--responses", "r", "--out", "o"],
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "missing.json" in proc.stderr
 
 
 def test_run_cli_keeps_bugs_loud_and_user_errors_quiet(capsys):

@@ -128,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlcore.logging_utils import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--debug"]:  # `anessuite --debug <subcommand> ...`: run_cli reads it after the subcommand
+        argv = [*argv[1:2], "--debug", *argv[2:]]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = ["usage: python -m anessuite <subcommand> [args]", "", "subcommands:"]
         lines += [f"  {name:<22} {help_text}" for name, (_, help_text) in COMMANDS.items()]

@@ -23,7 +23,7 @@ from rexrag.evaluation import format_markdown, write_tables
 from rexrag.plots import plot_evaluation
 from rexrag.recipes.common import SampledEvalConfig, eval_metrics, evaluate_examples, sampled_evaluation
 from rexrag.recipes.train import QAConfig, RetrieverConfig, load_questions, open_retriever
-from rlcore.config import recipe_main
+from rlcore.config import ConfigError, recipe_main
 from rlcore.rollout import RolloutConfig
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     _, examples, paths = load_questions(cfg.qa)
     template = evaluation_template(cfg, examples)
     if not examples:
-        raise ValueError(
+        raise ConfigError(
             "no evaluation questions: set qa.eval_files (qa.source=files) or use qa.source=world"
         )
     retriever = open_retriever(cfg.retriever, paths)
