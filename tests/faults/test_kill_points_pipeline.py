@@ -1,0 +1,94 @@
+"""The AnesSuite pipeline (``python -m anessuite pipeline``, CPT -> SFT -> GRPO on the tiny Qwen2) SIGKILLed in the
+middle of its GRPO stage's update, then rerun: the finished stages are not retrained, the GRPO stage resumes from
+its checkpoint, and the final models and evaluation tables equal an uninterrupted pipeline's."""
+
+import json
+import signal
+import sys
+
+import pytest
+import torch
+from faults_helpers import run_to_end, subprocess_env
+from safetensors.torch import load_file
+
+from rlcore.faults import FAULT_ENV
+
+CONFIG = """name: faults-tiny
+base_model: tiny-qwen2
+tracking: false
+reuse: false
+evaluate_base: false
+cpt:
+  max_steps: 2
+  max_length: 64
+  max_samples: 16
+  per_device_batch_size: 2
+  gradient_accumulation_steps: 1
+  logging_steps: 1
+  save_steps: 1
+sft:
+  max_steps: 2
+  max_length: 64
+  max_samples: 16
+  per_device_batch_size: 2
+  gradient_accumulation_steps: 1
+  logging_steps: 1
+  save_steps: 1
+grpo:
+  total_steps: 3
+  save_every: 1
+  max_prompts: 4
+  format_weight: 0.1
+  objective:
+    num_generations: 2
+    prompts_per_step: 2
+  rollout:
+    max_new_tokens_per_turn: 8
+eval:
+  modes: [loglik]
+  limit_per_language: 2
+  bootstrap_iters: 10
+"""
+
+
+def _command(tmp_path, out):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(CONFIG)
+    return [sys.executable, "-m", "anessuite", "pipeline", "--config", str(config), f"out_dir={out}"]
+
+
+def _env(**extra):
+    env = subprocess_env()
+    env.pop(FAULT_ENV, None)
+    env.update(extra)
+    return env
+
+
+def _final_weights(out, stage):
+    final = out / json.loads((out / stage / "DONE.json").read_text())["final"]
+    return load_file(next(final.glob("*.safetensors")))
+
+
+@pytest.mark.slow
+def test_pipeline_killed_mid_grpo_update_then_rerun_equals_uninterrupted(tmp_path):
+    whole = run_to_end(_command(tmp_path, tmp_path / "whole"), _env())
+    assert whole.returncode == 0, whole.stderr[-4000:]
+
+    out = tmp_path / "broken"
+    command = _command(tmp_path, out)
+    killed = run_to_end(command, _env(**{FAULT_ENV: "update:2"}))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    assert (out / "sft" / "DONE.json").is_file() and not (out / "grpo" / "DONE.json").exists()
+    stamps = {stage: (out / stage / "DONE.json").stat().st_mtime_ns for stage in ("cpt", "sft")}
+
+    rerun = run_to_end(command, _env())
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert {
+        stage: (out / stage / "DONE.json").stat().st_mtime_ns for stage in stamps
+    } == stamps  # not retrained
+    assert "resumed from" in rerun.stderr and "step-00000001" in rerun.stderr
+    for stage in ("cpt", "sft", "grpo"):
+        expected, got = _final_weights(tmp_path / "whole", stage), _final_weights(out, stage)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[name], got[name]) for name in expected), stage
+    assert (out / "table_loglik.md").read_text() == (tmp_path / "whole" / "table_loglik.md").read_text()
