@@ -182,3 +182,33 @@ def test_rexrag_logs_clip_by_class_each_step(train_inserted, tmp_path):
     else:
         assert "rexrag/clip_frac_probe_inserted" not in logged
     assert '"rexrag/clip_count_probe_prefix"' in (tmp_path / "m.jsonl").read_text()
+
+
+def test_experiment_summary_reads_the_clip_fractions_by_class(tmp_path):
+    """The experiment driver's per-run summary averages each class's clip fraction over the steps that logged it."""
+    import json
+
+    from rexrag.experiment import SUMMARY_KEYS, summarize_run
+
+    results = {
+        "last_step": 2,
+        "train_metrics": [{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.25}],
+        "rexrag_metrics": [
+            {"step": 1, "rexrag/clip_frac_probe_inserted": 0.5, "rexrag/probe_accuracy_kept": 0.0},
+            {
+                "step": 2,
+                "rexrag/clip_frac_probe_inserted": 0.25,
+                "rexrag/clip_frac_probe_prefix": 0.1,
+                "rexrag/probe_accuracy_kept": 0.5,
+            },
+        ],
+        "eval": {"average_em": 0.3, "by_source": {"world_1hop": {"em": 0.3}}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    run = summarize_run(tmp_path)
+    # inserted: (0.5 + 0.25) / 2 ; prefix logged once ; continuation never (e.g. a GRPO run): None
+    assert run["clip_frac_probe_inserted"] == pytest.approx(0.375)
+    assert run["clip_frac_probe_prefix"] == pytest.approx(0.1)
+    assert run["clip_frac_probe_continuation"] is None
+    assert run["curves"]["probe_accuracy_kept"] == [0.0, 0.5]
+    assert {f"clip_frac_probe_{c}" for c in ("prefix", "inserted", "continuation")} <= set(SUMMARY_KEYS)

@@ -53,6 +53,9 @@ SUMMARY_KEYS = (
     "train_seconds",
     "heldout_em_start",
     "heldout_em_end",
+    "clip_frac_probe_prefix",
+    "clip_frac_probe_inserted",
+    "clip_frac_probe_continuation",
 )
 
 
@@ -86,10 +89,16 @@ def summarize_run(path: Path) -> dict[str, Any]:
         "heldout_em_start": heldout[0]["heldout/em"] if heldout and heldout[0]["step"] == 0 else None,
         "heldout_em_end": heldout[-1]["heldout/em"] if heldout else None,
         "heldout_curve": {int(p["step"]): p["heldout/em"] for p in heldout},
+        # which probe tokens the clip acts on (mean over the steps that had probe tokens of the class)
+        **{
+            f"clip_frac_probe_{c}": _mean_over_steps(method, f"rexrag/clip_frac_probe_{c}")
+            for c in ("prefix", "inserted", "continuation")
+        },
         "curves": {
             "accuracy": [r.get("accuracy") for r in train],
             "dead_end_rate": [r.get("rexrag/dead_end_rate") for r in method],
             "alpha": [r.get("rexrag/alpha") for r in method],
+            "probe_accuracy_kept": [r.get("rexrag/probe_accuracy_kept") for r in method],
         },
     }
 
