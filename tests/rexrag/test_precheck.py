@@ -9,6 +9,7 @@ from rexrag.precheck import (
     PrecheckThresholds,
     direct_check,
     format_summary,
+    probe_lookback,
     run,
     summarize_precheck,
 )
@@ -81,6 +82,17 @@ def test_summary_golden_values(checked):
     assert summary["probes_filtered"] == 4 and summary["probe_accuracy_filtered"] == 1.0
     assert summary["rescue_rate"] == 1.0  # both dead-end questions have a correct probe
     assert summary["by_sentence"] == {SEARCH_AGAIN: 1.0, STAY: 0.0}
+    # look-back: the memory thought kept before the answer block, plus the sentence; the two sentences differ
+    tok = build_tiny_tokenizer()
+    thought = len(tok.encode("<think> I recall it. </think>\n", add_special_tokens=False))
+    lengths = {s: len(tok.encode(s, add_special_tokens=False)) for s in POOL}
+    assert {probe_lookback(p) for p in probes} == {thought + n for n in lengths.values()}
+    lookback = summary["probe_lookback_tokens"]
+    assert (
+        lookback["correct"] == thought + lengths[SEARCH_AGAIN]
+        and lookback["wrong"] == thought + lengths[STAY]
+    )
+    assert lookback["mean"] == pytest.approx(thought + (lengths[SEARCH_AGAIN] + lengths[STAY]) / 2)
     prone, other = summary["by_prone"]["prone"], summary["by_prone"]["other"]
     assert (prone["questions"], prone["dead_end_rate"], prone["probes"]) == (2, 1.0, 8)
     assert (other["questions"], other["dead_end_rate"], other["probes"]) == (1, 0.0, 0)

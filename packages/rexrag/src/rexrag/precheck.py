@@ -15,6 +15,9 @@ continued by the same policy. Reported (``precheck.json``):
 - ``probe_accuracy``: share of forced probes that answer correctly; ``probe_accuracy_filtered``: the same over the
   ``filter_keep_fraction`` of probes with the highest mean log-prob of their inserted tokens (REX-RAG's filter
   criterion; absent when no scorer is given); ``rescue_rate``: share of dead-end questions with >= 1 correct probe;
+- ``probe_lookback_tokens``: mean number of response tokens before a probe's continuation (kept prefix + inserted
+  sentence), over all probes and separately over correct and wrong ones: the copy distance the earlier CPU runs
+  blamed for failed probes;
 - the same split by data source, by pool sentence and by ``prone_prefixes`` (question beginnings a warm-up was
   taught to answer from memory);
 - ``checks``: each threshold of ``thresholds`` with the measured value and pass/fail.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,6 +180,16 @@ def summarize_precheck(
         order = sorted(range(len(probes)), key=lambda i: -inserted_scores[i])[:keep]
         summary["probes_filtered"] = keep
         summary["probe_accuracy_filtered"] = _rate([probe_ok[i] for i in order])
+    lookback = [probe_lookback(t) for t in probes]
+    summary["probe_lookback_tokens"] = {
+        "mean": statistics.fmean(lookback) if lookback else None,
+        "correct": statistics.fmean([n for n, ok in zip(lookback, probe_ok) if ok])
+        if any(probe_ok)
+        else None,
+        "wrong": statistics.fmean([n for n, ok in zip(lookback, probe_ok) if not ok])
+        if not all(probe_ok)
+        else None,
+    }
     sources = sorted({t.metadata.get("data_source", "") for t in originals})
     summary["by_source"] = {
         s: block(
@@ -208,6 +222,13 @@ def summarize_precheck(
     }
     summary["passed"] = all(c["passed"] for c in summary["checks"].values())
     return summary
+
+
+def probe_lookback(traj: Trajectory) -> int:
+    """Response tokens before a probe's first continuation token (the kept prefix plus the inserted sentence):
+    how far back, beyond the question's last tokens, the probe has to look to copy the question's entity."""
+    inserted = [i for i, code in enumerate(traj.components) if code in INSERTED_COMPONENTS]
+    return inserted[-1] + 1 if inserted else 0
 
 
 def inserted_mean_logprobs(
@@ -294,6 +315,7 @@ def run(cfg: PrecheckConfig) -> dict[str, Any]:
                 "golden_answers": traj.metadata.get("golden_answers"),
                 "sentence": pool[traj.metadata["probe_prompt_index"]],
                 "inserted_mean_logprob": score,
+                "lookback_tokens": probe_lookback(traj),
                 "correct": is_correct(traj),
                 "response": tokenizer.decode(traj.response_ids, skip_special_tokens=True),
             }
@@ -319,6 +341,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A few readable lines: the checks, then the prone / other split."""
     lines = [
@@ -332,6 +358,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         + f"; rescue rate {_pct(summary['rescue_rate'])}",
     ]
+    lookback = summary.get("probe_lookback_tokens", {})
+    if lookback.get("mean") is not None:
+        lines.append(
+            f"probe look-back {lookback['mean']:.1f} tokens (correct probes {_num(lookback['correct'])}, "
+            f"wrong {_num(lookback['wrong'])})"
+        )
     for name, check in summary["checks"].items():
         verdict = "PASS" if check["passed"] else "FAIL"
         lines.append(f"{verdict} {name} {_pct(check['value'])} (min {_pct(check['min'])})")
