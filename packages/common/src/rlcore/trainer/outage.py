@@ -8,6 +8,7 @@ it is already on disk, and raises the error again with what was saved: the proce
 checkpoint is a collective that the other ranks cannot join, so the error is raised at once and the last
 periodic checkpoint stands.
 """
+
 from __future__ import annotations
 
 import copy
