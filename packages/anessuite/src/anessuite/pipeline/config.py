@@ -4,6 +4,7 @@ SmolLM2-135M and the synthetic world; ``packages/anessuite/configs/`` holds the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from anessuite.prompts import PromptConfig
 from rlcore.rollout import RolloutConfig
@@ -22,12 +23,12 @@ class DataPrepConfig:
     anesqa: str = ""  # AnesQA parquet/JSONL (question, answer)
     anesr1: str = ""  # AnesR1-style MCQs with reasoning (JSONL/JSON/parquet)
     benchmark: str = ""  # benchmark file/folder used by the stage evaluations
-    corpus_lang: str = "all"  # CPT language: en | zh | all
+    corpus_lang: Literal["en", "zh", "all"] = "all"  # CPT language
     sft_sources: list[str] = field(
         default_factory=lambda: ["anesqa", "anesr1"]
     )  # SFT data: anesqa and/or anesr1
-    sft_lang: str = "all"  # SFT language: en | zh | all
-    rl_lang: str = "all"  # GRPO prompt language: en | zh | all
+    sft_lang: Literal["en", "zh", "all"] = "all"  # SFT language
+    rl_lang: Literal["en", "zh", "all"] = "all"  # GRPO prompt language
     qa_system_prompt: str = ""  # optional system message for AnesQA chats
 
 

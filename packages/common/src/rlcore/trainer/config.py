@@ -6,7 +6,7 @@ python -m rlcore.trainer.grpo --config my.yaml objective.kl_coef=0.001 train.tot
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from rlcore.objectives import AGGREGATIONS, KL_KINDS
 from rlcore.rollout import RolloutConfig
@@ -79,14 +79,17 @@ class ObjectiveConfig:
     num_generations: int = 4  # G: rollouts per prompt (the GRPO group size)
     prompts_per_step: int = 4  # distinct prompts per training step, over all ranks
     scale_by_std: bool = True  # divide advantages by the reward std (GRPO) or not (Dr. GRPO)
-    std_scope: str = "group"  # group | batch: which rewards the std is taken over
+    # group | batch: which rewards the std is taken over
+    std_scope: Literal["group", "batch"] = "group"
     advantage_eps: float = 1e-6  # added to the std before dividing
     eps_low: float = 0.2  # lower PPO clip range: ratio >= 1 - eps_low
     eps_high: float = 0.2  # upper PPO clip range: ratio <= 1 + eps_high (0.28 = DAPO clip-higher)
     dual_clip: float | None = None  # c > 1 bounds the loss of negative-advantage tokens at -A c; None = off
-    aggregation: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
     kl_coef: float = 0.0  # weight of the KL-to-reference loss; 0 skips the reference model entirely
-    kl_kind: str = "k3"  # k1 | k2 | k3 per-token estimator
+    # k1 | k2 | k3 per-token estimator
+    kl_kind: Literal["k1", "k2", "k3"] = "k3"
     kl_clamp: float = 10.0  # bound on the k3 value per token
     kl_importance_weighted: bool = False  # multiply the per-token KL by the PPO ratio (unbiased KL gradient)
     entropy_coef: float = 0.0  # weight of the entropy bonus (loss -= coef * entropy)
@@ -126,7 +129,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW (beta1, beta2)
     eps: float = 1e-8  # AdamW epsilon
     max_grad_norm: float = 1.0  # clip the global grad norm; 0 disables clipping (non-finite steps still skip)
-    schedule: str = "constant"  # constant | linear | cosine (after warmup)
+    # constant | linear | cosine (after warmup)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0  # linear warmup from 0 over this many training steps
     min_lr_ratio: float = 0.0  # final LR / peak LR for linear and cosine
 
@@ -135,9 +139,8 @@ class OptimConfig:
 class GenerationConfig:
     """Which engine samples the rollouts (the trainer always scores them with the training model)."""
 
-    backend: str = (
-        "hf"  # hf: our KV-cache loop on the policy itself | vllm: colocated vLLM engine (GPU extra)
-    )
+    # hf: our KV-cache loop on the policy itself | vllm: colocated vLLM engine (GPU extra)
+    backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = 64  # hf: prompts per batched generate call
     vllm_gpu_memory_utilization: float = 0.4  # vllm: share of GPU memory for weights + KV cache
     vllm_sleep: bool = True  # vllm: release its GPU memory during the update phase (sleep mode)
@@ -150,7 +153,8 @@ class TrainLoopConfig:
 
     total_steps: int = 10  # training steps (one rollout batch each)
     seed: int = 0  # seeds weights of new modules, sampling, data order
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16
+    # auto (bf16 on GPU, fp32 on CPU) | no | bf16
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     output_dir: str = ""  # run folder; empty = runs/grpo/<time>-<config hash>
     save_every: int = 0  # checkpoint every N steps; 0 = only at the end and on SIGTERM/SIGINT
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 keeps all
