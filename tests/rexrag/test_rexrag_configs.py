@@ -205,3 +205,22 @@ def test_sft_speaks_the_trainer_vocabulary_and_old_names_fail_naming_the_new_key
         for cfg in (sft, train):
             holder = getattr(cfg, section) if section else cfg
             assert hasattr(holder, name), f"{type(cfg).__name__} has no {key}"
+
+
+def test_explain_names_where_each_value_of_an_arm_comes_from(capsys):
+    """`--explain` on an experiment arm: its own key, the package config's keys under it, and the defaults."""
+    from rexrag.recipes.train import main
+
+    arm = EXPERIMENTS / "rexrag-cpu" / "arms" / "grpo.yaml"
+    assert main(["--config", str(arm), "--explain", "train.seed=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    package = CONFIG_DIR / "cpu" / "rexrag.yaml"
+    assert lines[0] == (
+        f"# merge order (later wins): default -> {package} -> {EXPERIMENTS / 'rexrag-cpu' / 'config.yaml'} -> {arm}"
+        " -> command line"
+    )
+    origin = {line.split(":")[0]: line.rsplit("  # ", 1)[1] for line in lines[1:]}
+    assert origin["rexrag.enabled"] == str(arm)
+    assert origin["optim.lr"] == origin["rexrag.probe_prob"] == str(package)
+    assert origin["train.seed"] == "command line"
+    assert origin["rollout.top_p"] == origin["objective.ppo_epochs"] == "default"
