@@ -171,3 +171,18 @@ def test_two_requests_never_exceed_concurrency():
         backend = OpenAIChatBackend(server.url, "stub-model", concurrency=3)
         results = dict(backend.complete([[{"role": "user", "content": f"q{i}"}] for i in range(9)], 8))
     assert sorted(results) == list(range(9)) and 2 <= peak[0] <= 3
+
+
+def test_an_error_record_left_by_an_older_cache_is_asked_again(tmp_path):
+    with StubOpenAI(answer=lambda user: "Answer: B") as server:
+        cfg = _cfg(tmp_path, server.url)
+        run_eval(cfg)
+        (cache,) = (tmp_path / "cache").glob("*.jsonl")
+        lines = cache.read_text().splitlines()
+        first = json.loads(lines[0])  # older versions cached a rejected request as an empty response + error
+        lines[0] = json.dumps({**first, "response": "", "error": "HTTP 400: rejected"})
+        cache.write_text("\n".join(lines) + "\n")
+        before = len(server.bodies)
+        results = run_eval(cfg)
+        assert len(server.bodies) - before == 1  # only that item
+    assert results["overall"]["n"] == 18 and results["request_errors"] == 0

@@ -289,7 +289,8 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
     out_dir = Path(cfg.out_dir) if cfg.out_dir else make_run_dir("anessuite-eval", cfg)
     with cache:
         done = cache.load()
-        missing = [item for item in items if item.key not in done]
+        # a failed request recorded by an older version of this cache is asked again, never scored
+        missing = [item for item in items if item.key not in done or done[item.key].get("error")]
         logger.info(
             "%s: %d items, %d cached, %d to run (cache %s)",
             cfg.model_name,
