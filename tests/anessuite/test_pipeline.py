@@ -9,8 +9,11 @@ import pytest
 
 from anessuite.pipeline import stage_cache
 from anessuite.pipeline.config import PipelineConfig
+from anessuite.pipeline.data import plan_data, prepare_data
 from anessuite.pipeline.grpo_stage import answer_line_format, make_reward_fn
+from anessuite.pipeline.hf_stages import cpt_text_dataset
 from anessuite.pipeline.run import _parent_run, run_pipeline, stage_final, stage_plan
+from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
 from rlcore.config import load_config
 from rlcore.tracking import PARENT_ENV, start_run
 
@@ -148,6 +151,165 @@ def test_a_launched_stage_nests_its_run_under_the_pipeline_run(tmp_path, monkeyp
     run = MlflowClient(uri).get_run(stage_id)
     assert run.data.tags["mlflow.parentRunId"] == parent.run_id
     assert run.data.tags["stage"] == "sft" and run.info.run_name == "nest/sft"
+
+
+# --- data paths: released files or the synthetic world, never a silent mix ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """Small corpus / QA / benchmark folders in the released layouts (AnesCorpus_<lang>-*.parquet, AnesQA
+    parquet, anesbench_<lang>.json), written by the synthetic generator; no AnesR1 (it is not released)."""
+    root = tmp_path_factory.mktemp("releases")
+    paths = generate_world_data(
+        root / "world",
+        WorldDataConfig(
+            cpt_docs_en=24, cpt_docs_zh=8, rlvr_per_language=4, bench_en=(2, 1, 1), bench_zh=(2, 1, 1)
+        ),
+    )
+    return {key: paths[key] for key in ("corpus", "anesqa", "benchmark")}
+
+
+def _files_cfg(releases, **data) -> PipelineConfig:
+    cfg = PipelineConfig()
+    cfg.data.corpus, cfg.data.anesqa = str(releases["corpus"]), str(releases["anesqa"])
+    cfg.data.benchmark, cfg.data.sft_sources = str(releases["benchmark"]), ["anesqa"]
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    return cfg
+
+
+def test_all_training_paths_empty_is_the_synthetic_world():
+    plan = plan_data(PipelineConfig())
+    assert plan.synthetic and not plan.skipped_stages
+    assert set(plan.needed) == {"corpus", "anesqa", "anesr1", "benchmark"}
+
+
+def test_a_given_benchmark_is_evaluated_beside_synthetic_training(releases, tmp_path):
+    """`anessuite table3 benchmark=...` evaluates the CPU pipeline on the real benchmark: explicit, not a mix."""
+    cfg = PipelineConfig()
+    cfg.data.benchmark = str(releases["benchmark"])
+    plan = plan_data(cfg)
+    assert plan.synthetic
+    cfg.data.benchmark = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"data\.benchmark: .*missing does not exist"):
+        plan_data(cfg)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        # one training path given: every path an enabled stage reads must be given too
+        ({"anesqa": ""}, r"data\.anesqa is empty, but the SFT stage \(data\.sft_sources lists anesqa\)"),
+        ({"benchmark": ""}, r"data\.benchmark is empty, but the stage evaluations"),
+        ({"corpus": "/nonexistent/AnesCorpus"}, r"data\.corpus: /nonexistent/AnesCorpus does not exist"),
+        # AnesR1 asked for by SFT but not given: an error that says it is not released
+        ({"sft_sources": ["anesqa", "anesr1"]}, r"data\.anesr1 is empty.*AnesR1 is not released"),
+        ({"sft_sources": ["anesqa", "r1"]}, r"data\.sft_sources: unknown source"),
+    ],
+)
+def test_an_empty_or_missing_data_path_names_the_config_key(releases, changes, message):
+    with pytest.raises(ValueError, match=message):
+        plan_data(_files_cfg(releases, **changes))
+
+
+def test_without_anesr1_the_grpo_stage_is_skipped_and_says_why(releases):
+    plan = plan_data(_files_cfg(releases))
+    assert not plan.synthetic
+    assert "not released" in plan.skipped_stages["grpo"] and "data.anesr1" in plan.skipped_stages["grpo"]
+    cfg = _files_cfg(releases)
+    cfg.grpo.enabled = False  # nothing wants AnesR1: nothing skipped
+    assert plan_data(cfg).skipped_stages == {}
+
+
+def test_unused_paths_are_not_checked(releases):
+    cfg = _files_cfg(releases, anesqa="/nonexistent/AnesQA")
+    cfg.sft.enabled, cfg.grpo.enabled = False, False  # only CPT and the evaluations read data
+    assert plan_data(cfg).needed.keys() == {"corpus", "benchmark"}
+
+
+@pytest.mark.parametrize("name", ["pipeline_qwen2.5_7b.yaml", "pipeline_qwen2.5_14b.yaml"])
+def test_paper_pipeline_runs_without_anesr1(name, releases, tmp_path, monkeypatch):
+    """The released AnesCorpus / AnesQA / AnesBench folders under $ANESSUITE_DATA are enough."""
+    data = tmp_path / "anessuite"
+    data.mkdir()
+    for key, folder in (("corpus", "AnesCorpus"), ("anesqa", "AnesQA"), ("benchmark", "AnesBench")):
+        (data / folder).symlink_to(releases[key])
+    monkeypatch.setenv("ANESSUITE_DATA", str(data))
+    monkeypatch.delenv("ANESSUITE_ANESR1", raising=False)
+    cfg = load_config(PipelineConfig, REPO / "packages/anessuite/configs" / name)
+    assert cfg.data.anesr1 == ""
+    plan = plan_data(cfg)
+    assert not plan.synthetic and list(plan.skipped_stages) == ["grpo"]
+
+
+@pytest.mark.parametrize("name", ["morpheus_qwen2.5_7b.yaml", "morpheus_qwen2.5_14b.yaml"])
+def test_morpheus_needs_anesr1_and_says_so(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANESSUITE_DATA", str(tmp_path))
+    (tmp_path / "AnesBench").mkdir()
+    cfg = load_config(PipelineConfig, REPO / "packages/anessuite/configs" / name)
+    with pytest.raises(ValueError, match=r"data\.anesr1: .*AnesR1 does not exist"):
+        plan_data(cfg)
+
+
+def test_a_converter_error_names_the_config_key(releases, tmp_path):
+    empty = tmp_path / "AnesCorpus"
+    empty.mkdir()
+    (empty / "README.md").write_text("dataset card only")
+    cfg = _files_cfg(releases, corpus=str(empty))
+    cfg.grpo.enabled = False
+    with pytest.raises(FileNotFoundError, match=r"data\.corpus \(.*AnesCorpus\): .*no input files"):
+        prepare_data(cfg.data, tmp_path / "data", 0, cfg.prompt, plan_data(cfg))
+
+
+def test_released_files_prepare_only_what_the_stages_read(releases, tmp_path):
+    cfg = _files_cfg(releases)
+    prepared = prepare_data(cfg.data, tmp_path / "data", 0, cfg.prompt, plan_data(cfg))
+    assert not (tmp_path / "data" / "world").exists()  # nothing synthetic was generated
+    assert prepared["cpt"].stat().st_size > 0 and prepared["sft"].stat().st_size > 0
+    assert not prepared["rl"].exists()  # GRPO is skipped: no RL prompts
+    assert prepared["benchmark"] == releases["benchmark"]
+
+
+def test_cpt_text_is_streamed_into_a_memory_mapped_dataset(tmp_path):
+    data = tmp_path / "cpt.jsonl"
+    data.write_text("".join(json.dumps({"text": f"doc {i}", "language": "en"}) + "\n" for i in range(5)))
+    dataset = cpt_text_dataset(data, None, tmp_path / "cache")
+    assert dataset["text"] == [f"doc {i}" for i in range(5)] and dataset.column_names == ["text"]
+    assert dataset.cache_files  # backed by an Arrow file on disk, not a Python list in memory
+    assert cpt_text_dataset(data, 3, tmp_path / "cache")["text"] == ["doc 0", "doc 1", "doc 2"]
+    data.write_text(json.dumps({"text": "rewritten"}) + "\n")  # a re-prepared file is read again
+    assert cpt_text_dataset(data, None, tmp_path / "cache")["text"] == ["rewritten"]
+    data.write_text("")
+    with pytest.raises(ValueError, match="no training records"):
+        cpt_text_dataset(data, None, tmp_path / "cache")
+
+
+def test_num_proc_at_its_default_keeps_stage_keys_and_otherwise_changes_them():
+    cfg = PipelineConfig()
+    key = stage_cache.stage_key(cfg, "cpt", "base")
+    cfg.cpt.num_proc = 4  # packing boundaries follow the worker shards
+    assert stage_cache.stage_key(cfg, "cpt", "base") != key
+
+
+@pytest.mark.slow
+def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
+    """CPT (two tokenising workers) -> SFT on the released layouts; GRPO skipped with a warning; no world."""
+    out = tmp_path / "pipe"
+    cfg = _files_cfg(releases)
+    cfg.name, cfg.base_model, cfg.out_dir, cfg.tracking = "files", "tiny-qwen2", str(out), True
+    cfg.evaluate_base, cfg.eval.enabled = False, False
+    for stage in (cfg.cpt, cfg.sft):
+        stage.max_steps, stage.max_length, stage.max_samples = 1, 64, 8
+        stage.per_device_batch_size, stage.gradient_accumulation_steps, stage.save_steps = 2, 1, 1
+    cfg.cpt.num_proc = 2
+    with caplog.at_level("WARNING"):
+        run_pipeline(cfg)
+    assert (out / "cpt" / "DONE.json").exists() and (out / "sft" / "DONE.json").exists()
+    assert not (out / "grpo").exists() and not (out / "data" / "world").exists()
+    assert any("AnesR1 is not released" in record.getMessage() for record in caplog.records)
+    state = json.loads((out / "pipeline_state.json").read_text())
+    assert "not released" in state["skipped_stages"]["grpo"]
 
 
 def _tiny_cfg(out) -> PipelineConfig:

@@ -54,6 +54,8 @@ class HFStageConfig:
     save_total_limit: int = 2  # checkpoints kept
     logging_steps: int = 10  # log loss every N steps
     max_samples: int | None = None  # cap on training records (CPU smoke runs); None = all
+    # worker processes that tokenise and pack the data (datasets map); None = the training process itself
+    num_proc: int | None = None
     eos_token: str | None = None  # document separator / end token override (None = the tokenizer's)
     attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = transformers' default
     launcher: str = (

@@ -7,6 +7,10 @@
 
 Each stage writes ``<stage>/trainer/checkpoint-*`` (resume points; a re-run continues from the newest) and
 ``<stage>/final`` (a plain Hugging Face folder, the next stage's input). Metrics go to the stage's MLflow run.
+
+The CPT text is never held in memory: AnesCorpus is about 3B tokens. The JSONL is streamed into an Arrow file
+under ``<stage>/dataset-cache`` (memory-mapped, written once by the main process while the other ranks wait),
+and TRL tokenises and packs it in ``num_proc`` worker processes into cached Arrow files the other ranks reuse.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.pipeline.config import HFStageConfig
-from rlcore.io import read_jsonl
+from rlcore.io import iter_jsonl_records, read_jsonl
 
-__all__ = ["run_hf_stage", "chat_to_prompt_completion"]
+__all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,41 @@ def _load_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path}: no training records")
     return rows
+
+
+def _cpt_texts(path: str, limit: int | None, stamp: str):
+    """``{"text"}`` rows of a CPT JSONL, one line at a time (the first ``limit`` when given). ``stamp`` (size and
+    modification time) is unused here: it is part of the dataset cache's key, so a rewritten file is re-read."""
+    for count, (_, record) in enumerate(iter_jsonl_records(path, what="CPT data")):
+        if limit is not None and count >= limit:
+            return
+        yield {"text": record["text"]}
+
+
+def cpt_text_dataset(data_file: Path, limit: int | None, cache_dir: Path):
+    """A memory-mapped ``datasets.Dataset`` with one ``text`` column, streamed from ``data_file``.
+
+    Built by the main process first (the others then open the same cache), so no rank ever holds the corpus
+    in memory. The rows and their order are those of the file.
+    """
+    import datasets  # heavy: only the training stages need it
+    from accelerate import PartialState
+
+    if limit == 0 or next(_cpt_texts(str(data_file), None, ""), None) is None:
+        raise ValueError(f"{data_file}: no training records")
+    stat = Path(data_file).stat()
+    with PartialState().main_process_first():
+        dataset = datasets.Dataset.from_generator(
+            _cpt_texts,
+            gen_kwargs={
+                "path": str(data_file),
+                "limit": limit,
+                "stamp": f"{stat.st_size}-{stat.st_mtime_ns}",
+            },
+            features=datasets.Features({"text": datasets.Value("string")}),
+            cache_dir=str(cache_dir),
+        )
+    return dataset
 
 
 def _mlflow_callback(run: Any):
@@ -73,11 +112,12 @@ def run_hf_stage(
         raise ValueError(f"kind must be cpt or sft, got {kind!r}")
     final = stage_dir / "final"
     trainer_dir = stage_dir / "trainer"
-    rows = _load_jsonl(data_file, cfg.max_samples)
     if kind == "cpt":
-        dataset = datasets.Dataset.from_list([{"text": row["text"]} for row in rows])
+        dataset = cpt_text_dataset(data_file, cfg.max_samples, stage_dir / "dataset-cache")
     else:
-        dataset = datasets.Dataset.from_list([chat_to_prompt_completion(row) for row in rows])
+        dataset = datasets.Dataset.from_list(
+            [chat_to_prompt_completion(row) for row in _load_jsonl(data_file, cfg.max_samples)]
+        )
     tokenizer = load_tokenizer(model_in, padding_side="right")
     extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     model = load_causal_lm(model_in, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **extra)
@@ -106,7 +146,7 @@ def run_hf_stage(
         data_seed=seed,
         report_to="none",
         eos_token=cfg.eos_token,
-        dataset_num_proc=None,
+        dataset_num_proc=cfg.num_proc,
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = SFTTrainer(
@@ -125,7 +165,7 @@ def run_hf_stage(
     summary = {
         "train_loss": result.training_loss,
         "global_step": result.global_step,
-        "records": len(rows),
+        "records": len(dataset),
         "resumed_from": resume,
     }
     if run is not None:

@@ -25,12 +25,13 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from anessuite.evaluate import EvalConfig, GenerationConfig, run_eval
 from anessuite.pipeline.config import PipelineConfig
-from anessuite.pipeline.data import prepare_data
+from anessuite.pipeline.data import plan_data, prepare_data
 from anessuite.pipeline.grpo_stage import run_grpo_stage
 from anessuite.pipeline.hf_stages import run_hf_stage
 from anessuite.pipeline.stage_cache import (
@@ -166,17 +167,29 @@ def _parent_run(cfg: PipelineConfig, out: Path, state: dict):
     )
 
 
+def _without(cfg: PipelineConfig, skipped: dict[str, str]) -> PipelineConfig:
+    """``cfg`` with the stages that cannot run disabled (logged once, with the reason)."""
+    for stage, why in skipped.items():
+        logger.warning("stage %s skipped: %s", stage, why)
+        cfg = replace(cfg, **{stage: replace(getattr(cfg, stage), enabled=False)})
+    return cfg
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run (or resume) the pipeline; returns ``{label: {mode: results}}`` of every evaluation."""
+    if cfg.only_stage and cfg.only_stage not in STAGES:
+        raise ValueError(f"only_stage must be one of {STAGES}, got {cfg.only_stage!r}")
     seed_everything(cfg.seed)
-    out = pipeline_dir(cfg)
+    out = pipeline_dir(cfg)  # from the config as given: the folder does not depend on which data exists
+    data_plan = plan_data(cfg)
+    if data_plan.skipped_stages.get(cfg.only_stage):
+        raise ValueError(f"only_stage={cfg.only_stage}: {data_plan.skipped_stages[cfg.only_stage]}")
+    cfg = _without(cfg, data_plan.skipped_stages)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    data = prepare_data(cfg.data, out / "data", cfg.seed, cfg.prompt)
+    data = prepare_data(cfg.data, out / "data", cfg.seed, cfg.prompt, data_plan)
     plan = stage_plan(cfg)
-    if cfg.only_stage and cfg.only_stage not in STAGES:
-        raise ValueError(f"only_stage must be one of {STAGES}, got {cfg.only_stage!r}")
     rows: list[tuple[str, dict]] = []
     with _parent_run(cfg, out, state) as parent:
         if cfg.only_stage:
@@ -184,7 +197,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             return {}
         if parent is not None:
             state["parent_run_id"] = parent.run_id
-            state_path.write_text(json.dumps(state, indent=1))
+            parent.set_tags({f"skipped.{stage}": why for stage, why in data_plan.skipped_stages.items()})
+        state["skipped_stages"] = data_plan.skipped_stages
+        state_path.write_text(json.dumps(state, indent=1))
         if cfg.reuse:
             mark_keys(cfg, out)
         if cfg.evaluate_base and cfg.eval.enabled:
@@ -215,6 +230,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 for name in ["summary.json", *(f"table_{m}.md" for m in cfg.eval.modes)]:
                     parent.log_artifact(out / name)
     logger.info("pipeline finished: %s", out)
+    for stage, why in data_plan.skipped_stages.items():
+        logger.warning("the pipeline ran without its %s stage: %s", stage.upper(), why)
     return {label: res for label, res in rows}
 
 

@@ -51,6 +51,8 @@ DONE_FILE = "DONE.json"
 # run-folder hashes and stage keys while they hold that value, so the stages earlier runs finished keep their
 # keys (and are neither retrained nor re-evaluated). A new setting of a stage, the prompt or the data goes here.
 ADDED_SETTINGS: dict[str, Any] = {
+    "cpt.num_proc": None,
+    "sft.num_proc": None,
     "grpo.rollout.drop_eos_before_feedback": False,
     "grpo.rollout.max_start_tokens": 0,
     "prompt.preset": "ours",
