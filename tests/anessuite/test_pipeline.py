@@ -389,3 +389,18 @@ def test_identical_stages_and_responses_are_reused_across_pipelines(tmp_path):
     assert json.loads((tmp_path / "pipe-lr" / "cpt" / "DONE.json").read_text()).get("reused") is True
     sft_done = json.loads((tmp_path / "pipe-lr" / "sft" / "DONE.json").read_text())
     assert "reused" not in sft_done and (tmp_path / "pipe-lr" / "sft" / "train_summary.json").exists()
+
+
+def test_a_pipeline_that_fails_on_its_data_paths_is_a_failed_run(releases, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = _files_cfg(releases, anesqa="")
+    cfg.name, cfg.out_dir, cfg.experiment = "bad-data", str(tmp_path / "pipe"), "pipeline-bad-data"
+    with pytest.raises(ValueError, match=r"data\.anesqa is empty"):
+        run_pipeline(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("pipeline-bad-data").experiment_id])
+    assert run.info.status == "FAILED" and run.info.run_name == "bad-data"
+    assert "data.anesqa is empty" in run.data.tags["error"]

@@ -347,3 +347,24 @@ def test_collectives_are_identity_on_one_process():
     assert max_over_ranks(ONE_PROCESS, 5) == 5
     assert sum_over_ranks(ONE_PROCESS, 2.5) == 2.5
     assert any_rank(ONE_PROCESS, True) and not any_rank(ONE_PROCESS, False)
+
+
+def test_a_run_that_fails_in_setup_is_recorded_as_failed(tmp_path, monkeypatch):
+    """No model at model.path: the trainer never reaches its first step, and MLflow still shows the failure."""
+    from mlflow.tracking import MlflowClient
+
+    from rlcore.trainer import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = RLTrainConfig()
+    cfg.model.path = str(tmp_path / "no-such-model")
+    cfg.train.output_dir, cfg.train.seed = str(tmp_path / "out"), 4
+    cfg.tracking.experiment, cfg.tracking.run_name = "setup-failure", "grpo-missing-model"
+    with pytest.raises(Exception, match="no-such-model"):
+        train(cfg, records=[{"id": "q", "prompt": "2+2?"}], reward_fn=lambda completions, **_: [0.0])
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("setup-failure").experiment_id])
+    assert run.info.status == "FAILED" and run.info.run_name == "grpo-missing-model"
+    assert "no-such-model" in run.data.tags["error"] and run.data.tags["failed_during"] == "setup"
+    assert run.data.tags["seeds"] == "4"

@@ -2,7 +2,12 @@
 
 Default store: a local sqlite file ``runs/mlflow.db`` (no server needed); ``MLFLOW_TRACKING_URI`` overrides it.
 One MLflow experiment per recipe, nested runs for pipelines, one batched call per step for metrics, and
-provenance tags on every run. A run that raises ends FAILED; Ctrl-C or SIGTERM ends KILLED; never RUNNING.
+provenance tags on every run. A run that raises ends FAILED with the error (``error`` tag, ``error.txt``
+artifact); Ctrl-C or SIGTERM ends KILLED; never RUNNING. A recipe wrapped in :func:`record_failures` that fails
+before it opened its run (model, data or retrieval server missing) still leaves a FAILED run with the error.
+
+Artifacts follow the store: ``$MLFLOW_ARTIFACT_ROOT/<experiment>`` when set, else ``mlartifacts/<experiment>``
+next to the sqlite file (``runs/mlartifacts`` for the default store); a server store decides for itself.
 
 An orchestrator that launches recipes as subprocesses nests them by environment: a new top-level run takes
 ``RLCORE_PARENT_RUN_ID`` as its parent and adds the tags of ``RLCORE_RUN_TAGS`` (a JSON object).
@@ -16,6 +21,8 @@ An orchestrator that launches recipes as subprocesses nests them by environment:
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -27,7 +34,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,17 +45,22 @@ from rlcore.runs import repo_root, runs_root
 
 __all__ = [
     "tracking_uri",
+    "artifact_location",
     "provenance",
     "start_run",
+    "record_failures",
+    "failures_recorded",
     "Run",
     "write_results_json",
     "flatten",
     "PARENT_ENV",
     "TAGS_ENV",
+    "ARTIFACT_ROOT_ENV",
 ]
 
 PARENT_ENV = "RLCORE_PARENT_RUN_ID"  # parent of every new top-level run of this process
 TAGS_ENV = "RLCORE_RUN_TAGS"  # JSON object of extra tags for every new run of this process
+ARTIFACT_ROOT_ENV = "MLFLOW_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or a URI)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +85,8 @@ TRACKED_PACKAGES = (
 )
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
+_MAX_ERROR_CHARS = 5000
+_ERROR_ARTIFACT = "error.txt"
 
 
 def tracking_uri() -> str:
@@ -228,18 +243,73 @@ class Run:
             yield run
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` URI (absolute with four slashes, else relative to the working
+    directory); None for any other store and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path).expanduser().resolve()
+
+
+def artifact_location(experiment: str, uri: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: ``$MLFLOW_ARTIFACT_ROOT/<experiment>`` when set, else
+    ``mlartifacts/<experiment>`` next to a sqlite store; None (the store's own default) for a server or
+    another backend. Never a folder of the working directory or the checkout unless the store is there."""
+    root = os.environ.get(ARTIFACT_ROOT_ENV, "").strip()
+    if root:
+        if "://" in root:  # s3://, gs://, file://, mlflow-artifacts://...
+            return f"{root.rstrip('/')}/{experiment}"
+        return (Path(root).expanduser().resolve() / experiment).as_uri()
+    database = sqlite_path(uri or tracking_uri())
+    if database is None:
+        return None
+    return (database.parent / "mlartifacts" / experiment).as_uri()
+
+
+_READY_STORES: set[str] = set()
+
+
+def _client(uri: str):
+    """An ``MlflowClient`` whose sqlite store exists. The first process to open a new sqlite file creates its
+    tables (MLflow's schema migrations) under a file lock: two runs started at once on a fresh store would
+    otherwise both migrate it and one would fail (``table ... already exists``)."""
+    from mlflow.tracking import MlflowClient
+
+    database = sqlite_path(uri)
+    if database is None or uri in _READY_STORES:
+        return MlflowClient(tracking_uri=uri)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # opens the store: creates or migrates its tables
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_STORES.add(uri)
+    return client
+
+
 def _experiment_id(client: Any, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
+    uri = client.tracking_uri if hasattr(client, "tracking_uri") else tracking_uri()
+    location = artifact_location(name, str(uri))
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if location is not None and found.artifact_location.rstrip("/") != location.rstrip("/"):
+            logger.info(
+                "MLflow experiment %r keeps its artifacts in %s (set when it was created), not %s",
+                name,
+                found.artifact_location,
+                location,
+            )
         return found.experiment_id
-    artifact_root = None
-    uri = client.tracking_uri if hasattr(client, "tracking_uri") else tracking_uri()
-    if str(uri).startswith("sqlite:"):
-        artifact_root = (runs_root() / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_root)
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException:
         # another process created it between our lookup and create
         found = client.get_experiment_by_name(name)
@@ -301,6 +371,7 @@ def _open_run(
     all_tags.update(_environment_tags())
     if tags:
         all_tags.update({str(k): str(v) for k, v in tags.items()})
+    top_level = parent_run_id is None  # not a child of a run of this process (record_failures sees it)
     if parent_run_id is None and resume_run_id is None and os.environ.get(PARENT_ENV):
         parent_run_id = os.environ[PARENT_ENV]
     if parent_run_id is not None:
@@ -315,24 +386,136 @@ def _open_run(
         if config is not None:
             run.log_params(to_dict(config))
             run.log_text(to_yaml(config), "config.yaml")
+    if top_level:
+        for scope in _SCOPES:
+            scope.append(run)
     status = "FINISHED"
     try:
         with _sigterm_as_exception():
             yield run
-    except (KeyboardInterrupt, _Terminated):
+    except (KeyboardInterrupt, _Terminated) as err:
         status = "KILLED"
+        _mark_recorded(err)
         raise
     except SystemExit as exit_:
         status = "FINISHED" if exit_.code in (0, None) else "KILLED"
         raise
-    except BaseException:
+    except BaseException as err:
         status = "FAILED"
+        _record_error(run, err)
         raise
     finally:
         try:
             client.set_terminated(run.run_id, status=status)
         except Exception as err:  # noqa: BLE001 - never mask the original error
             logger.warning("could not close MLflow run %s as %s: %s", run.run_id, status, err)
+
+
+def _mark_recorded(err: BaseException) -> None:
+    with contextlib.suppress(AttributeError):
+        err._rlcore_tracked = True  # an enclosing record_failures scope leaves it alone
+
+
+def _record_error(run: Run, err: BaseException) -> None:
+    """The error on the run: an ``error`` tag (type and message) and the traceback as ``error.txt``."""
+    _mark_recorded(err)
+    message = f"{type(err).__name__}: {err}"[:_MAX_ERROR_CHARS]
+    try:
+        run.set_tags({"error": message})
+        run.log_text("".join(traceback.format_exception(err)), _ERROR_ARTIFACT)
+    except Exception as log_err:  # noqa: BLE001 - never mask the original error
+        logger.warning("could not record the error on MLflow run %s: %s", run.run_id, log_err)
+
+
+# Open record_failures scopes, innermost last; every top-level run opened meanwhile is appended to each.
+_SCOPES: list[list[Run]] = []
+
+
+@contextlib.contextmanager
+def record_failures(
+    experiment: str,
+    run_name: str | None = None,
+    config: Any | None = None,
+    seeds: Sequence[int] = (),
+    tags: Mapping[str, Any] | None = None,
+    enabled: bool = True,
+    uri: str | None = None,
+) -> Iterator[None]:
+    """Around a whole recipe: an exception is recorded on an MLflow run, whatever the phase it comes from.
+
+    Raised while a run is open, the run ends FAILED with the error as usual. Raised before any run of the
+    recipe was opened (a missing model, a malformed data file, an unreachable retrieval server), a new run
+    named ``run_name`` is created in ``experiment`` and ended FAILED with the error, tagged
+    ``failed_during=setup``. Raised after the recipe's run closed (a final evaluation), that run is set to
+    FAILED with the error. Ctrl-C and ``SystemExit`` are not recorded here. Scopes nest: the innermost records.
+    """
+    runs: list[Run] = []
+    _SCOPES.append(runs)
+    try:
+        yield
+    except Exception as err:
+        if enabled and not getattr(err, "_rlcore_tracked", False):
+            try:
+                if runs:
+                    _record_error(runs[-1], err)
+                    runs[-1].client.set_terminated(runs[-1].run_id, status="FAILED")
+                else:
+                    _record_setup_failure(experiment, run_name, config, seeds, tags, err, uri)
+            except Exception as track_err:  # noqa: BLE001 - never mask the original error
+                logger.warning("could not record the failure in MLflow: %s", track_err)
+            _mark_recorded(err)
+        raise
+    finally:
+        _SCOPES.remove(runs)
+
+
+def _record_setup_failure(
+    experiment: str,
+    run_name: str | None,
+    config: Any | None,
+    seeds: Sequence[int],
+    tags: Mapping[str, Any] | None,
+    err: BaseException,
+    uri: str | None,
+) -> None:
+    client = _client(uri or tracking_uri())
+    experiment_id = _experiment_id(client, experiment)
+    all_tags = provenance(config, seeds)
+    all_tags.update(_environment_tags())
+    all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+    all_tags["failed_during"] = "setup"
+    if os.environ.get(PARENT_ENV):
+        all_tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+    created = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    run = Run(client, created.info.run_id, experiment_id)
+    if config is not None:
+        run.log_params(to_dict(config))
+        run.log_text(to_yaml(config), "config.yaml")
+    _record_error(run, err)
+    client.set_terminated(run.run_id, status="FAILED")
+    logger.info("recorded the failure as MLflow run %s (FAILED)", run.run_id)
+
+
+def failures_recorded(recipe: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for ``recipe(cfg, ...)`` where ``cfg`` has ``tracking`` (``enabled``, ``experiment``,
+    ``run_name``, ``tags``) and ``train.seed``, like every RL training config: the recipe runs inside
+    :func:`record_failures`, on the main process only (``RANK`` 0 or unset)."""
+
+    @functools.wraps(recipe)
+    def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        tracking = cfg.tracking
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        with record_failures(
+            tracking.experiment,
+            run_name=tracking.run_name,
+            config=cfg,
+            seeds=[cfg.train.seed],
+            tags=dict(tracking.tags),
+            enabled=tracking.enabled and main_process,
+        ):
+            return recipe(cfg, *args, **kwargs)
+
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -349,9 +532,7 @@ def start_run(
 
     ``resume_run_id`` re-opens an earlier run (e.g. after resuming from a checkpoint) instead of creating one.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri or tracking_uri())
+    client = _client(uri or tracking_uri())
     experiment_id = _experiment_id(client, experiment)
     with _open_run(client, experiment_id, run_name, config, seeds, tags, resume_run_id=resume_run_id) as run:
         yield run

@@ -49,7 +49,7 @@ from anessuite.report import TABLE3_COLUMNS, table3_row, write_tables
 from rlcore.config import recipe_main, to_yaml
 from rlcore.logging_utils import setup_logging
 from rlcore.seeding import seed_everything
-from rlcore.tracking import PARENT_ENV, start_run
+from rlcore.tracking import PARENT_ENV, record_failures, start_run
 
 __all__ = ["run_pipeline", "stage_plan", "stage_final", "pipeline_dir", "main"]
 
@@ -176,7 +176,21 @@ def _without(cfg: PipelineConfig, skipped: dict[str, str]) -> PipelineConfig:
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run (or resume) the pipeline; returns ``{label: {mode: results}}`` of every evaluation."""
+    """Run (or resume) the pipeline; returns ``{label: {mode: results}}`` of every evaluation.
+
+    A failure is recorded in MLflow even before the pipeline's run opened (bad data path, missing model)."""
+    with record_failures(
+        cfg.experiment,
+        run_name=f"{cfg.name}/{cfg.only_stage}" if cfg.only_stage else cfg.name,
+        config=cfg,
+        seeds=[cfg.seed],
+        tags={"stage": cfg.only_stage} if cfg.only_stage else None,
+        enabled=cfg.tracking and _is_main_rank(),
+    ):
+        return _run_pipeline(cfg)
+
+
+def _run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if cfg.only_stage and cfg.only_stage not in STAGES:
         raise ValueError(f"only_stage must be one of {STAGES}, got {cfg.only_stage!r}")
     seed_everything(cfg.seed)

@@ -45,6 +45,7 @@ from rlcore.config import recipe_main
 from rlcore.generation import GenerationBackend
 from rlcore.logging_utils import setup_logging
 from rlcore.retrieval.types import RetrievalUnavailableError
+from rlcore.tracking import failures_recorded
 from rlcore.trainer.advantages import build_batch
 from rlcore.trainer.checkpoint import StopSignal
 from rlcore.trainer.config import RLTrainConfig
@@ -92,6 +93,7 @@ class TrainResult:
     model: torch.nn.Module | None = None  # the trained policy, unwrapped (for in-process evaluation)
 
 
+@failures_recorded  # a failure before the run opens (model, data, retriever) still leaves a FAILED run
 def train(
     cfg: RLTrainConfig,
     records: list[dict[str, Any]] | None = None,

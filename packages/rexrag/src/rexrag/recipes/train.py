@@ -41,6 +41,7 @@ from rexrag.recipes.common import (
 )
 from rlcore.config import existing_path, recipe_main
 from rlcore.rollout import RolloutConfig
+from rlcore.tracking import failures_recorded
 from rlcore.trainer.config import RLTrainConfig, TrackingConfig
 
 logger = logging.getLogger(__name__)
@@ -325,6 +326,7 @@ class StepHook:
         return metrics
 
 
+@failures_recorded  # a failure before training starts (e.g. retrieval server down) is a FAILED MLflow run
 def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
     from rlcore.models import load_causal_lm, load_tokenizer
     from rlcore.tracking import start_run, write_results_json
