@@ -117,3 +117,39 @@ def test_misaligned_predictions_and_too_few_seeds_are_errors(tmp_path):
         (runs / f"rexrag-seed{seed}" / "results.json").unlink()
     with pytest.raises(ValueError, match="fewer than 2 seeds"):
         analyze.analyze(runs, questions)
+
+
+def test_lookback_counts_the_tokens_a_memory_probe_looks_back_over(tmp_path):
+    """lookback.py on a small world: thought + sentence and the question tail, in the tokenizer the warm-up trains."""
+    path = REPO / "experiments" / "rexrag-cpu-mechanism" / "lookback.py"
+    spec = importlib.util.spec_from_file_location("mechanism_lookback", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from rexrag.data.world import WorldConfig
+    from rexrag.recipes.common import WorldDataConfig
+    from rexrag.recipes.evaluate import EvalConfig
+    from rexrag.recipes.sft import SFTConfig
+    from rexrag.recipes.train import QAConfig
+
+    small = WorldConfig(
+        seed=5,
+        num_cities=8,
+        num_orgs=10,
+        num_people=30,
+        num_surnames=20,
+        num_train_questions=16,
+        num_dev_questions=4,
+        num_test_questions=6,
+    )
+    sft = SFTConfig(data=WorldDataConfig(world=small), pool="search_first_5")
+    sft.model.vocab_size = 600
+    sft.train.extra_worlds = 1
+    result = module.lookback(
+        sft, EvalConfig(qa=QAConfig(world=WorldDataConfig(world=small))), num_questions=4
+    )
+    # every sentence has 15-17 words after "<think>", the thought 5 more: at least one token per word
+    assert 20 <= result["thought_and_sentence_min"] <= result["thought_and_sentence"]
+    assert result["thought_and_sentence"] <= result["thought_and_sentence_max"]
+    # the subject is followed by at most " born?\n" (or "?\n", " in?\n", ...): a few tokens
+    assert 1 <= result["question_tail"] <= 8
+    assert result["lookback"] == pytest.approx(result["thought_and_sentence"] + result["question_tail"])
