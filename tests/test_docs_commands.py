@@ -234,3 +234,30 @@ def test_inline_commands_exist():
                     if not sub.startswith("-") and sub not in subcommands[module]:
                         problems.append(f"{where}: `{span}`: '{module}' has no subcommand '{sub}'")
     assert not problems, "\n".join(problems)
+
+
+SOURCE_COMMAND = re.compile(r"[`'\"](make [a-z][\w-]*|python -m [a-z][\w.]*(?: [a-z][\w-]*)?)")
+
+
+def test_help_texts_and_error_messages_name_commands_that_exist():
+    """`make <target>` and `python -m <module> [subcommand]` quoted in the packages' messages and help texts."""
+    targets = _make_targets()
+    subcommands = {module: _project_subcommands(module) for module in PROJECT_CLIS}
+    problems, seen = [], 0
+    for path in sorted(ROOT.glob("packages/*/src/**/*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for command in SOURCE_COMMAND.findall(line):
+                seen += 1
+                where = f"{path.relative_to(ROOT)}:{number}: `{command}`"
+                words = command.split()
+                if words[0] == "make":
+                    if words[1] not in targets:
+                        problems.append(f"{where}: no make target '{words[1]}'")
+                    continue
+                module = words[2]
+                if importlib.util.find_spec(module) is None:
+                    problems.append(f"{where}: no module '{module}'")
+                elif module in subcommands and len(words) > 3 and words[3] not in subcommands[module]:
+                    problems.append(f"{where}: '{module}' has no subcommand '{words[3]}'")
+    assert seen > 20, f"only {seen} commands found in the sources: the pattern is broken"
+    assert not problems, "\n".join(problems)
