@@ -109,3 +109,17 @@ def test_recipe_modules_exist():
                 if importlib.util.find_spec(module) is None:
                     missing.append(f"{path.relative_to(ROOT)}:{number}: RECIPE={module} is no module")
     assert not missing, "\n".join(missing)
+
+
+def test_code_and_configs_name_no_design_notes():
+    """Comments, docstrings and configs may cite the papers and the official code, not notes outside the project."""
+    pattern = re.compile(r"\bspecs?/[\w.-]+\.md|\bspec (?:section|bug|rexrag|anessuite|\d)|docs/dev/|/work/")
+    offenders = []
+    for folder in ("packages", "experiments", "infra", "benchmarks", "mk"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix not in (".py", ".yaml", ".md", ".sh", ".mk", ".toml") or not path.is_file():
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}")
+    assert not offenders, "\n".join(offenders)

@@ -3,7 +3,7 @@
 The extraction rules (EN/ZH answer statements, negations, boxed/bold answers, option text instead of a letter,
 refusals -> abstain) live in ``rlcore.rewards.extract_choice`` so that evaluation and the GRPO reward agree on
 what counts as an answer. This module only feeds it what a benchmark item knows: the number of options, the
-question's language and the option texts. Unlike the official evaluator (spec section 3.5) there is no fuzzy
+question's language and the option texts. Unlike the official evaluator there is no fuzzy
 fallback, so an unclear response abstains (and counts as wrong) instead of mapping to an arbitrary letter.
 """
 

@@ -1,4 +1,4 @@
-"""An extraction that behaves like the official AnesBench evaluator's (spec anessuite.md section 3.5).
+"""An extraction that behaves like the official AnesBench evaluator's.
 
 It is reported beside our abstaining extractor so a user sees how much of a gap to the paper is extraction.
 Our own code, written from the prose description of the official behaviour:

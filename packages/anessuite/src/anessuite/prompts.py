@@ -1,6 +1,6 @@
 """Zero-shot chain-of-thought chat prompts for MCQ evaluation, in English and Chinese (our own wording).
 
-Differences from the official evaluator (spec section 3.4), on purpose:
+Differences from the official evaluator, on purpose:
 
 * a Chinese variant is used for Chinese questions (the official code only ever formats ``en_*`` fields);
   ``instruction_language: en`` reproduces "English instructions for every question";
@@ -8,7 +8,7 @@ Differences from the official evaluator (spec section 3.4), on purpose:
 
 Templates are plain ``str.format`` strings with ``{letters}``, ``{question}`` and ``{options}``.
 
-``preset: official`` follows the official evaluation's prompt *layout* (spec section 3.4) instead: a system message
+``preset: official`` follows the official evaluation's prompt *layout* instead: a system message
 casting the model as a medical assistant for anesthesiology and general medicine, one English user message that
 asks for step-by-step analysis of every option and the single most suitable letter among "A, B, C and D", with
 no required answer format, then the stem and ``X. text`` option lines. The wording is ours (the official

@@ -1,6 +1,6 @@
 """Scoring AnesBench responses: per-item correctness, then accuracy per language x level with bootstrap CIs.
 
-Aggregation (the paper's convention, spec section 3.6):
+Aggregation (the paper's convention):
 
 * accuracy of a cell (language, level) = correct / items in that cell;
 * ``total`` of a language = correct / items of that language (question-weighted over levels);

@@ -1,6 +1,6 @@
 """Client for any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp, hosted APIs).
 
-Fixes the official evaluator's request loop (spec section 3.2, defect 4: an unbounded immediate retry that spins
+Fixes the official evaluator's request loop (an unbounded immediate retry that spins
 forever on a 400):
 
 * ``concurrency`` requests in flight, a per-request timeout.

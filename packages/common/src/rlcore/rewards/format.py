@@ -1,6 +1,6 @@
 """Optional format reward for the Search-R1 tag protocol (think / search / information / answer).
 
-REX-RAG itself trains on pure EM (its format weight defaults to 0, spec rexrag.md section 5); this reward exists
+REX-RAG itself trains on pure EM (its format weight defaults to 0); this reward exists
 for recipes that want shaping, e.g. AnesSuite's GRPO stage with ``<think>...</think><answer>...</answer>``.
 
 The response is scanned for protocol tags only (other markup is ordinary text). A *block* is an opening tag

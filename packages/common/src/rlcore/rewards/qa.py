@@ -1,6 +1,6 @@
 """Open-domain QA rewards: SQuAD-style normalisation, exact match, token F1 and `<answer>` extraction.
 
-All functions are pure functions of strings. The reward REX-RAG trains with (spec rexrag.md section 5) is
+All functions are pure functions of strings. The reward REX-RAG trains with is
 ``qa_em_reward``: extract the last complete ``<answer>...</answer>`` block of the response, normalise it and
 compare it to every golden answer,
 

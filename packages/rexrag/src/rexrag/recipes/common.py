@@ -28,7 +28,7 @@ SHORT_TEMPLATE = (
 
 @dataclass
 class SampledEvalConfig:
-    """Sampled evaluation beside the greedy one (the official validation sampled at T = 1: spec bug 1)."""
+    """Sampled evaluation beside the greedy one (the official validation sampled at T = 1: bug 1 in docs/rexrag.md)."""
 
     samples: int = 0  # sampled passes over the evaluation questions (0 = greedy only)
     temperature: float = 1.0  # sampling temperature of those passes (the official runs: 1.0)

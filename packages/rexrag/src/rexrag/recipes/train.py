@@ -94,7 +94,7 @@ class FinalEvalConfig:
     """Evaluation of the final model."""
 
     enabled: bool = True  # evaluate after training
-    greedy: bool = True  # arg-max decoding (the official code sampled at T=1 by accident: spec bug 1)
+    greedy: bool = True  # arg-max decoding (the official code sampled at T=1 by accident)
     batch_size: int = 64  # prompts per generate call
     samples: int = 0  # sampled passes reported beside the greedy one (0 = none)
     temperature: float = 1.0  # temperature of the sampled passes (the official evaluation: 1.0)
