@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from types import SimpleNamespace
 
 import httpx
@@ -31,6 +32,8 @@ from rlcore.generation.vllm_backend import (
 )
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+# What the environment held before any test here ran (see the last test).
+_ENV_AT_IMPORT = frozenset(os.environ)
 
 
 def decode(ids):
@@ -318,6 +321,11 @@ class _FakeLLM:
 def test_colocated_backend_keeps_rng_state_and_builds_per_request_params(monkeypatch):
     fake = SimpleNamespace(LLM=_FakeLLM, SamplingParams=lambda **kwargs: kwargs)
     monkeypatch.setitem(__import__("sys").modules, "vllm", fake)
+    # The backend fills in the single-process rendezvous variables; set them through monkeypatch so they are
+    # removed afterwards: left in os.environ they make later subprocesses believe they run under torchrun.
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MASTER_PORT", "29533")
     tok = build_tiny_tokenizer()
     torch.manual_seed(1234)
     expected = torch.rand(3)
@@ -377,3 +385,10 @@ def test_colocated_engine_on_gpu(tmp_path):
     with torch.no_grad():
         greedy = model(torch.tensor([prompt])).logits[0, -1].argmax().item()
     assert after.token_ids[0] == greedy
+
+
+def test_backend_tests_leave_no_rendezvous_variables_behind():
+    """Runs after the colocated-backend test in file order: a leaked LOCAL_RANK would make every later trainer
+    subprocess call init_process_group on a fixed port."""
+    leaked = [key for key in ("LOCAL_RANK", "MASTER_PORT") if key in os.environ and key not in _ENV_AT_IMPORT]
+    assert not leaked, f"left in os.environ by an earlier test: {leaked}"
