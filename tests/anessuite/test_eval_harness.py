@@ -363,3 +363,35 @@ def test_vllm_backend_with_a_stand_in_engine(monkeypatch):
     assert calls["chunks"] == [2, 1]  # chunks reach the cache as they finish
     assert results[2].text == "Answer: C" and results[2].num_tokens == 3
     assert len(backend.fingerprint()) == 16
+
+
+def test_chat_template_kwargs_reach_the_template(tiny_backend):
+    from anessuite.backends.hf import encode_chat
+
+    tokenizer = tiny_backend.tokenizer
+    saved = tokenizer.chat_template
+    tokenizer.chat_template = "{% if enable_thinking %}<think>{% endif %}{{ messages[-1]['content'] }}"
+    try:
+        on = tokenizer.decode(encode_chat(tokenizer, _conv("hi"), template_kwargs={"enable_thinking": True}))
+        off = tokenizer.decode(
+            encode_chat(tokenizer, _conv("hi"), template_kwargs={"enable_thinking": False})
+        )
+    finally:
+        tokenizer.chat_template = saved
+    assert on == "<think>hi" and off == "hi"
+
+
+def test_local_fingerprint_covers_tokenizer_and_chat_template(tmp_path):
+    from anessuite.cache import model_fingerprint
+
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 64)
+    (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    before = model_fingerprint(tmp_path)
+    # the same weights with another chat template answer differently: a new cache key
+    (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "<s>{{ messages }}"}')
+    after_template = model_fingerprint(tmp_path)
+    (tmp_path / "chat_template.jinja").write_text("{{ messages }}</s>")
+    after_jinja = model_fingerprint(tmp_path)
+    assert len({before, after_template, after_jinja}) == 3
+    assert model_fingerprint(tmp_path) == after_jinja  # deterministic
