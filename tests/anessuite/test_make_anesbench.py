@@ -130,3 +130,24 @@ def test_two_final_folders_are_two_rows(tmp_path):
 def _bench_once(tmp_path):
     folder = tmp_path / "AnesBench"
     return folder if folder.exists() else _bench(tmp_path)
+
+
+def test_an_explicit_row_name_never_takes_over_another_models_row(tmp_path):
+    from anessuite.tables import Table3Config, run_table3
+
+    with StubOpenAI(models=["model-a", "model-b"]) as server:
+        common = dict(
+            benchmark=str(FIXTURE),
+            backend="openai",
+            base_url=server.url,
+            accumulate=True,
+            out_dir=str(tmp_path / "t"),
+            bootstrap_iters=5,
+            track=False,
+        )
+        run_table3(Table3Config(models=["model-a"], model_names=["mine"], **common))
+        with pytest.raises(ValueError, match="row 'mine' already holds another model"):
+            run_table3(Table3Config(models=["model-b"], model_names=["mine"], **common))
+        run_table3(
+            Table3Config(models=["model-a"], model_names=["mine"], **common)
+        )  # the same model: its row

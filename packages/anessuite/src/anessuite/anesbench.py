@@ -106,6 +106,11 @@ def evaluate_models(cfg: Any, out: Path, max_new_tokens: int) -> dict[str, dict[
         if len(cfg.model_names) != len(expanded):
             raise ValueError(f"model_names has {len(cfg.model_names)} entries for {len(expanded)} models")
         labels = list(cfg.model_names)
+        for label, (spec, url) in zip(labels, expanded):
+            if label in earlier and _identity(earlier[label]) != f"{url or ''}|{spec}":
+                raise ValueError(
+                    f"{out}: row '{label}' already holds another model; pick another model_names entry"
+                )
     else:
         labels = unique_labels(expanded, {label: _identity(r) for label, r in earlier.items()})
     per_model: dict[str, dict[str, Any]] = {}
