@@ -121,6 +121,10 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "convert": (_recipe("anessuite.convert"), "AnesCorpus/AnesQA/AnesR1-style files -> CPT/SFT/RLVR JSONL"),
     "synth": (_synth, "write the synthetic bilingual pharmacology world (corpus, QA, MCQs, benchmark)"),
     "tasks": (_tasks, "list the registered MCQ task formats"),
+    "probe": (
+        _recipe("anessuite.knowledge_probe"),
+        "knowledge probe: log-likelihood of true fact statements vs distractors, per language",
+    ),
 }
 
 
