@@ -363,6 +363,18 @@ def test_vllm_backend_with_a_stand_in_engine(monkeypatch):
     assert calls["chunks"] == [2, 1]  # chunks reach the cache as they finish
     assert results[2].text == "Answer: C" and results[2].num_tokens == 3
     assert len(backend.fingerprint()) == 16
+    # chat-template switches reach the template the prompts are rendered with
+    backend.tokenizer.chat_template = "{% if enable_thinking %}T{% endif %}{{ messages[-1]['content'] }}"
+    backend.chat_template_kwargs = {"enable_thinking": True}
+    calls["chunks"] = []
+    prompts = []
+    original = FakeLLM.generate
+    FakeLLM.generate = lambda self, batch, params, use_tqdm=False: (
+        prompts.extend(batch),
+        original(self, batch, params),
+    )[1]
+    list(backend.complete([_conv("x")], max_new_tokens=4))
+    assert backend.tokenizer.decode(prompts[0]["prompt_token_ids"]) == "Tx"
 
 
 def test_chat_template_kwargs_reach_the_template(tiny_backend):

@@ -55,7 +55,7 @@ class BackendConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)  # openai: extra request fields, e.g. {top_k: 1}
     chat_template_kwargs: dict[str, Any] = field(
         default_factory=dict
-    )  # chat-template switches, e.g. {enable_thinking: false} (openai: sent to the server; hf: applied locally)
+    )  # chat-template switches, e.g. {enable_thinking: false} (openai: sent to the server; hf/vllm: applied here)
     max_tokens_field: str = (
         "max_tokens"  # openai: max_tokens | max_completion_tokens (endpoints that need it)
     )
@@ -120,6 +120,7 @@ def build_backend(cfg: EvalConfig) -> ChatBackend:
             gpu_memory_utilization=cfg.backend.gpu_memory_utilization,
             dtype=cfg.backend.dtype,
             seed=cfg.seed,
+            chat_template_kwargs=dict(cfg.backend.chat_template_kwargs),
         )
     if kind == "openai":
         from anessuite.backends.openai_compat import OpenAIChatBackend

@@ -32,6 +32,7 @@ class VLLMChatBackend:
         chunk_size: int = 1024,
         seed: int = 0,
         engine_kwargs: dict[str, Any] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         try:
             import vllm
@@ -52,6 +53,7 @@ class VLLMChatBackend:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.chunk_size = chunk_size
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
 
     def fingerprint(self) -> str:
         return model_fingerprint(self.model_dir)
@@ -60,7 +62,9 @@ class VLLMChatBackend:
         self, conversations: Sequence[Messages], max_new_tokens: int
     ) -> Iterator[tuple[int, Completion]]:
         params = self._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, n=1)
-        prompts = [encode_chat(self.tokenizer, messages) for messages in conversations]
+        prompts = [
+            encode_chat(self.tokenizer, m, template_kwargs=self.chat_template_kwargs) for m in conversations
+        ]
         for start in range(0, len(prompts), self.chunk_size):
             chunk = list(range(start, min(start + self.chunk_size, len(prompts))))
             outputs = self.llm.generate(
