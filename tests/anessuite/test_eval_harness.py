@@ -346,6 +346,7 @@ def test_vllm_backend_with_a_stand_in_engine(monkeypatch):
 
         def generate(self, prompts, params, use_tqdm=False):
             calls.setdefault("chunks", []).append(len(prompts))
+            calls.setdefault("prompts", []).extend(prompts)
             calls["params"] = params
             sample = types.SimpleNamespace(text="Answer: C", token_ids=[1, 2, 3], finish_reason="stop")
             return [types.SimpleNamespace(outputs=[sample]) for _ in prompts]
@@ -366,15 +367,8 @@ def test_vllm_backend_with_a_stand_in_engine(monkeypatch):
     # chat-template switches reach the template the prompts are rendered with
     backend.tokenizer.chat_template = "{% if enable_thinking %}T{% endif %}{{ messages[-1]['content'] }}"
     backend.chat_template_kwargs = {"enable_thinking": True}
-    calls["chunks"] = []
-    prompts = []
-    original = FakeLLM.generate
-    FakeLLM.generate = lambda self, batch, params, use_tqdm=False: (
-        prompts.extend(batch),
-        original(self, batch, params),
-    )[1]
     list(backend.complete([_conv("x")], max_new_tokens=4))
-    assert backend.tokenizer.decode(prompts[0]["prompt_token_ids"]) == "Tx"
+    assert backend.tokenizer.decode(calls["prompts"][-1]["prompt_token_ids"]) == "Tx"
 
 
 def test_chat_template_kwargs_reach_the_template(tiny_backend):
