@@ -84,8 +84,18 @@ def _synth(argv: Sequence[str]) -> int:
         action="store_true",
         help="instead: a filler benchmark with AnesBench's published sizes (4,343 EN + 3,529 ZH) and responses",
     )
+    parser.add_argument(
+        "--design",
+        choices=("default", "miniature"),
+        default="default",
+        help="miniature: benchmark facts only in the CPT corpus, SFT/GRPO on other drugs (+ probe/facts.jsonl)",
+    )
     args = parser.parse_args(list(argv))
-    if args.published_sizes:
+    if args.design == "miniature":
+        from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
+
+        paths = generate_miniature_data(args.out, MiniatureConfig(seed=args.seed))
+    elif args.published_sizes:
         from anessuite.synthetic.published import write_published_size_benchmark
 
         paths = write_published_size_benchmark(args.out, args.seed)

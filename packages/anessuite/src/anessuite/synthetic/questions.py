@@ -242,13 +242,22 @@ _BUILDERS: dict[str, Callable] = {
 }
 
 
-def make_question(world: World, rng: random.Random, kind: str, lang: str, split: str, qid: str) -> MCQItem:
-    """One MCQ of ``kind`` in ``lang`` from the ``split`` template set ("train" or "heldout").
+def make_question(
+    world: World,
+    rng: random.Random,
+    kind: str,
+    lang: str,
+    split: str,
+    qid: str,
+    templates: dict[str, dict[str, dict[str, list[str]]]] | None = None,
+) -> MCQItem:
+    """One MCQ of ``kind`` in ``lang`` from the ``split`` template set ("train" or "heldout") of ``templates``
+    (default :data:`TEMPLATES`).
 
     ``metadata`` holds ``reasoning`` (the chain ending in the answer line), ``kind`` and ``split``.
     """
     subject, correct, distractors, why = _BUILDERS[kind](world, rng, lang)
-    template = rng.choice(TEMPLATES[kind][lang][split])
+    template = rng.choice((TEMPLATES if templates is None else templates)[kind][lang][split])
     options, letter = _shuffle(rng, correct, distractors)
     reasoning = f"{why}\n{answer_line(letter, lang)}"
     return MCQItem(

@@ -1,0 +1,165 @@
+"""The miniature's world: benchmark facts live only in the CPT corpus, SFT/GRPO data are about other drugs, the
+benchmark has >= 600 items in the 2026 AnesBench layout, gold answers re-derive from world.json, and the probe
+file covers every benchmark fact."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pyarrow.parquet as pq
+import pytest
+
+from anessuite.benchmark import load_anesbench
+from anessuite.knowledge_probe import load_statements
+from anessuite.mcq import LEVELS
+from anessuite.records import file_sha256, read_records
+from anessuite.synthetic.miniature import (
+    MiniatureConfig,
+    build_miniature_world,
+    generate_miniature_data,
+)
+from anessuite.synthetic.world import CLASSES, EFFECTS, ORGANS, Condition, Drug
+
+CFG = MiniatureConfig(seed=0)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return generate_miniature_data(tmp_path_factory.mktemp("mini"), CFG)
+
+
+def _world(paths):
+    dump = json.loads((paths["root"] / "world.json").read_text(encoding="utf-8"))
+    drugs = [Drug(**d) for d in dump["drugs"]]
+    bench = [d for d in drugs if d.key in set(dump["benchmark_drugs"])]
+    conditions = [Condition(**c) for c in dump["conditions"]]
+    return drugs, bench, dump["procedures"], conditions
+
+
+def _sft_grpo_texts(paths) -> list[str]:
+    table = pq.read_table(paths["anesqa"]).to_pydict()
+    texts = table["question"] + table["answer"]
+    for record in read_records(paths["anesr1"]):
+        texts += [record["question"], record["reasoning"], *record["options"].values()]
+    return texts
+
+
+def _corpus(paths) -> str:
+    return "\n".join(
+        text
+        for f in sorted(paths["corpus"].glob("*.parquet"))
+        for text in pq.read_table(f).to_pydict()["text"]
+    )
+
+
+def test_benchmark_size_levels_and_2026_layout(mini):
+    items = load_anesbench(mini["benchmark"], languages=["en", "zh"])
+    assert len(items) >= 600
+    for lang, sizes in (("en", CFG.bench_en), ("zh", CFG.bench_zh)):
+        assert tuple(sum(i.language == lang and i.level == lvl for i in items) for lvl in LEVELS) == sizes
+    assert len({i.answer for i in items}) == 4
+    for lang in ("en", "zh"):
+        records = json.loads((mini["benchmark"] / f"anesbench_{lang}.json").read_text(encoding="utf-8"))
+        assert all(
+            set(r) == {"id", "question", "A", "B", "C", "D", "choice_num", "target", "category"}
+            for r in records
+        )
+        assert all(str(uuid.UUID(r["id"])) == r["id"] and type(r["category"]) is int for r in records)
+        assert len({(r["question"], r[r["target"]]) for r in records}) == len(records)  # no repeated item
+
+
+def test_benchmark_drugs_never_reach_sft_or_grpo_data(mini):
+    drugs, bench, _, _ = _world(mini)
+    train = [d for d in drugs if d not in bench]
+    texts = _sft_grpo_texts(mini)
+    blob = "\n".join(texts)
+    for drug in bench:  # neither the name nor, a fortiori, any statement of its facts
+        assert drug.name_en not in blob and drug.name_zh not in blob, drug
+    # the SFT/GRPO data do teach the same kinds of facts about the other drugs, in both languages
+    assert sum(d.name_en in blob for d in train) == len(train)
+    assert sum(d.name_zh in blob for d in train) == len(train)
+    statements = load_statements(mini["probe"])
+    assert not any(st.fill(st.true_value) in blob for st in statements)
+
+
+def test_every_benchmark_fact_is_in_the_cpt_corpus(mini):
+    corpus = _corpus(mini)
+    statements = [st for st in load_statements(mini["probe"]) if st.phrasing == "corpus"]
+    missing = [st.fill(st.true_value) for st in statements if st.fill(st.true_value) not in corpus]
+    assert not missing, missing[:5]
+    # the probe's other wording occurs nowhere: it measures knowledge, not a memorised sentence
+    unseen = [st for st in load_statements(mini["probe"]) if st.phrasing == "heldout"]
+    assert not any(st.fill(st.true_value) in corpus for st in unseen)
+
+
+def test_probe_file_covers_every_benchmark_fact(mini):
+    _, bench, _, _ = _world(mini)
+    statements = load_statements(mini["probe"])
+    assert len(statements) == len(bench) * 3 * 2 * 2  # attribute x language x wording
+    assert {st.language for st in statements} == {"en", "zh"}
+    for st in statements:
+        assert st.true_value not in st.distractors and len(st.distractors) >= 3
+
+
+def _by_name(drugs, name):
+    return next(d for d in drugs if name in (d.name_en, d.name_zh))
+
+
+def test_gold_answers_rederived_from_world_json(mini):
+    drugs, bench, procedures, conditions = _world(mini)
+    items = load_anesbench(mini["benchmark"], languages=["en", "zh"])
+    col = {"en": 0, "zh": 1}
+    for item in items:
+        lang, gold = item.language, item.option_text(item.answer)
+        texts = [t for _, t in item.options]
+        assert len(set(texts)) == 4
+        if item.level == "system1":
+            drug = next(d for d in bench if d.name(lang) in item.question)
+            for table, key in ((CLASSES, drug.drug_class), (ORGANS, drug.organ), (EFFECTS, drug.effect)):
+                labels = {v[col[lang]] for v in table.values()}
+                if set(texts) <= labels:
+                    assert gold == table[key][col[lang]]
+                    break
+            else:
+                pytest.fail(f"options of {item.id} are not one attribute's values")
+            continue
+        options = [_by_name(bench, t) for t in texts]  # every option is a benchmark drug
+        condition = next((c for c in conditions if c.name(lang) in item.question), None)
+        if item.level == "system1.x" and condition is not None:
+            assert [t for t, d in zip(texts, options) if condition.excludes(d)] == [gold]
+        elif item.level == "system1.x":
+            klass = next(k for k, v in CLASSES.items() if v[col[lang]] in item.question)
+            organ = next(k for k, v in ORGANS.items() if v[col[lang]] in item.question)
+            fits = [t for t, d in zip(texts, options) if d.drug_class == klass and d.organ == organ]
+            assert fits == [gold]
+        else:
+            procedure = next(p for p in procedures if p[f"name_{lang}"] in item.question)
+            fits = [
+                t
+                for t, d in zip(texts, options)
+                if d.drug_class == procedure["drug_class"] and not condition.excludes(d)
+            ]
+            assert fits == [gold]
+
+
+def test_reproducible_by_seed(mini, tmp_path):
+    again = generate_miniature_data(tmp_path / "again", CFG)
+    for role in ("anesr1", "anesqa", "probe"):
+        assert file_sha256(mini[role]) == file_sha256(again[role])
+    for lang in ("en", "zh"):
+        name = f"anesbench_{lang}.json"
+        assert file_sha256(mini["benchmark"] / name) == file_sha256(again["benchmark"] / name)
+    other = build_miniature_world(MiniatureConfig(seed=1))
+    assert [d.name_en for d in other.full.drugs] != [d.name_en for d in build_miniature_world(CFG).full.drugs]
+
+
+def test_split_and_names():
+    world = build_miniature_world(CFG)
+    assert len(world.full.drugs) == 48 and len(world.benchmark.drugs) == 24
+    assert {d.key for d in world.benchmark.drugs}.isdisjoint({d.key for d in world.training.drugs})
+    assert all(len(world.benchmark.by_class[c]) == CFG.benchmark_drugs_per_class for c in CLASSES)
+    for lang in ("en", "zh"):
+        assert len({d.name(lang) for d in world.full.drugs}) == 48
+    with pytest.raises(ValueError, match="benchmark_drugs_per_class"):
+        build_miniature_world(MiniatureConfig(benchmark_drugs_per_class=8))
