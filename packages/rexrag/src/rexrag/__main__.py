@@ -33,6 +33,7 @@ USER_ERRORS = (DataFormatError, TemplateError, PredictionFormatError, PoolError)
 MODEL_TARGETS = {
     "runs/rexrag-cpu/sft/model": "make rexrag-sft-cpu",
     "runs/rexrag-cpu-multiworld/sft/model": "make rexrag-sft-cpu-multiworld",
+    "runs/rexrag-cpu-mechanism/sft/model": "make rexrag-cpu-mechanism-prechecks",
 }
 
 
