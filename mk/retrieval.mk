@@ -23,8 +23,8 @@ serve-retriever: setup ## serve an index: make serve-retriever INDEX=dir [PORT=8
 	$(PY) -m rlcore.retrieval.server --index $(or $(INDEX),$(RETRIEVAL_OUT)) --kind $(RETRIEVAL_KIND) \
 		--host $(or $(HOST),127.0.0.1) --port $(or $(PORT),8000) $(SERVE_ARGS)
 
-bench-retrieval: setup ## batched vs naive server QPS/p99, ANN recall, overload, 10k requests, build RSS (wiki+MiniLM)
-	$(PY) benchmarks/retrieval/bench_server.py $(BENCH_ARGS)
+bench-retrieval: setup ## our server vs naive (and Search-R1's with PEER=checkout): q/s, p99, encoder backends, recall, overload
+	$(PY) benchmarks/retrieval/bench_server.py $(if $(PEER),--peer $(PEER)) $(BENCH_ARGS)
 
 bench-retrieval-scale: setup ## index build time and peak RSS on a generated 1M-passage corpus (BM25 + hashing flat)
 	$(PY) benchmarks/retrieval/bench_build.py $(BENCH_ARGS)

@@ -1,20 +1,26 @@
-"""Retrieval benchmark: our micro-batching server vs a naive one (one request = one encode + one search).
+"""Retrieval benchmark: our micro-batching server against a naive one (one request = one encode + one search),
+optionally against Search-R1's own server, all in one run on the same index and client.
 
-    make bench-retrieval                # = python benchmarks/retrieval/bench_server.py
+    make bench-retrieval                          # = python benchmarks/retrieval/bench_server.py
+    make bench-retrieval PEER=../Search-R1        # adds Search-R1's retrieval_server.py (peer_searchr1.py)
     python benchmarks/retrieval/bench_server.py --duration 8 --out runs/bench-retrieval
 
 Steps (wiki corpus, 10,033 passages; MiniLM + FAISS Flat unless told otherwise):
 1. build (or reuse) the flat/hnsw/ivfpq/bm25 indexes under .cache/retrieval/wiki-minilm, each in its own
    process, and report build time and peak RSS from the index manifest;
 2. recall@3/@10 of HNSW and IVF-PQ against Flat on 1,000 real queries (article descriptions);
-3. both servers started by the same command (``python -m rlcore.retrieval.server --mode batched|naive``);
-   closed-loop QPS and p50/p99 at concurrency 1/8/32/64 with 1-query and 32-query requests, each cell run
-   on one server then the other;
-4. identical-results check (same 1,000 queries, topk 10, both servers);
-5. 10,000 valid single-query requests at concurrency 32, counting every non-200 answer or transport error;
-6. overload: open-loop arrivals at 4x the capacity measured in step 5, for our server (restarted with a
+3. query-encoder backends (``bench_encoders.py``): fp32 PyTorch vs ONNX Runtime fp32 / int8 at batch 32, with
+   top-3 agreement and recall@10 against the fp32 Flat results;
+4. the servers, started side by side (``python -m rlcore.retrieval.server --mode batched|naive``, our server
+   again with ``--encoder minilm@onnx``, and the peer): closed-loop q/s and p50/p99 with single-query
+   requests at concurrency 1/2/8/32/64, and 32-query requests at concurrency 8 (the encoder's batched
+   ceiling). Every cell runs on each server in turn, ``--repeats`` times in alternating order, keeping each
+   server's best; the ratios therefore compare servers under the same background load;
+5. identical-results check (same 1,000 queries, topk 10, every server);
+6. 10,000 valid single-query requests at concurrency 32, counting every non-200 answer or transport error;
+7. overload: open-loop arrivals at 4x the capacity measured in step 6, for our server (restarted with a
    small queue bound, ``--max-queue-queries``) and for the naive one.
-Results go to OUT/<time>/results.json and results.md, and the tables are printed.
+Results go to OUT/<time>/results.json and results.md; the tables and the acceptance checks are printed.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from bench_encoders import encoder_table
+from bench_encoders import render as render_encoders
 from loadgen import closed_loop, make_body, open_loop
+from peer_searchr1 import script_path
 
 from rlcore.retrieval import RetrievalClient, load_retriever
 from rlcore.retrieval.corpora import wiki_records
@@ -104,29 +113,36 @@ def recall_table(index: Path, queries: list[str]) -> dict:
 
 
 class Server:
-    """``python -m rlcore.retrieval.server`` in a subprocess; the same command for both modes."""
+    """A server in a subprocess: ours (``python -m rlcore.retrieval.server``, the same command for every mode)
+    or, with ``peer`` set, Search-R1's through ``peer_searchr1.py``."""
 
-    def __init__(self, index: Path, mode: str, extra: list[str]):
+    def __init__(self, index: Path, mode: str, extra: list[str], peer: dict | None = None):
         self.port = free_port()
-        self.command = [
-            sys.executable,
-            "-m",
-            "rlcore.retrieval.server",
-            "--index",
-            str(index),
-            "--port",
-            str(self.port),
-            "--mode",
-            mode,
-            "--device",
-            "cpu",
-            "--log-level",
-            "warning",
-            *extra,
-        ]
-        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        with RetrievalClient(f"http://127.0.0.1:{self.port}") as client:
-            client.wait_until_ready(timeout=300)
+        if peer is None:
+            self.command = [sys.executable, "-m", "rlcore.retrieval.server", "--index", str(index)]
+            self.command += ["--port", str(self.port), "--mode", mode, "--device", "cpu"]
+            self.command += ["--log-level", "warning", *extra]
+        else:
+            self.command = [sys.executable, str(Path(__file__).with_name("peer_searchr1.py"))]
+            self.command += ["--checkout", peer["checkout"], "--port", str(self.port), "--index"]
+            self.command += [str(index / "flat.faiss"), "--corpus", peer["corpus"], "--model", peer["model"]]
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if peer is None:
+            with RetrievalClient(f"http://127.0.0.1:{self.port}") as client:
+                client.wait_until_ready(timeout=600)
+        else:  # their server has no health endpoint: ready once a search answers
+            deadline = time.monotonic() + 600
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"peer server exited with {self.process.returncode}: {self.command}")
+                try:
+                    with RetrievalClient(f"http://127.0.0.1:{self.port}", max_retries=0) as client:
+                        client.search(["warm-up query"], 1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1.0)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process (all its threads) so far."""
@@ -141,26 +157,6 @@ class Server:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-
-
-def throughput(
-    port: int, queries: list[str], duration: float, concurrencies: list[int], sizes: list[int]
-) -> list[dict]:
-    rows = []
-    for size in sizes:
-        bodies = [
-            (make_body(queries[i : i + size], 3), size) for i in range(0, len(queries) - size + 1, size)
-        ]
-        asyncio.run(closed_loop("127.0.0.1", port, bodies, 4, 1.5))  # warm-up
-        for concurrency in concurrencies:
-            result = asyncio.run(closed_loop("127.0.0.1", port, bodies, concurrency, duration))
-            rows.append({"queries_per_request": size, "concurrency": concurrency, **result.summary()})
-            print(
-                f"  size {size:>2} conc {concurrency:>2}: {rows[-1]['qps']:>7} q/s  p50 {rows[-1]['p50_ms']:>7} ms  "
-                f"p99 {rows[-1]['p99_ms']:>7} ms  errors {rows[-1]['errors']} statuses {rows[-1]['statuses']}",
-                flush=True,
-            )
-    return rows
 
 
 def fetch_all(port: int, queries: list[str], concurrency: int = 16) -> list:
@@ -182,29 +178,109 @@ def compare(a: list, b: list) -> dict:
     return {"queries": len(a), "identical_rankings": same_ids, "max_score_diff": float(diff)}
 
 
+def measure_cells(servers: dict, queries: list[str], args) -> dict:
+    """Closed-loop cells: (queries per request, concurrency) on every server, alternating order per repeat."""
+    cells = [(1, c) for c in args.concurrency] + [(args.ceiling_size, args.ceiling_concurrency)]
+    rows: dict = {name: [] for name in servers}
+    for size, concurrency in cells:
+        bodies = [
+            (make_body(queries[i : i + size], 3), size) for i in range(0, len(queries) - size + 1, size)
+        ]
+        best: dict = {}
+        for repeat in range(args.repeats):
+            for name in list(servers) if repeat % 2 == 0 else list(servers)[::-1]:
+                server = servers[name]
+                asyncio.run(closed_loop("127.0.0.1", server.port, bodies, min(concurrency, 4), 1.0))  # warm
+                cpu_before = server.cpu_seconds()
+                run = asyncio.run(closed_loop("127.0.0.1", server.port, bodies, concurrency, args.duration))
+                cpu = server.cpu_seconds() - cpu_before
+                row = {
+                    "queries_per_request": size,
+                    "concurrency": concurrency,
+                    **run.summary(),
+                    "server_cpu_s": round(cpu, 2),
+                    "queries_per_cpu_s": round(run.queries / cpu, 1) if cpu > 0 else None,
+                    "load_avg_1m": round(os.getloadavg()[0], 1),
+                    "repeat": repeat,
+                }
+                print(
+                    f"  {name:>10} size {size:>2} conc {concurrency:>2}: {row['qps']:>7} q/s "
+                    f"{row['queries_per_cpu_s']} q/cpu-s  p50 {row['p50_ms']:>7} ms  p99 {row['p99_ms']:>7} ms  "
+                    f"errors {row['errors']} statuses {row['statuses']}  load {row['load_avg_1m']}",
+                    flush=True,
+                )
+                if name not in best or row["qps"] > best[name]["qps"]:
+                    best[name] = row
+        for name in servers:
+            rows[name].append(best[name])
+    return rows
+
+
+def checks(results: dict) -> list[str]:
+    """The acceptance lines: conc-1 ours/naive, conc-32 single-query vs the 32-query ceiling, p99 at conc 32."""
+    ours, naive = results["throughput"]["ours"], results["throughput"]["naive"]
+    single = {r["concurrency"]: r for r in ours if r["queries_per_request"] == 1}
+    ceiling = next(r for r in ours if r["queries_per_request"] > 1)
+    lines = []
+    if 1 in single:
+        base = next(r for r in naive if r["queries_per_request"] == 1 and r["concurrency"] == 1)
+        ratio = single[1]["qps"] / base["qps"] if base["qps"] else float("inf")
+        lines.append(
+            f"concurrency 1: ours {single[1]['qps']} q/s (p50 {single[1]['p50_ms']} ms) vs naive {base['qps']} q/s "
+            f"(p50 {base['p50_ms']} ms): {ratio:.2f}x [{'ok' if ratio >= 1.0 else 'below 1.0'}]"
+        )
+    if 32 in single:
+        share = single[32]["qps"] / ceiling["qps"] if ceiling["qps"] else 0.0
+        lines.append(
+            f"concurrency 32, single-query requests: {single[32]['qps']} q/s = {share:.0%} of the same server's "
+            f"{ceiling['queries_per_request']}-query requests at concurrency {ceiling['concurrency']} "
+            f"({ceiling['qps']} q/s) [{'ok' if share >= 0.9 else 'below 90%'}]; p99 {single[32]['p99_ms']} ms"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", default=str(ROOT / ".cache/retrieval/wiki-minilm"))
     parser.add_argument("--corpus", default=str(ROOT / ".cache/retrieval/wiki.jsonl"))
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput cell")
-    parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--sizes", default="1,32", help="queries per request")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats per cell (best kept)")
+    parser.add_argument("--concurrency", default="1,2,8,32,64", help="single-query request concurrencies")
+    parser.add_argument(
+        "--ceiling-size", type=int, default=32, help="queries per request of the ceiling cell"
+    )
+    parser.add_argument("--ceiling-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--fast-encoder",
+        default="minilm@onnx",
+        help="also run our server with this query encoder ('' to skip)",
+    )
+    parser.add_argument("--encoder-backends", default="torch,onnx,onnx-int8", help="'' skips step 3")
+    parser.add_argument("--peer", default="", help="a Search-R1 checkout: run its retrieval_server.py too")
     parser.add_argument("--overload-seconds", type=float, default=10.0)
     parser.add_argument("--overload-factor", type=float, default=4.0)
     parser.add_argument(
-        "--max-queue-queries", type=int, default=256, help="our server's queue bound in the run"
+        "--max-queue-queries", type=int, default=256, help="our server's queue bound in the overload run"
     )
     parser.add_argument(
-        "--max-queue-wait-ms", type=float, default=1000.0, help="our server's queue-wait shedding in the run"
+        "--max-queue-wait-ms", type=float, default=1000.0, help="our server's queue-wait shedding (overload)"
     )
     parser.add_argument("--valid-requests", type=int, default=10_000)
+    parser.add_argument(
+        "--identical-queries", type=int, default=1000, help="queries of the identical-results check"
+    )
     parser.add_argument("--out", default=str(ROOT / "runs/bench-retrieval"))
     args = parser.parse_args()
-    index, concurrencies = Path(args.index), [int(c) for c in args.concurrency.split(",")]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    index = Path(args.index)
+    peer = None
+    if args.peer:
+        script_path(args.peer)  # clear error before anything is built
+        peer = {"checkout": args.peer, "corpus": args.corpus, "model": args.encoder}
     results: dict = {
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+        "load_avg_1m_start": round(os.getloadavg()[0], 1),
     }
     try:
         results["git_sha"] = subprocess.run(
@@ -228,57 +304,38 @@ def main() -> int:
     queries = real_queries(2048)
     results["recall"] = recall_table(index, queries[:1000])
     print("recall vs flat:", json.dumps(results["recall"]), flush=True)
+    if args.encoder_backends:
+        results["encoders"] = encoder_table(index, queries[:1000], args.encoder_backends.split(","))
+        print(render_encoders(results["encoders"]), flush=True)
 
-    # Both servers run at once (an idle one costs no CPU) and every cell alternates between them, so load
-    # from other processes on a shared machine hits both sides alike. Each cell also records the server's
-    # own CPU seconds: queries per CPU-second stays meaningful when the machine is shared.
-    servers = {"batched": Server(index, "batched", []), "naive": Server(index, "naive", [])}
-    results["server_commands"] = {mode: " ".join(s.command[1:]) for mode, s in servers.items()}
-    results["throughput"] = {"batched": [], "naive": []}
+    # All servers run at once (an idle one costs no CPU) and every cell alternates between them, so load from
+    # other processes on a shared machine hits every side alike. Each cell also records the server's own CPU
+    # seconds: queries per CPU-second stays meaningful when the machine is shared.
+    servers = {"ours": Server(index, "batched", []), "naive": Server(index, "naive", [])}
+    if args.fast_encoder:
+        servers[f"ours+{args.fast_encoder.partition('@')[2] or args.fast_encoder}"] = Server(
+            index, "batched", ["--encoder", args.fast_encoder]
+        )
+    if peer is not None:
+        servers["search-r1"] = Server(index, "", [], peer=peer)
+    results["server_commands"] = {name: " ".join(s.command[1:]) for name, s in servers.items()}
     results["overload"], answers = {}, {}
     bounded = None
     try:
-        for size in sizes:
-            bodies = [
-                (make_body(queries[i : i + size], 3), size) for i in range(0, len(queries) - size + 1, size)
-            ]
-            for server in servers.values():
-                asyncio.run(closed_loop("127.0.0.1", server.port, bodies, 4, 1.5))  # warm-up
-            for concurrency in concurrencies:
-                for mode, server in servers.items():
-                    cpu_before = server.cpu_seconds()
-                    run = asyncio.run(
-                        closed_loop("127.0.0.1", server.port, bodies, concurrency, args.duration)
-                    )
-                    cpu = server.cpu_seconds() - cpu_before
-                    row = {
-                        "queries_per_request": size,
-                        "concurrency": concurrency,
-                        **run.summary(),
-                        "server_cpu_s": round(cpu, 2),
-                        "queries_per_cpu_s": round(run.queries / cpu, 1) if cpu > 0 else None,
-                        "load_avg_1m": round(os.getloadavg()[0], 1),
-                    }
-                    results["throughput"][mode].append(row)
-                    print(
-                        f"  {mode:>7} size {size:>2} conc {concurrency:>2}: {row['qps']:>7} q/s "
-                        f"{row['queries_per_cpu_s']} q/cpu-s  p50 {row['p50_ms']:>7} ms  p99 {row['p99_ms']:>7} ms  "
-                        f"errors {row['errors']} statuses {row['statuses']}  load {row['load_avg_1m']}",
-                        flush=True,
-                    )
-        for mode, server in servers.items():
-            answers[mode] = fetch_all(server.port, queries[:1000])
+        results["throughput"] = measure_cells(servers, queries, args)
+        for name, server in servers.items():
+            answers[name] = fetch_all(server.port, queries[: args.identical_queries])
         bodies = [(make_body([q], 3), 1) for q in queries]
         valid = asyncio.run(
-            closed_loop(
-                "127.0.0.1", servers["batched"].port, bodies, 32, 3600, max_requests=args.valid_requests
-            )
+            closed_loop("127.0.0.1", servers["ours"].port, bodies, 32, 3600, max_requests=args.valid_requests)
         )
         results["valid_requests"] = valid.summary()
         print(f"  {args.valid_requests} valid requests: {results['valid_requests']}", flush=True)
         # Overload: open-loop arrivals at 4x the capacity measured by the 10,000-request run. Our server runs
         # again with a small queue bound (the latency bound is about bound / throughput); naive has no bound.
-        servers["batched"].stop()
+        for name in [n for n in servers if n not in ("ours", "naive")]:
+            servers[name].stop()
+        servers["ours"].stop()
         bounded = Server(
             index,
             "batched",
@@ -289,9 +346,9 @@ def main() -> int:
                 str(args.max_queue_wait_ms),
             ],
         )
-        results["server_commands"]["batched-overload"] = " ".join(bounded.command[1:])
+        results["server_commands"]["ours-overload"] = " ".join(bounded.command[1:])
         rate = args.overload_factor * valid.summary()["rps"]
-        for mode, server in (("batched", bounded), ("naive", servers["naive"])):
+        for mode, server in (("ours", bounded), ("naive", servers["naive"])):
             overload = asyncio.run(
                 open_loop("127.0.0.1", server.port, bodies, rate, args.overload_seconds, timeout=30)
             )
@@ -302,8 +359,12 @@ def main() -> int:
         for server in [*servers.values(), bounded]:
             if server is not None:
                 server.stop()
-    results["identical"] = compare(answers["batched"], answers["naive"])
-    print("identical results:", results["identical"], flush=True)
+    results["identical"] = {
+        name: compare(answers["ours"], answers[name]) for name in answers if name != "ours"
+    }
+    print("identical results vs ours:", results["identical"], flush=True)
+    results["checks"] = checks(results)
+    results["load_avg_1m_end"] = round(os.getloadavg()[0], 1)
 
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -316,22 +377,27 @@ def main() -> int:
 
 
 def render(results: dict) -> str:
-    lines = [
-        "| queries/request | concurrency | ours q/s | naive q/s | ratio | ours / naive q per server CPU-s | ratio "
-        "| ours p50 / p99 ms | naive p50 / p99 ms | load avg |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for ours, naive in zip(results["throughput"]["batched"], results["throughput"]["naive"]):
-        ratio = ours["qps"] / naive["qps"] if naive["qps"] else float("inf")
-        cpu_ratio = (
-            (ours["queries_per_cpu_s"] or 0) / naive["queries_per_cpu_s"] if naive["queries_per_cpu_s"] else 0
+    names = list(results["throughput"])
+    others = [n for n in names if n != "ours"]
+    head = "| queries/request | concurrency | " + " | ".join(f"{n} q/s (p50 / p99 ms)" for n in names)
+    head += (
+        " | " + " | ".join(f"ours / {n}" for n in others) + " | ours / naive per server CPU-s | load avg |"
+    )
+    lines = [head, "|" + "---:|" * (3 + 2 * len(others) + 1 + 1)]
+    for i, ours in enumerate(results["throughput"]["ours"]):
+        cells = [results["throughput"][n][i] for n in names]
+        naive = results["throughput"]["naive"][i]
+        row = f"| {ours['queries_per_request']} | {ours['concurrency']} | "
+        row += " | ".join(f"{c['qps']:.1f} ({c['p50_ms']:.0f} / {c['p99_ms']:.0f})" for c in cells)
+        ratios = [ours["qps"] / c["qps"] if c["qps"] else float("inf") for c in cells[1:]]
+        cpu_ratio = (ours["queries_per_cpu_s"] or 0) / (naive["queries_per_cpu_s"] or float("inf"))
+        row += (
+            " | " + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {cpu_ratio:.2f}x | {ours['load_avg_1m']} |"
         )
-        lines.append(
-            f"| {ours['queries_per_request']} | {ours['concurrency']} | {ours['qps']:.0f} | {naive['qps']:.0f} | "
-            f"{ratio:.2f}x | {ours['queries_per_cpu_s']} / {naive['queries_per_cpu_s']} | {cpu_ratio:.2f}x | "
-            f"{ours['p50_ms']:.0f} / {ours['p99_ms']:.0f} | {naive['p50_ms']:.0f} / {naive['p99_ms']:.0f} | "
-            f"{ours['load_avg_1m']} / {naive['load_avg_1m']} |"
-        )
+        lines.append(row)
+    lines += ["", *[f"- {line}" for line in results["checks"]]]
+    if "encoders" in results:
+        lines += ["", render_encoders(results["encoders"]).rstrip()]
     lines += [
         "",
         "| overload (open loop) | offered req/s | answered 200 | 503 | timeouts/errors | p50 / p99 / max ms (200s) |",
@@ -352,13 +418,17 @@ def render(results: dict) -> str:
     lines += ["", "| build (wiki, 10,033 passages) | seconds | peak RSS MiB |", "|---|---:|---:|"]
     for kind, b in results["build"].items():
         lines.append(f"| {kind} ({b['encoder'] or 'bm25s'}) | {b['seconds']} | {b['peak_rss_mb']:.0f} |")
-    v, same = results["valid_requests"], results["identical"]
+    v = results["valid_requests"]
     lines += [
         "",
         f"valid requests: {v['requests']} sent, {v['ok']} answered 200, {v['errors']} errors, "
-        f"statuses {v['statuses']}; identical results: {same['identical_rankings']}/{same['queries']} rankings equal, "
-        f"max score difference {same['max_score_diff']:.2e}",
+        f"statuses {v['statuses']}",
     ]
+    for name, same in results["identical"].items():
+        lines.append(
+            f"identical results, ours vs {name}: {same['identical_rankings']}/{same['queries']} rankings equal "
+            f"(topk 10), max score difference {same['max_score_diff']:.2e}"
+        )
     return "\n".join(lines) + "\n"
 
 
