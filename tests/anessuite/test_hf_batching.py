@@ -21,18 +21,20 @@ def test_common_prefix_length(prompts, expected):
     assert common_prefix_length(prompts) == expected
 
 
-def test_plan_batches_keeps_templates_apart_and_fills_batches():
-    template_a = [[1] * 4 + [10 + i] * (1 + i % 3) for i in range(5)]  # five prompts of template A
-    template_b = [[2] * 4 + [20 + i] * (1 + i % 2) for i in range(3)]  # three of template B
-    prompts = template_a + template_b
-    batches = plan_batches(prompts, batch_size=2, key_tokens=4)
+def test_plan_batches_keeps_templates_apart_sorted_by_length():
+    template_a = [[1] * 8 + [10 + i] * (3 - i % 3) for i in range(5)]  # five prompts of template A
+    template_b = [
+        [1, 1, 2, 2, 2, 2, 2, 2] + [20 + i] * (1 + i % 2) for i in range(3)
+    ]  # 3 of B (2 tokens shared)
+    prompts = template_b[:1] + template_a + template_b[1:]
+    batches = plan_batches(prompts, batch_size=2)
     assert sorted(i for batch in batches for i in batch) == list(range(8))  # each prompt exactly once
-    assert all(len(batch) == 2 for batch in batches)  # 5 + 3: the two remainders are pooled into one batch
-    full_batches = batches[:-1]
-    for batch in full_batches:  # every batch but the pooled one holds a single template
-        assert len({tuple(prompts[i][:4]) for i in batch}) == 1
-    for batch in full_batches:  # and within a template, lengths ascend across batches
-        assert [len(prompts[i]) for i in batch] == sorted(len(prompts[i]) for i in batch)
+    assert all(1 <= len(batch) <= 2 for batch in batches)
+    assert len(batches) == 5  # A: 2 + 2 + 1, B: 2 + 1; partial chunks are not pooled across templates
+    for batch in batches:  # one template per batch
+        assert len({tuple(prompts[i][:8]) for i in batch}) == 1
+    lengths_a = [len(prompts[i]) for batch in batches for i in batch if prompts[i][2] == 1]
+    assert lengths_a == sorted(lengths_a)  # within a template, shortest first
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +89,36 @@ def test_prefix_sharing_off_runs_plain_left_padded_batches(backend):
         backend.share_prefix = True
     assert seen[0][0] == 4 and seen[0][1] > 8  # whole prompts in one forward
     assert len(plain) == 4
+
+
+def test_groups_of_two_templates_decode_in_one_batch_with_one_by_one_answers(backend):
+    """Two templates of two questions each, batch size 4: the second group joins the running batch (its cache
+    left-padded to the first group's length) and every answer equals one-question-at-a-time decoding."""
+    long_system = (
+        "You answer anesthesiology multiple-choice questions. Think step by step, then write Answer: X."
+    )
+    conversations = _conversations()[:2] + [
+        [{"role": "system", "content": "Short rules."}, {"role": "user", "content": q}]
+        for q in (
+            "Which drug is a volatile agent?",
+            "What is the usual induction dose of propofol in adults?",
+        )
+    ]
+    assert long_system in conversations[0][0]["content"]
+    seen: list[tuple[int, int]] = []
+    hook = backend.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        backend.batch_size = 4
+        joined = dict(backend.complete(conversations, max_new_tokens=6))
+        batched_calls = list(seen)
+        backend.batch_size = 1
+        single = dict(backend.complete(conversations, max_new_tokens=6))
+    finally:
+        hook.remove()
+        backend.batch_size = 4
+    # prefix + suffixes of one group, then of the other, then decode steps over all four rows together
+    assert [shape[0] for shape in batched_calls[:4]] == [1, 2, 1, 2]
+    assert batched_calls[4] == (4, 1)
+    assert [joined[i].text for i in range(4)] == [single[i].text for i in range(4)]

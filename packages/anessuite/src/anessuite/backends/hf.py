@@ -9,11 +9,14 @@ time, so this is what lets batching pay off (see ``anessuite.bench.eval_speed``)
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from anessuite.backends import Completion, Messages
 from anessuite.cache import model_fingerprint
@@ -27,24 +30,23 @@ logger = logging.getLogger(__name__)
 MIN_SHARED_PREFIX = 8
 
 
-def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, key_tokens: int = 32) -> list[list[int]]:
-    """Prompt indices cut into batches that share long prefixes and have similar lengths.
+def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indices cut into groups of at most ``batch_size`` that share a long prefix and similar lengths.
 
-    Prompts are grouped by their first ``key_tokens`` tokens (one group per template: system prompt and
-    instructions), each group sorted by length and cut into full batches; the groups' remainders are pooled,
-    sorted the same way, and cut into batches too, so every batch but the last is full.
+    In token order, prompts that share at least ``MIN_SHARED_PREFIX`` tokens with the first prompt of the current
+    run form one group (one template: system prompt and instructions); each group is sorted by length and cut
+    into chunks of ``batch_size``. Groups join the running batch one at a time, so small groups leave no row idle.
     """
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        groups.setdefault(tuple(prompt[:key_tokens]), []).append(index)
-    batches, leftovers = [], []
-    for key in sorted(groups):
-        members = sorted(groups[key], key=lambda i: (len(prompts[i]), i))
-        full = len(members) - len(members) % batch_size
-        batches += [members[start : start + batch_size] for start in range(0, full, batch_size)]
-        leftovers += members[full:]
-    leftovers.sort(key=lambda i: (tuple(prompts[i][:key_tokens]), len(prompts[i]), i))
-    batches += [leftovers[start : start + batch_size] for start in range(0, len(leftovers), batch_size)]
+    groups: list[list[int]] = []
+    for index in sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i)):
+        first = groups[-1][0] if groups else None
+        if first is None or common_prefix_length([prompts[first], prompts[index]]) < MIN_SHARED_PREFIX:
+            groups.append([])
+        groups[-1].append(index)
+    batches = []
+    for group in groups:
+        members = sorted(group, key=lambda i: (len(prompts[i]), i))
+        batches += [members[start : start + batch_size] for start in range(0, len(members), batch_size)]
     return batches
 
 
@@ -77,6 +79,59 @@ def encode_chat(
     return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
 
 
+@dataclass
+class _Rows:
+    """Rows decoding together: KV cache, attention mask ``(rows, length)`` matching the cache length, the next
+    position id per row ``(rows,)`` and the logits ``(rows, vocab)`` whose tokens are still to be chosen."""
+
+    rows: list[int]  # prompt index of each row
+    cache: Any
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    logits: torch.Tensor
+
+    def select(self, keep: list[int]) -> None:
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[j] for j in keep]
+        self.mask, self.next_position, self.logits = (
+            self.mask[index],
+            self.next_position[index],
+            self.logits[index],
+        )
+
+    def joinable(self) -> bool:
+        """Whether other rows can join (full-attention cache layers only; sliding windows cannot be padded)."""
+        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
+
+    def join(self, other: _Rows) -> _Rows:
+        """Both row sets in one batch: the shorter cache and mask are left-padded (masked) to the longer."""
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            if type(mine) is not DynamicLayer or type(theirs) is not DynamicLayer:
+                raise TypeError(
+                    f"continuous batching needs full-attention cache layers, got {type(mine).__name__}"
+                )
+            mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
+            mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
+        self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(other.mask, length)])
+        self.rows = self.rows + other.rows
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.logits = torch.cat([self.logits, other.logits])
+        return self
+
+
+def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad the sequence axis (``-2`` of a ``(batch, heads, seq, dim)`` cache, ``-1`` of a mask) on the left."""
+    axis = -1 if tensor.dim() == 2 else -2
+    missing = length - tensor.shape[axis]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+
+
 def _torch_dtype(name: str) -> torch.dtype | None:
     if name == "auto":
         return None
@@ -89,9 +144,9 @@ def _torch_dtype(name: str) -> torch.dtype | None:
 class HFChatBackend:
     """Batched greedy chat completions with a transformers model (see ``rlcore.generation.HFBackend``).
 
-    Conversations are grouped by template and length and cut into batches of ``batch_size``; each batch
-    prefills its shared prefix once (``share_prefix``) and each finished batch is yielded at once so the
-    caller can cache it.
+    Conversations are grouped by template and length (:func:`plan_batches`) and decoded with continuous
+    batching (see :meth:`complete`); each group prefills its shared prefix once (``share_prefix``) and each
+    completion is yielded as soon as it finishes, so the caller can cache it.
     """
 
     name = "hf"
@@ -134,9 +189,12 @@ class HFChatBackend:
     def complete(
         self, conversations: Sequence[Messages], max_new_tokens: int
     ) -> Iterator[tuple[int, Completion]]:
-        """Greedy completions, yielded batch by batch as ``(index, Completion)``.
+        """Greedy completions, yielded as each one finishes, as ``(index, Completion)``.
 
-        Batches hold ``batch_size`` prompts of one template where possible (see :func:`plan_batches`).
+        Continuous batching: up to ``batch_size`` rows decode together. Prompts are admitted a group at a time
+        (one template, similar lengths: :func:`plan_batches`), each group's shared prefix prefilled once;
+        whenever at least half the rows (or the whole next group) have finished, the next group is prefilled
+        and joins the running batch, its cache left-padded to the running length.
         """
         from rlcore.generation.hf_backend import validate_prompts
 
@@ -145,29 +203,65 @@ class HFChatBackend:
         ]
         validate_prompts(prompts, getattr(self.model.config, "vocab_size", None))
         stop_ids = self.generator.eos_token_ids()
-        for chunk in plan_batches(prompts, self.batch_size):
-            outputs = self._greedy([prompts[i] for i in chunk], max_new_tokens, stop_ids)
-            for index, (token_ids, finish_reason) in zip(chunk, outputs):
-                yield (
-                    index,
-                    Completion(
-                        text=self.generator.decode(token_ids),
-                        num_tokens=len(token_ids),
-                        finish_reason=finish_reason,
-                    ),
-                )
+        for index, token_ids, finish_reason in self._decode(prompts, max_new_tokens, stop_ids):
+            completion = Completion(
+                text=self.generator.decode(token_ids), num_tokens=len(token_ids), finish_reason=finish_reason
+            )
+            yield index, completion
 
     @torch.inference_mode()
-    def _greedy(
+    def _decode(
         self, prompts: list[list[int]], max_new_tokens: int, stop_ids: set[int]
-    ) -> list[tuple[list[int], str]]:
-        """Greedy decoding of one batch: ``(token_ids, "stop" | "length")`` per prompt.
+    ) -> Iterator[tuple[int, list[int], str]]:
+        """``(prompt index, token_ids, "stop" | "length")`` per prompt, in the order they finish."""
+        pending = deque(deque(group) for group in plan_batches(prompts, self.batch_size))
+        state: _Rows | None = None  # the running batch; its ``logits`` still await token selection
+        generated: dict[int, list[int]] = {}
+        while pending or state is not None:
+            room = self.batch_size - (len(state.rows) if state is not None else 0)
+            while (
+                pending
+                and room >= min(len(pending[0]), max(1, self.batch_size // 2))
+                and (state is None or state.joinable())
+            ):
+                take = min(room, len(pending[0]))
+                rows = [pending[0].popleft() for _ in range(take)]
+                if not pending[0]:
+                    pending.popleft()
+                joining = self._prefill([prompts[i] for i in rows], rows)
+                state = joining if state is None else state.join(joining)
+                room -= take
+            tokens = torch.argmax(state.logits, dim=-1)  # (rows,)
+            keep: list[int] = []
+            for j, token in enumerate(tokens.tolist()):
+                row = state.rows[j]
+                out = generated.setdefault(row, [])
+                out.append(token)
+                if token in stop_ids:
+                    yield row, generated.pop(row), "stop"
+                elif len(out) >= max_new_tokens:
+                    yield row, generated.pop(row), "length"
+                else:
+                    keep.append(j)
+            if not keep:
+                state = None
+                continue
+            state.select(keep)
+            state.mask = torch.cat([state.mask, state.mask.new_ones((len(keep), 1))], dim=1)
+            out = self.model(
+                input_ids=tokens[keep].unsqueeze(-1),
+                attention_mask=state.mask,
+                position_ids=state.next_position.unsqueeze(-1),
+                past_key_values=state.cache,
+                use_cache=True,
+            )
+            state.cache, state.logits = out.past_key_values, out.logits[:, -1, :]
+            state.next_position = state.next_position + 1
 
-        With ``share_prefix``, the batch's common prefix (``shared`` tokens) is run once and its cache repeated
-        over the rows; each row's suffix is then padded on the left *of the suffix*, so a row reads
-        ``prefix | pad | suffix`` with the pads masked out and position ids following the mask. Without a
-        shared prefix this is plain left padding. Finished rows leave the batch and the cache.
-        """
+    def _prefill(self, prompts: list[list[int]], rows: list[int]) -> _Rows:
+        """Prefill one group; with ``share_prefix`` its common prefix (``shared`` tokens) runs once and its
+        cache is repeated over the rows, each row reading ``prefix | pad | suffix`` with the pads masked out
+        and position ids following the mask. Without a shared prefix this is plain left padding."""
         device = next(self.model.parameters()).device
         batch = len(prompts)
         shared = common_prefix_length(prompts) if self.share_prefix and batch > 1 else 0
@@ -185,57 +279,21 @@ class HFChatBackend:
             (t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0
         )
         input_ids = torch.full((batch, width), pad, dtype=torch.long, device=device)  # (batch, width)
-        attention_mask = torch.zeros((batch, shared + width), dtype=torch.long, device=device)
-        attention_mask[:, :shared] = 1
+        mask = torch.zeros((batch, shared + width), dtype=torch.long, device=device)
+        mask[:, :shared] = 1
         for row, suffix in enumerate(suffixes):
             input_ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long, device=device)
-            attention_mask[row, shared + width - len(suffix) :] = 1
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (batch, shared + width)
+            mask[row, shared + width - len(suffix) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (batch, shared + width)
         out = self.model(
             input_ids=input_ids,
-            attention_mask=attention_mask,
+            attention_mask=mask,
             position_ids=positions[:, shared:],
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1, :]  # logits: (alive, vocab)
-        next_position = positions[:, -1] + 1  # (alive,)
-        alive = list(range(batch))  # alive[j] = batch row of the j-th row still decoding
-        token_ids: list[list[int]] = [[] for _ in range(batch)]
-        finish = ["length"] * batch
-        for _step in range(max_new_tokens):
-            tokens = torch.argmax(logits, dim=-1)  # (alive,)
-            keep: list[int] = []
-            for j, token in enumerate(tokens.tolist()):
-                row = alive[j]
-                token_ids[row].append(token)
-                if token in stop_ids:
-                    finish[row] = "stop"
-                elif len(token_ids[row]) < max_new_tokens:
-                    keep.append(j)
-            if not keep:
-                break
-            if len(keep) < len(alive):
-                index = torch.tensor(keep, dtype=torch.long, device=device)
-                cache.batch_select_indices(index)
-                attention_mask, next_position, tokens = (
-                    attention_mask[index],
-                    next_position[index],
-                    tokens[index],
-                )
-                alive = [alive[j] for j in keep]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
-            out = self.model(
-                input_ids=tokens.unsqueeze(-1),
-                attention_mask=attention_mask,
-                position_ids=next_position.unsqueeze(-1),
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
-            next_position = next_position + 1
-        return [(token_ids[row], finish[row]) for row in range(batch)]
+        return _Rows(list(rows), out.past_key_values, mask, positions[:, -1] + 1, out.logits[:, -1, :])
 
     def _continuations(self, prefix: str, letters: Sequence[str]) -> list[list[int]]:
         """Token ids each letter adds after the answer prefix (a space after an ASCII prefix like "Answer:")."""
