@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psutil
 from bench_encoders import encoder_table
@@ -136,10 +137,12 @@ class Server:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"peer server exited with {self.process.returncode}: {self.command}")
                 try:
-                    with RetrievalClient(f"http://127.0.0.1:{self.port}", max_retries=0) as client:
-                        client.search(["warm-up query"], 1)
+                    body = {"queries": ["warm-up query"], "topk": 1}
+                    httpx.post(
+                        f"http://127.0.0.1:{self.port}/retrieve", json=body, timeout=60
+                    ).raise_for_status()
                     break
-                except Exception:
+                except httpx.HTTPError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(1.0)
