@@ -12,7 +12,7 @@ _anessuite_model = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(sub
 reproduce-table3: setup ## AnesBench Table 3 (EN/ZH x Sys1/1.x/2/Total, Avg.); default: embedded models on the synthetic benchmark; real: BENCHMARK=<dir> MODELS=<paths or URL> [BACKEND=vllm]
 	$(PY) -m anessuite table3 --config experiments/anessuite-table3/config.yaml \
 		$(if $(BENCHMARK),benchmark=$(BENCHMARK)) \
-		$(if $(MODELS),'models=[$(_anessuite_models)]' out_dir=$(or $(OUT),experiments/anessuite-table3/results-custom)) \
+		$(if $(MODELS),'models=[$(_anessuite_models)]' max_new_tokens=2048 out_dir=$(or $(OUT),experiments/anessuite-table3/results-custom)) \
 		$(if $(BACKEND),backend=$(BACKEND)) $(TABLE3_ARGS)
 
 reproduce-morpheus: setup ## Morpheus Table 4 layout (base / +SFT / +SFT+GRPO) at CPU scale on the synthetic world

