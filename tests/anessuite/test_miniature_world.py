@@ -163,3 +163,21 @@ def test_split_and_names():
         assert len({d.name(lang) for d in world.full.drugs}) == 48
     with pytest.raises(ValueError, match="benchmark_drugs_per_class"):
         build_miniature_world(MiniatureConfig(benchmark_drugs_per_class=8))
+
+
+def test_scratch_base_model_from_the_world(mini, tmp_path):
+    """The from-scratch candidate: its tokenizer never saw the benchmark; the probe runs on it at chance level."""
+    from anessuite.knowledge_probe import run_probe
+    from anessuite.synthetic.scratch import ScratchModelConfig, world_training_texts, write_scratch_model
+
+    texts = world_training_texts(mini["root"])
+    stems = [r["question"] for r in json.loads((mini["benchmark"] / "anesbench_en.json").read_text("utf-8"))]
+    assert not set(stems) & set(texts)
+    small = ScratchModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64)
+    folder = write_scratch_model(mini["root"], tmp_path / "base", small)
+    report = run_probe(str(folder), mini["probe"])
+    summary = report["summary"]["by_language"]
+    assert summary["en"]["n"] == summary["zh"]["n"] == 24 * 3 * 2
+    assert abs(summary["en"]["mean_margin"]) < 2.0  # an untrained model has no preference worth the name
+    with pytest.raises(FileNotFoundError, match="no CPT parquet"):
+        world_training_texts(tmp_path)

@@ -90,6 +90,11 @@ def _synth(argv: Sequence[str]) -> int:
         default="default",
         help="miniature: benchmark facts only in the CPT corpus, SFT/GRPO on other drugs (+ probe/facts.jsonl)",
     )
+    parser.add_argument(
+        "--scratch-model",
+        default=None,
+        help="also write a from-scratch base model (BPE tokenizer fitted on the world's training text) here",
+    )
     args = parser.parse_args(list(argv))
     if args.design == "miniature":
         from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
@@ -101,6 +106,12 @@ def _synth(argv: Sequence[str]) -> int:
         paths = write_published_size_benchmark(args.out, args.seed)
     else:
         paths = generate_world_data(args.out, WorldDataConfig(seed=args.seed))
+    if args.scratch_model:
+        from anessuite.synthetic.scratch import ScratchModelConfig, write_scratch_model
+
+        paths["scratch_model"] = write_scratch_model(
+            args.out, args.scratch_model, ScratchModelConfig(seed=args.seed)
+        )
     for role, path in paths.items():
         print(f"{role:<10} {path}")
     return 0

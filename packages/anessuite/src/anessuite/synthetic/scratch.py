@@ -1,0 +1,89 @@
+"""A base model trained from nothing: a byte-level BPE tokenizer fitted on a synthetic world's training text (CPT
+corpus, AnesQA, AnesR1; never the benchmark) and a randomly initialised small Qwen2 sized to it, saved as a plain
+Hugging Face folder that ``anessuite.pipeline`` takes as ``base_model``. It knows no language and no fact before
+CPT, so every stage's effect is the stage's own.
+
+    python -m anessuite synth --design miniature --out runs/anessuite-miniature/world --scratch-model DIR
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["ScratchModelConfig", "world_training_texts", "write_scratch_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScratchModelConfig:
+    """Size of the from-scratch candidate (about 1M parameters at the defaults)."""
+
+    vocab_size: int = 2048  # BPE vocabulary fitted on the world's training text
+    hidden_size: int = 128  # transformer width
+    num_layers: int = 4  # decoder layers
+    num_heads: int = 4  # attention heads
+    num_kv_heads: int = 2  # key/value heads
+    intermediate_size: int = 384  # MLP width
+    max_positions: int = 1024  # longest context
+    seed: int = 0  # initialisation seed
+
+
+def world_training_texts(world_dir: str | Path) -> list[str]:
+    """The texts a tokenizer may see: CPT documents, AnesQA pairs, AnesR1 questions/options/reasoning."""
+    import pyarrow.parquet as pq
+
+    world_dir = Path(world_dir)
+    corpus_files = sorted((world_dir / "corpus").glob("*.parquet"))
+    if not corpus_files:
+        raise FileNotFoundError(f"{world_dir / 'corpus'}: no CPT parquet files (run `anessuite synth` first)")
+    texts = [t for f in corpus_files for t in pq.read_table(f).to_pydict()["text"]]
+    qa = pq.read_table(world_dir / "anesqa" / "AnesQA.parquet").to_pydict()
+    texts += qa["question"] + qa["answer"]
+    for line in (world_dir / "anesr1" / "anesr1.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        texts += [record["question"], record["reasoning"], *record["options"].values()]
+    return texts
+
+
+def write_scratch_model(
+    world_dir: str | Path, out: str | Path, cfg: ScratchModelConfig | None = None
+) -> Path:
+    """Fit the tokenizer, initialise the model, save both (with ``scratch_config.json``) under ``out``."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from rlcore.models import train_bpe_tokenizer
+
+    cfg = cfg or ScratchModelConfig()
+    out = Path(out)
+    tokenizer = train_bpe_tokenizer(world_training_texts(world_dir), vocab_size=cfg.vocab_size)
+    torch.manual_seed(cfg.seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "scratch_config.json").write_text(
+        json.dumps({**asdict(cfg), "world": str(world_dir)}, indent=1), encoding="utf-8"
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "from-scratch base model (%d parameters, vocab %d) written to %s", n_params, len(tokenizer), out
+    )
+    return out
