@@ -47,8 +47,8 @@ format: setup ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix packages tests experiments infra
 
 MLFLOW_PORT ?= 5000
-mlflow-ui: setup ## open the local MLflow store (runs/mlflow.db) on http://127.0.0.1:$(MLFLOW_PORT)
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db}
+mlflow-ui: setup ## the MLflow UI over runs/mlflow.db (or $MLFLOW_TRACKING_URI) on http://127.0.0.1:$(MLFLOW_PORT); prints each experiment's runs page
+	$(PY) -m rlcore.mlflow_ui --port $(MLFLOW_PORT)
 
 clean: ## remove caches and test outputs (keeps .venv, runs/ and the model cache)
 	rm -rf .pytest_cache .ruff_cache build dist

@@ -45,6 +45,8 @@ from rlcore.runs import repo_root, runs_root
 
 __all__ = [
     "tracking_uri",
+    "mlflow_client",
+    "sqlite_path",
     "artifact_location",
     "provenance",
     "start_run",
@@ -56,11 +58,17 @@ __all__ = [
     "PARENT_ENV",
     "TAGS_ENV",
     "ARTIFACT_ROOT_ENV",
+    "EXPERIMENT_KIND_TAG",
+    "MODEL_TRAINING_KIND",
 ]
 
 PARENT_ENV = "RLCORE_PARENT_RUN_ID"  # parent of every new top-level run of this process
 TAGS_ENV = "RLCORE_RUN_TAGS"  # JSON object of extra tags for every new run of this process
 ARTIFACT_ROOT_ENV = "MLFLOW_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or a URI)
+# MLflow 3's experiment type: "custom_model_development" is the UI's "Machine learning" kind (runs, metrics,
+# models), as opposed to "genai_development" (traces, evaluations). Every experiment our recipes use carries it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +280,7 @@ def artifact_location(experiment: str, uri: str | None = None) -> str | None:
 _READY_STORES: set[str] = set()
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
     """An ``MlflowClient`` whose sqlite store exists. The first process to open a new sqlite file creates its
     tables (MLflow's schema migrations) under a file lock: two runs started at once on a fresh store would
     otherwise both migrate it and one would fail (``table ... already exists``)."""
@@ -307,9 +315,13 @@ def _experiment_id(client: Any, name: str) -> str:
                 found.artifact_location,
                 location,
             )
+        if EXPERIMENT_KIND_TAG not in found.tags:  # created before experiments were marked
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
     except MlflowException:
         # another process created it between our lookup and create
         found = client.get_experiment_by_name(name)
@@ -478,7 +490,7 @@ def _record_setup_failure(
     err: BaseException,
     uri: str | None,
 ) -> None:
-    client = _client(uri or tracking_uri())
+    client = mlflow_client(uri or tracking_uri())
     experiment_id = _experiment_id(client, experiment)
     all_tags = provenance(config, seeds)
     all_tags.update(_environment_tags())
@@ -532,7 +544,7 @@ def start_run(
 
     ``resume_run_id`` re-opens an earlier run (e.g. after resuming from a checkpoint) instead of creating one.
     """
-    client = _client(uri or tracking_uri())
+    client = mlflow_client(uri or tracking_uri())
     experiment_id = _experiment_id(client, experiment)
     with _open_run(client, experiment_id, run_name, config, seeds, tags, resume_run_id=resume_run_id) as run:
         yield run
