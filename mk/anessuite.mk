@@ -33,6 +33,7 @@ reproduce-anessuite-miniature: setup ## pre-registered CPU miniature of CPT -> S
 	$(PY) -m anessuite morpheus --config $(_mini)/morpheus.yaml
 	for k in 1 2; do $(PY) -m anessuite morpheus --config $(_mini)/morpheus.yaml pipeline_config=$(_mini)/arms/no-cpt-seed$$k.yaml out_dir=$(_mini)/results/table4-seed$$k || exit 1; done
 	$(PY) -m anessuite strategies --config $(_mini)/strategies.yaml
+	$(PY) $(_mini)/analyze.py --runs $(_mini_runs) --results $(_mini)/results
 
 bench-eval: setup ## eval throughput: batched in-process vs one-at-a-time (ratio), and HTTP client concurrency vs sequential
 	$(PY) -m anessuite.bench.eval_speed --out experiments/anessuite-bench-eval $(BENCH_EVAL_ARGS)
