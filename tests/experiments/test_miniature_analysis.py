@@ -111,3 +111,51 @@ def test_judge_on_hand_built_runs(tmp_path):
 def test_missing_row_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"pipeline-seed0/eval/base-generate/scored.jsonl: missing"):
         analyze.judge(tmp_path, tmp_path, iters=10)
+
+
+def _precheck():
+    path = REPO / "experiments" / "anessuite-cpu-miniature" / "precheck.py"
+    spec = importlib.util.spec_from_file_location("miniature_precheck", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precheck_estimate_from_budgets():
+    precheck = _precheck()
+    pipeline = {
+        "cpt": {"max_steps": 10, "per_device_batch_size": 2, "max_length": 60},  # 1,200 tokens
+        "sft": {"max_steps": 10, "per_device_batch_size": 2, "max_length": 120},  # half of 2,400 tokens counted
+        "grpo": {
+            "total_steps": 1,
+            "objective": {"num_generations": 2, "prompts_per_step": 3},
+            "rollout": {"max_new_tokens_per_turn": 72},
+        },
+    }
+    est = precheck.estimate_minutes(tokens_per_s=20.0, items_per_s=6.0, pipeline=pipeline)
+    assert est["cpt_min"] == pytest.approx(1.0) and est["sft_min"] == pytest.approx(1.0)
+    assert est["grpo_min"] == pytest.approx((6 / 6 + 6 * 200 / 20) / 60)
+    assert est["eval_600_items_min"] == pytest.approx(100 / 60)
+    cpt, sft, grpo, ev = 60, 60, 61, 100
+    expected = 3 * (cpt + sft + grpo + 4 * ev) + 3 * (sft + grpo + 3 * ev) + 4 * (sft + ev)
+    assert est["total_min"] == pytest.approx(expected / 60)
+
+
+def test_precheck_measures_a_tiny_candidate(tmp_path):
+    from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
+    from anessuite.synthetic.scratch import ScratchModelConfig, write_scratch_model
+
+    world = tmp_path / "world"
+    generate_miniature_data(world, MiniatureConfig(cpt_docs_en=200, cpt_docs_zh=100, rlvr_per_language=40))
+    small = ScratchModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64)
+    model = write_scratch_model(world, tmp_path / "base", small)
+    budgets = REPO / "experiments" / "anessuite-cpu-miniature" / "pipeline.yaml"
+    text = budgets.read_text().replace("max_new_tokens: 128", "max_new_tokens: 8")
+    (tmp_path / "pipeline.yaml").write_text(text)
+    args = ["--world", str(world), "--candidates", str(model), "--out", str(tmp_path / "out"), "--steps", "2"]
+    args += ["--warmup", "1", "--eval-items", "4", "--pipeline", str(tmp_path / "pipeline.yaml")]
+    assert _precheck().main(args) == 0
+    report = json.loads((tmp_path / "out" / "precheck.json").read_text())
+    figures = report["candidates"][str(model)]
+    assert figures["cpt_tokens_per_s"] > 0 and figures["eval_items_per_s"] > 0
+    assert figures["estimate"]["total_min"] > 0 and report["machine"]["cpus"] >= 1
