@@ -181,3 +181,38 @@ def test_scratch_base_model_from_the_world(mini, tmp_path):
     assert abs(summary["en"]["mean_margin"]) < 2.0  # an untrained model has no preference worth the name
     with pytest.raises(FileNotFoundError, match="no CPT parquet"):
         world_training_texts(tmp_path)
+
+
+def test_pipeline_data_of_the_experiment_keeps_benchmark_facts_out_of_sft_and_grpo(mini, tmp_path):
+    """The experiment's own pipeline config, through the pipeline's data preparation: the SFT chats and the GRPO
+    prompts it renders never name a benchmark drug; the CPT text holds every benchmark fact."""
+    from pathlib import Path
+
+    from anessuite.pipeline.config import PipelineConfig
+    from anessuite.pipeline.data import plan_data, prepare_data
+    from rlcore.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    root = mini["root"]
+    cfg = load_config(
+        PipelineConfig,
+        repo / "experiments" / "anessuite-cpu-miniature" / "pipeline.yaml",
+        [
+            f"data.corpus={root / 'corpus'}",
+            f"data.anesqa={mini['anesqa']}",
+            f"data.anesr1={mini['anesr1']}",
+            f"data.benchmark={mini['benchmark']}",
+        ],
+    )
+    prepared = prepare_data(
+        cfg.data, tmp_path / "data", seed=cfg.seed, prompt=cfg.prompt, plan=plan_data(cfg)
+    )
+    sft, rl = prepared["sft"].read_text("utf-8"), prepared["rl"].read_text("utf-8")
+    assert sft.count("\n") > 500 and rl.count("\n") == 800
+    _, bench, _, _ = _world(mini)
+    for drug in bench:
+        for name in (drug.name_en, drug.name_zh):
+            assert name not in sft and name not in rl, name
+    cpt = "\n".join(json.loads(line)["text"] for line in prepared["cpt"].read_text("utf-8").splitlines())
+    corpus_wording = [st for st in load_statements(mini["probe"]) if st.phrasing == "corpus"]
+    assert all(st.fill(st.true_value) in cpt for st in corpus_wording)
