@@ -21,7 +21,6 @@ An orchestrator that launches recipes as subprocesses nests them by environment:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -41,7 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from rlcore.config import config_hash, to_dict, to_yaml
-from rlcore.runs import repo_root, runs_root
+from rlcore.runs import repo_root
+from rlcore.tracking_store import (
+    ARTIFACT_ROOT_ENV,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    artifact_location,
+    ensure_experiment,
+    mlflow_client,
+    sqlite_path,
+    tracking_uri,
+)
 
 __all__ = [
     "tracking_uri",
@@ -64,11 +73,6 @@ __all__ = [
 
 PARENT_ENV = "RLCORE_PARENT_RUN_ID"  # parent of every new top-level run of this process
 TAGS_ENV = "RLCORE_RUN_TAGS"  # JSON object of extra tags for every new run of this process
-ARTIFACT_ROOT_ENV = "MLFLOW_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or a URI)
-# MLflow 3's experiment type: "custom_model_development" is the UI's "Machine learning" kind (runs, metrics,
-# models), as opposed to "genai_development" (traces, evaluations). Every experiment our recipes use carries it.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING_KIND = "custom_model_development"
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +99,6 @@ _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
 _MAX_ERROR_CHARS = 5000
 _ERROR_ARTIFACT = "error.txt"
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<runs root>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = runs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 def _git(args: Sequence[str], cwd: Path) -> str | None:
@@ -249,85 +243,6 @@ class Run:
             self.client, self.experiment_id, name, config, seeds, tags, parent_run_id=self.run_id
         ) as run:
             yield run
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///<path>`` URI (absolute with four slashes, else relative to the working
-    directory); None for any other store and for an in-memory database."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path).expanduser().resolve()
-
-
-def artifact_location(experiment: str, uri: str | None = None) -> str | None:
-    """Where a new experiment keeps its artifacts: ``$MLFLOW_ARTIFACT_ROOT/<experiment>`` when set, else
-    ``mlartifacts/<experiment>`` next to a sqlite store; None (the store's own default) for a server or
-    another backend. Never a folder of the working directory or the checkout unless the store is there."""
-    root = os.environ.get(ARTIFACT_ROOT_ENV, "").strip()
-    if root:
-        if "://" in root:  # s3://, gs://, file://, mlflow-artifacts://...
-            return f"{root.rstrip('/')}/{experiment}"
-        return (Path(root).expanduser().resolve() / experiment).as_uri()
-    database = sqlite_path(uri or tracking_uri())
-    if database is None:
-        return None
-    return (database.parent / "mlartifacts" / experiment).as_uri()
-
-
-_READY_STORES: set[str] = set()
-
-
-def mlflow_client(uri: str):
-    """An ``MlflowClient`` whose sqlite store exists. The first process to open a new sqlite file creates its
-    tables (MLflow's schema migrations) under a file lock: two runs started at once on a fresh store would
-    otherwise both migrate it and one would fail (``table ... already exists``)."""
-    from mlflow.tracking import MlflowClient
-
-    database = sqlite_path(uri)
-    if database is None or uri in _READY_STORES:
-        return MlflowClient(tracking_uri=uri)
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # opens the store: creates or migrates its tables
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    _READY_STORES.add(uri)
-    return client
-
-
-def _experiment_id(client: Any, name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    uri = client.tracking_uri if hasattr(client, "tracking_uri") else tracking_uri()
-    location = artifact_location(name, str(uri))
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        if location is not None and found.artifact_location.rstrip("/") != location.rstrip("/"):
-            logger.info(
-                "MLflow experiment %r keeps its artifacts in %s (set when it was created), not %s",
-                name,
-                found.artifact_location,
-                location,
-            )
-        if EXPERIMENT_KIND_TAG not in found.tags:  # created before experiments were marked
-            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
-        return found.experiment_id
-    try:
-        return client.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
-        )
-    except MlflowException:
-        # another process created it between our lookup and create
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 class _Terminated(BaseException):
@@ -491,7 +406,7 @@ def _record_setup_failure(
     uri: str | None,
 ) -> None:
     client = mlflow_client(uri or tracking_uri())
-    experiment_id = _experiment_id(client, experiment)
+    experiment_id = ensure_experiment(client, experiment)
     all_tags = provenance(config, seeds)
     all_tags.update(_environment_tags())
     all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
@@ -545,7 +460,7 @@ def start_run(
     ``resume_run_id`` re-opens an earlier run (e.g. after resuming from a checkpoint) instead of creating one.
     """
     client = mlflow_client(uri or tracking_uri())
-    experiment_id = _experiment_id(client, experiment)
+    experiment_id = ensure_experiment(client, experiment)
     with _open_run(client, experiment_id, run_name, config, seeds, tags, resume_run_id=resume_run_id) as run:
         yield run
 
