@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from infra_helpers import INFRA, REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.distributed]
-
 
 def _stage(*command: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -35,6 +33,26 @@ def test_make_target_runs_these_stages():
     assert "-m rexrag prepare-data --flashrag $(FLASHRAG) --out $(OUT)" in mk, "what `make rexrag-data` runs"
 
 
+@pytest.mark.parametrize(
+    "recipe, config", [("train", "rexrag_paper.yaml"), ("evaluate", "rexrag_paper_eval.yaml")]
+)
+def test_override_files_load_over_the_paper_configs(recipe: str, config: str):
+    """Each override file resolves (with its paper base) into a valid config: every key and value checked."""
+    command = [
+        sys.executable,
+        "-m",
+        "rexrag",
+        recipe,
+        "--config",
+        str(INFRA / "miniature" / config),
+        "--dry-run",
+    ]
+    resolved = _stage(*command, timeout=300).stdout
+    assert "model:" in resolved and "hotpotqa/dev.jsonl" in resolved and "triviaqa" not in resolved
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_paper_pipeline_in_miniature(tmp_path: Path):
     from rlcore.models import resolve_model_path
 
