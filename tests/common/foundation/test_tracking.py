@@ -135,6 +135,21 @@ def test_results_json_carries_provenance(tmp_path):
     assert not list((tmp_path / "out").glob(".*.tmp"))
 
 
+def test_results_json_inside_a_checkout_names_paths_relative_to_it(tmp_path):
+    """A committed results.json must not carry the absolute folder of the machine that ran it."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".git").mkdir(parents=True)
+    inside = checkout / "runs" / "p" / "final"
+    path = write_results_json(
+        checkout / "experiments" / "x" / "results.json",
+        {"rows": [{"model": str(inside)}], "elsewhere": str(tmp_path / "data"), "cmd": f"{checkout}/a.py run"},
+    )
+    data = json.loads(path.read_text())
+    assert data["rows"][0]["model"] == "runs/p/final"
+    assert data["cmd"] == "a.py run"
+    assert data["elsewhere"] == str(tmp_path / "data"), "paths outside the checkout are left as they are"
+
+
 def test_parent_and_tags_from_the_environment(store, monkeypatch):
     """A subprocess recipe launched by an orchestrator nests under the orchestrator's run."""
     with start_run("orchestrated", run_name="parent") as parent:

@@ -465,6 +465,17 @@ def start_run(
         yield run
 
 
+def _without_root(value: Any, prefix: str) -> Any:
+    """Paths inside the checkout written relative to it: a committed results.json names no machine's folders."""
+    if isinstance(value, str):
+        return value.replace(prefix, "")
+    if isinstance(value, Mapping):
+        return {key: _without_root(item, prefix) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_root(item, prefix) for item in value]
+    return value
+
+
 def write_results_json(
     path: str | Path, results: Mapping[str, Any], config: Any | None = None, seeds: Sequence[int] = ()
 ) -> Path:
@@ -477,6 +488,9 @@ def write_results_json(
     }
     if config is not None:
         payload["config"] = to_dict(config)
+    root = repo_root(path.parent.resolve())
+    if root is not None:
+        payload = _without_root(payload, f"{root.resolve()}{os.sep}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, default=str, ensure_ascii=False)
