@@ -48,14 +48,14 @@ class ServerConfig:
     port: int = 8000  # TCP port
     mode: str = "batched"  # batched (micro-batching) | naive (one request = one search)
     device: str = "auto"  # query encoder device
-    encoder: str = ""  # query encoder spec; "" = the index's own; e.g. minilm@onnx-int8 (same model, ONNX Runtime)
+    encoder: str = ""  # query encoder spec; "" = the one the index was built with; e.g. minilm@onnx
     gpu: bool = False  # move Flat/IVF FAISS indexes to all visible GPUs (fp16, sharded)
     mmap: bool = False  # map the index file instead of reading it (less RAM, slower first queries)
     max_batch_queries: int = 256  # most queries merged into one encode + search
     max_wait_ms: float = 0.0  # how long a free worker waits for company while another batch computes
     max_queue_queries: int = 4096  # queued + in-flight queries before 503
     max_queue_wait_ms: float = 0.0  # shed (503) requests queued longer than this; 0 = no limit
-    batch_workers: int = 2  # batches in flight at once (compute overlaps the previous batch's network I/O)
+    batch_workers: int = 1  # batches computing at once (more workers split the load into smaller batches)
     retry_after_s: int = 1  # Retry-After header on 503
     ef_search: int = 128  # HNSW search breadth
     nprobe: int = 32  # IVF cells probed per query
