@@ -200,3 +200,35 @@ def test_heldout_curve_does_not_change_the_training_run(setup, tmp_path):
         ]
 
     assert comparable(with_curve["train_metrics"]) == comparable(without["train_metrics"])
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_the_main_rank_evaluates_and_writes_the_run_files(setup, tmp_path, monkeypatch, rank):
+    """Under torchrun every rank runs the recipe: the final evaluation, eval.json, results.json and the plot come
+    from rank 0 alone (every rank writing them raced on the same files). The trainer is replaced by a stand-in
+    that leaves a saved final model, so only the recipe's tail runs."""
+    import rlcore.trainer.grpo as grpo
+
+    root, world_cfg, _, _ = setup
+    out = tmp_path / "run"
+
+    def fake_train(cfg, **_):
+        build_tiny_qwen2(build_tiny_tokenizer(), seed=0).save_pretrained(out / "final")
+        build_tiny_tokenizer().save_pretrained(out / "final")
+        return grpo.TrainResult(output_dir=out, last_step=1, metrics=[], stopped_early=False, run_id=None)
+
+    monkeypatch.setattr(grpo, "train", fake_train)
+    monkeypatch.setenv("RANK", rank)
+    cfg = RexRagTrainConfig(
+        rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=4, max_response_tokens=16),
+        train=TrainLoopConfig(total_steps=1, output_dir=str(out), seed=0),
+        tracking=TrackingConfig(enabled=False),
+        qa=QAConfig(world=world_cfg, max_eval_examples=2),
+    )
+    cfg.model.path = str(root / "model")
+    summary = run(cfg)
+    written = {name: (out / name).exists() for name in ("eval.json", "eval_table.md", "results.json")}
+    if rank == "0":
+        assert written == dict.fromkeys(written, True) and "eval" in summary
+    else:
+        assert written == dict.fromkeys(written, False) and "eval" not in summary

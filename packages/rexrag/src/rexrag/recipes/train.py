@@ -412,6 +412,9 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         "heldout_curve": hook.points,
         "prompt_template": template,
     }
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under a multi-process launch only the main rank evaluates the saved model and writes the run's files.
+        return summary
     if cfg.train.save_final_model and (result.output_dir / "final").is_dir():
         write_template(template, result.output_dir / "final")
     if cfg.final_eval.enabled and eval_examples and not result.stopped_early and cfg.train.save_final_model:
