@@ -10,13 +10,13 @@ import httpx
 import pytest
 from faults_helpers import ServerProcess, build_small_index, free_port
 
+from rlcore.outage import OutageLog
 from rlcore.retrieval import (
     AsyncRetrievalClient,
     RetrievalClient,
     RetrievalServerError,
     RetrievalUnavailableError,
 )
-from rlcore.retrieval.client import _Outage
 
 OK_BODY = {"result": [[{"document": {"id": "1", "contents": "T\nx"}, "score": 0.5}]]}
 
@@ -27,7 +27,13 @@ def _outage_lines(caplog) -> list[str]:
 
 def test_outage_logs_start_once_a_minute_and_end(caplog):
     now = [100.0]
-    outage = _Outage("http://x", budget_s=600, clock=lambda: now[0])
+    outage = OutageLog(
+        "retrieval server",
+        "http://x",
+        600,
+        logging.getLogger("rlcore.retrieval.client"),
+        clock=lambda: now[0],
+    )
     caplog.set_level(logging.WARNING, logger="rlcore.retrieval.client")
     # failures at t = 0, 30, 59.9 (one line: the start), 61 (a minute since the start line), 100, 121.5 (the
     # second minute line, 60.5 s after the first), then the server answers at t = 130

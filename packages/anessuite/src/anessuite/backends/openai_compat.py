@@ -29,7 +29,6 @@ import logging
 import os
 import random
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 
 from anessuite.backends import Completion, Messages
+from rlcore.outage import OutageLog
 
 __all__ = [
     "OpenAIChatBackend",
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 OUTAGE_STATUS = frozenset({502, 503, 504})
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500})
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
-_REPORT_EVERY_S = 60.0
 
 
 class ServerError(RuntimeError):
@@ -69,53 +68,6 @@ class EndpointError(ServerError):
 
 class ServerUnavailableError(ServerError):
     """The server stayed unreachable (or 502/503/504) for longer than the outage budget."""
-
-
-class _Outage:
-    """The current outage of one server, shared by every request thread of one client."""
-
-    def __init__(self, url: str, budget_s: float, clock=time.monotonic):
-        self.url, self.budget_s, self.clock = url, budget_s, clock
-        self.started: float | None = None
-        self.last_report = 0.0
-        self.failures = 0
-        self._lock = threading.Lock()
-
-    def failed(self, reason: str) -> float:
-        """Record one failed attempt; returns how long the outage has lasted."""
-        with self._lock:
-            now = self.clock()
-            self.failures += 1
-            if self.started is None:
-                self.started = self.last_report = now
-                logger.warning(
-                    "model server %s unavailable (%s); retrying for up to %.0f s",
-                    self.url,
-                    reason,
-                    self.budget_s,
-                )
-            elif now - self.last_report >= _REPORT_EVERY_S:
-                self.last_report = now
-                logger.warning(
-                    "model server %s still unavailable after %.0f s of %.0f s (%d failed attempts; last: %s)",
-                    self.url,
-                    now - self.started,
-                    self.budget_s,
-                    self.failures,
-                    reason,
-                )
-            return now - self.started
-
-    def recovered(self) -> None:
-        with self._lock:
-            if self.started is not None:
-                logger.warning(
-                    "model server %s answering again after %.1f s (%d failed attempts)",
-                    self.url,
-                    self.clock() - self.started,
-                    self.failures,
-                )
-                self.started, self.failures = None, 0
 
 
 def _server_message(response: httpx.Response) -> str:
@@ -183,7 +135,7 @@ class OpenAIChatBackend:
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, limits=limits)
         self._jitter = random.Random(0)
         self._lock = threading.Lock()
-        self._outage = _Outage(self.base_url, max_outage_s)
+        self._outage = OutageLog("model server", self.base_url, max_outage_s, logger)
         self._entry: dict[str, Any] | None = None
         self._entry_checked = False
         self._stop = threading.Event()  # set when a run stops: abandoned requests give up at their next retry

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from ..outage import OutageLog
 from .types import Passage, RetrievalServerError, RetrievalUnavailableError
 
 __all__ = ["RetrievalClient", "AsyncRetrievalClient", "TOKEN_ENV", "DEFAULT_MAX_OUTAGE_S"]
@@ -34,54 +35,6 @@ DEFAULT_MAX_OUTAGE_S = 600.0
 TOKEN_ENV = "RLCORE_RETRIEVER_TOKEN"
 _RETRY_STATUS = {429, 502, 503, 504}
 _TRANSIENT = (httpx.TransportError, httpx.TimeoutException)
-_REPORT_EVERY_S = 60.0
-
-
-class _Outage:
-    """One outage of one server as seen by one client (shared by its concurrent requests).
-
-    ``failed`` is called on every transient failure and returns how long the outage has lasted; ``recovered``
-    on every success. Logs one line at the start, one per ``_REPORT_EVERY_S`` while it lasts, one at the end.
-    """
-
-    def __init__(self, url: str, budget_s: float, clock=time.monotonic) -> None:
-        self.url, self.budget_s, self.clock = url, budget_s, clock
-        self.started: float | None = None
-        self.last_report = 0.0
-        self.failures = 0
-
-    def failed(self, reason: str) -> float:
-        now = self.clock()
-        self.failures += 1
-        if self.started is None:
-            self.started = self.last_report = now
-            logger.warning(
-                "retrieval server %s unavailable (%s); retrying for up to %.0fs",
-                self.url,
-                reason,
-                self.budget_s,
-            )
-        elif now - self.last_report >= _REPORT_EVERY_S:
-            self.last_report = now
-            logger.warning(
-                "retrieval server %s still unavailable after %.0fs of %.0fs (%d failed attempts; last: %s)",
-                self.url,
-                now - self.started,
-                self.budget_s,
-                self.failures,
-                reason,
-            )
-        return now - self.started
-
-    def recovered(self) -> None:
-        if self.started is not None:
-            logger.warning(
-                "retrieval server %s answering again after %.1fs (%d failed attempts)",
-                self.url,
-                self.clock() - self.started,
-                self.failures,
-            )
-            self.started, self.failures = None, 0
 
 
 class _Common:
@@ -104,7 +57,7 @@ class _Common:
             raise ValueError(f"max_outage_s must be >= 0, got {max_outage_s}")
         self.timeout, self.max_retries = timeout, max_retries
         self.max_outage_s = max_outage_s
-        self._outage = _Outage(self.url, max_outage_s)
+        self._outage = OutageLog("retrieval server", self.url, max_outage_s, logger)
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.batch_size = batch_size
         token = token if token is not None else os.environ.get(TOKEN_ENV)
