@@ -125,7 +125,11 @@ def test_precheck_estimate_from_budgets():
     precheck = _precheck()
     pipeline = {
         "cpt": {"max_steps": 10, "per_device_batch_size": 2, "max_length": 60},  # 1,200 tokens
-        "sft": {"max_steps": 10, "per_device_batch_size": 2, "max_length": 120},  # half of 2,400 tokens counted
+        "sft": {
+            "max_steps": 10,
+            "per_device_batch_size": 2,
+            "max_length": 120,
+        },  # half of 2,400 tokens counted
         "grpo": {
             "total_steps": 1,
             "objective": {"num_generations": 2, "prompts_per_step": 3},

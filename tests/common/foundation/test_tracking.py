@@ -142,7 +142,11 @@ def test_results_json_inside_a_checkout_names_paths_relative_to_it(tmp_path):
     inside = checkout / "runs" / "p" / "final"
     path = write_results_json(
         checkout / "experiments" / "x" / "results.json",
-        {"rows": [{"model": str(inside)}], "elsewhere": str(tmp_path / "data"), "cmd": f"{checkout}/a.py run"},
+        {
+            "rows": [{"model": str(inside)}],
+            "elsewhere": str(tmp_path / "data"),
+            "cmd": f"{checkout}/a.py run",
+        },
     )
     data = json.loads(path.read_text())
     assert data["rows"][0]["model"] == "runs/p/final"
