@@ -97,3 +97,6 @@ def test_paper_pipeline_in_miniature(tmp_path: Path):
     header = (out / "table.md").read_text().splitlines()[0]
     assert [cell.strip() for cell in header.strip("|").split("|")] == ["Method", "NQ", "HotpotQA", "Avg."]
     assert "REX-RAG (miniature)" in result.stdout
+    # two sampled passes at T = 1 reported beside greedy, as the official evaluation sampled
+    assert scores["sampled"]["samples"] == 2 and scores["sampled"]["temperature"] == 1.0
+    assert "| REX-RAG (miniature) (sampled T=1, n=2) |" in (out / "table.md").read_text()
