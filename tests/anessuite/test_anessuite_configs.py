@@ -15,23 +15,23 @@ from rlcore.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "packages/anessuite/configs").glob("*.yaml"))
 EXPERIMENTS = sorted(ROOT.glob("experiments/anessuite-*/*.yaml"))
+# Every config names the command that runs it on its first line (`# recipe: anessuite <command>`).
 SCHEMAS = {
     "pipeline": PipelineConfig,
-    "morpheus_": PipelineConfig,
-    "eval_": EvalConfig,
-    "anesbench": Table3Config,
-}
-EXPERIMENT_SCHEMAS = {
-    "anessuite-table3": Table3Config,
-    "anessuite-morpheus": MorpheusConfig,
-    "anessuite-training-strategies": StrategiesConfig,
+    "eval": EvalConfig,
+    "table3": Table3Config,
+    "morpheus": MorpheusConfig,
+    "strategies": StrategiesConfig,
 }
 
 
 def _schema(path: Path):
-    if path.parent.name in EXPERIMENT_SCHEMAS:
-        return PipelineConfig if path.name == "pipeline.yaml" else EXPERIMENT_SCHEMAS[path.parent.name]
-    return next(schema for prefix, schema in SCHEMAS.items() if path.name.startswith(prefix))
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    command = first.removeprefix("# recipe: anessuite ").strip()
+    assert first.startswith("# recipe: anessuite ") and command in SCHEMAS, (
+        f"{path}: first line must be '# recipe: anessuite <{'|'.join(SCHEMAS)}>', got {first!r}"
+    )
+    return SCHEMAS[command]
 
 
 def test_configs_found():
