@@ -129,6 +129,25 @@ def test_a_failure_inside_the_run_is_recorded_once(elsewhere):
     assert run.data.tags["error"] == "ValueError: nan loss" and "failed_during" not in run.data.tags
 
 
+def test_nested_scopes_close_cleanly_when_the_recipe_reopens_its_run(elsewhere):
+    """The REX-RAG recipe: a decorated recipe calls the decorated trainer (two scopes share the training run),
+    then reopens that run for its final evaluation in the outer scope only. Closing the scopes must not mix
+    them up (they compared equal while holding the same runs)."""
+    store, _, _ = elsewhere
+    with record_failures("exp-nested", run_name="recipe"):
+        with record_failures("exp-nested", run_name="trainer"):
+            with start_run("exp-nested", run_name="training") as run:
+                run.log_metrics({"loss": 1.0}, step=1)
+        with start_run("exp-nested", resume_run_id=run.run_id) as again:
+            again.log_metrics({"eval/em": 0.5}, step=1)
+    with pytest.raises(RuntimeError), record_failures("exp-nested", run_name="recipe"):
+        raise RuntimeError("the next recipe still records into its own scope")
+    runs = MlflowClient(f"sqlite:///{store}").search_runs(
+        [MlflowClient(f"sqlite:///{store}").get_experiment_by_name("exp-nested").experiment_id]
+    )
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
 def test_a_failure_after_the_run_closed_marks_that_run_failed(elsewhere):
     store, _, _ = elsewhere
     with pytest.raises(RuntimeError):

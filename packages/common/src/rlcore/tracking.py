@@ -393,7 +393,8 @@ def record_failures(
             _mark_recorded(err)
         raise
     finally:
-        _SCOPES.remove(runs)
+        # By identity: scopes holding the same runs compare equal, and list.remove would take the outer one.
+        del _SCOPES[next(i for i in range(len(_SCOPES) - 1, -1, -1) if _SCOPES[i] is runs)]
 
 
 def _record_setup_failure(
