@@ -55,7 +55,9 @@ def test_manifest_lists_every_file_with_its_size(tmp_path, accelerator):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "no-marker"])
-def test_torn_newest_checkpoint_is_skipped_with_a_warning_naming_both(tmp_path, accelerator, caplog, damage):
+def test_torn_newest_checkpoint_is_skipped_with_a_warning_naming_both(
+    tmp_path, accelerator, checkpoint_log, damage
+):
     _save(accelerator, tmp_path, [1, 2])
     good, torn = (tmp_path / "checkpoints" / f"step-0000000{i}" for i in (1, 2))
     weights = next(p for p in torn.iterdir() if p.suffix in (".safetensors", ".bin"))
@@ -65,10 +67,9 @@ def test_torn_newest_checkpoint_is_skipped_with_a_warning_naming_both(tmp_path, 
         weights.unlink()
     else:
         (torn / "COMPLETE").unlink()
-    caplog.set_level(logging.WARNING, logger="rlcore.trainer.checkpoint")
     assert latest_checkpoint(tmp_path) == good
     assert [step for step, _ in list_checkpoints(tmp_path)] == [1]
-    warning = " ".join(_checkpoint_messages(caplog))
+    warning = " ".join(_checkpoint_messages(checkpoint_log))
     assert str(torn) in warning and str(good) in warning and "torn" in warning
     if damage != "no-marker":
         assert weights.name in warning  # the reason names the damaged file
@@ -76,26 +77,40 @@ def test_torn_newest_checkpoint_is_skipped_with_a_warning_naming_both(tmp_path, 
         resolve_resume(str(torn), tmp_path)
 
 
-def _checkpoint_messages(caplog) -> list[str]:
-    """The checkpoint module's own log lines (other libraries may warn during a save, depending on test order)."""
-    return [r.getMessage() for r in caplog.records if r.name == "rlcore.trainer.checkpoint"]
+@pytest.fixture
+def checkpoint_log():
+    """The checkpoint module's own warnings, read from a handler on its logger: whatever earlier tests did to the
+    logging tree (root level, propagation, other libraries' lines), these tests see exactly those lines."""
+    records: list[logging.LogRecord] = []
+    log = logging.getLogger("rlcore.trainer.checkpoint")
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    saved = (log.level, log.disabled)
+    log.setLevel(logging.WARNING)
+    log.disabled = False
+    log.addHandler(handler)
+    yield records
+    log.removeHandler(handler)
+    log.level, log.disabled = saved
 
 
-def test_interrupted_write_newer_than_the_latest_is_named(tmp_path, accelerator, caplog):
+def _checkpoint_messages(records) -> list[str]:
+    return [r.getMessage() for r in records]
+
+
+def test_interrupted_write_newer_than_the_latest_is_named(tmp_path, accelerator, checkpoint_log):
     _save(accelerator, tmp_path, [1])
     (tmp_path / "checkpoints" / ".tmp-step-00000002").mkdir()
-    caplog.set_level(logging.WARNING, logger="rlcore.trainer.checkpoint")
     assert resolve_resume("auto", tmp_path).name == "step-00000001"
-    (message,) = _checkpoint_messages(caplog)
+    (message,) = _checkpoint_messages(checkpoint_log)
     assert ".tmp-step-00000002 is torn (its write was interrupted" in message and "step-00000001" in message
 
 
-def test_only_a_torn_checkpoint_means_a_fresh_start_with_a_warning(tmp_path, accelerator, caplog):
+def test_only_a_torn_checkpoint_means_a_fresh_start_with_a_warning(tmp_path, accelerator, checkpoint_log):
     _save(accelerator, tmp_path, [1])
     (tmp_path / "checkpoints" / "step-00000001" / "trainer_state.json").write_text("{")
-    caplog.set_level(logging.WARNING, logger="rlcore.trainer.checkpoint")
     assert latest_checkpoint(tmp_path) is None
-    assert "training starts from step 0" in _checkpoint_messages(caplog)[0]
+    assert "training starts from step 0" in _checkpoint_messages(checkpoint_log)[0]
 
 
 def test_stateful_objects_round_trip_as_json(tmp_path, accelerator):
