@@ -376,6 +376,28 @@ def train_bpe_tokenizer(
     return tok
 
 
+def scratch_qwen2_config(tokenizer, shape: Any):
+    """A ``Qwen2Config`` sized to ``tokenizer`` for a model trained from scratch (tied embeddings, no BOS).
+
+    ``shape`` has ``hidden_size``, ``intermediate_size``, ``num_layers``, ``num_heads``, ``num_kv_heads`` and
+    ``max_positions`` (the REX-RAG warm-up's and the AnesSuite miniature's model configs both do)."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 if (
     __name__ == "__main__"
 ):  # internal: `python -m rlcore.models build NAME OUT`, used by _build_in_clean_process

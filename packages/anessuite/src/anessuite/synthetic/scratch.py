@@ -54,27 +54,15 @@ def write_scratch_model(
 ) -> Path:
     """Fit the tokenizer, initialise the model, save both (with ``scratch_config.json``) under ``out``."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    from rlcore.models import train_bpe_tokenizer
+    from rlcore.models import scratch_qwen2_config, train_bpe_tokenizer
 
     cfg = cfg or ScratchModelConfig()
     out = Path(out)
     tokenizer = train_bpe_tokenizer(world_training_texts(world_dir), vocab_size=cfg.vocab_size)
     torch.manual_seed(cfg.seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_positions,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = scratch_qwen2_config(tokenizer, cfg)
     model = Qwen2ForCausalLM(config)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -16,6 +16,7 @@ from rexrag.data.template import chat_prompt_ids, render_prompt
 from rexrag.data.world import WorldConfig, write_world
 from rexrag.evaluation import score_records
 from rlcore.config import config_hash
+from rlcore.models import scratch_qwen2_config
 from rlcore.rollout import RolloutConfig, RolloutEngine, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -118,21 +119,9 @@ def world_tokenizer_texts(paths: dict[str, Path], template: str, pool: list[str]
 
 def build_scratch_model(tokenizer, cfg: TinyModelConfig, seed: int):
     """A randomly initialised Qwen2ForCausalLM sized to ``tokenizer`` (fp32)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_positions,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
+    config = scratch_qwen2_config(tokenizer, cfg)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
