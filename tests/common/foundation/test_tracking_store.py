@@ -235,3 +235,36 @@ def test_runs_started_together_on_a_fresh_store_all_succeed(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("exp-race").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+
+
+def test_resuming_a_run_the_store_does_not_hold_opens_a_new_tagged_run(elsewhere, tmp_path, monkeypatch, caplog):
+    """A checkpoint copied to another machine (or resumed under another MLFLOW_TRACKING_URI) names a run id the
+    current store has never seen: one warning naming the id and the store, then a new run tagged with the old id
+    that records as usual."""
+    with start_run("exp-moved", run_name="first") as run:
+        run.log_metrics({"loss": 1.0}, step=1)
+    old_id = run.run_id
+    other = f"sqlite:///{tmp_path / 'other-machine' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    with caplog.at_level("WARNING", logger="rlcore.tracking"):
+        with start_run("exp-moved", run_name="second", resume_run_id=old_id) as again:
+            again.log_metrics({"loss": 0.5}, step=2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and old_id in warnings[0] and other in warnings[0], warnings
+    assert again.run_id != old_id
+    _, moved = _only_run(other, "exp-moved")
+    assert moved.info.run_id == again.run_id and moved.info.status == "FINISHED"
+    assert moved.data.tags["resumed_from_run_id"] == old_id and moved.data.tags["resumed"] == "true"
+    assert moved.data.metrics == {"loss": 0.5}
+    _, original = _only_run(f"sqlite:///{elsewhere[0]}", "exp-moved")  # the first store is untouched
+    assert original.info.run_id == old_id and original.data.metrics == {"loss": 1.0}
+
+
+def test_resuming_a_run_of_the_same_store_reopens_it(elsewhere):
+    with start_run("exp-same", run_name="first") as run:
+        run.log_metrics({"loss": 1.0}, step=1)
+    with start_run("exp-same", resume_run_id=run.run_id) as again:
+        again.log_metrics({"loss": 0.5}, step=2)
+    assert again.run_id == run.run_id
+    _, only = _only_run(f"sqlite:///{elsewhere[0]}", "exp-same")
+    assert only.data.tags["resumed"] == "true" and "resumed_from_run_id" not in only.data.tags

@@ -86,3 +86,30 @@ def test_sigterm_mid_step_then_resume_in_new_process_equals_uninterrupted(tmp_pa
     got = [deterministic(m) for m in read_metrics(tmp_path / "part")]
     assert [m["step"] for m in got] == [1, 2, 3, 4]
     assert got == expected
+
+
+def test_resume_under_another_tracking_store_opens_a_new_run_and_finishes(tmp_path, monkeypatch, caplog):
+    """The runs folder copied to another machine: the checkpoint names an MLflow run the new store lacks."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}")
+    first = train(
+        make_cfg(tmp_path / "run", "train.total_steps=2", "train.stop_after_step=1", "tracking.enabled=true"),
+        records=RECORDS,
+        reward_fn=letter_reward,
+    )
+    assert first.stopped_early and first.run_id
+    other = f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    with caplog.at_level("WARNING", logger="rlcore.tracking"):
+        second = train(
+            make_cfg(tmp_path / "run", "train.total_steps=2", "tracking.enabled=true"),
+            records=RECORDS,
+            reward_fn=letter_reward,
+        )
+    assert not second.stopped_early and second.last_step == 2
+    assert second.run_id != first.run_id
+    assert any(first.run_id in r.getMessage() and other in r.getMessage() for r in caplog.records)
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(other).get_run(second.run_id)
+    assert run.data.tags["resumed_from_run_id"] == first.run_id and run.info.status == "FINISHED"
+    assert [m.step for m in MlflowClient(other).get_metric_history(second.run_id, "loss/total")] == [2]

@@ -283,6 +283,24 @@ def _environment_tags() -> dict[str, str]:
     return {str(k): str(v) for k, v in tags.items()}
 
 
+def _run_exists(client: Any, run_id: str) -> bool:
+    """Whether ``run_id`` is in ``client``'s store (a checkpoint copied to another machine, or resumed under a
+    different ``MLFLOW_TRACKING_URI``, names a run the current store has never seen)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def _store_name(client: Any) -> str:
+    return str(getattr(client, "tracking_uri", None) or tracking_uri())
+
+
 @contextlib.contextmanager
 def _open_run(
     client: Any,
@@ -303,6 +321,16 @@ def _open_run(
         parent_run_id = os.environ[PARENT_ENV]
     if parent_run_id is not None:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    if resume_run_id is not None and not _run_exists(client, resume_run_id):
+        logger.warning(
+            "MLflow run %s (named by the checkpoint) is not in the tracking store %s; "
+            "opening a new run tagged resumed_from_run_id=%s",
+            resume_run_id,
+            _store_name(client),
+            resume_run_id,
+        )
+        all_tags.update({"resumed": "true", "resumed_from_run_id": resume_run_id})
+        resume_run_id = None
     if resume_run_id is not None:
         client.update_run(resume_run_id, status="RUNNING")
         run = Run(client, resume_run_id, experiment_id)
