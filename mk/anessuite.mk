@@ -21,19 +21,8 @@ reproduce-morpheus: setup ## Morpheus Table 4 layout (base / +SFT / +SFT+GRPO) a
 reproduce-training-strategies: setup ## Table 5 layout (base vs +CPT x SFT data) at CPU scale on the synthetic world
 	$(PY) -m anessuite strategies --config experiments/anessuite-training-strategies/config.yaml $(STRATEGIES_ARGS)
 
-_mini := experiments/anessuite-cpu-miniature
-_mini_runs := runs/anessuite-miniature
-
-reproduce-anessuite-miniature: setup ## pre-registered CPU miniature of CPT -> SFT -> GRPO: world + from-scratch base, Tables 3/4 (3 seeds), Table 5 (seed 0), knowledge probe before/after CPT
-	$(PY) -m anessuite synth --design miniature --seed 0 --out $(_mini_runs)/world --scratch-model $(_mini_runs)/base-scratch
-	$(PY) -m anessuite probe --model $(_mini_runs)/base-scratch --statements $(_mini_runs)/world/probe/facts.jsonl --out $(_mini)/results/probe-base
-	$(PY) -m anessuite table3 --config $(_mini)/config.yaml
-	for k in 1 2; do $(PY) -m anessuite table3 --config $(_mini)/config.yaml pipeline_config=$(_mini)/arms/seed$$k.yaml out_dir=$(_mini)/results/table3-seed$$k || exit 1; done
-	for k in 0 1 2; do $(PY) -m anessuite probe --model $(_mini_runs)/pipeline-seed$$k/cpt/final --statements $(_mini_runs)/world/probe/facts.jsonl --out $(_mini)/results/probe-cpt-seed$$k || exit 1; done
-	$(PY) -m anessuite morpheus --config $(_mini)/morpheus.yaml
-	for k in 1 2; do $(PY) -m anessuite morpheus --config $(_mini)/morpheus.yaml pipeline_config=$(_mini)/arms/no-cpt-seed$$k.yaml out_dir=$(_mini)/results/table4-seed$$k || exit 1; done
-	$(PY) -m anessuite strategies --config $(_mini)/strategies.yaml
-	$(PY) $(_mini)/analyze.py --runs $(_mini_runs) --results $(_mini)/results
+reproduce-anessuite-miniature: setup ## pre-registered CPU miniature of CPT -> SFT -> GRPO: world + from-scratch base, Tables 3/4 (3 seeds), Table 5 (seed 0), knowledge probe before/after CPT, pooled results
+	$(PY) -m anessuite experiment --config experiments/anessuite-cpu-miniature/experiment.yaml $(MINIATURE_ARGS)
 
 bench-eval: setup ## eval throughput: batched in-process vs one-at-a-time (ratio), and HTTP client concurrency vs sequential
 	$(PY) -m anessuite.bench.eval_speed --out experiments/anessuite-bench-eval $(BENCH_EVAL_ARGS)

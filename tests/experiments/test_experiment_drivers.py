@@ -30,7 +30,17 @@ SCHEMAS = {
     "rexrag evaluate": EvalConfig,
     "anessuite pipeline": PipelineConfig,
 }
-DRIVEN = sorted(p.parent.name for p in (REPO / "experiments").glob("*/experiment.yaml"))
+
+def _driver(spec_file: Path) -> str:
+    """The package whose driver runs an experiment.yaml (its ``# recipe: <package> experiment`` line)."""
+    found = re.search(r"^# recipe: (\w+) experiment$", spec_file.read_text(), re.M)
+    assert found, f"{spec_file}: no '# recipe: <package> experiment' line"
+    return found.group(1)
+
+
+SPECS = sorted((REPO / "experiments").glob("*/experiment.yaml"))
+DRIVEN = [p.parent.name for p in SPECS if _driver(p) == "rexrag"]
+ANESSUITE_DRIVEN = [p.parent.name for p in SPECS if _driver(p) == "anessuite"]
 
 
 def _spec(name: str, **overrides: Any) -> RexRagExperimentSpec:
@@ -106,9 +116,13 @@ def _configs_named_by(config: Path) -> list[Path]:
     data = yaml.safe_load(config.read_text()) or {}
     named = [config]
     for stage in (data.get("stages") or {}).values():
-        named.append(config.parent / stage["config"])
+        if "config" in stage:
+            named.append(config.parent / stage["config"])
+        named += [REPO / arg for arg in stage.get("command", []) if arg.endswith((".yaml", ".py"))]
+        values = [o.split("=", 1)[1] for o in stage.get("overrides", []) if "=" in o]
+        named += [REPO / v for v in values if v.endswith(".yaml")]
     for group in (data.get("groups") or {}).values():
-        named += [config.parent / "arms" / f"{arm}.yaml" for arm in group["arms"]]
+        named += [config.parent / "arms" / f"{arm}.yaml" for arm in group.get("arms", [])]
     if "pipeline_config" in data:
         named.append(REPO / data["pipeline_config"])
     return named

@@ -139,6 +139,10 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
         _recipe("anessuite.pipeline.run"),
         "CPT -> SFT -> GRPO with evaluations after each stage (resumable)",
     ),
+    "experiment": (
+        _recipe("anessuite.experiment"),
+        "run an experiment folder's stages over seeds (skipping finished ones) and pool them",
+    ),
     "convert": (_recipe("anessuite.convert"), "AnesCorpus/AnesQA/AnesR1-style files -> CPT/SFT/RLVR JSONL"),
     "synth": (_synth, "write the synthetic bilingual pharmacology world (corpus, QA, MCQs, benchmark)"),
     "tasks": (_tasks, "list the registered MCQ task formats"),

@@ -66,10 +66,14 @@ class StageSpec:
     recipe: str = ""
     # its config, relative to the experiment folder
     config: str = ""
-    # the stage counts as finished when this path exists (relative to the repository root)
+    # the stage counts as finished when this path exists (relative to the repository root); left empty, the
+    # driver writes <runs_dir>/stages/<name>.done itself once the stage exits 0
     creates: str = ""
     # dotted overrides added on its command line
     overrides: list[str] = field(default_factory=list)
+    # instead of recipe + config: the interpreter's arguments, e.g. [-m, anessuite, synth, --out, DIR] or
+    # [experiments/<name>/analyze.py, --runs, DIR]
+    command: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +122,9 @@ class ExperimentSpec:
             raise ValueError(
                 f"group '{self.group}' is not one of the groups: {', '.join(self.groups) or 'none'}"
             )
+        for name, stage in self.stages.items():
+            if bool(stage.command) == bool(stage.recipe or stage.config):
+                raise ValueError(f"stages.{name}: give either recipe + config or command, not both")
         for name, group in self.groups.items():
             missing = [stage for stage in group.stages if stage not in self.stages]
             if missing:
@@ -140,6 +147,10 @@ class PlannedRun:
     resolved: dict[str, Any] | None = None
     arm: str = ""
     seed: int | None = None
+    # a stage given as interpreter arguments (StageSpec.command)
+    command: list[str] = field(default_factory=list)
+    # the driver writes done_marker itself after the run exits 0 (a stage without `creates`)
+    writes_marker: bool = False
 
     @property
     def done(self) -> bool:
@@ -169,7 +180,9 @@ def plan(
             recipe=spec.stages[name].recipe,
             config=folder / spec.stages[name].config,
             overrides=list(spec.stages[name].overrides),
-            done_marker=Path(spec.stages[name].creates),
+            done_marker=Path(spec.stages[name].creates or Path(spec.runs_dir) / "stages" / f"{name}.done"),
+            command=list(spec.stages[name].command),
+            writes_marker=not spec.stages[name].creates,
         )
         for name in (group.stages if stage_names is None else stage_names)
     ]
@@ -242,19 +255,18 @@ def execute(runs: Sequence[PlannedRun], cli: str, runner: Callable[[list[str]], 
                 _check_finished(run)
             logger.info("[%d/%d] %s: finished (%s), skipped", index, len(runs), run.name, run.done_marker)
             continue
-        command = [
-            sys.executable,
-            "-m",
-            cli,
-            *run.recipe.split(),
-            "--config",
-            str(run.config),
-            *run.overrides,
-        ]
+        if run.command:
+            command = [sys.executable, *run.command]
+        else:
+            command = [sys.executable, "-m", cli, *run.recipe.split(), "--config", str(run.config)]
+            command += run.overrides
         logger.info("[%d/%d] %s: %s", index, len(runs), run.name, " ".join(command[1:]))
         code = (runner or (lambda argv: subprocess.run(argv, check=False).returncode))(command)
         if code != 0:
             raise ExperimentError(f"{run.name} failed (exit {code}): {' '.join(command[1:])}")
+        if run.writes_marker:
+            run.done_marker.parent.mkdir(parents=True, exist_ok=True)
+            run.done_marker.write_text(" ".join(command[1:]) + "\n", encoding="utf-8")
         if not run.done:
             raise ExperimentError(f"{run.name} exited 0 but did not write {run.done_marker}")
         ran += 1
@@ -317,7 +329,11 @@ def experiment_main(
     if args.dry_run:
         sys.stdout.write(to_yaml(spec))
         planned = [
-            {"name": r.name, "config": str(r.config), "overrides": r.overrides, "done": r.done}
+            (
+                {"name": r.name, "command": r.command, "done": r.done}
+                if r.command
+                else {"name": r.name, "config": str(r.config), "overrides": r.overrides, "done": r.done}
+            )
             | ({"config_hash": r.config_hash} if r.config_hash else {})
             for r in [*stages, *([] if spec.only == "stages" else runs)]
         ]

@@ -1,0 +1,111 @@
+"""`python -m anessuite experiment`: stages given as commands, markers for stages without one, and the pooled
+seed statistics (two-level bootstrap) the miniature's results.json and tables are built from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anessuite.experiment import AnessuiteExperimentSpec, pool_row, summarize
+from rlcore.config import load_config
+from rlcore.experiments import execute, plan
+
+
+def _items(correct_by_level: dict[tuple[str, str], list[int]]) -> list[tuple[str, str, float]]:
+    return [(lang, level, float(v)) for (lang, level), values in correct_by_level.items() for v in values]
+
+
+def test_pool_row_point_estimates_are_seed_means_of_cell_accuracies():
+    seed0 = _items({("en", "system1"): [1, 1, 0, 0], ("zh", "system1"): [1, 0]})
+    seed1 = _items({("en", "system1"): [1, 1, 1, 1], ("zh", "system1"): [0, 0]})
+    pooled = pool_row([seed0, seed1], iters=200, seed=0)
+    en, zh = pooled["by_language"]["en"], pooled["by_language"]["zh"]
+    assert en["system1"] == pytest.approx((0.5 + 1.0) / 2)
+    assert zh["system1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert en["per_seed"]["system1"] == [0.5, 1.0]
+    assert pooled["avg"] == pytest.approx((0.75 + 0.25) / 2)
+    low, high = en["ci95"]["system1"]
+    assert 0.0 <= low <= en["system1"] <= high <= 1.0 and low < high
+
+
+def test_pool_row_interval_is_a_point_when_every_item_agrees():
+    seeds = [_items({("en", "system2"): [1, 1, 1]}), _items({("en", "system2"): [1, 1, 1]})]
+    pooled = pool_row(seeds, iters=100, seed=3)
+    assert pooled["by_language"]["en"]["ci95"]["system2"] == [1.0, 1.0]
+
+
+def test_pool_row_is_reproducible_by_seed():
+    seeds = [_items({("en", "system1"): [1, 0, 1, 0, 1]}), _items({("en", "system1"): [0, 0, 1, 1, 1]})]
+    assert pool_row(seeds, 300, 7) == pool_row(seeds, 300, 7)
+
+
+def _write_scores(path: Path, correct: list[tuple[str, str, int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({"key": f"{lang}/{i}", "language": lang, "level": level, "correct": bool(c)})
+        for i, (lang, level, c) in enumerate(correct)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_command_stage_runs_and_the_driver_writes_its_marker(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "experiments" / "mini"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# mini\n\n<!-- last-run:start -->\nold\n<!-- last-run:end -->\n")
+    script = folder / "make_scores.py"
+    script.write_text(
+        "import json, pathlib, sys\n"
+        "seed = sys.argv[1]\n"
+        "p = pathlib.Path(f'runs/mini/run-seed{seed}/scored.jsonl'); p.parent.mkdir(parents=True, exist_ok=True)\n"
+        "rows = [{'language': l, 'level': 'system1', 'correct': c} for l in ('en', 'zh') for c in (True, False)]\n"
+        "p.write_text(''.join(json.dumps(r) + '\\n' for r in rows))\n"
+    )
+    spec_file = folder / "experiment.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "runs_dir": "runs/mini",
+                "seeds": [0, 1],
+                "stages": {
+                    f"scores-seed{k}": {"command": [str(script), str(k)]} for k in (0, 1)
+                },
+                "groups": {"main": {"out": "results", "stages": ["scores-seed0", "scores-seed1"]}},
+                "rows": {"stage": "runs/mini/run-seed{seed}/scored.jsonl"},
+                "tables": {"table3": ["stage"]},
+            }
+        )
+    )
+    spec = load_config(AnessuiteExperimentSpec, spec_file)
+    spec.validate()
+    stages, runs = plan(spec, folder, AnessuiteExperimentSpec)
+    assert [s.done for s in stages] == [False, False] and runs == []
+    assert execute(stages, "anessuite") == 2
+    assert (tmp_path / "runs/mini/stages/scores-seed0.done").read_text().startswith(str(script))
+    assert execute(stages, "anessuite") == 0  # finished stages are skipped
+    path = summarize(spec, folder, runs)
+    body = json.loads(path.read_text())
+    assert body["rows"]["stage"]["by_language"]["en"]["system1"] == 0.5
+    assert (folder / "results" / "table3.md").is_file() and (folder / "results" / "table3_levels.png").is_file()
+    readme = (folder / "README.md").read_text()
+    assert "old" not in readme and "python -m anessuite experiment" in readme and "| base" not in readme
+
+
+def test_a_stage_with_both_a_command_and_a_recipe_is_refused(tmp_path: Path):
+    spec_file = tmp_path / "experiment.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "runs_dir": "runs/x",
+                "stages": {"bad": {"recipe": "table3", "config": "c.yaml", "command": [sys.executable]}},
+                "groups": {"main": {"stages": ["bad"]}},
+            }
+        )
+    )
+    spec = load_config(AnessuiteExperimentSpec, spec_file)
+    with pytest.raises(ValueError, match="stages.bad: give either recipe"):
+        spec.validate()
