@@ -237,7 +237,9 @@ def test_runs_started_together_on_a_fresh_store_all_succeed(tmp_path):
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
 
 
-def test_resuming_a_run_the_store_does_not_hold_opens_a_new_tagged_run(elsewhere, tmp_path, monkeypatch, caplog):
+def test_resuming_a_run_the_store_does_not_hold_opens_a_new_tagged_run(
+    elsewhere, tmp_path, monkeypatch, caplog
+):
     """A checkpoint copied to another machine (or resumed under another MLFLOW_TRACKING_URI) names a run id the
     current store has never seen: one warning naming the id and the store, then a new run tagged with the old id
     that records as usual."""

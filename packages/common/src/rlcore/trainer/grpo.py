@@ -48,6 +48,7 @@ from rlcore.retrieval.types import RetrievalUnavailableError
 from rlcore.tracking import failures_recorded
 from rlcore.trainer.advantages import build_batch
 from rlcore.trainer.checkpoint import StopSignal
+from rlcore.trainer.collectives import any_rank
 from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.logprobs import attach_logprobs
 from rlcore.trainer.metrics import MetricSums, PhaseTimer
@@ -138,12 +139,15 @@ def train(
         for step in range(start.step + 1, cfg.train.total_steps + 1):
             timer, sums, clock = PhaseTimer(), MetricSums(), StepClock()
             step_start = StepStart.take(parts)
+            lost = None
             try:
                 trajectories = generate_rollouts(cfg, parts, step, timer, on_answer)
             except RetrievalUnavailableError as err:  # the client's outage budget is spent
+                lost = err
+            if any_rank(accelerator, lost is not None):  # every rank stops together and joins the checkpoint
                 raise checkpoint_after_outage(
-                    cfg, parts, step, step_start, run_id, skipped_total, err
-                ) from err
+                    cfg, parts, step, step_start, run_id, skipped_total, lost
+                ) from lost
             trajectories, rewards = score_rollouts(cfg, parts, trajectories, step, timer, sums, after_rollout)
             batch = build_batch(
                 cfg.objective, trajectories, rewards, parts.tokenizer.pad_token_id, accelerator.device, sums
