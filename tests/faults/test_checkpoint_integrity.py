@@ -158,3 +158,56 @@ def test_older_checkpoint_with_an_arbitrary_pickle_is_refused_clearly(tmp_path, 
     (folder / "custom_checkpoint_0.pkl").unlink()
     with pytest.raises(FileNotFoundError, match="neither stateful.json nor custom_checkpoint_0.pkl"):
         load_checkpoint(accelerator, folder, stateful={"counter": Counter()})
+
+
+def _draws():
+    import random
+
+    import numpy as np
+
+    return random.random(), float(np.random.randn()), torch.randn(4)
+
+
+def test_rng_states_are_json_and_resume_the_same_streams(tmp_path, accelerator):
+    """Each rank's Python / NumPy / torch streams go to rng_state_<rank>.json; accelerate's pickle of them is
+    not left in the checkpoint. NumPy's cached Gaussian is part of the state (one randn draw before saving)."""
+    _draws()
+    accelerator.step = 5
+    _save(accelerator, tmp_path, [1])
+    expected = _draws()
+    folder = tmp_path / "checkpoints" / "step-00000001"
+    assert not list(folder.rglob("*.pkl"))
+    data = json.loads((folder / "rng_state_0.json").read_text())
+    assert data["accelerate_step"] == 5 and {"python", "numpy", "torch"} <= set(data)
+    torch.manual_seed(123)  # the streams move on before the resume
+    _draws()
+    accelerator.step = 0
+    load_checkpoint(accelerator, folder)
+    got = _draws()
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+    assert accelerator.step == 5
+
+
+def test_older_checkpoint_with_accelerates_rng_pickle_still_resumes_its_streams(tmp_path, accelerator):
+    """Checkpoints written before rng_state_<rank>.json: accelerate reads its own pickle (weights_only=True)."""
+    _save(accelerator, tmp_path, [1])
+    folder = tmp_path / "checkpoints" / "step-00000001"
+    (folder / "rng_state_0.json").unlink()
+    accelerator.save_state(str(tmp_path / "accelerate"))  # accelerate's own RNG pickle of the current streams
+    (folder / "random_states_0.pkl").write_bytes(
+        (tmp_path / "accelerate" / "random_states_0.pkl").read_bytes()
+    )
+    expected = _draws()
+    _draws()
+    load_checkpoint(accelerator, folder)
+    got = _draws()
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+
+
+def test_a_checkpoint_without_this_ranks_random_states_warns(tmp_path, accelerator, checkpoint_log):
+    _save(accelerator, tmp_path, [1])
+    folder = tmp_path / "checkpoints" / "step-00000001"
+    (folder / "rng_state_0.json").unlink()
+    load_checkpoint(accelerator, folder)
+    (message,) = _checkpoint_messages(checkpoint_log)
+    assert "no random states for rank 0" in message and str(folder) in message

@@ -76,10 +76,11 @@ def test_zero2_zero3_and_ddp_on_two_cpu_processes_agree(tmp_path):
             assert m["rollout/num_trajectories"] == 8  # 2 prompts x 4 rollouts over both ranks
         checkpoint = out / "checkpoints" / "step-00000002"
         assert (checkpoint / "COMPLETE").is_file()
-        assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == [
-            "random_states_0.pkl",
-            "random_states_1.pkl",
-        ]
+        assert sorted(p.name for p in checkpoint.glob("rng_state_*.json")) == [
+            "rng_state_0.json",
+            "rng_state_1.json",
+        ]  # each rank's random streams, as JSON
+        assert not list(checkpoint.rglob("*.pkl"))
         runs[mode] = metrics
     # DeepSpeed's layout (sharded optimizer states) inside our atomic folder
     assert (tmp_path / "zero2" / "checkpoints" / "step-00000002" / "pytorch_model").is_dir()

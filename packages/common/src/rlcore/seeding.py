@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_rng_state", "set_rng_state", "derive_seed"]
+__all__ = [
+    "seed_everything",
+    "get_rng_state",
+    "set_rng_state",
+    "derive_seed",
+    "rng_state_to_json",
+    "rng_state_from_json",
+]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -53,3 +60,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_state_to_json(state: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`get_rng_state` result as plain JSON data (lists of ints; floats round-trip exactly), so a
+    checkpoint holds no pickle of it."""
+    version, internal, gauss_next = state["python"]
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    data: dict[str, Any] = {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [name, [int(k) for k in keys], int(position), int(has_gauss), float(cached_gaussian)],
+        "torch": state["torch"].tolist(),
+    }
+    if "cuda" in state:
+        data["cuda"] = [device_state.tolist() for device_state in state["cuda"]]
+    return data
+
+
+def rng_state_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`rng_state_to_json`: a state :func:`set_rng_state` accepts."""
+    version, internal, gauss_next = data["python"]
+    name, keys, position, has_gauss, cached_gaussian = data["numpy"]
+    state: dict[str, Any] = {
+        "python": (version, tuple(internal), gauss_next),
+        "numpy": (name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian),
+        "torch": torch.tensor(data["torch"], dtype=torch.uint8),
+    }
+    if "cuda" in data:
+        state["cuda"] = [torch.tensor(device_state, dtype=torch.uint8) for device_state in data["cuda"]]
+    return state

@@ -3,8 +3,10 @@
 Layout under ``<output_dir>/checkpoints/``::
 
     step-00000012/            one complete checkpoint (only ever appears by an atomic rename)
-        model / optimizer / RNG files written by ``accelerate.Accelerator.save_state`` (DeepSpeed: its own
+        model / optimizer files written by ``accelerate.Accelerator.save_state`` (DeepSpeed: its own
         sharded layout)
+        rng_state_<rank>.json  each rank's Python / NumPy / torch (CPU, CUDA) random states and accelerate's
+                               step counter, in place of accelerate's pickled ``random_states_<rank>.pkl``
         trainer_state.json     step, data position, MLflow run id, counters
         stateful.json          ``state_dict()`` of the LR scheduler and the registered stateful objects (JSON)
         COMPLETE               written last, before the rename: a manifest of every file and its size
@@ -13,8 +15,10 @@ Layout under ``<output_dir>/checkpoints/``::
 Every rank writes into the same temporary folder (a shared file system under multi-node, as DeepSpeed
 requires); rank 0 renames it once all ranks are done. Resuming checks the newest checkpoint against its
 manifest; a torn one (a file missing or cut short, a write that never reached its rename) is skipped with a
-warning naming it and the complete one used instead. Nothing of ours is pickled: our state is JSON, and what
-accelerate stores (model, optimizer, RNG) it loads with ``weights_only=True``.
+warning naming it and the complete one used instead. Nothing of ours is pickled: our state and the RNG states
+are JSON, and what accelerate stores (model, optimizer) it loads with ``weights_only=True``. A checkpoint written
+before ``rng_state_<rank>.json`` existed still holds accelerate's RNG pickle, which accelerate reads with
+``weights_only=True`` (NumPy's array types allow-listed).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 import torch
 
 from rlcore.faults import fault_point
+from rlcore.seeding import get_rng_state, rng_state_from_json, rng_state_to_json, set_rng_state
 
 __all__ = [
     "checkpoint_root",
@@ -54,6 +59,8 @@ _MARKER = "COMPLETE"
 _STATE_FILE = "trainer_state.json"
 _STATEFUL_FILE = "stateful.json"
 _LEGACY_CUSTOM = "custom_checkpoint_{}.pkl"  # accelerate's pickles of registered objects (older checkpoints)
+_RNG_FILE = "rng_state_{}.json"
+_ACCELERATE_RNG = "random_states_{}.pkl"  # accelerate's pickled RNG states: replaced by _RNG_FILE on save
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -178,6 +185,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    _replace_rng_pickle(accelerator, tmp)
     accelerator.wait_for_everyone()  # every rank's files (RNG states, DeepSpeed shards) are in before the rename
     if accelerator.is_main_process:
         fault_point("checkpoint.between_files", step)
@@ -195,6 +203,34 @@ def save_checkpoint(
         logger.info("saved checkpoint %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _replace_rng_pickle(accelerator: Any, folder: Path) -> None:
+    """This rank's RNG states as JSON, and accelerate's pickle of the same states removed. Nothing random
+    happens between ``save_state`` and here, so both hold the same streams."""
+    rank = accelerator.process_index
+    data = {"accelerate_step": int(accelerator.step), **rng_state_to_json(get_rng_state())}
+    (folder / _RNG_FILE.format(rank)).write_text(json.dumps(data) + "\n")
+    (folder / _ACCELERATE_RNG.format(rank)).unlink(missing_ok=True)
+
+
+def _restore_rng(accelerator: Any, path: Path) -> None:
+    """This rank's RNG states from ``rng_state_<rank>.json``. Older checkpoints had accelerate's pickle, which
+    ``load_state`` has already read; a checkpoint with neither (saved by fewer ranks) gets a warning."""
+    rank = accelerator.process_index
+    file = path / _RNG_FILE.format(rank)
+    if file.is_file():
+        data = json.loads(file.read_text())
+        set_rng_state(rng_state_from_json(data))
+        accelerator.step = int(data["accelerate_step"])
+    elif not (path / _ACCELERATE_RNG.format(rank)).is_file():
+        logger.warning(
+            "%s: no random states for rank %d (neither %s nor %s); the random streams start afresh",
+            path,
+            rank,
+            file.name,
+            _ACCELERATE_RNG.format(rank),
+        )
 
 
 def _load_state_without(accelerator: Any, path: Path, skip: set[str]) -> None:
@@ -226,6 +262,7 @@ def load_checkpoint(
         _load_state_without(accelerator, path, {p.name for p in legacy})
     else:
         accelerator.load_state(str(path))
+    _restore_rng(accelerator, path)
     if (path / _STATEFUL_FILE).is_file():
         states = json.loads((path / _STATEFUL_FILE).read_text())
         missing = sorted(set(stateful) - set(states))
