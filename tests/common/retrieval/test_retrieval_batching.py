@@ -1,5 +1,6 @@
-"""MicroBatcher scheduling: a lone request never waits, arrivals during a batch merge into the next one,
-failures reach every waiting request, and close() drains the queue."""
+"""MicroBatcher scheduling: a lone request never waits and runs on the event-loop thread, requests of one loop
+turn and arrivals during a batch merge into one worker batch, failures reach every waiting request, and close()
+drains the queue."""
 
 from __future__ import annotations
 
@@ -45,11 +46,49 @@ def test_lone_request_on_idle_server_does_not_wait_for_company():
     assert elapsed < 1.0
 
 
+def test_lone_request_on_idle_server_runs_on_the_event_loop_thread():
+    """No thread hand-off for a request that is alone: it runs where the event loop runs, unless disabled."""
+    threads = {}
+    for inline in (True, False):
+        recorder = Recorder()
+
+        async def run(recorder=recorder, inline=inline):
+            batcher = MicroBatcher(recorder, num_workers=1, inline_when_idle=inline)
+            batcher.start()
+            first = await batcher.submit(["alone"], 3)
+            second = await batcher.submit(["again"], 2)  # idle again once the first has answered
+            await batcher.close()
+            return [first, second], batcher
+
+        results, batcher = asyncio.run(run())
+        assert results == ["3:alone", "2:again"]
+        assert batcher.in_flight == 0 and batcher.pending_requests == 0
+        threads[inline] = recorder.threads
+    assert threads[True] == {threading.current_thread().name}  # asyncio.run's loop runs in this thread
+    assert len(threads[False]) == 1 and next(iter(threads[False])).startswith("retrieval-batch")
+
+
+def test_requests_of_one_loop_turn_on_an_idle_server_share_one_worker_batch():
+    recorder = Recorder(delay=0.05)
+
+    async def run():
+        batcher = MicroBatcher(recorder, num_workers=1)
+        batcher.start()
+        futures = [batcher.submit([f"q{i}"], 3) for i in range(3)]  # as when 3 sockets are read in one turn
+        results = await asyncio.gather(*futures)
+        await batcher.close()
+        return results
+
+    assert asyncio.run(run()) == ["3:q0", "3:q1", "3:q2"]
+    assert recorder.batches == [["q0", "q1", "q2"]]
+    assert all(name.startswith("retrieval-batch") for name in recorder.threads)
+
+
 def test_arrivals_during_a_batch_form_the_next_batch():
     recorder = Recorder(delay=0.2)
 
     async def run():
-        batcher = MicroBatcher(recorder, num_workers=1)
+        batcher = MicroBatcher(recorder, num_workers=1, inline_when_idle=False)
         batcher.start()
         first = batcher.submit(["a"], 3)  # starts at once, alone
         await asyncio.sleep(0.05)  # the worker is busy for 0.2 s
@@ -73,7 +112,8 @@ def test_batches_respect_max_batch_queries_and_worker_count():
         batcher = MicroBatcher(recorder, max_batch_queries=4, num_workers=2)
         batcher.start()
         futures = [batcher.submit([f"q{i}", f"r{i}"], 1) for i in range(6)]  # 12 queries, 2 per request
-        assert batcher.in_flight == 2  # two workers started at once: q0+r0 alone, then q1..q2 share a batch
+        await asyncio.sleep(0)  # one loop turn: the idle batcher looks at the queue
+        assert batcher.in_flight == 2  # two workers started at once, 4 queries each; the rest waits
         await asyncio.gather(*futures)
         await batcher.close()
 
@@ -82,7 +122,7 @@ def test_batches_respect_max_batch_queries_and_worker_count():
     assert sorted(q for batch in recorder.batches for q in batch) == sorted(
         [f"q{i}" for i in range(6)] + [f"r{i}" for i in range(6)]
     )
-    assert recorder.batches[0] == ["q0", "r0"]
+    assert recorder.batches[0] == ["q0", "r0", "q1", "r1"]
 
 
 def test_a_failed_batch_fails_its_requests_and_the_next_batch_still_runs():

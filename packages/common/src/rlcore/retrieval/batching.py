@@ -3,8 +3,11 @@
 Requests land in one in-memory queue (a deque owned by the event loop). Whenever one of ``num_workers``
 worker threads is free, every queued request (up to ``max_batch_queries`` queries) becomes one batch: one
 encode + one index search per distinct ``topk``, off the event loop. A request that reaches an idle server
-starts at once, alone; under load, requests that arrive while the workers compute form the next batch, so
-batch size follows load and nobody waits on a timer. The next batch starts from the finishing batch's
+is looked at one event-loop turn later (so requests read in the same turn still merge); if it is then still
+alone and no batch computes, it runs right there on the event-loop thread (``inline_when_idle``): no thread
+hand-off, no wake-up of a sleeping worker, which is what a lone request pays in a thread-pool server. Under
+load, requests that arrive while the workers compute form the next batch, so batch size follows load and
+nobody waits on a timer. The next batch starts from the finishing batch's
 completion callback, before that batch's answers are written, so one worker (the default ``num_workers``)
 already keeps the encoder busy while the event loop does the network I/O; more workers split concurrent
 requests into smaller batches (measured: mean batch 3 instead of 16 at 32 clients, and lower throughput). ``max_wait`` (default 0) lets a
@@ -135,10 +138,10 @@ class MicroBatcher:
     """Merge concurrent requests into one call of ``process(batch) -> list[result]`` in a worker thread.
 
     ``process`` receives ``[(queries, topk, payload), ...]`` and returns one result per entry. Dispatch is
-    event-driven, with no scheduler task in between: ``submit`` starts a batch at once when a worker is free,
-    and a finishing batch starts the next one from its completion callback, so queued work never waits for an
-    extra event-loop turn. A request on an idle server therefore costs one hand-off to the worker thread and
-    back, the same as a thread-pool server (the naive mode), and nothing more.
+    event-driven, with no scheduler task in between: a finishing batch starts the next one from its completion
+    callback, so queued work never waits for an extra event-loop turn. A request on an idle server is looked at
+    one loop turn after ``submit``; still alone, it runs on the event-loop thread with no hand-off at all (less
+    than a thread-pool server, the naive mode, pays), with company it goes to a worker as one batch.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class MicroBatcher:
         metrics: Metrics | None = None,
         num_workers: int = 1,
         max_queue_wait: float = 0.0,
+        inline_when_idle: bool = True,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -171,6 +175,8 @@ class MicroBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._closing = False
+        self.inline_when_idle = inline_when_idle  # a lone request on an idle batcher runs on the loop thread
+        self._idle_check: asyncio.Handle | None = None  # the pending look at a request that found us idle
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -188,7 +194,11 @@ class MicroBatcher:
         self.pending_requests += 1
         self.pending_queries += len(queries)
         self._drained.clear()
-        if self.in_flight == 0 or self.max_wait <= 0:
+        if self.in_flight == 0 and self.inline_when_idle:
+            # idle: decide one loop turn later, once every request read in this turn has been submitted
+            if self._idle_check is None:
+                self._idle_check = self._loop.call_soon(self._start_idle)
+        elif self.in_flight == 0 or self.max_wait <= 0:
             self._pump()  # idle server: no waiting for company that is not coming
         elif self._timer is None and self.in_flight < self.num_workers:
             # a worker is free while another batch computes: give concurrent arrivals ``max_wait`` to join
@@ -216,6 +226,26 @@ class MicroBatcher:
         if self.pending_requests == 0:
             self._drained.set()
 
+    def _start_idle(self) -> None:
+        """A request found the batcher idle: alone, it runs here on the event-loop thread (its encode + search
+        is all the work there is, so blocking the loop for it delays nobody); with company, the usual batch."""
+        self._idle_check = None
+        if self.in_flight or len(self._jobs) != 1:
+            self._pump()
+            return
+        batch = self._take_batch()
+        if not batch:
+            return
+        self.in_flight += 1
+        started = time.perf_counter()
+        try:
+            results, error = self.process([(j.queries, j.topk, j.payload) for j in batch]), None
+        except Exception as err:  # reported to the request, as for a batch on a worker
+            results, error = None, err
+        self.in_flight -= 1
+        self._deliver(batch, started, results, error)
+        self._pump()  # requests submitted by callbacks during the run (none from the network: the loop was busy)
+
     def _pump(self) -> None:
         """Start batches while workers are free and requests are queued (event-loop thread only)."""
         if self._timer is not None:
@@ -238,11 +268,14 @@ class MicroBatcher:
         self.in_flight -= 1
         self._pump()  # the next batch starts before this one's answers are handed out
         error = done.exception()
+        self._deliver(batch, started, None if error is not None else done.result(), error)
+
+    def _deliver(
+        self, batch: list[_Job], started: float, results: list | None, error: BaseException | None
+    ) -> None:
         if error is not None:  # reported to each waiting request; the batcher keeps serving
             logger.error("retrieval batch failed", exc_info=error)
             results = [None] * len(batch)
-        else:
-            results = done.result()
         self.metrics.record_batch(sum(len(j.queries) for j in batch), time.perf_counter() - started)
         for job, result in zip(batch, results):
             self._forget(job)
@@ -257,6 +290,9 @@ class MicroBatcher:
         """Stop accepting, finish the queued requests (up to ``timeout`` seconds), stop the workers."""
         self._closing = True
         if self._drained is not None:
+            if self._idle_check is not None:
+                self._idle_check.cancel()
+                self._idle_check = None
             if self._jobs:
                 self._pump()
             try:
