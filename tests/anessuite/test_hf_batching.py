@@ -1,11 +1,12 @@
 """The in-process HF backend's batching: batch planning by template and length, the shared-prefix prefill,
-and greedy answers identical to one-question-at-a-time decoding."""
+greedy answers identical to one-question-at-a-time decoding, and grouped key/value heads passed to SDPA uncopied."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from anessuite.backends.hf import HFChatBackend, common_prefix_length, plan_batches
+from anessuite.backends.hf import GQA_SDPA, HFChatBackend, common_prefix_length, plan_batches
 
 
 @pytest.mark.parametrize(
@@ -122,3 +123,23 @@ def test_groups_of_two_templates_decode_in_one_batch_with_one_by_one_answers(bac
     assert [shape[0] for shape in batched_calls[:4]] == [1, 2, 1, 2]
     assert batched_calls[4] == (4, 1)
     assert [joined[i].text for i in range(4)] == [single[i].text for i in range(4)]
+
+
+def test_grouped_heads_reach_sdpa_uncopied_with_the_stock_results(backend):
+    """The backend switched the model (4 query heads over 2 key/value heads) to ``sdpa_gqa``; on a left-padded
+    batch it matches transformers' stock ``sdpa`` (which copies the key/value heads) to float32 rounding."""
+    model = backend.model
+    assert model.config._attn_implementation == GQA_SDPA
+    input_ids = torch.tensor([[0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        ours = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+        model.set_attn_implementation("sdpa")
+        try:
+            stock = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+        finally:
+            model.set_attn_implementation(GQA_SDPA)
+    assert torch.allclose(ours[0, 2:], stock[0, 2:], atol=1e-5)  # pad positions carry no meaning
+    assert torch.allclose(ours[1], stock[1], atol=1e-5)
+    assert torch.equal(ours[:, -1].argmax(-1), stock[:, -1].argmax(-1))
