@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from anessuite.evaluate import EvalConfig
+from anessuite.experiment import AnessuiteExperimentSpec
 from anessuite.pipeline.config import PipelineConfig
 from anessuite.pipeline.grpo_stage import build_rl_config
 from anessuite.tables import MorpheusConfig, StrategiesConfig, Table3Config
@@ -22,6 +23,7 @@ SCHEMAS = {
     "table3": Table3Config,
     "morpheus": MorpheusConfig,
     "strategies": StrategiesConfig,
+    "experiment": AnessuiteExperimentSpec,
 }
 
 
@@ -41,6 +43,8 @@ def test_configs_found():
 @pytest.mark.parametrize("path", CONFIGS + EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_loads_and_validates(path, tmp_path):
     cfg = load_config(_schema(path), path)
+    if isinstance(cfg, AnessuiteExperimentSpec):
+        cfg.validate()
     if isinstance(cfg, PipelineConfig):
         build_rl_config(cfg.grpo, cfg.base_model, tmp_path / "rl.jsonl", tmp_path, cfg.seed)  # validates
         for stage in (cfg.cpt, cfg.sft):
