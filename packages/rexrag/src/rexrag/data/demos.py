@@ -60,6 +60,10 @@ class DemoConfig:
         0.1  # memory-prone questions: memory thought -> pool sentence -> search chain
     )
     seed: int = 0  # seeds the kind draw, distractors and pool sentences
+    # own data (qa.source=files): per question, this many extra search demonstrations in which the golden answer
+    # is replaced, in the retrieved passages and in the answer, by another name, number or word of the corpus's
+    # shape (rexrag.data.own_demos.answer_swap_demos): the answer can then only be read, not remembered
+    answer_swaps: int = 0
 
     def shares(self, question: str) -> list[float]:
         """The kind shares (in :data:`KINDS` order) for one question."""
@@ -92,8 +96,17 @@ def _answer_key(example: QAExample) -> tuple[str, str]:
     return example.data_source, " ".join(words[:3])
 
 
+def search_chain(example: QAExample) -> list[str]:
+    """The queries of a search demonstration: the synthetic world's entity chain, else the question itself (a
+    user's own questions carry no entity annotations; one search with the question is what a retriever built
+    for questions expects)."""
+    return list(example.metadata.get("chain") or [example.question])
+
+
 def _search_turns(chain: Sequence[str]) -> list[str]:
-    turns = [f"<think> I need to look up {chain[0]}. </think>\n<search> {chain[0]} </search>"]
+    # a whole question (own data) is not an entity to look up by name
+    thought = "I need to search for this." if chain[0].endswith("?") else f"I need to look up {chain[0]}."
+    turns = [f"<think> {thought} </think>\n<search> {chain[0]} </search>"]
     turns += [f"<think> Next I need {entity}. </think>\n<search> {entity} </search>" for entity in chain[1:]]
     return turns
 
@@ -104,12 +117,9 @@ def _final(answer: str) -> str:
 
 def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str) -> list[tuple[str, str]]:
     """The demonstration as segments: ("model", text), ("inserted", pool sentence) or ("search", query) (the
-    observation goes after it). Segments are tokenized one by one, as the rollout engine and a probe do."""
-    chain = example.metadata.get("chain")
-    if not chain:
-        raise ValueError(
-            f"example {example.group_key} has no metadata['chain'] (only synthetic-world questions do)"
-        )
+    observation goes after it). Segments are tokenized one by one, as the rollout engine and a probe do.
+    Questions without the world's ``metadata['chain']`` search with the question text (:func:`search_chain`)."""
+    chain = search_chain(example)
     answer = example.golden_answers[0]
     if kind == "memory":
         return [("model", MEMORY_THOUGHT + f"<answer> {distractor} </answer>")]
@@ -162,7 +172,7 @@ def build_demos(
     plans = []
     for example in examples:
         kind = rng.choices(KINDS, cfg.shares(example.question))[0]  # one draw per example, prone or not
-        hops = len(example.metadata.get("chain", []))
+        hops = len(search_chain(example))
         if kind == "shortcut" and (hops < 2 or example.data_source == "world_compare"):
             kind = "memory"
         candidates = [a for a in answers_by_key[_answer_key(example)] if a not in example.golden_answers]
@@ -170,19 +180,37 @@ def build_demos(
         plans.append((example, kind, plan_demo(example, kind, distractor, rng.choice(list(pool)))))
     queries = sorted({text for _, _, segments in plans for part, text in segments if part == "search"})
     results = dict(zip(queries, retriever.search(queries, rollout_config.retrieval_topk))) if queries else {}
-    demos = []
-    for example, kind, segments in plans:
-        prompt_ids = chat_prompt_ids(tokenizer, render_prompt(example.question, template), use_chat_template)
-        response: list[int] = []
-        mask: list[bool] = []
-        for part, text in segments:
-            if part in ("model", "inserted"):
-                ids = tokenizer.encode(text, add_special_tokens=False)
-                trained = part == "model" or cfg.train_inserted
-            else:
-                ids, _ = encode_observation(list(results[text]), rollout_config, tokenizer)
-                trained = False
-            response += ids
-            mask += [trained] * len(ids)
-        demos.append(Demo(prompt_ids, response, mask, kind, tokenizer.decode(response)))
-    return demos
+    return [
+        tokenize_demo(
+            example, kind, segments, results, tokenizer, rollout_config, template, cfg, use_chat_template
+        )
+        for example, kind, segments in plans
+    ]
+
+
+def tokenize_demo(
+    example: QAExample,
+    kind: str,
+    segments: Sequence[tuple[str, str]],
+    results: dict,
+    tokenizer,
+    rollout_config: RolloutConfig,
+    template: str,
+    cfg: DemoConfig,
+    use_chat_template: bool = True,
+) -> Demo:
+    """One planned demonstration as tokens: each segment tokenized on its own, the passages ``results[query]``
+    formatted by the rollout engine's observation code after each search; only model-written tokens trained."""
+    prompt_ids = chat_prompt_ids(tokenizer, render_prompt(example.question, template), use_chat_template)
+    response: list[int] = []
+    mask: list[bool] = []
+    for part, text in segments:
+        if part in ("model", "inserted"):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            trained = part == "model" or cfg.train_inserted
+        else:
+            ids, _ = encode_observation(list(results[text]), rollout_config, tokenizer)
+            trained = False
+        response += ids
+        mask += [trained] * len(ids)
+    return Demo(prompt_ids, response, mask, kind, tokenizer.decode(response))

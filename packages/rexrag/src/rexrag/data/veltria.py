@@ -1,10 +1,13 @@
 """An example of "your own data": a small invented corpus and question file in the layouts users bring.
 
-40 passages about the made-up country of Veltria (towns, rivers, people) and 30 questions whose answers are
-written in exactly one passage, so a policy must search to answer them. Deterministic: the same files every call.
+40 passages about the made-up country of Veltria (towns, rivers, people) and questions whose answers are written
+in one passage, so a policy must search to answer them: ``questions.jsonl`` (30 questions: river and founder of
+every town, source of every river) and a train / held-out split of 60 questions, ``train.jsonl`` (42) and
+``test.jsonl`` (18). The held-out questions ask about the last three towns, people and rivers, which no training
+question mentions (the same kinds of question, other entities). Deterministic: the same files every call.
 docs/rexrag.md ("Your own data") starts from them; the tests run that sequence on them.
 
-    python -m rexrag example-data --out my_data     # my_data/corpus.jsonl and my_data/questions.jsonl
+    python -m rexrag example-data --out my_data     # my_data/corpus.jsonl, questions.jsonl, train.jsonl, test.jsonl
 """
 
 from __future__ import annotations
@@ -104,11 +107,40 @@ def questions() -> list[dict]:
     ]
 
 
+HELDOUT_FROM = 7  # towns, people and rivers 7, 8 and 9 are asked about only in the held-out questions
+
+
+def split_questions() -> dict[str, list[dict]]:
+    """60 questions, each answered by one passage, split into ``train`` (42) and ``test`` (18) by the entity they
+    ask about; `data_source` names the question set."""
+    items: dict[str, list[tuple[str, list[str]]]] = {"train": [], "test": []}
+    for number, (town, river, founder, year, trade) in enumerate(TOWNS):
+        split = items["test" if number >= HELDOUT_FROM else "train"]
+        split.append((f"Which river flows through {town}?", [river]))
+        split.append((f"Who founded {town}?", [founder]))
+        split.append((f"In which year was {town} founded?", [str(year)]))
+        split.append((f"Which trade is {town} known for?", [trade, f"{trade} trade"]))
+    for number, (person, born, _known) in enumerate(PEOPLE):
+        items["test" if number >= HELDOUT_FROM else "train"].append((f"Where was {person} born?", [born]))
+    for number, (river, source, _) in enumerate(RIVERS):
+        items["test" if number >= HELDOUT_FROM else "train"].append(
+            (f"On which mountain or hills does the {river} rise?", [source, source.removeprefix("the ")])
+        )
+    return {
+        split: [
+            {"id": f"{split}{i}", "question": question, "golden_answers": answers, "data_source": "veltria"}
+            for i, (question, answers) in enumerate(rows)
+        ]
+        for split, rows in items.items()
+    }
+
+
 def write(folder: str | Path) -> dict[str, Path]:
-    """Write ``corpus.jsonl`` and ``questions.jsonl`` into ``folder``; returns their paths."""
+    """Write ``corpus.jsonl``, ``questions.jsonl``, ``train.jsonl`` and ``test.jsonl`` into ``folder``; returns
+    their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"corpus": folder / "corpus.jsonl", "questions": folder / "questions.jsonl"}
-    for name, rows in (("corpus", passages()), ("questions", questions())):
+    paths = {name: folder / f"{name}.jsonl" for name in ("corpus", "questions", "train", "test")}
+    for name, rows in (("corpus", passages()), ("questions", questions()), *split_questions().items()):
         paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return paths

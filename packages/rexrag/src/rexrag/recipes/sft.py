@@ -24,6 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos
+from rexrag.data.own_demos import (
+    SFTQAConfig,
+    answer_coverage,
+    answer_swap_demos,
+    load_own_data,
+    own_tokenizer_texts,
+    validate_source,
+)
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.data.template import TEMPLATE_FILE
 from rexrag.pool import load_pool
@@ -43,6 +51,7 @@ from rexrag.recipes.sft_checkpoint import (
     restore_rng,
     save_sft_checkpoint,
 )
+from rexrag.recipes.train import RetrieverConfig
 from rlcore.config import config_hash, recipe_main
 from rlcore.faults import fault_point
 from rlcore.rollout import RolloutConfig
@@ -102,6 +111,8 @@ class SFTConfig:
     data: WorldDataConfig = field(default_factory=WorldDataConfig)  # world, index, template
     model: TinyModelConfig = field(default_factory=TinyModelConfig)  # scratch tiny Qwen2 or a model spec
     demos: DemoConfig = field(default_factory=DemoConfig)  # mix of demonstration kinds
+    qa: SFTQAConfig = field(default_factory=SFTQAConfig)  # world questions, or your own question files
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # qa.source=files: index or server
     pool: str = "self_doubt_30"  # prompt pool used by recovery demonstrations
     use_chat_template: bool = True  # wrap prompts in the tokenizer's chat template (official behaviour)
     rollout: RolloutConfig = field(
@@ -129,6 +140,9 @@ class SFTConfig:
         "output_dir": "train.output_dir",
     }
 
+    def validate(self) -> None:
+        validate_source(self.qa, self.retriever.kind)
+
 
 def extra_world_configs(cfg: SFTConfig) -> list[WorldDataConfig]:
     """The demonstration-only worlds: same sizes and question mix as ``cfg.data.world``, other seeds.
@@ -148,11 +162,11 @@ def extra_world_configs(cfg: SFTConfig) -> list[WorldDataConfig]:
     ]
 
 
-def _load_model_and_tokenizer(cfg: SFTConfig, worlds: list[dict[str, Path]], pool: list[str]):
+def _load_model_and_tokenizer(cfg: SFTConfig, texts: list[str]):
+    """A tiny Qwen2 with a BPE tokenizer trained on ``texts`` (``model.init=scratch``), else the named model."""
     if cfg.model.init == "scratch":
         from rlcore.models import train_bpe_tokenizer
 
-        texts = [t for paths in worlds for t in world_tokenizer_texts(paths, cfg.data.template, pool)]
         tokenizer = train_bpe_tokenizer(texts, cfg.model.vocab_size)
         return build_scratch_model(tokenizer, cfg.model, cfg.train.seed), tokenizer
     from rlcore.models import load_causal_lm, load_tokenizer
@@ -205,8 +219,9 @@ def run(cfg: SFTConfig) -> dict:
     seed_everything(cfg.train.seed)
     out = Path(cfg.train.output_dir) if cfg.train.output_dir else make_run_dir("rexrag-sft", cfg)
     out.mkdir(parents=True, exist_ok=True)
-    paths = ensure_world(cfg.data)
-    retriever = load_world_retriever(paths)
+    own = load_own_data(cfg.qa, cfg.retriever) if cfg.qa.source == "files" else None
+    paths = None if own else ensure_world(cfg.data)
+    retriever = own.retriever if own else load_world_retriever(paths)
     extra = [ensure_world(world_cfg) for world_cfg in extra_world_configs(cfg)]
     pool = load_pool(cfg.pool)
     if cfg.train.resume not in ("auto", "never"):
@@ -231,8 +246,22 @@ def run(cfg: SFTConfig) -> dict:
         model = load_causal_lm(str(checkpoint / "model"), dtype=torch.float32)
         tokenizer = load_tokenizer(str(checkpoint / "model"))
     else:
-        model, tokenizer = _load_model_and_tokenizer(cfg, [paths, *extra], pool)
-    train_examples = load_flashrag_jsonl(paths["train"])
+        texts = [t for world in extra for t in world_tokenizer_texts(world, cfg.data.template, pool)]
+        if own:
+            texts += own_tokenizer_texts(
+                own.train + own.evaluation, retriever, cfg.rollout, cfg.data.template, pool
+            )
+        else:
+            texts += world_tokenizer_texts(paths, cfg.data.template, pool)
+        model, tokenizer = _load_model_and_tokenizer(cfg, texts)
+    train_examples = own.train if own else load_flashrag_jsonl(paths["train"])
+    if own:
+        logger.info(
+            "a search with the question finds a golden answer in the top %d passages for %.0f%% of the "
+            "demonstration questions",
+            cfg.rollout.retrieval_topk,
+            100 * answer_coverage(train_examples, retriever, cfg.rollout.retrieval_topk),
+        )
     if cfg.train.num_demos:
         train_examples = train_examples[: cfg.train.num_demos]
     demos = build_demos(
@@ -245,6 +274,16 @@ def run(cfg: SFTConfig) -> dict:
         cfg.demos,
         cfg.use_chat_template,
     )
+    if own:  # swapped-answer copies of the user's questions: reading, not remembering (rexrag.data.own_demos)
+        demos += answer_swap_demos(
+            train_examples,
+            tokenizer,
+            retriever,
+            cfg.rollout,
+            cfg.data.template,
+            cfg.demos,
+            cfg.use_chat_template,
+        )
     for k, world_paths in enumerate(tqdm(extra, desc="extra-world demos", disable=not extra), start=1):
         examples = [
             ex for split in ("train", "dev", "test") for ex in load_flashrag_jsonl(world_paths[split])
@@ -381,10 +420,11 @@ def run(cfg: SFTConfig) -> dict:
             "demos": kinds,
             "extra_worlds": [str(p["corpus"].parent) for p in extra],
             "model_dir": str(model_dir),
-            "world_dir": str(paths["corpus"].parent),
+            "world_dir": str(paths["corpus"].parent) if paths else None,
         }
-        if cfg.eval.num_questions:
-            dev = load_flashrag_jsonl(paths["dev"])[: cfg.eval.num_questions]
+        dev = own.evaluation if own else load_flashrag_jsonl(paths["dev"])
+        dev = dev[: cfg.eval.num_questions]
+        if dev:
             scores = evaluate_examples(
                 model,
                 tokenizer,
