@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -55,6 +56,36 @@ def test_the_sequence_is_what_the_docs_say():
     ):
         assert step in script, step
     assert "SERVER_PID" in script and "kill $SERVER_PID" in script  # the server is stopped at the end
+
+
+def _warm_up_block() -> list[str]:
+    blocks = [b for b in code_blocks(DOC) if any("rexrag sft" in line for _, line in b.lines)]
+    assert len(blocks) == 1, "docs/rexrag.md must hold exactly one own-data warm-up block"
+    return [line for _, line in blocks[0].lines]
+
+
+def _overrides(line: str) -> dict[str, str]:
+    return dict(
+        token.split("=", 1) for token in shlex.split(line) if "=" in token and not token.startswith("-")
+    )
+
+
+def test_the_warm_up_block_trains_from_the_warm_up_it_writes(tmp_path: Path):
+    sft_line, train_line = _warm_up_block()
+    assert "python -m rexrag sft" in sft_line and "python -m rexrag train" in train_line
+    sft, train = _overrides(sft_line), _overrides(train_line)
+    # the RL run starts from the folder the warm-up writes, on the same questions and the same server
+    assert train["model.path"] == sft["train.output_dir"] + "/model"
+    assert sft["qa.train_files"] == train["qa.train_files"] == "[my_data/train.jsonl]"
+    assert sft["qa.eval_files"] == train["qa.eval_files"] == "[my_data/test.jsonl]"
+    served = f"http://127.0.0.1:{DOCUMENTED_PORT}"
+    assert sft["retriever.url"] == train["retriever.url"] == served and served in _sequence()
+    assert train["qa.source"] == "files" and train["retriever.kind"] == "http"
+    # `example-data --out my_data` writes the files both lines read
+    from rexrag.data.veltria import write
+
+    written = {path.relative_to(tmp_path).as_posix() for path in write(tmp_path / "my_data").values()}
+    assert {"my_data/train.jsonl", "my_data/test.jsonl"} <= written
 
 
 @pytest.mark.slow  # SmolLM2 answers 30 questions through the HTTP server: ~1-2 min on two CPU cores
