@@ -119,6 +119,23 @@ def test_finished_stage_is_found_in_a_sibling_pipeline_and_adopted(tmp_path):
     assert not (third / "sft").exists()
 
 
+def test_a_finished_stage_trained_with_other_settings_is_refused_not_reused(tmp_path):
+    """Two configurations sharing one out_dir (Table 5's variants once did): the second must not silently get the
+    first one's model."""
+    cfg = PipelineConfig()
+    cfg.cpt.enabled = False
+    _finished(tmp_path, cfg, "sft", cfg.base_model)
+    stage_cache.check_finished_stage(cfg, tmp_path, "sft")  # the same settings: accepted
+    other = PipelineConfig()
+    other.cpt.enabled, other.data.sft_sources = False, ["anesqa"]
+    with pytest.raises(ValueError, match=r"sft: finished with other settings .* its own out_dir"):
+        stage_cache.check_finished_stage(other, tmp_path, "sft")
+    marker = tmp_path / "sft" / "DONE.json"
+    legacy = {k: v for k, v in json.loads(marker.read_text()).items() if k != "key"}
+    marker.write_text(json.dumps(legacy))
+    stage_cache.check_finished_stage(other, tmp_path, "sft")  # finished before keys were recorded: trusted
+
+
 def test_a_stage_folder_without_a_model_is_not_adopted(tmp_path):
     cfg = PipelineConfig()
     cfg.cpt.enabled = False

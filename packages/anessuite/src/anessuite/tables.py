@@ -219,7 +219,16 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
     from rlcore.config import load_config
 
     base_cfg = load_config(PipelineConfig, cfg.pipeline_config)
-    cpt_only = ["sft.enabled=false", "grpo.enabled=false", f"name={base_cfg.name}-cpt-only"]
+
+    def own_folder(suffix: str) -> list[str]:
+        # a pipeline config with a fixed out_dir gives every variant a folder beside it (stages with identical
+        # inputs are still reused from there); without one each variant's folder follows from its name
+        if not base_cfg.out_dir:
+            return []
+        out = Path(base_cfg.out_dir)
+        return [f"out_dir={out.parent / f'{out.name}-{suffix}'}"]
+
+    cpt_only = ["sft.enabled=false", "grpo.enabled=false", f"name={base_cfg.name}-cpt-only", *own_folder("cpt-only")]
     cpt_cfg, cpt_results = _pipeline(cfg.pipeline_config, cpt_only)
     cpt_model = stage_final(pipeline_dir(cpt_cfg), "cpt")
     rows, per_model = [], {}
@@ -244,6 +253,7 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
                 "evaluate_base=false",
                 f"data.sft_sources=[{','.join(sources)}]",
                 f"name={base_cfg.name}-{start_label}-{data_choice}",
+                *own_folder(f"{start_label}-{data_choice}"),
             ]
             _, results = _pipeline(cfg.pipeline_config, overrides)
             final = results["base+SFT"][cfg.mode]

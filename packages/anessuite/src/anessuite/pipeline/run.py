@@ -36,6 +36,7 @@ from anessuite.pipeline.grpo_stage import run_grpo_stage
 from anessuite.pipeline.hf_stages import run_hf_stage
 from anessuite.pipeline.stage_cache import (
     STAGES,
+    check_finished_stage,
     eval_cache_seed_dirs,
     mark_keys,
     pipeline_dir,
@@ -221,6 +222,7 @@ def _run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         for stage, label in plan:
             marker = out / stage / "DONE.json"
             if marker.exists():
+                check_finished_stage(cfg, out, stage)
                 logger.info("stage %s already done (%s)", stage, marker)
             elif cfg.reuse and reuse_stage(cfg, out, stage):
                 pass

@@ -35,6 +35,7 @@ __all__ = [
     "pipeline_dir",
     "sibling_roots",
     "find_finished_stage",
+    "check_finished_stage",
     "mark_keys",
     "reuse_stage",
     "write_done",
@@ -201,6 +202,20 @@ def mark_keys(cfg: PipelineConfig, out: Path) -> None:
         if "key" not in done and "input" in done:
             done["key"] = stage_key(cfg, stage, done["input"])
             marker.write_text(json.dumps(done, indent=1))
+
+
+def check_finished_stage(cfg: PipelineConfig, out: Path, stage: str) -> None:
+    """Refuse a finished stage in ``out`` that another configuration trained (its recorded stage key differs), so a
+    changed config never silently gets the old model; stages finished before keys were recorded are trusted."""
+    recorded = json.loads((out / stage / DONE_FILE).read_text()).get("key")
+    if recorded is None:
+        return
+    expected = stage_key(cfg, stage, stage_input(cfg, out, stage))
+    if recorded != expected:
+        raise ValueError(
+            f"{out / stage}: finished with other settings (stage key {recorded}; this config gives {expected}). "
+            "Give this configuration its own out_dir, or move that folder away to retrain it."
+        )
 
 
 def reuse_stage(cfg: PipelineConfig, out: Path, stage: str) -> bool:
