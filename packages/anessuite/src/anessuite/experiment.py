@@ -51,6 +51,8 @@ class AnessuiteExperimentSpec(ExperimentSpec):
     # two-level bootstrap: replicates and the seed of its random draws
     bootstrap_iters: int = 2000
     bootstrap_seed: int = 0
+    # accuracy of guessing, drawn on the charts (0.25: four options)
+    chance: float | None = 0.25
     # the README whose first commit is the pre-registration (relative to the experiment folder)
     preregistration: str = "README.md"
 
@@ -122,6 +124,40 @@ def _probe_summary(path: Path) -> dict[str, Any]:
     return {key: value for key, value in report.items() if key != "per_statement"}
 
 
+def plot_probes(probes: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    """Knowledge-probe accuracy per language and wording (bars: mean over the reports of each label, points: each
+    report), with the chance level of the probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = {label: reports for label, reports in probes.items() if reports}
+    if not shown:
+        return None
+    groups = sorted({key for reports in shown.values() for r in reports for key in r["summary"]["by_phrasing"]})
+    width = 0.8 / len(shown)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups) + 1), 3.6))
+    for index, (label, reports) in enumerate(shown.items()):
+        offset = (index - (len(shown) - 1) / 2) * width
+        values = [[r["summary"]["by_phrasing"][g]["accuracy"] for r in reports] for g in groups]
+        ax.bar([i + offset for i in range(len(groups))], [sum(v) / len(v) for v in values], width, label=label)
+        for i, seed_values in enumerate(values):
+            ax.plot([i + offset] * len(seed_values), seed_values, "k.", markersize=4)
+    chance = next(iter(shown.values()))[0]["summary"]["all"]["chance"]
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g.replace("/", " ") for g in groups])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("true statement ranked first")
+    ax.set_title("knowledge probe: the true fact against its swapped versions")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(shown) + 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _git(*args: str) -> str:
     done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
     return done.stdout.strip()
@@ -166,12 +202,25 @@ def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRu
         if not shown:
             continue
         md = write_table3(out, name, shown)
-        plot_levels(shown, out / f"{name}_levels.png", title=f"{name}: accuracy by level, mean of {len(spec.seeds)} seeds, 95% CI")
-        tables_md.append(f"**{name}** (`{md.name}`, chart `{name}_levels.png`)\n\n{md.read_text(encoding='utf-8')}")
+        plot_levels(
+            shown,
+            out / f"{name}_levels.png",
+            title=f"{name}: accuracy by level, mean of {len(spec.seeds)} seeds, 95% CI",
+            chance=spec.chance,
+        )
+        # the block shows the main table; the per-language intervals stay in the table file
+        main_table = md.read_text(encoding="utf-8").split("\nPer language")[0].rstrip()
+        tables_md.append(
+            f"**{name}** (`{md.name}` with 95% intervals per language and level, chart `{name}_levels.png`)\n\n"
+            f"{main_table}\n"
+        )
     probes = {}
     for label, pattern in spec.probes.items():
         paths = [Path(pattern.format(seed=seed)) for seed in (spec.seeds if "{seed}" in pattern else [None])]
         probes[label] = [_probe_summary(p) for p in paths if p.is_file()]
+    probe_chart = plot_probes(probes, out / "probes.png")
+    if probe_chart is not None:
+        tables_md.append(_probe_table(probes) + f"\nChart: `{probe_chart.name}`.\n")
     analysis_path = Path(spec.analysis) if spec.analysis else None
     analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path and analysis_path.is_file() else None
     body = {
@@ -199,6 +248,32 @@ def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRu
         lines += [_verdict_line(name, verdict) for name, verdict in _verdicts(analysis)]
     update_last_run(folder / "README.md", "\n".join(lines))
     return path
+
+
+def _probe_table(probes: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown: probe accuracy and mean margin (nats) per label, language and wording, mean over reports."""
+    lines = [
+        "**Knowledge probe** (true fact ranked first among its swapped versions; mean margin in nats)",
+        "",
+        "| model | reports | " + " | ".join(["EN corpus", "EN unseen", "ZH corpus", "ZH unseen"]) + " |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    keys = ["en/corpus", "en/heldout", "zh/corpus", "zh/heldout"]
+    for label, reports in probes.items():
+        if not reports:
+            continue
+        cells = []
+        for key in keys:
+            entries = [r["summary"]["by_phrasing"].get(key) for r in reports]
+            entries = [e for e in entries if e]
+            if not entries:
+                cells.append("–")
+                continue
+            accuracy = sum(e["accuracy"] for e in entries) / len(entries)
+            margin = sum(e["mean_margin"] for e in entries) / len(entries)
+            cells.append(f"{accuracy:.2f} ({margin:+.2f})")
+        lines.append(f"| {label} | {len(reports)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _verdict_line(name: str, verdict: dict[str, Any]) -> str:

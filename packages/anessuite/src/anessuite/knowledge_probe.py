@@ -217,7 +217,7 @@ def run_probe(
     model_spec: str, statements_path: str | Path, out: str | Path | None = None, batch_size: int = 16
 ):
     """Probe ``model_spec`` (folder, embedded name or hub id); writes ``probe.json`` under ``out`` if given."""
-    from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlcore.models import load_causal_lm, load_tokenizer
 
     statements = load_statements(statements_path)
     tokenizer = load_tokenizer(model_spec, padding_side="right")
@@ -225,7 +225,7 @@ def run_probe(
     logger.info("probing %s on %d statements", model_spec, len(statements))
     results = probe_statements(model, tokenizer, statements, batch_size=batch_size)
     report = {
-        "model": str(resolve_model_path(model_spec)),
+        "model": str(model_spec),  # as given (a path relative to the run, or an embedded name), never the machine path
         "statements": str(statements_path),
         "summary": summarize(results),
         "per_statement": [{**asdict(r), "rank": r.rank, "margin": r.margin} for r in results],

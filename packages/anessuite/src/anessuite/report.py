@@ -89,8 +89,14 @@ def write_tables(
     return md_path, csv_path
 
 
-def plot_levels(results_by_model: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Grouped bars: x = language x level (+ Total), one bar per model, 95% CI as error bars."""
+def plot_levels(
+    results_by_model: Mapping[str, Mapping[str, Any]],
+    path: str | Path,
+    title: str = "",
+    chance: float | None = None,
+) -> Path:
+    """Grouped bars: x = language x level (+ Total), one bar per model, 95% CI as error bars; ``chance`` draws a
+    dashed line at the accuracy of guessing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,9 +126,11 @@ def plot_levels(results_by_model: Mapping[str, Mapping[str, Any]], path: str | P
     ax.set_xticklabels([label for _, _, label in groups])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:g})")
     if title:
         ax.set_title(title)
-    if len(models) > 1:
+    if len(models) > 1 or chance is not None:
         ax.legend(fontsize="small", loc="upper right")
     fig.tight_layout()
     path = Path(path)
