@@ -40,7 +40,9 @@ SAMPLED = 16  # evenly spaced elements of each weight tensor kept in the fixture
 
 def reference_config(folder: Path) -> SFTConfig:
     return SFTConfig(
-        data=WorldDataConfig(world=WorldConfig(**WORLD), dir=str(folder / "world"), template=DEFAULT_TEMPLATE),
+        data=WorldDataConfig(
+            world=WorldConfig(**WORLD), dir=str(folder / "world"), template=DEFAULT_TEMPLATE
+        ),
         model=TinyModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64),
         use_chat_template=False,
         rollout=RolloutConfig(max_turns=3, max_new_tokens_per_turn=24, max_response_tokens=256),
@@ -88,7 +90,9 @@ def test_warm_up_reproduces_the_recorded_losses_and_weights(tmp_path):
     for mine, recorded in zip(got["steps"], expected["steps"], strict=True):
         step = recorded["step"]
         assert mine["loss"] == pytest.approx(recorded["loss"], rel=1e-5), f"loss at step {step}"
-        assert mine["grad_norm"] == pytest.approx(recorded["grad_norm"], rel=1e-4), f"grad norm at step {step}"
+        assert mine["grad_norm"] == pytest.approx(recorded["grad_norm"], rel=1e-4), (
+            f"grad norm at step {step}"
+        )
         assert mine["lr"] == pytest.approx(recorded["lr"], rel=1e-9), f"lr at step {step}"
     # clipping was active (the first steps' norms exceed max_grad_norm=1.0), so a wrong clip would show
     assert max(r["grad_norm"] for r in expected["steps"]) > 1.0

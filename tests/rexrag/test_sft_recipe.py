@@ -1,7 +1,9 @@
 """The SFT warm-up recipe: demonstration-only worlds (``train.extra_worlds``: other seeds, other names, the
-evaluated world untouched) and checkpoints (an interrupted warm-up resumes to the same weights)."""
+evaluated world untouched), its demonstration order and rows, and checkpoints (an interrupted warm-up resumes to the
+same weights)."""
 
 import json
+import random
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -10,12 +12,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import rexrag.recipes.sft as sft_module
+import rlcore.trainer.sft as sft_engine
+from rexrag.data.demos import Demo
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.data.template import DEFAULT_TEMPLATE
 from rexrag.recipes.common import TinyModelConfig, WorldDataConfig
-from rexrag.recipes.sft import SFTConfig, SFTEvalConfig, SFTLoopConfig, extra_world_configs, run
+from rexrag.recipes.sft import (
+    SFTConfig,
+    SFTEvalConfig,
+    SFTLoopConfig,
+    demo_order,
+    demo_rows,
+    extra_world_configs,
+    run,
+)
 from rlcore.rollout import RolloutConfig
+from rlcore.trainer.checkpoint import write_manifest
+from rlcore.trainer.reporting import truncate_metrics
 
 
 def _config(tmp_path, world, extra: int) -> SFTConfig:
@@ -74,23 +87,25 @@ def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, 
     base.eval = SFTEvalConfig(num_questions=0)
     reference = run(replace(base, train=replace(base.train, output_dir=str(tmp_path / "whole"))))
     assert reference["resumed_from_step"] == 0
-    assert not (tmp_path / "whole" / "checkpoint").exists()  # removed once the final model is saved
+    assert not (tmp_path / "whole" / "checkpoints").exists()  # removed once the final model is saved
 
     broken = replace(base, train=replace(base.train, output_dir=str(tmp_path / "broken")))
-    real_collate, calls = sft_module._collate, []
+    real_step_end = sft_engine._StepLog.on_step_end
 
-    def dies_at_step_5(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
+    def dies_after_step_5(self, args, state, control, **kwargs):
+        real_step_end(self, args, state, control, **kwargs)
+        if state.global_step == 5:
             raise KeyboardInterrupt("simulated interruption")
-        return real_collate(*args, **kwargs)
 
-    monkeypatch.setattr(sft_module, "_collate", dies_at_step_5)
+    monkeypatch.setattr(sft_engine._StepLog, "on_step_end", dies_after_step_5)
     with pytest.raises(KeyboardInterrupt):
         run(broken)
-    monkeypatch.setattr(sft_module, "_collate", real_collate)
-    state = torch.load(tmp_path / "broken" / "checkpoint" / "state.pt", weights_only=False)
-    assert state["step"] == 4  # the last save before the interruption
+    monkeypatch.setattr(sft_engine._StepLog, "on_step_end", real_step_end)
+    checkpoints = tmp_path / "broken" / "checkpoints"
+    # the last save before the interruption, the one before it pruned; our state is JSON
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-4"]
+    saved = json.loads((checkpoints / "checkpoint-4" / "engine_state.json").read_text())
+    assert set(saved) == {"config_hash", "run_id", "elapsed_seconds"}
     metrics = tmp_path / "broken" / "metrics.jsonl"
     with metrics.open("a", encoding="utf-8") as handle:
         handle.write('{"step": 5, "loss": 0.1')  # a record cut mid-write by the interruption
@@ -101,31 +116,63 @@ def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, 
     assert whole.keys() == again.keys()
     for name in whole:
         assert torch.equal(whole[name], again[name]), name
-    lines = [json.loads(line) for line in (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]  # no step lost or repeated
     expected = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["loss"] for r in lines] == pytest.approx([r["loss"] for r in expected], rel=1e-6)
-    assert resumed["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-6)
+    assert [(r["loss"], r["grad_norm"], r["lr"]) for r in lines] == [
+        (r["loss"], r["grad_norm"], r["lr"]) for r in expected
+    ]
+    assert resumed["final_loss"] == reference["final_loss"]
+    assert not checkpoints.exists()
 
-    # another configuration in the same folder is refused, naming the checkpoint
-    changed = replace(
-        broken, train=replace(broken.train, total_steps=8), optim=replace(broken.optim, lr=1e-3)
-    )
-    assert not (tmp_path / "broken" / "checkpoint").exists()
     # a damaged record before the checkpoint step is an error naming the file and line, not silently dropped
-    from rexrag.recipes.sft import _metrics_up_to
-
     lines = metrics.read_text().splitlines()
     metrics.write_text("\n".join([lines[0], "{not json", *lines[2:]]) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: unreadable"):
-        _metrics_up_to(metrics, 4)
-    assert [r["step"] for r in _metrics_up_to(metrics, 1)] == [1]
-    shutil.copytree(
-        tmp_path / "whole" / "model", tmp_path / "broken" / "checkpoint" / "model", dirs_exist_ok=True
+        truncate_metrics(metrics, 4)
+    truncate_metrics(metrics, 1)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1]
+
+    # another configuration in the same folder is refused, naming the checkpoint
+    shutil.copytree(tmp_path / "whole" / "model", checkpoints / "checkpoint-4")
+    (checkpoints / "checkpoint-4" / "engine_state.json").write_text(json.dumps(saved))
+    write_manifest(checkpoints / "checkpoint-4")
+    changed = replace(
+        broken, train=replace(broken.train, total_steps=8), optim=replace(broken.optim, lr=1e-3)
     )
-    torch.save(state, tmp_path / "broken" / "checkpoint" / "state.pt")
-    with pytest.raises(ValueError, match="another SFT configuration"):
+    with pytest.raises(
+        ValueError, match="checkpoint-4: this checkpoint was written by another SFT configuration"
+    ):
         run(changed)
     # train.resume=never starts over
     fresh = run(replace(changed, train=replace(changed.train, resume="never")))
     assert fresh["resumed_from_step"] == 0
+
+
+def test_a_checkpoint_of_the_earlier_warm_up_loop_is_refused_by_name(tmp_path, small_world):
+    cfg = _config(tmp_path, small_world, extra=0)
+    legacy = Path(cfg.train.output_dir) / "checkpoint" / "state.pt"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"checkpoint/state.pt: a checkpoint of the earlier warm-up loop"):
+        run(cfg)
+
+
+def test_demonstration_order_and_rows():
+    # permutations of all demonstrations from random.Random(seed), one after another, cut into batches
+    order = demo_order(num_demos=4, batch_size=3, total_steps=3, seed=0)
+    rng = random.Random(0)
+    stream = rng.sample(range(4), 4) + rng.sample(range(4), 4) + rng.sample(range(4), 4)
+    assert order == stream[:9] and len(order) == 9
+    assert sorted(order[:4]) == [0, 1, 2, 3] and sorted(order[4:8]) == [0, 1, 2, 3]
+    demo = Demo(
+        prompt_ids=[5, 6],
+        response_ids=[7, 8, 9, 10],
+        loss_mask=[True, False, False, True],
+        kind="search",
+        text="",
+    )
+    # the prompt and the retrieved tokens (mask False) carry -100: only model-written tokens are trained on
+    assert demo_rows([demo]) == [
+        {"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, 7, -100, -100, 10]}
+    ]

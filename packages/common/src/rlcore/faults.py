@@ -5,7 +5,7 @@ would). Unset, :func:`fault_point` is one comparison against ``None``.
 Points: ``rollout`` (a step's rollouts generated, nothing scored or updated), ``update`` (after the first optimizer
 step of a step, the rest of its update not done), ``checkpoint.between_files`` (model/optimizer files written,
 trainer state and ``COMPLETE`` not yet), ``checkpoint.before_rename`` (temporary folder complete, not renamed),
-``sft.update`` / ``sft.checkpoint`` (the SFT warm-up), ``eval.cache`` (between two cached evaluation records).
+``sft.update`` / ``sft.checkpoint`` / ``sft.marker`` (the SFT engine, :mod:`rlcore.trainer.sft`), ``eval.cache`` (between two cached evaluation records).
 """
 
 from __future__ import annotations

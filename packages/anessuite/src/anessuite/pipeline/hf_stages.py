@@ -1,12 +1,13 @@
-"""CPT and SFT stages on TRL's SFTTrainer.
+"""CPT and SFT stages on the project's one SFT engine (:mod:`rlcore.trainer.sft`, TRL's SFTTrainer).
 
 * CPT: plain-text documents, packed into ``max_length`` blocks ("wrapped" packing: documents are concatenated
   with the end token between them and cut into equal blocks), loss on every token.
 * SFT: chats converted to prompt/completion pairs, so the loss covers only the assistant's answer
   (TRL's completion-only loss); the prompt is the same chat template the evaluation uses.
 
-Each stage writes ``<stage>/trainer/checkpoint-*`` (resume points; a re-run continues from the newest) and
-``<stage>/final`` (a plain Hugging Face folder, the next stage's input). Metrics go to the stage's MLflow run.
+Each stage writes ``<stage>/trainer/checkpoint-*`` (resume points: a re-run continues from the newest complete
+one; a torn one, cut by a kill, is skipped with a warning), ``<stage>/metrics.jsonl`` (one line per logged step)
+and ``<stage>/final`` (a plain Hugging Face folder, the next stage's input). Metrics go to the stage's MLflow run.
 
 The CPT text is never held in memory: AnesCorpus is about 3B tokens. The JSONL is streamed into an Arrow file
 under ``<stage>/dataset-cache`` (memory-mapped, written once by the main process while the other ranks wait),
@@ -80,33 +81,16 @@ def cpt_text_dataset(data_file: Path, limit: int | None, cache_dir: Path):
     return dataset
 
 
-def _mlflow_callback(run: Any):
-    from transformers import TrainerCallback
-
-    class MLflowStageCallback(TrainerCallback):
-        """Forward the Trainer's logs to our (nested) MLflow run instead of letting it open its own."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if run is not None and logs:
-                run.log_metrics({f"train/{k}": v for k, v in logs.items()}, step=state.global_step)
-
-    return MLflowStageCallback()
-
-
-def _newest_checkpoint(folder: Path) -> str | None:
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
-
-
 def run_hf_stage(
     kind: str, cfg: HFStageConfig, model_in: str, data_file: Path, stage_dir: Path, seed: int, run: Any = None
 ) -> Path:
     """Train ``model_in`` on ``data_file`` (CPT text or SFT chats); returns the ``final`` model folder."""
     import datasets
     import torch
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from rlcore.models import load_causal_lm, load_tokenizer
+    from rlcore.trainer.sft import find_sft_checkpoint, train_sft
 
     if kind not in ("cpt", "sft"):
         raise ValueError(f"kind must be cpt or sft, got {kind!r}")
@@ -140,33 +124,33 @@ def run_hf_stage(
         gradient_checkpointing=cfg.gradient_checkpointing,
         deepspeed=cfg.deepspeed,
         save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
         seed=seed,
         data_seed=seed,
-        report_to="none",
         eos_token=cfg.eos_token,
         dataset_num_proc=cfg.num_proc,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=[_mlflow_callback(run)],
+    resume = find_sft_checkpoint(trainer_dir, "auto")
+    result, trainer = train_sft(
+        model,
+        tokenizer,
+        dataset,
+        args,
+        resume_from=resume,
+        metrics_path=stage_dir / "metrics.jsonl",
+        run=run,
+        metric_prefix="train/",
+        keep_last=cfg.save_total_limit or 0,  # pruned once the newer checkpoint is complete
+        desc=kind,
     )
-    resume = _newest_checkpoint(trainer_dir)
-    if resume:
-        logger.info("%s: resuming from %s", kind, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))
     summary = {
         "train_loss": result.training_loss,
         "global_step": result.global_step,
         "records": len(dataset),
-        "resumed_from": resume,
+        "resumed_from": str(resume) if resume else None,
     }
     if run is not None:
         run.log_metrics({"final/train_loss": result.training_loss}, step=result.global_step)

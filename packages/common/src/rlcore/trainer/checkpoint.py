@@ -48,6 +48,7 @@ __all__ = [
     "resolve_resume",
     "save_checkpoint",
     "load_checkpoint",
+    "write_manifest",
     "StopSignal",
 ]
 
@@ -147,6 +148,12 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
 def _manifest(folder: Path) -> str:
     files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
     return json.dumps({"files": files}, indent=1, sort_keys=True) + "\n"
+
+
+def write_manifest(folder: str | Path) -> None:
+    """Write ``folder``'s ``COMPLETE`` marker: the manifest of every file in it and its size (write it last)."""
+    folder = Path(folder)
+    (folder / _MARKER).write_text(_manifest(folder))
 
 
 def _stateful_json(stateful: Mapping[str, Any]) -> str:

@@ -128,11 +128,28 @@ def log_step(
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics.jsonl lines of steps after the checkpoint we resume from (a kill between log and save)."""
+    """Drop metrics.jsonl lines of steps after the checkpoint we resume from (a kill between log and save).
+
+    Lines are in step order: everything after the first record at or past ``last_step`` goes unread (a line cut
+    mid-write by the kill among them); an unreadable line before it is an error naming ``file:line``, so a
+    damaged record is never silently lost."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            step = int(json.loads(line)["step"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"{path}:{number}: unreadable metrics record before step {last_step} ({exc})"
+            ) from exc
+        if step <= last_step:
+            kept.append(line)
+        if step >= last_step:
+            break
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def open_tracking(

@@ -6,13 +6,18 @@ Steps: write the synthetic world and its BM25 index -> build a tokenizer and a t
 model) -> build demonstrations with the real retriever (search chains, confident wrong answers, one-search
 shortcuts, self-doubt recoveries) -> next-token cross-entropy on model-written tokens only -> save an HF folder
 (model + tokenizer) -> greedy multi-turn EM on dev questions.
+
+Training runs on the project's one SFT engine, :func:`rlcore.trainer.sft.train_sft` (TRL's ``SFTTrainer``, also
+behind AnesSuite's CPT and SFT stages; why TRL suffices is in that module). The recipe keeps what is the warm-up's
+own: the demonstrations (rows with -100 on prompts and retrieved passages), their order (:func:`demo_order`), AdamW
+with warm-up + cosine decay to 10% (``rlcore.trainer.optim``), float32 and the model's own cross-entropy, which
+together reproduce the earlier hand-written loop exactly (``tests/rexrag/test_sft_equivalence.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -20,8 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
+import datasets
 import torch
 from tqdm.auto import tqdm
+from trl import SFTConfig as TRLSFTConfig
 
 from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos
 from rexrag.data.own_demos import (
@@ -44,22 +51,22 @@ from rexrag.recipes.common import (
     load_world_retriever,
     world_tokenizer_texts,
 )
-from rexrag.recipes.sft_checkpoint import (
-    SFTState,
-    find_sft_checkpoint,
-    load_sft_state,
-    restore_rng,
-    save_sft_checkpoint,
-)
 from rexrag.recipes.train import RetrieverConfig
 from rlcore.config import config_hash, recipe_main
-from rlcore.faults import fault_point
+from rlcore.models import load_causal_lm, load_tokenizer, train_bpe_tokenizer
 from rlcore.rollout import RolloutConfig
 from rlcore.runs import make_run_dir
 from rlcore.seeding import seed_everything
 from rlcore.tracking import start_run, write_results_json
+from rlcore.trainer.optim import build_optimizer, build_scheduler
+from rlcore.trainer.sft import find_sft_checkpoint, read_engine_state, train_sft
 
 logger = logging.getLogger(__name__)
+
+# run folder subfolder of the engine's checkpoints (removed once the final model is saved)
+CHECKPOINTS = "checkpoints"
+# torch's AdamW defaults, which every warm-up so far trained with
+ADAMW_BETAS, ADAMW_EPS = (0.9, 0.999), 1e-8
 
 
 @dataclass
@@ -92,8 +99,10 @@ class SFTLoopConfig:
     seed: int = 0  # seeds model init, demo order and sampling
     # run folder; empty = runs/rexrag-sft/<time>-<hash>
     output_dir: str = ""
-    save_every: int = 500  # write output_dir/checkpoint every N steps (0 = never)
-    resume: str = "auto"  # auto: continue from output_dir/checkpoint if there is one | never: start over
+    # write a checkpoint (output_dir/checkpoints/checkpoint-<step>) every N steps; 0 = never
+    save_every: int = 500
+    # auto: continue from the newest complete checkpoint | never: start over | a checkpoint folder
+    resume: str = "auto"
 
 
 @dataclass
@@ -165,53 +174,65 @@ def extra_world_configs(cfg: SFTConfig) -> list[WorldDataConfig]:
 def _load_model_and_tokenizer(cfg: SFTConfig, texts: list[str]):
     """A tiny Qwen2 with a BPE tokenizer trained on ``texts`` (``model.init=scratch``), else the named model."""
     if cfg.model.init == "scratch":
-        from rlcore.models import train_bpe_tokenizer
-
         tokenizer = train_bpe_tokenizer(texts, cfg.model.vocab_size)
         return build_scratch_model(tokenizer, cfg.model, cfg.train.seed), tokenizer
-    from rlcore.models import load_causal_lm, load_tokenizer
-
     return load_causal_lm(cfg.model.init, dtype=torch.float32), load_tokenizer(cfg.model.init)
 
 
-def _collate(demos: list[Demo], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (B, L) input ids, attention mask and labels (-100 outside model-written tokens)."""
-    width = max(len(d.prompt_ids) + len(d.response_ids) for d in demos)
-    ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(demos), width), dtype=torch.long)
-    labels = torch.full((len(demos), width), -100, dtype=torch.long)
-    for row, demo in enumerate(demos):
-        full = demo.prompt_ids + demo.response_ids
-        ids[row, : len(full)] = torch.tensor(full)
-        attention[row, : len(full)] = 1
-        start = len(demo.prompt_ids)
-        trained = torch.tensor(demo.response_ids)[torch.tensor(demo.loss_mask, dtype=torch.bool)]
-        positions = torch.arange(start, start + len(demo.response_ids))[
-            torch.tensor(demo.loss_mask, dtype=torch.bool)
-        ]
-        labels[row, positions] = trained
-    return ids, attention, labels
+def demo_rows(demos: list[Demo]) -> list[dict[str, list[int]]]:
+    """One training row per demonstration: ``input_ids`` (prompt + response) and ``labels`` (-100 on the prompt
+    and on the response tokens the model did not write: retrieved passages)."""
+    rows = []
+    for demo in demos:
+        trained = [tok if keep else -100 for tok, keep in zip(demo.response_ids, demo.loss_mask, strict=True)]
+        rows.append(
+            {
+                "input_ids": demo.prompt_ids + demo.response_ids,
+                "labels": [-100] * len(demo.prompt_ids) + trained,
+            }
+        )
+    return rows
 
 
-def _metrics_up_to(path: Path, step: int) -> list[dict]:
-    """The step records of ``path`` up to ``step`` (a resumed run rewrites the rest). Lines after the checkpoint
-    may be cut mid-write by the interruption and are ignored; a bad line before it is an error naming file:line."""
-    records: list[dict] = []
-    if not path.exists():
-        return records
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or (records and records[-1]["step"] >= step):
-            continue
-        try:
-            record = json.loads(line)
-            record["step"] = int(record["step"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(
-                f"{path}:{number}: unreadable metrics record before the checkpoint step ({exc})"
-            ) from exc
-        if record["step"] <= step:
-            records.append(record)
-    return records
+def demo_order(num_demos: int, batch_size: int, total_steps: int, seed: int) -> list[int]:
+    """The demonstrations drawn, step after step: permutations of all of them from ``random.Random(seed)``, one
+    after another, cut into batches (a batch may straddle two permutations)."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < batch_size * total_steps:
+        order += rng.sample(range(num_demos), num_demos)
+    return order[: batch_size * total_steps]
+
+
+def _engine_args(cfg: SFTConfig, out: Path) -> TRLSFTConfig:
+    """TRL's arguments for the warm-up: one process on the CPU, every step logged, no truncation or packing."""
+    return TRLSFTConfig(
+        output_dir=str(out / CHECKPOINTS),
+        max_steps=cfg.train.total_steps,
+        per_device_train_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        max_grad_norm=cfg.optim.max_grad_norm,
+        logging_steps=1,
+        save_strategy="steps" if cfg.train.save_every else "no",
+        save_steps=cfg.train.save_every or cfg.train.total_steps,
+        seed=cfg.train.seed,
+        max_length=None,
+        packing=False,
+        use_cpu=True,
+        bf16=False,  # float32 throughout (TRL would autocast to bfloat16 where the device supports it)
+        dataloader_pin_memory=False,
+    )
+
+
+def _refuse_loop_checkpoint(out: Path) -> None:
+    legacy = out / "checkpoint" / "state.pt"
+    if legacy.is_file():
+        raise ValueError(
+            f"{legacy}: a checkpoint of the earlier warm-up loop, which this version cannot resume; finish that "
+            f"warm-up with the version that started it, or start over with train.resume=never"
+        )
 
 
 def run(cfg: SFTConfig) -> dict:
@@ -224,8 +245,6 @@ def run(cfg: SFTConfig) -> dict:
     retriever = own.retriever if own else load_world_retriever(paths)
     extra = [ensure_world(world_cfg) for world_cfg in extra_world_configs(cfg)]
     pool = load_pool(cfg.pool)
-    if cfg.train.resume not in ("auto", "never"):
-        raise ValueError(f"train.resume must be auto or never, got {cfg.train.resume!r}")
     # settings that do not change the training trajectory may differ between the interrupted and resumed run
     digest = config_hash(
         replace(
@@ -235,24 +254,28 @@ def run(cfg: SFTConfig) -> dict:
             train=replace(cfg.train, output_dir="", resume="auto", save_every=0),
         )
     )
-    checkpoint = find_sft_checkpoint(out) if cfg.train.resume == "auto" else None
-    state = load_sft_state(checkpoint, digest) if checkpoint else None
-    if state is not None:
-        from rlcore.models import load_causal_lm, load_tokenizer
-
-        logger.info(
-            "resuming the warm-up from %s (step %d of %d)", checkpoint, state.step, cfg.train.total_steps
+    if cfg.train.resume != "never":
+        _refuse_loop_checkpoint(out)
+    checkpoint = find_sft_checkpoint(out / CHECKPOINTS, cfg.train.resume)
+    saved = read_engine_state(checkpoint)
+    if checkpoint is not None and saved.get("config_hash") != digest:
+        raise ValueError(
+            f"{checkpoint}: this checkpoint was written by another SFT configuration (hash "
+            f"{saved.get('config_hash')}, now {digest}); use another output_dir or train.resume=never to start over"
         )
-        model = load_causal_lm(str(checkpoint / "model"), dtype=torch.float32)
-        tokenizer = load_tokenizer(str(checkpoint / "model"))
+    if checkpoint is not None:
+        model = load_causal_lm(str(checkpoint), dtype=torch.float32)
+        tokenizer = load_tokenizer(str(checkpoint))  # the tokenizer is reused, never retrained
     else:
-        texts = [t for world in extra for t in world_tokenizer_texts(world, cfg.data.template, pool)]
+        # the evaluated world's (or your own data's) texts first, then the extra worlds': the order every
+        # earlier warm-up's tokenizer was trained on
         if own:
-            texts += own_tokenizer_texts(
+            texts = own_tokenizer_texts(
                 own.train + own.evaluation, retriever, cfg.rollout, cfg.data.template, pool
             )
         else:
-            texts += world_tokenizer_texts(paths, cfg.data.template, pool)
+            texts = world_tokenizer_texts(paths, cfg.data.template, pool)
+        texts += [t for world in extra for t in world_tokenizer_texts(world, cfg.data.template, pool)]
         model, tokenizer = _load_model_and_tokenizer(cfg, texts)
     train_examples = own.train if own else load_flashrag_jsonl(paths["train"])
     if own:
@@ -305,117 +328,53 @@ def run(cfg: SFTConfig) -> dict:
         kinds,
         sum(p.numel() for p in model.parameters()),
     )
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.optim.lr,
+    optimizer = build_optimizer(
+        model.parameters(), cfg.optim.lr, cfg.optim.weight_decay, betas=ADAMW_BETAS, eps=ADAMW_EPS
     )
-
-    def lr_factor(step: int) -> float:
-        if step < cfg.optim.warmup_steps:
-            return (step + 1) / cfg.optim.warmup_steps
-        progress = (step - cfg.optim.warmup_steps) / max(1, cfg.train.total_steps - cfg.optim.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    rng = random.Random(cfg.train.seed)
-    order: list[int] = []
-    metrics_path = out / "metrics.jsonl"
-    start_step, elapsed_before = 0, 0.0
-    if state is not None:
-        optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        rng, order, start_step, elapsed_before = (
-            restore_rng(state),
-            list(state.order),
-            state.step,
-            state.elapsed_seconds,
-        )
-        kept = _metrics_up_to(metrics_path, start_step)
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    # linear warm-up, then cosine decay to 10% of the peak
+    scheduler = build_scheduler(
+        optimizer, "cosine", cfg.optim.warmup_steps, cfg.train.total_steps, min_lr_ratio=0.1
+    )
+    elapsed_before = float(saved.get("elapsed_seconds", 0.0))
     started = time.perf_counter()
-    record: dict = {}
     with start_run(
         cfg.experiment,
         run_name=out.name,
         config=cfg,
         seeds=[cfg.train.seed],
-        resume_run_id=state.run_id if state is not None else None,
+        resume_run_id=saved.get("run_id"),
     ) as run_:
-        model.train()
-        progress = tqdm(
-            range(start_step, cfg.train.total_steps),
-            desc="sft",
-            mininterval=5,
-            initial=start_step,
-            total=cfg.train.total_steps,
+        outcome, _trainer = train_sft(
+            model,
+            tokenizer,
+            datasets.Dataset.from_list(demo_rows(demos)),
+            _engine_args(cfg, out),
+            resume_from=checkpoint,
+            order=demo_order(len(demos), cfg.train.batch_size, cfg.train.total_steps, cfg.train.seed),
+            optimizers=(optimizer, scheduler),
+            engine_state=lambda: {
+                "config_hash": digest,
+                "run_id": run_.run_id,
+                "elapsed_seconds": elapsed_before + time.perf_counter() - started,
+            },
+            metrics_path=out / "metrics.jsonl",
+            run=run_,
+            metric_prefix="sft/",
+            mlflow_every=10,
+            keep_last=1,
+            model_loss=True,
         )
-        with metrics_path.open("a", encoding="utf-8") as metrics_file:
-            for step in progress:
-                if len(order) < cfg.train.batch_size:
-                    order += rng.sample(range(len(demos)), len(demos))
-                batch = [demos[i] for i in order[: cfg.train.batch_size]]
-                del order[: cfg.train.batch_size]
-                ids, attention, labels = _collate(batch, tokenizer.pad_token_id)
-                loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-                optimizer.step()
-                fault_point("sft.update", step + 1)
-                scheduler.step()
-                record = {
-                    "step": step + 1,
-                    "loss": loss.item(),
-                    "grad_norm": float(grad_norm),
-                    "lr": scheduler.get_last_lr()[0],
-                }
-                metrics_file.write(json.dumps(record) + "\n")
-                if (step + 1) % 10 == 0 or step + 1 == cfg.train.total_steps:
-                    run_.log_metrics(
-                        {"sft/loss": record["loss"], "sft/grad_norm": record["grad_norm"]}, step=step + 1
-                    )
-                    progress.set_postfix(loss=f"{record['loss']:.3f}")
-                if (
-                    cfg.train.save_every
-                    and (step + 1) % cfg.train.save_every == 0
-                    and step + 1 < cfg.train.total_steps
-                ):
-                    metrics_file.flush()
-                    save_sft_checkpoint(
-                        out,
-                        model,
-                        tokenizer,
-                        SFTState(
-                            step=step + 1,
-                            order=list(order),
-                            rng_state=rng.getstate(),
-                            torch_rng_state=torch.get_rng_state(),
-                            optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(),
-                            elapsed_seconds=elapsed_before + time.perf_counter() - started,
-                            run_id=run_.run_id,
-                            config_hash=digest,
-                        ),
-                    )
-        if not record:  # resumed at the last step: nothing left to train
-            record = _metrics_up_to(metrics_path, start_step)[-1]
+        record = outcome.last_record or _last_record(out / "metrics.jsonl")  # resumed at the last step
         model.eval()
         model_dir = out / "model"
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         (model_dir / TEMPLATE_FILE).write_text(cfg.data.template, encoding="utf-8")  # evaluate reads it
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the final model supersedes it
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the final model supersedes them
         train_seconds = elapsed_before + time.perf_counter() - started
         results: dict = {
             "train_seconds": train_seconds,
-            "resumed_from_step": start_step,
+            "resumed_from_step": outcome.resumed_step,
             "final_loss": record["loss"],
             "demos": kinds,
             "extra_worlds": [str(p["corpus"].parent) for p in extra],
@@ -447,6 +406,11 @@ def run(cfg: SFTConfig) -> dict:
         run_.log_artifact(out / "results.json")
     logger.info("SFT done in %.0fs -> %s", train_seconds, model_dir)
     return results
+
+
+def _last_record(path: Path) -> dict:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return json.loads(lines[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
