@@ -131,9 +131,26 @@ def test_a_finished_stage_trained_with_other_settings_is_refused_not_reused(tmp_
     with pytest.raises(ValueError, match=r"sft: finished with other settings .* its own out_dir"):
         stage_cache.check_finished_stage(other, tmp_path, "sft")
     marker = tmp_path / "sft" / "DONE.json"
-    legacy = {k: v for k, v in json.loads(marker.read_text()).items() if k != "key"}
-    marker.write_text(json.dumps(legacy))
+    done = json.loads(marker.read_text())
+    assert done["key_version"] == stage_cache.KEY_VERSION
+    marker.write_text(json.dumps({k: v for k, v in done.items() if k != "key_version"}))
+    stage_cache.check_finished_stage(other, tmp_path, "sft")  # a key tied to the old checkout location: trusted
+    marker.write_text(json.dumps({k: v for k, v in done.items() if k not in ("key", "key_version")}))
     stage_cache.check_finished_stage(other, tmp_path, "sft")  # finished before keys were recorded: trusted
+
+
+def test_stage_keys_do_not_depend_on_where_the_checkout_is(tmp_path, monkeypatch):
+    cfg = PipelineConfig()
+    keys = []
+    for checkout in ("a", "b"):
+        model = tmp_path / checkout / "runs" / "model"
+        model.mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / checkout)
+        keys.append(stage_cache.stage_key(cfg, "sft", "runs/model"))
+        assert stage_cache.stage_key(cfg, "sft", str(model)) == keys[-1]  # absolute or relative: one input
+        assert stage_cache.stage_key(cfg, "sft", "./runs/../runs/model") == keys[-1]
+    assert keys[0] == keys[1]
+    assert stage_cache.stage_key(cfg, "sft", "runs/other") != keys[0]
 
 
 def test_a_stage_folder_without_a_model_is_not_adopted(tmp_path):

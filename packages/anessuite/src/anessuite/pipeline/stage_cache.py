@@ -102,8 +102,7 @@ def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
     """Identity of one stage's training: its input model, its own settings, the data, seed and prompt (not the
     pipeline's name or the other stages), so two pipelines that would train the same model share it."""
     settings = {k: v for k, v in _section(cfg, stage).items() if k != "launcher"}
-    if Path(model_in).exists():  # the same folder reached through another path is the same input
-        model_in = str(Path(model_in).resolve())
+    model_in = _canonical_input(model_in)
     relevant = {
         "stage": stage,
         "input": model_in,
@@ -113,6 +112,23 @@ def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
         "settings": settings,
     }
     return _digest(relevant, 16)
+
+
+# DONE.json files written with a key_version of KEY_VERSION hold keys that do not depend on where the checkout
+# lies (an input folder inside the working directory counts by its path from there); older keys held the input's
+# absolute path, so a copied or moved runs folder could not be checked against them.
+KEY_VERSION = 2
+
+
+def _canonical_input(model_in: str) -> str:
+    """An existing input folder by its resolved path, relative to the working directory when inside it (the same
+    folder reached through another path is the same input, wherever the checkout is); other inputs as given."""
+    path = Path(model_in)
+    if not path.exists():
+        return model_in
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    return str(resolved.relative_to(cwd)) if resolved.is_relative_to(cwd) else str(resolved)
 
 
 def pipelines_root() -> Path:
@@ -157,7 +173,12 @@ def write_done(cfg: PipelineConfig, out: Path, stage: str, model_in: str, final:
     """Mark ``stage`` finished: its final folder (relative when inside ``out``), input and stage key."""
     final_path = Path(final).resolve()
     relative = final_path.relative_to(out.resolve()) if final_path.is_relative_to(out.resolve()) else final
-    marker = {"final": str(relative), "input": model_in, "key": stage_key(cfg, stage, model_in)}
+    marker = {
+        "final": str(relative),
+        "input": model_in,
+        "key": stage_key(cfg, stage, model_in),
+        "key_version": KEY_VERSION,
+    }
     (out / stage / DONE_FILE).write_text(json.dumps(marker, indent=1))
 
 
@@ -206,9 +227,11 @@ def mark_keys(cfg: PipelineConfig, out: Path) -> None:
 
 def check_finished_stage(cfg: PipelineConfig, out: Path, stage: str) -> None:
     """Refuse a finished stage in ``out`` that another configuration trained (its recorded stage key differs), so a
-    changed config never silently gets the old model; stages finished before keys were recorded are trusted."""
-    recorded = json.loads((out / stage / DONE_FILE).read_text()).get("key")
-    if recorded is None:
+    changed config never silently gets the old model; stages finished before keys (or location-free keys) were
+    recorded are trusted."""
+    done = json.loads((out / stage / DONE_FILE).read_text())
+    recorded = done.get("key")
+    if recorded is None or done.get("key_version") != KEY_VERSION:  # no key, or one tied to another location
         return
     expected = stage_key(cfg, stage, stage_input(cfg, out, stage))
     if recorded != expected:
@@ -227,7 +250,10 @@ def reuse_stage(cfg: PipelineConfig, out: Path, stage: str) -> bool:
         return False
     (out / stage).mkdir(parents=True, exist_ok=True)
     (out / stage / DONE_FILE).write_text(
-        json.dumps({"final": str(final), "input": model_in, "key": key, "reused": True}, indent=1)
+        json.dumps(
+            {"final": str(final), "input": model_in, "key": key, "key_version": KEY_VERSION, "reused": True},
+            indent=1,
+        )
     )
     logger.info("stage %s: reusing %s (identical input, settings, data and seed; key %s)", stage, final, key)
     return True
