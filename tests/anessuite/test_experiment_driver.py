@@ -71,9 +71,7 @@ def test_command_stage_runs_and_the_driver_writes_its_marker(tmp_path: Path, mon
             {
                 "runs_dir": "runs/mini",
                 "seeds": [0, 1],
-                "stages": {
-                    f"scores-seed{k}": {"command": [str(script), str(k)]} for k in (0, 1)
-                },
+                "stages": {f"scores-seed{k}": {"command": [str(script), str(k)]} for k in (0, 1)},
                 "groups": {"main": {"out": "results", "stages": ["scores-seed0", "scores-seed1"]}},
                 "rows": {"stage": "runs/mini/run-seed{seed}/scored.jsonl"},
                 "tables": {"table3": ["stage"]},
@@ -88,9 +86,14 @@ def test_command_stage_runs_and_the_driver_writes_its_marker(tmp_path: Path, mon
     assert execute(stages, "anessuite") == 2
     assert (tmp_path / "runs/mini/stages/scores-seed0.done").read_text().startswith(str(script))
     assert execute(stages, "anessuite") == 0  # finished stages are skipped
+
     def probe(accuracy: float) -> dict:
         entry = {"n": 72, "accuracy": accuracy, "chance": 0.19, "mean_rank": 2.0, "mean_margin": 1.5}
-        return {"model": "m", "summary": {"all": entry, "by_phrasing": {"en/corpus": entry}}, "per_statement": []}
+        return {
+            "model": "m",
+            "summary": {"all": entry, "by_phrasing": {"en/corpus": entry}},
+            "per_statement": [],
+        }
 
     (tmp_path / "runs/mini/probe-base.json").write_text(json.dumps(probe(0.2)))
     for k, accuracy in ((0, 0.8), (1, 0.9)):
@@ -98,7 +101,9 @@ def test_command_stage_runs_and_the_driver_writes_its_marker(tmp_path: Path, mon
     path = summarize(spec, folder, runs)
     body = json.loads(path.read_text())
     assert body["rows"]["stage"]["by_language"]["en"]["system1"] == 0.5
-    assert (folder / "results" / "table3.md").is_file() and (folder / "results" / "table3_levels.png").is_file()
+    assert (folder / "results" / "table3.md").is_file() and (
+        folder / "results" / "table3_levels.png"
+    ).is_file()
     readme = (folder / "README.md").read_text()
     assert "old" not in readme and "python -m anessuite experiment" in readme and "| base" not in readme
     assert "| after | 2 | 0.85 (+1.50) |" in readme and (folder / "results" / "probes.png").is_file()

@@ -11,8 +11,16 @@ import pytest
 from config_harness import REPO
 
 README = REPO / "experiments" / "README.md"
-# "pre-checks failed": a pre-registered experiment whose design failed its own pre-checks, so its main runs were not made
-STATUSES = {"reproduced on CPU", "needs GPU", "reproduced on GPU", "not run yet", "pre-checks failed"}
+# "pre-checks failed": a pre-registered experiment whose design failed its own pre-checks, so its main runs were not
+# made; "hypotheses failed": one that ran as registered and whose hypotheses did not hold
+STATUSES = {
+    "reproduced on CPU",
+    "needs GPU",
+    "reproduced on GPU",
+    "not run yet",
+    "pre-checks failed",
+    "hypotheses failed",
+}
 COLUMNS = ["name", "paper table", "make target", "status", "notes"]
 
 

@@ -22,7 +22,7 @@ import random
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,9 @@ def pool_row(per_seed: Sequence[Sequence[tuple[str, str, float]]], iters: int, s
                     means.append(_mean([values[rng.randrange(len(values))] for _ in values]))
             replicate[key] = _mean(means)
             draws[key].append(replicate[key])
-        avg_draws.append(_mean([replicate[(lang, "total")] for lang in LANGS if (lang, "total") in replicate]))
+        avg_draws.append(
+            _mean([replicate[(lang, "total")] for lang in LANGS if (lang, "total") in replicate])
+        )
 
     def interval(values: list[float]) -> list[float]:
         ordered = sorted(values)
@@ -135,13 +137,17 @@ def plot_probes(probes: dict[str, list[dict[str, Any]]], path: Path) -> Path | N
     shown = {label: reports for label, reports in probes.items() if reports}
     if not shown:
         return None
-    groups = sorted({key for reports in shown.values() for r in reports for key in r["summary"]["by_phrasing"]})
+    groups = sorted(
+        {key for reports in shown.values() for r in reports for key in r["summary"]["by_phrasing"]}
+    )
     width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups) + 1), 3.6))
     for index, (label, reports) in enumerate(shown.items()):
         offset = (index - (len(shown) - 1) / 2) * width
         values = [[r["summary"]["by_phrasing"][g]["accuracy"] for r in reports] for g in groups]
-        ax.bar([i + offset for i in range(len(groups))], [sum(v) / len(v) for v in values], width, label=label)
+        ax.bar(
+            [i + offset for i in range(len(groups))], [sum(v) / len(v) for v in values], width, label=label
+        )
         for i, seed_values in enumerate(values):
             ax.plot([i + offset] * len(seed_values), seed_values, "k.", markersize=4)
     chance = next(iter(shown.values()))[0]["summary"]["all"]["chance"]
@@ -183,7 +189,7 @@ def provenance(spec: AnessuiteExperimentSpec, folder: Path) -> dict[str, Any]:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
 
 
 def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRun]) -> Path:
@@ -193,7 +199,12 @@ def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRu
     for label, pattern in spec.rows.items():
         paths = [Path(pattern.format(seed=seed)) for seed in spec.seeds]
         if not all(p.is_file() for p in paths):
-            logger.warning("row %s: %d of %d seeds evaluated, left out", label, sum(p.is_file() for p in paths), len(paths))
+            logger.warning(
+                "row %s: %d of %d seeds evaluated, left out",
+                label,
+                sum(p.is_file() for p in paths),
+                len(paths),
+            )
             continue
         pooled[label] = pool_row([load_scores(p) for p in paths], spec.bootstrap_iters, spec.bootstrap_seed)
     tables_md = []
@@ -222,7 +233,11 @@ def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRu
     if probe_chart is not None:
         tables_md.append(_probe_table(probes) + f"\nChart: `{probe_chart.name}`.\n")
     analysis_path = Path(spec.analysis) if spec.analysis else None
-    analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path and analysis_path.is_file() else None
+    analysis = (
+        json.loads(analysis_path.read_text(encoding="utf-8"))
+        if analysis_path and analysis_path.is_file()
+        else None
+    )
     body = {
         "experiment": folder.name,
         "seeds": spec.seeds,
