@@ -12,7 +12,7 @@ _anessuite_model = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(sub
 reproduce-table3: setup ## AnesBench Table 3 (EN/ZH x Sys1/1.x/2/Total, Avg.); default: embedded models on the synthetic benchmark; real: BENCHMARK=<dir> MODELS=<paths or URL> [BACKEND=vllm]
 	$(PY) -m anessuite table3 --config experiments/anessuite-table3/config.yaml \
 		$(if $(BENCHMARK),benchmark=$(BENCHMARK)) \
-		$(if $(MODELS),'models=[$(_anessuite_models)]' max_new_tokens=2048 out_dir=$(or $(OUT),experiments/anessuite-table3/results-custom)) \
+		$(if $(MODELS),'models=[$(_anessuite_models)]' max_new_tokens=2048 output_dir=$(or $(OUT),experiments/anessuite-table3/results-custom)) \
 		$(if $(BACKEND),backend=$(BACKEND)) $(TABLE3_ARGS)
 
 reproduce-morpheus: setup ## Morpheus Table 4 layout (base / +SFT / +SFT+GRPO) at CPU scale on the synthetic world
@@ -39,4 +39,4 @@ anesbench: setup ## any model -> its AnesBench Table 3 row (official decoding/pr
 	$(PY) -m anessuite table3 --config packages/anessuite/configs/anesbench.yaml \
 		'models=[$(_anessuite_model)]' benchmark=$(BENCHMARK) \
 		backend=$(or $(BACKEND),$(if $(BASE_URL),openai,hf)) $(if $(BASE_URL),base_url=$(BASE_URL)) \
-		$(if $(OUT),out_dir=$(OUT)) $(ANESBENCH_ARGS)
+		$(if $(OUT),output_dir=$(OUT)) $(ANESBENCH_ARGS)

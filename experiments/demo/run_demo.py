@@ -199,7 +199,7 @@ def anessuite_branch(cfg: DemoConfig, stages: Stages, out: Path) -> None:
     argv = [
         python, "-m", "anessuite", "eval", "--config", cfg.anessuite.config,
         f"model={cfg.anessuite.model}", f"benchmark={world / 'benchmark'}", f"generation.mode={cfg.anessuite.mode}",
-        f"out_dir={out / 'anessuite' / 'eval'}", f"cache_dir={out / 'anessuite' / 'cache'}",
+        f"output_dir={out / 'anessuite' / 'eval'}", f"cache_dir={out / 'anessuite' / 'cache'}",
         f"experiment={cfg.experiment}", f"seed={cfg.seed}",
     ]  # fmt: skip
     if cfg.anessuite.limit_per_language:

@@ -160,7 +160,7 @@ def test_eval_through_server_end_to_end_and_cached_rerun(tmp_path):
     cfg = EvalConfig(
         model="served-model",
         benchmark=str(bench),
-        out_dir=str(tmp_path / "out"),
+        output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
         bootstrap_iters=20,
         track=True,
@@ -171,7 +171,7 @@ def test_eval_through_server_end_to_end_and_cached_rerun(tmp_path):
         cfg.backend.base_url = server.url
         results = run_eval(cfg)
         requests_first = sum(server.attempts.values())
-        again = run_eval(EvalConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "out2")}))
+        again = run_eval(EvalConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "out2")}))
         assert sum(server.attempts.values()) == requests_first == 6  # the re-run is served from the cache
     # EN: 2/4 = 0.5 (sys1 2/2 = 1, sys1.x 0/1, sys2 0/1); ZH: 1/2 = 0.5; avg (0.5 + 0.5) / 2 = 0.5
     en = results["by_language"]["en"]
@@ -210,7 +210,7 @@ def test_cache_resume_after_crash_and_torn_line(tmp_path):
         model_name="m",
         benchmark=str(bench),
         cache_dir=str(tmp_path / "cache"),
-        out_dir=str(tmp_path / "out"),
+        output_dir=str(tmp_path / "out"),
         bootstrap_iters=0,
         track=False,
     )
@@ -236,7 +236,7 @@ def test_two_models_never_share_a_cache(tmp_path):
         model_name="same-name",
         benchmark=str(bench),
         cache_dir=str(tmp_path / "cache"),
-        out_dir=str(tmp_path / "o"),
+        output_dir=str(tmp_path / "o"),
         bootstrap_iters=0,
         track=False,
     )
@@ -262,7 +262,7 @@ def test_responses_of_the_same_weights_are_seeded_from_another_cache_folder(tmp_
             benchmark=str(bench),
             cache_dir=str(tmp_path / folder),
             cache_seed_dirs=[str(tmp_path / s) for s in seeds],
-            out_dir=str(tmp_path / f"o-{folder}"),
+            output_dir=str(tmp_path / f"o-{folder}"),
             bootstrap_iters=0,
             track=False,
         )

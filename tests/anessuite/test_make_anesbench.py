@@ -141,7 +141,7 @@ def test_an_explicit_row_name_never_takes_over_another_models_row(tmp_path):
             backend="openai",
             base_url=server.url,
             accumulate=True,
-            out_dir=str(tmp_path / "t"),
+            output_dir=str(tmp_path / "t"),
             bootstrap_iters=5,
             track=False,
         )

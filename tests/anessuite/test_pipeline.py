@@ -78,12 +78,12 @@ def test_stage_key_follows_what_changes_the_model():
     cfg.sft.launcher = "accelerate launch --config_file x.yaml"  # how it runs, not what it trains
     cfg.data.benchmark = "/elsewhere/AnesBench"  # evaluation only
     cfg.name = "renamed"
-    cfg.cpt.learning_rate = 1.0  # another stage
+    cfg.cpt.lr = 1.0  # another stage
     assert stage_cache.stage_key(cfg, "sft", "base") == key
     assert stage_cache.stage_key(cfg, "sft", "other-base") != key  # another input model
-    cfg.sft.learning_rate = 3e-4
+    cfg.sft.lr = 3e-4
     assert stage_cache.stage_key(cfg, "sft", "base") != key
-    cfg.sft.learning_rate, cfg.seed = PipelineConfig().sft.learning_rate, 1
+    cfg.sft.lr, cfg.seed = PipelineConfig().sft.lr, 1
     assert stage_cache.stage_key(cfg, "sft", "base") != key
 
 
@@ -112,7 +112,7 @@ def test_finished_stage_is_found_in_a_sibling_pipeline_and_adopted(tmp_path):
     assert stage_cache.stage_input(cfg, second, "grpo") == str(final.resolve())  # GRPO starts from it
 
     other = PipelineConfig()
-    other.cpt.enabled, other.sft.learning_rate = False, 3e-4
+    other.cpt.enabled, other.sft.lr = False, 3e-4
     third = tmp_path / "third"
     third.mkdir()
     assert stage_cache.reuse_stage(other, third, "sft") is False  # different settings: trains itself
@@ -176,7 +176,7 @@ def test_a_launched_stage_nests_its_run_under_the_pipeline_run(tmp_path, monkeyp
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = PipelineConfig(name="nest", out_dir=str(tmp_path / "pipe"), experiment="nest-test")
+    cfg = PipelineConfig(name="nest", output_dir=str(tmp_path / "pipe"), experiment="nest-test")
     with start_run(cfg.experiment, run_name="nest") as parent:
         monkeypatch.setenv(PARENT_ENV, parent.run_id)
         cfg.only_stage = "sft"
@@ -331,11 +331,11 @@ def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
     """CPT (two tokenising workers) -> SFT on the released layouts; GRPO skipped with a warning; no world."""
     out = tmp_path / "pipe"
     cfg = _files_cfg(releases)
-    cfg.name, cfg.base_model, cfg.out_dir, cfg.tracking = "files", "tiny-qwen2", str(out), True
+    cfg.name, cfg.base_model, cfg.output_dir, cfg.tracking = "files", "tiny-qwen2", str(out), True
     cfg.evaluate_base, cfg.eval.enabled = False, False
     for stage in (cfg.cpt, cfg.sft):
         stage.max_steps, stage.max_length, stage.max_samples = 1, 64, 8
-        stage.per_device_batch_size, stage.gradient_accumulation_steps, stage.save_steps = 2, 1, 1
+        stage.per_device_batch_size, stage.gradient_accumulation_steps, stage.save_every = 2, 1, 1
     cfg.cpt.num_proc = 2
     with caplog.at_level("WARNING"):
         run_pipeline(cfg)
@@ -347,11 +347,11 @@ def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
 
 
 def _tiny_cfg(out) -> PipelineConfig:
-    cfg = PipelineConfig(name="tiny", base_model="tiny-qwen2", out_dir=str(out), tracking=True)
+    cfg = PipelineConfig(name="tiny", base_model="tiny-qwen2", output_dir=str(out), tracking=True)
     for stage in (cfg.cpt, cfg.sft):
         stage.max_steps, stage.max_length, stage.max_samples = 2, 64, 16
         stage.per_device_batch_size, stage.gradient_accumulation_steps = 2, 1
-        stage.logging_steps, stage.save_steps = 1, 1
+        stage.log_every, stage.save_every = 1, 1
     cfg.grpo.total_steps = 1
     cfg.grpo.max_prompts = 4
     cfg.grpo.objective.num_generations = 2
@@ -418,7 +418,7 @@ def test_identical_stages_and_responses_are_reused_across_pipelines(tmp_path):
 
     # a different SFT learning rate is a different model: CPT is reused, SFT trains
     changed = _tiny_cfg(tmp_path / "pipe-lr")
-    changed.name, changed.grpo.enabled, changed.sft.learning_rate = "tiny-lr", False, 3e-4
+    changed.name, changed.grpo.enabled, changed.sft.lr = "tiny-lr", False, 3e-4
     run_pipeline(changed)
     assert json.loads((tmp_path / "pipe-lr" / "cpt" / "DONE.json").read_text()).get("reused") is True
     sft_done = json.loads((tmp_path / "pipe-lr" / "sft" / "DONE.json").read_text())
@@ -431,7 +431,7 @@ def test_a_pipeline_that_fails_on_its_data_paths_is_a_failed_run(releases, tmp_p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     cfg = _files_cfg(releases, anesqa="")
-    cfg.name, cfg.out_dir, cfg.experiment = "bad-data", str(tmp_path / "pipe"), "pipeline-bad-data"
+    cfg.name, cfg.output_dir, cfg.experiment = "bad-data", str(tmp_path / "pipe"), "pipeline-bad-data"
     with pytest.raises(ValueError, match=r"data\.anesqa is empty"):
         run_pipeline(cfg)
     client = MlflowClient(tracking_uri=uri)

@@ -42,7 +42,7 @@ def test_table3_for_a_served_model(tmp_path):
         cfg = Table3Config(
             models=[url],
             benchmark=str(bench),
-            out_dir=str(tmp_path / "out"),
+            output_dir=str(tmp_path / "out"),
             bootstrap_iters=10,
             max_new_tokens=16,
         )
@@ -83,10 +83,10 @@ def test_table3_passes_max_new_tokens_to_the_pipeline(tmp_path, monkeypatch):
         return cfg, {"base": {"generate": results}}
 
     monkeypatch.setattr(tables, "_pipeline", fake_pipeline)
-    run_table3(Table3Config(max_new_tokens=2048, out_dir=str(tmp_path / "a")))
+    run_table3(Table3Config(max_new_tokens=2048, output_dir=str(tmp_path / "a")))
     assert "eval.max_new_tokens=2048" in seen["overrides"]
     assert json.loads((tmp_path / "a" / "results.json").read_text())["settings"] == {"max_new_tokens": 2048}
-    run_table3(Table3Config(out_dir=str(tmp_path / "b")))  # unset: the pipeline's own value, recorded
+    run_table3(Table3Config(output_dir=str(tmp_path / "b")))  # unset: the pipeline's own value, recorded
     assert not any(o.startswith("eval.max_new_tokens") for o in seen["overrides"])
     recorded = json.loads((tmp_path / "b" / "results.json").read_text())["settings"]["max_new_tokens"]
     assert recorded == PipelineConfig().eval.max_new_tokens

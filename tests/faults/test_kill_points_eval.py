@@ -25,7 +25,7 @@ def _command(model, cache, out):
         "limit_per_language=4",
         "backend.batch_size=1",  # the same forward per item whether it runs before or after the kill
         f"cache_dir={cache}",
-        f"out_dir={out}",
+        f"output_dir={out}",
         "track=false",
         "bootstrap_iters=50",
     ]

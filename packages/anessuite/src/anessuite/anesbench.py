@@ -100,7 +100,7 @@ def evaluate_models(cfg: Any, out: Path, max_new_tokens: int) -> dict[str, dict[
         if recorded != settings:
             raise ValueError(
                 f"{out}: row '{label}' was generated with {recorded}, this run uses {settings}; one table holds "
-                "one setting. Use another out_dir (OUT=...) or the same settings."
+                "one setting. Use another output_dir (OUT=...) or the same settings."
             )
     if cfg.model_names:
         if len(cfg.model_names) != len(expanded):
@@ -121,7 +121,7 @@ def evaluate_models(cfg: Any, out: Path, max_new_tokens: int) -> dict[str, dict[
             benchmark=cfg.benchmark,
             languages=list(cfg.languages),
             limit_per_language=cfg.limit_per_language,
-            out_dir=str(out / "models" / _folder(label)),
+            output_dir=str(out / "models" / _folder(label)),
             bootstrap_iters=cfg.bootstrap_iters,
             seed=cfg.seed,
             track=cfg.track,

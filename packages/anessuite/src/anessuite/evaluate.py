@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from tqdm.auto import tqdm
 
@@ -53,12 +53,10 @@ class BackendConfig:
     backoff_s: float = 1.0  # openai: first retry delay; doubles each retry (with jitter), capped at 30 s
     max_outage_s: float = 600.0  # openai: ride out an unreachable server / 502/503/504 this long, then stop
     extra_body: dict[str, Any] = field(default_factory=dict)  # openai: extra request fields, e.g. {top_k: 1}
-    chat_template_kwargs: dict[str, Any] = field(
-        default_factory=dict
-    )  # chat-template switches, e.g. {enable_thinking: false} (openai: sent to the server; hf/vllm: applied here)
-    max_tokens_field: str = (
-        "max_tokens"  # openai: max_tokens | max_completion_tokens (endpoints that need it)
-    )
+    # chat-template switches, e.g. {enable_thinking: false} (openai: sent to the server; hf/vllm: applied here)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # openai: max_tokens | max_completion_tokens (endpoints that need it)
+    max_tokens_field: str = "max_tokens"
     revision: str | None = None  # openai: your label for the served weights (part of the cache key)
     tensor_parallel_size: int = 1  # vllm: GPUs per model replica
     gpu_memory_utilization: float = 0.9  # vllm: fraction of GPU memory for weights + KV cache
@@ -77,27 +75,33 @@ class GenerationConfig:
 class EvalConfig:
     """Evaluate one model on one benchmark with a resumable response cache."""
 
-    model: str = (
-        "smollm2-135m-instruct"  # local folder, embedded model name, or hub id (offline: cached only)
-    )
+    # local folder, embedded model name, or hub id (offline: cached only)
+    model: str = "smollm2-135m-instruct"
     model_name: str | None = None  # row label in tables (default: last part of `model`)
     benchmark: str = ""  # benchmark file or folder; empty: the embedded synthetic benchmark
     task: str = "anesbench"  # task format (see `python -m anessuite tasks`)
     task_spec: str | None = None  # YAML TaskSpec for a format not in the registry
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # languages to evaluate
     limit_per_language: int | None = None  # evaluate only the first N items of each language (smoke runs)
-    out_dir: str | None = None  # outputs; default runs/anessuite-eval/<time>-<config hash>/
+    output_dir: str | None = None  # outputs; default runs/anessuite-eval/<time>-<config hash>/
     cache_dir: str | None = None  # response caches; default <runs root>/anessuite-cache
-    cache_seed_dirs: list[str] = field(
-        default_factory=list
-    )  # other cache folders whose responses for the same key (weights, benchmark, settings) are reused
+    # other cache folders whose responses for the same key (weights, benchmark, settings) are reused
+    cache_seed_dirs: list[str] = field(default_factory=list)
     bootstrap_iters: int = 1000  # bootstrap replicates for 95% CIs
     seed: int = 0  # bootstrap seed (decoding is greedy)
     track: bool = True  # log an MLflow run
     experiment: str = "anessuite-eval"  # MLflow experiment name
+    # which engine produces the responses
     backend: BackendConfig = field(default_factory=BackendConfig)
+    # how each question is answered
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # prompt rendering (system prompt, preset)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+
+    # one vocabulary (CONTRIBUTING.md): the old name fails naming the new one; config hashes keep the old spelling,
+    # so run folders and caches made before the rename are still found
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+    IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True
 
 
 def build_backend(cfg: EvalConfig) -> ChatBackend:
@@ -263,7 +267,7 @@ def _generate_missing(
 
 
 def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, Any]:
-    """Evaluate, write outputs, return the results dict (with ``out_dir``)."""
+    """Evaluate, write outputs, return the results dict (with ``output_dir``)."""
     from rlcore.runs import make_run_dir, runs_root
 
     if not cfg.benchmark:
@@ -287,7 +291,7 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
         meta={"model_spec": cfg.model, "benchmark": cfg.benchmark},
         seed_dirs=cfg.cache_seed_dirs,
     )
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else make_run_dir("anessuite-eval", cfg)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else make_run_dir("anessuite-eval", cfg)
     with cache:
         done = cache.load()
         # a failed request recorded by an older version of this cache is asked again, never scored
@@ -333,7 +337,7 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
     )
     if cfg.track:
         _log_mlflow(cfg, results, out_dir)
-    results["out_dir"] = str(out_dir)
+    results["output_dir"] = str(out_dir)
     return results
 
 
@@ -372,8 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results = run_eval(cfg)
         print(print_summary(results))
-        print(Path(results["out_dir"], "table.md").read_text(encoding="utf-8"))
-        print(f"outputs: {results['out_dir']}")
+        print(Path(results["output_dir"], "table.md").read_text(encoding="utf-8"))
+        print(f"outputs: {results['output_dir']}")
         return 0
 
     return recipe_main(EvalConfig, _run, argv=argv, prog="anessuite eval", description=EvalConfig.__doc__)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from anessuite.evaluate import BackendConfig
 from anessuite.prompts import PromptConfig
@@ -41,33 +41,36 @@ logger = logging.getLogger(__name__)
 class Table3Config:
     """Evaluate a list of models on AnesBench and render the Table 3 layout."""
 
-    models: list[str] = field(default_factory=list)  # folders / embedded names / hub ids / server URLs
-    # ("http://host:port/v1" evaluates every served model, "http://host:port/v1#name" one of them);
-    # empty: the embedded models = base and every stage of `pipeline_config`
-    model_names: list[str] = field(
-        default_factory=list
-    )  # row labels, same order as models (default: derived)
+    # folders / embedded names / hub ids / server URLs ("http://host:port/v1" evaluates every served model,
+    # "http://host:port/v1#name" one of them); empty: the embedded models = base and every stage of `pipeline_config`
+    models: list[str] = field(default_factory=list)
+    # row labels, same order as models (default: derived)
+    model_names: list[str] = field(default_factory=list)
     benchmark: str = ""  # file or folder with anesbench_*.json; empty: the synthetic benchmark
     pipeline_config: str = "packages/anessuite/configs/pipeline_cpu.yaml"  # used when models is empty
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])  # benchmark languages
     mode: str = "generate"  # generate (zero-shot CoT) | loglik
-    max_new_tokens: int | None = (
-        None  # response cap for every model; null: the pipeline's eval.max_new_tokens, or 2048 (the paper's)  # for `models`. When set it is passed to the pipeline too, so config and run cannot disagree
-    )
+    # response cap for every model; null: the pipeline's eval.max_new_tokens, or 2048 (the paper's) for `models`.
+    # When set it is passed to the pipeline too, so config and run cannot disagree
+    max_new_tokens: int | None = None
     backend: str = "hf"  # hf | vllm (local models) | openai (models are names served at base_url)
     base_url: str = ""  # backend=openai: the server, http://host:port/v1
-    backend_options: BackendConfig = field(
-        default_factory=BackendConfig
-    )  # other backend settings (extra_body, chat_template_kwargs, max_outage_s, revision, ...)
+    # other backend settings (extra_body, chat_template_kwargs, max_outage_s, revision, ...)
+    backend_options: BackendConfig = field(default_factory=BackendConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt for every model (preset: official)
-    accumulate: bool = False  # keep rows of models evaluated earlier into out_dir (one table, many commands)
+    accumulate: bool = False  # keep rows of models evaluated earlier in output_dir (one table, many commands)
     track: bool = True  # one MLflow run per evaluated model
     batch_size: int = 16  # hf batch size
     concurrency: int = 16  # requests in flight for server URLs
     limit_per_language: int | None = None  # smoke runs: first N items per language
     bootstrap_iters: int = 1000  # bootstrap replicates for the CIs
     seed: int = 0  # bootstrap seed (decoding is greedy; the pipeline's training seed is in its own config)
-    out_dir: str = "experiments/anessuite-table3/results"  # table3.md/.csv/.json/.png, results.json, models/<label>/  # empty: <runs>/anesbench/<benchmark folder name>
+    # table3.md/.csv/.json/.png, results.json, models/<label>/; empty: <runs>/anesbench/<benchmark folder name>
+    output_dir: str = "experiments/anessuite-table3/results"
+
+    # one vocabulary (CONTRIBUTING.md): the old name fails naming the new one; config hashes keep the old spelling
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+    IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True
 
 
 @dataclass
@@ -77,22 +80,28 @@ class MorpheusConfig:
     pipeline_config: str = "experiments/anessuite-morpheus/pipeline.yaml"  # the pipeline to run or resume
     mode: str = "generate"  # which evaluation mode fills the table
     seed: int = 0  # recorded for provenance; the training seed is the pipeline config's
-    out_dir: str = "experiments/anessuite-morpheus/results"  # table4.md/.csv and results.json
+    output_dir: str = "experiments/anessuite-morpheus/results"  # table4.md/.csv and results.json
+
+    # one vocabulary (CONTRIBUTING.md): the old name fails naming the new one; config hashes keep the old spelling
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+    IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True
 
 
 @dataclass
 class StrategiesConfig:
     """Table 5 layout: base vs base+CPT, each fine-tuned on every SFT data choice (GRPO off)."""
 
-    pipeline_config: str = (
-        "experiments/anessuite-training-strategies/pipeline.yaml"  # base model, CPT/SFT settings
-    )
-    sft_data: list[str] = field(
-        default_factory=lambda: ["anesqa", "anesr1", "anesqa+anesr1"]
-    )  # SFT data rows
+    # base model, CPT/SFT settings
+    pipeline_config: str = "experiments/anessuite-training-strategies/pipeline.yaml"
+    # SFT data rows
+    sft_data: list[str] = field(default_factory=lambda: ["anesqa", "anesr1", "anesqa+anesr1"])
     mode: str = "generate"  # which evaluation mode fills the table
     seed: int = 0  # recorded for provenance; the training seed is the pipeline config's
-    out_dir: str = "experiments/anessuite-training-strategies/results"  # table5.md/.csv and results.json
+    output_dir: str = "experiments/anessuite-training-strategies/results"  # table5.md/.csv and results.json
+
+    # one vocabulary (CONTRIBUTING.md): the old name fails naming the new one; config hashes keep the old spelling
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+    IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True
 
 
 def _served_models(base_url: str) -> list[str]:
@@ -156,7 +165,7 @@ def run_table3(cfg: Table3Config) -> Path:
     """Evaluate every model (or run/resume the default pipeline) and write table3.{md,csv,png}, results.json."""
     from anessuite.anesbench import default_out_dir, evaluate_models
 
-    out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.benchmark or "synthetic")
+    out = Path(cfg.output_dir) if cfg.output_dir else default_out_dir(cfg.benchmark or "synthetic")
     per_model: dict[str, dict[str, Any]] = {}
     if not cfg.models:
         overrides = [f"eval.modes=[{cfg.mode}]"] + (
@@ -207,7 +216,7 @@ def run_morpheus(cfg: MorpheusConfig) -> Path:
             }
         )
         per_model[label] = results
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     _write_outputs(out, "table4", rows, ["Model", "SFT", "GRPO", "EN Total", "ZH Total", "Avg."], per_model)
     return out / "table4.md"
 
@@ -267,7 +276,7 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
                 }
             )
             per_model[f"{start_label}/{data_choice}"] = final
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     _write_outputs(out, "table5", rows, ["Model", "SFT data", "EN", "ZH", "Avg."], per_model)
     return out / "table5.md"
 

@@ -4,7 +4,9 @@ Merge order is defaults (the dataclass) -> YAML file(s) -> command-line ``a.b=c`
 start from other files with a top-level ``base:`` key (one path or a list, relative to the including file):
 the bases are merged first, in list order, each with its own bases before it, then the including file's own
 keys on top. Include cycles fail with the chain of files. Unknown keys fail with the full dotted key path and
-the closest valid key (or, for a key the schema lists in its ``RENAMED_KEYS`` class attribute, the new name);
+the closest valid key (or, for a key the schema lists in its ``RENAMED_KEYS`` class attribute, the new name;
+a schema with ``IDENTITY_KEEPS_OLD_NAMES = True`` still hashes those keys under their old names, see
+:func:`identity_dict`);
 a value outside a ``typing.Literal`` field's choices fails with the closest valid value;
 a non-empty path in a field marked ``must_exist`` (see :func:`existing_path`) must exist. ``${oc.env:VAR}`` and
 ``${oc.env:VAR,default}`` work in YAML for machine-specific paths. ``recipe_main`` wraps this into the CLI
@@ -38,6 +40,7 @@ __all__ = [
     "config_hash",
     "existing_path",
     "explain_lines",
+    "identity_dict",
     "load_config",
     "load_config_explained",
     "recipe_main",
@@ -317,9 +320,41 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
 
 
+def _move(tree: dict[str, Any], source: str, target: str) -> None:
+    """Move the value at dotted ``source`` to dotted ``target`` (nothing when ``source`` is absent)."""
+    *parents, leaf = source.split(".")
+    node: Any = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        return
+    value = node.pop(leaf)
+    *parents, leaf = target.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def identity_dict(cfg: Any) -> dict[str, Any]:
+    """:func:`to_dict` as run identities see it: the schema's renamed keys spelled the old way.
+
+    A schema that sets ``IDENTITY_KEEPS_OLD_NAMES = True`` renamed keys after runs were stored under the old
+    names (a pure rename, values unchanged); hashing the old spelling keeps those runs' hashes, run folders and
+    stage keys, so they are still found and reused. Other schemas hash :func:`to_dict` unchanged.
+    """
+    tree = to_dict(cfg)
+    schema = type(cfg)
+    if getattr(schema, "IDENTITY_KEEPS_OLD_NAMES", False):
+        for old, new in getattr(schema, "RENAMED_KEYS", {}).items():
+            _move(tree, new, old)
+    return tree
+
+
 def config_hash(cfg: Any, length: int = 12) -> str:
-    """Stable short hash of the resolved config (canonical JSON, sorted keys), for provenance and run folders."""
-    canonical = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    """Stable short hash of the resolved config (canonical JSON of :func:`identity_dict`, sorted keys), for
+    provenance and run folders."""
+    canonical = json.dumps(identity_dict(cfg), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]
 
 

@@ -151,14 +151,12 @@ class PlannedRun:
     command: list[str] = field(default_factory=list)
     # the driver writes done_marker itself after the run exits 0 (a stage without `creates`)
     writes_marker: bool = False
+    # rlcore.config.config_hash of the built config (keys renamed since spelled the old way); None for stages
+    config_hash: str | None = None
 
     @property
     def done(self) -> bool:
         return self.done_marker.exists()
-
-    @property
-    def config_hash(self) -> str | None:
-        return config_hash(self.resolved) if self.resolved is not None else None
 
 
 def _arm_path(folder: Path, arm: str) -> Path:
@@ -193,7 +191,7 @@ def plan(
             overrides = [*(f"{key}={seed}" for key in spec.seed_keys), f"{spec.output_key}={run_dir}"]
             overrides += spec.arm_overrides
             path = _arm_path(folder, arm)
-            resolved = to_dict(load_config(arm_schema, path, overrides))
+            cfg = load_config(arm_schema, path, overrides)
             runs.append(
                 PlannedRun(
                     run_dir.name,
@@ -201,9 +199,10 @@ def plan(
                     path,
                     overrides,
                     run_dir / "results.json",
-                    resolved,
+                    to_dict(cfg),
                     arm,
                     seed,
+                    config_hash=config_hash(cfg),
                 )
             )
     return stages, runs

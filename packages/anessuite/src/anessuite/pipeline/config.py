@@ -4,7 +4,7 @@ SmolLM2-135M and the synthetic world; ``packages/anessuite/configs/`` holds the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from anessuite.prompts import PromptConfig
 from rlcore.rollout import RolloutConfig
@@ -24,9 +24,8 @@ class DataPrepConfig:
     anesr1: str = ""  # AnesR1-style MCQs with reasoning (JSONL/JSON/parquet)
     benchmark: str = ""  # benchmark file/folder used by the stage evaluations
     corpus_lang: Literal["en", "zh", "all"] = "all"  # CPT language
-    sft_sources: list[str] = field(
-        default_factory=lambda: ["anesqa", "anesr1"]
-    )  # SFT data: anesqa and/or anesr1
+    # SFT data: anesqa and/or anesr1
+    sft_sources: list[str] = field(default_factory=lambda: ["anesqa", "anesr1"])
     sft_lang: Literal["en", "zh", "all"] = "all"  # SFT language
     rl_lang: Literal["en", "zh", "all"] = "all"  # GRPO prompt language
     qa_system_prompt: str = ""  # optional system message for AnesQA chats
@@ -40,7 +39,7 @@ class HFStageConfig:
     max_length: int = 2048  # tokens per packed block (CPT) or per example (SFT, longer ones are truncated)
     per_device_batch_size: int = 1  # sequences per device per micro-batch
     gradient_accumulation_steps: int = 8  # micro-batches per optimizer step
-    learning_rate: float = 1.0e-4  # peak learning rate
+    lr: float = 1.0e-4  # peak learning rate
     num_epochs: float = 3.0  # passes over the data (ignored when max_steps > 0)
     max_steps: int = -1  # optimizer steps; > 0 overrides num_epochs
     lr_scheduler: str = "cosine"  # transformers scheduler name
@@ -50,17 +49,16 @@ class HFStageConfig:
     bf16: bool = False  # bf16 mixed precision (GPU)
     gradient_checkpointing: bool = False  # recompute activations (memory for speed)
     deepspeed: str | None = None  # DeepSpeed JSON (infra/deepspeed/zero1.json for CPT, zero3.json for SFT)
-    save_steps: int = 100  # checkpoint every N optimizer steps (resume point)
-    save_total_limit: int = 2  # checkpoints kept
-    logging_steps: int = 10  # log loss every N steps
+    save_every: int = 100  # checkpoint every N optimizer steps (resume point)
+    keep_checkpoints: int = 2  # newest checkpoints kept; 0 keeps all
+    log_every: int = 10  # log loss every N optimizer steps
     max_samples: int | None = None  # cap on training records (CPU smoke runs); None = all
     # worker processes that tokenise and pack the data (datasets map); None = the training process itself
     num_proc: int | None = None
     eos_token: str | None = None  # document separator / end token override (None = the tokenizer's)
     attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = transformers' default
-    launcher: str = (
-        ""  # empty: run in this process; else a command prefix, e.g. "accelerate launch --config_file X"
-    )
+    # empty: run in this process; else a command prefix, e.g. "accelerate launch --config_file X"
+    launcher: str = ""
 
 
 @dataclass
@@ -73,11 +71,12 @@ class GRPOStageConfig:
     max_prompts: int | None = None  # cap on RL prompts; None = all
     save_every: int = 50  # checkpoint every N steps
     mixed_precision: str = "auto"  # auto | no | bf16
+    # single-turn sampling settings
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(
             max_turns=1, tools_enabled=False, max_new_tokens_per_turn=1024, stop_at_answer=False
         )
-    )  # single-turn sampling settings
+    )
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # group size, clipping, KL
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6))  # AdamW + schedule
     generation: RolloutEngineConfig = field(default_factory=RolloutEngineConfig)  # rollout engine: hf | vllm
@@ -104,32 +103,52 @@ class PipelineConfig:
 
     name: str = "cpu-smollm2"  # pipeline name (run folder and MLflow run name)
     base_model: str = "smollm2-135m-instruct"  # starting checkpoint: folder, embedded name or hub id
-    out_dir: str = (
-        ""  # run folder; empty = <runs root>/anessuite-pipeline/<name>-<config hash>; re-run resumes
-    )
+    # run folder; empty = <runs root>/anessuite-pipeline/<name>-<training fingerprint>; a re-run resumes
+    output_dir: str = ""
     seed: int = 0  # training seed of every stage
     evaluate_base: bool = True  # evaluate the base model before training
     only_stage: str = ""  # run just this stage (cpt | sft | grpo), e.g. under a multi-GPU launcher
     tracking: bool = True  # MLflow parent run with nested stage runs
-    reuse: bool = (
-        True  # reuse finished stages and evaluation responses of other pipelines with identical inputs
-    )
+    # reuse finished stages and evaluation responses of other pipelines with identical inputs
+    reuse: bool = True
     experiment: str = "anessuite-pipeline"  # MLflow experiment
-    prompt: PromptConfig = field(
-        default_factory=PromptConfig
-    )  # MCQ prompt used by SFT/GRPO data and evaluation
+    # MCQ prompt used by SFT/GRPO data and evaluation
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    # training data sources (empty paths: the synthetic world)
     data: DataPrepConfig = field(default_factory=DataPrepConfig)
+    # continued pre-training on the corpus
     cpt: HFStageConfig = field(default_factory=HFStageConfig)
+    # supervised fine-tuning on QA chats
     sft: HFStageConfig = field(
         default_factory=lambda: HFStageConfig(
             max_length=4096,
             gradient_accumulation_steps=4,
-            learning_rate=1e-5,
+            lr=1e-5,
             num_epochs=5.0,
             warmup_ratio=0.1,
             max_grad_norm=5.0,
-            save_steps=500,
+            save_every=500,
         )
     )
+    # GRPO on verifiable MCQs
     grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    # evaluation of the base model and after every stage
     eval: StageEvalConfig = field(default_factory=StageEvalConfig)
+
+    # the recipes share one vocabulary (CONTRIBUTING.md); a config written with an old name fails naming the new
+    # one. Run identities (config hash, stage keys) still spell these keys the old way: stages finished before
+    # the rename keep their keys and are reused.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "out_dir": "output_dir",
+        **{
+            f"{stage}.{old}": f"{stage}.{new}"
+            for stage in ("cpt", "sft")
+            for old, new in (
+                ("learning_rate", "lr"),
+                ("save_steps", "save_every"),
+                ("save_total_limit", "keep_checkpoints"),
+                ("logging_steps", "log_every"),
+            )
+        },
+    }
+    IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True

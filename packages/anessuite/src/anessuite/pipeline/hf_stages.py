@@ -113,7 +113,7 @@ def run_hf_stage(
         completion_only_loss=None if kind == "cpt" else True,
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
+        learning_rate=cfg.lr,
         num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.lr_scheduler,
@@ -123,8 +123,8 @@ def run_hf_stage(
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         deepspeed=cfg.deepspeed,
-        save_steps=cfg.save_steps,
-        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_every,
+        logging_steps=cfg.log_every,
         seed=seed,
         data_seed=seed,
         eos_token=cfg.eos_token,
@@ -141,7 +141,7 @@ def run_hf_stage(
         metrics_path=stage_dir / "metrics.jsonl",
         run=run,
         metric_prefix="train/",
-        keep_last=cfg.save_total_limit or 0,  # pruned once the newer checkpoint is complete
+        keep_last=cfg.keep_checkpoints,  # pruned once the newer checkpoint is complete
         desc=kind,
     )
     trainer.save_model(str(final))

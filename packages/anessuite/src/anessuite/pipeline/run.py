@@ -86,7 +86,7 @@ def _launch_stage(cfg: PipelineConfig, out: Path, stage: str, parent_id: str | N
         "--config",
         str(resolved),
         f"only_stage={stage}",
-        f"out_dir={out}",
+        f"output_dir={out}",
     ]
     env = {**os.environ, **({PARENT_ENV: parent_id} if parent_id else {})}
     logger.info("launching stage %s: %s", stage, shlex.join(command))
@@ -103,7 +103,7 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
             benchmark=str(benchmark),
             languages=list(cfg.eval.languages),
             limit_per_language=cfg.eval.limit_per_language,
-            out_dir=str(out / "eval" / f"{label}-{mode}"),
+            output_dir=str(out / "eval" / f"{label}-{mode}"),
             cache_dir=str(out / "eval-cache"),
             cache_seed_dirs=seed_dirs,
             bootstrap_iters=cfg.eval.bootstrap_iters,
@@ -130,7 +130,7 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
                 f"eval {label} ({mode})", tags={"stage_label": label, "eval_mode": mode}
             ) as child:
                 child.log_metrics(metrics, step=0)
-                child.log_artifact(Path(result["out_dir"]) / "results.json")
+                child.log_artifact(Path(result["output_dir"]) / "results.json")
     return results
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.pipeline.config import PipelineConfig
-from rlcore.config import to_dict
+from rlcore.config import identity_dict
 from rlcore.runs import runs_root
 
 __all__ = [
@@ -61,8 +61,9 @@ ADDED_SETTINGS: dict[str, Any] = {
 
 
 def _section(cfg: PipelineConfig, name: str) -> dict[str, Any]:
-    """``to_dict`` of one config section without the :data:`ADDED_SETTINGS` that hold their earlier value."""
-    data = to_dict(getattr(cfg, name))
+    """One config section as run identities see it (``identity_dict``: keys renamed since spelled the old way),
+    without the :data:`ADDED_SETTINGS` that hold their earlier value."""
+    data = identity_dict(cfg)[name]
     for dotted, earlier in ADDED_SETTINGS.items():
         section, *parents, leaf = dotted.split(".")
         if section != name:
@@ -136,9 +137,9 @@ def pipelines_root() -> Path:
 
 
 def pipeline_dir(cfg: PipelineConfig) -> Path:
-    """``out_dir``, or ``<runs root>/anessuite-pipeline/<name>-<training fingerprint>`` (a re-run resumes)."""
-    if cfg.out_dir:
-        return Path(cfg.out_dir)
+    """``output_dir``, or ``<runs root>/anessuite-pipeline/<name>-<training fingerprint>`` (a re-run resumes)."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
     return pipelines_root() / f"{cfg.name}-{training_fingerprint(cfg)}"
 
 
