@@ -1,11 +1,11 @@
 """One vocabulary across the recipes (CONTRIBUTING.md, "Config keys"): old key names fail naming the new one,
 and a pure rename leaves every run identity as it was.
 
-``fixtures/run_identities.json`` was computed from the committed configs by the code *before* the renames of
-``out_dir``, ``learning_rate``, ``save_steps``, ``save_total_limit`` and ``logging_steps``: config hashes (run
-folders, MLflow tags, the experiment driver's planned runs), the AnesSuite pipeline's training fingerprint (its
-default run folder) and stage keys (stage reuse). Finished runs made before
-the rename are found and reused only while these values hold.
+``fixtures/run_identities.json`` was computed by the code *before* the renames of ``out_dir``, ``learning_rate``,
+``save_steps``, ``save_total_limit`` and ``logging_steps``, from the committed AnesSuite configs (the schemas that
+renamed keys) and the REX-RAG experiments' planned runs: config hashes (run folders, MLflow tags, the experiment
+driver's planned runs), the AnesSuite pipeline's training fingerprint (its default run folder) and stage keys
+(stage reuse). Finished runs made before the rename are found and reused only while these values hold.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from config_harness import REPO
+from config_harness import REPO, recipe_argv
 
 from anessuite.evaluate import EvalConfig as AnesEvalConfig
 from anessuite.pipeline.config import PipelineConfig
@@ -55,7 +55,7 @@ def clean_env(monkeypatch):
 
 
 def test_the_fixture_covers_the_committed_configs():
-    assert len(FIXTURE["configs"]) >= 60 and len(FIXTURE["experiment_runs"]) >= 60
+    assert len(FIXTURE["configs"]) >= 20 and len(FIXTURE["experiment_runs"]) >= 60
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURE["configs"]))
@@ -64,6 +64,7 @@ def test_identities_survive_the_renames(path: str, clean_env):
         pytest.skip(f"{path} is no longer committed")
     before = FIXTURE["configs"][path]
     cfg = load_config(SCHEMAS[before["recipe"]], REPO / path)
+    # a change that alters identities on purpose (a new setting, not a rename) updates the entry and says so
     assert config_hash(cfg) == before["config_hash"], f"{path}: config hash changed"
     if before["recipe"] == "anessuite pipeline":
         assert training_fingerprint(cfg) == before["training_fingerprint"], (
@@ -76,6 +77,8 @@ def test_identities_survive_the_renames(path: str, clean_env):
 def test_experiment_driver_hashes_survive_the_renames(clean_env):
     found = {}
     for spec_path in sorted((REPO / "experiments").glob("*/experiment.yaml")):
+        if recipe_argv(spec_path) != ["rexrag", "experiment"]:
+            continue
         spec = load_config(RexRagExperimentSpec, spec_path)
         for group in spec.groups:
             spec.group = group
