@@ -120,7 +120,7 @@ def test_finished_stage_is_found_in_a_sibling_pipeline_and_adopted(tmp_path):
 
 
 def test_a_finished_stage_trained_with_other_settings_is_refused_not_reused(tmp_path):
-    """Two configurations sharing one out_dir (Table 5's variants once did): the second must not silently get the
+    """Two configurations sharing one output_dir (Table 5's variants once did): the second must not silently get the
     first one's model."""
     cfg = PipelineConfig()
     cfg.cpt.enabled = False
@@ -128,7 +128,7 @@ def test_a_finished_stage_trained_with_other_settings_is_refused_not_reused(tmp_
     stage_cache.check_finished_stage(cfg, tmp_path, "sft")  # the same settings: accepted
     other = PipelineConfig()
     other.cpt.enabled, other.data.sft_sources = False, ["anesqa"]
-    with pytest.raises(ValueError, match=r"sft: finished with other settings .* its own out_dir"):
+    with pytest.raises(ValueError, match=r"sft: finished with other settings .* its own output_dir"):
         stage_cache.check_finished_stage(other, tmp_path, "sft")
     marker = tmp_path / "sft" / "DONE.json"
     done = json.loads(marker.read_text())

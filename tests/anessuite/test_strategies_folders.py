@@ -1,5 +1,5 @@
 """Table 5's variants (CPT only, then SFT on each data choice from the base and from the CPT model) each run in a
-folder of their own when the pipeline config fixes out_dir; sharing it made every variant adopt the first
+folder of their own when the pipeline config fixes output_dir; sharing it made every variant adopt the first
 variant's finished SFT stage."""
 
 from __future__ import annotations
@@ -23,21 +23,21 @@ def _result() -> dict:
 
 def test_every_variant_gets_its_own_folder(tmp_path: Path, monkeypatch):
     pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(yaml.safe_dump({"name": "mini", "out_dir": str(tmp_path / "runs" / "p-seed0")}))
+    pipeline.write_text(yaml.safe_dump({"name": "mini", "output_dir": str(tmp_path / "runs" / "p-seed0")}))
     calls: list[list[str]] = []
 
     def fake_pipeline(config_path: str, overrides=()):
         calls.append(list(overrides))
         cfg = load_config(PipelineConfig, config_path, overrides)
-        out = Path(cfg.out_dir)
+        out = Path(cfg.output_dir)
         (out / "cpt").mkdir(parents=True, exist_ok=True)
         (out / "cpt" / "DONE.json").write_text(json.dumps({"final": "cpt/final"}))
         labels = ["base", "base+CPT"] if cfg.cpt.enabled else ["base+SFT"]
         return cfg, {label: _result() for label in labels}
 
     monkeypatch.setattr(tables, "_pipeline", fake_pipeline)
-    run_strategies(StrategiesConfig(pipeline_config=str(pipeline), out_dir=str(tmp_path / "table5")))
-    folders = [next(o.split("=", 1)[1] for o in call if o.startswith("out_dir=")) for call in calls]
+    run_strategies(StrategiesConfig(pipeline_config=str(pipeline), output_dir=str(tmp_path / "table5")))
+    folders = [next(o.split("=", 1)[1] for o in call if o.startswith("output_dir=")) for call in calls]
     assert len(calls) == 7 and len(set(folders)) == 7
     assert all(Path(f).parent == tmp_path / "runs" and Path(f).name.startswith("p-seed0-") for f in folders)
     assert Path(folders[0]).name == "p-seed0-cpt-only"
@@ -57,5 +57,5 @@ def test_without_a_fixed_out_dir_the_variants_keep_their_named_folders(tmp_path:
     monkeypatch.setattr(tables, "_pipeline", fake_pipeline)
     # the CPT-only variant's folder follows from its name under the runs root; its final model is not read here
     monkeypatch.setattr(run_module, "stage_final", lambda out, stage: "cpt-model")
-    run_strategies(StrategiesConfig(pipeline_config=str(pipeline), out_dir=str(tmp_path / "table5")))
-    assert not any(o.startswith("out_dir=") for call in calls for o in call)
+    run_strategies(StrategiesConfig(pipeline_config=str(pipeline), output_dir=str(tmp_path / "table5")))
+    assert not any(o.startswith("output_dir=") for call in calls for o in call)

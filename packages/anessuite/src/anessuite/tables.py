@@ -230,12 +230,12 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
     base_cfg = load_config(PipelineConfig, cfg.pipeline_config)
 
     def own_folder(suffix: str) -> list[str]:
-        # a pipeline config with a fixed out_dir gives every variant a folder beside it (stages with identical
+        # a pipeline config with a fixed output_dir gives every variant a folder beside it (stages with identical
         # inputs are still reused from there); without one each variant's folder follows from its name
-        if not base_cfg.out_dir:
+        if not base_cfg.output_dir:
             return []
-        out = Path(base_cfg.out_dir)
-        return [f"out_dir={out.parent / f'{out.name}-{suffix}'}"]
+        out = Path(base_cfg.output_dir)
+        return [f"output_dir={out.parent / f'{out.name}-{suffix}'}"]
 
     cpt_only = ["sft.enabled=false", "grpo.enabled=false", f"name={base_cfg.name}-cpt-only", *own_folder("cpt-only")]
     cpt_cfg, cpt_results = _pipeline(cfg.pipeline_config, cpt_only)

@@ -238,7 +238,7 @@ def check_finished_stage(cfg: PipelineConfig, out: Path, stage: str) -> None:
     if recorded != expected:
         raise ValueError(
             f"{out / stage}: finished with other settings (stage key {recorded}; this config gives {expected}). "
-            "Give this configuration its own out_dir, or move that folder away to retrain it."
+            "Give this configuration its own output_dir, or move that folder away to retrain it."
         )
 
 
