@@ -1,0 +1,117 @@
+"""The AnesSuite pipeline's CPT and SFT stages (the SFT engine, TRL's SFTTrainer on the tiny Qwen2) SIGKILLed
+mid-training and mid-checkpoint-write, then rerun: the stage resumes from its newest complete checkpoint (a torn
+one is named in a warning with the one used instead), finished stages are not retrained, and the final weights and
+per-step losses, grad norms and learning rates of both stages equal an uninterrupted pipeline's.
+
+Both stages run the same engine, whose fault points (``sft.update``, ``sft.checkpoint``) count that stage's
+optimizer steps. CPT runs 3 steps and SFT 4, so ``sft.update:2`` kills CPT in the middle of its training and
+``sft.checkpoint:4`` kills SFT while it writes ``checkpoint-4`` (a step CPT never reaches)."""
+
+import json
+import signal
+import sys
+
+import pytest
+import torch
+from faults_helpers import read_jsonl, run_to_end, subprocess_env
+from safetensors.torch import load_file
+
+from rlcore.faults import FAULT_ENV
+
+STEPS = {"cpt": 3, "sft": 4}
+CONFIG = f"""name: faults-hf-stages
+base_model: tiny-qwen2
+tracking: false
+reuse: false
+evaluate_base: false
+cpt:
+  max_steps: {STEPS["cpt"]}
+  max_length: 64
+  max_samples: 16
+  per_device_batch_size: 2
+  gradient_accumulation_steps: 1
+  logging_steps: 1
+  save_steps: 1
+sft:
+  max_steps: {STEPS["sft"]}
+  max_length: 64
+  max_samples: 16
+  per_device_batch_size: 2
+  gradient_accumulation_steps: 1
+  logging_steps: 1
+  save_steps: 1
+grpo:
+  enabled: false
+eval:
+  enabled: false
+"""
+# (fault point, stage it lands in, the checkpoint the rerun resumes from, the torn checkpoint it names)
+CASES = [
+    ("sft.update:2", "cpt", "checkpoint-1", None),  # after CPT's 2nd optimizer step, nothing logged or saved
+    ("sft.checkpoint:4", "sft", "checkpoint-3", "checkpoint-4"),  # SFT's checkpoint-4: weights written only
+]
+LOGGED = ("step", "loss", "grad_norm", "lr")
+
+
+def _command(tmp_path, out):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(CONFIG)
+    return [sys.executable, "-m", "anessuite", "pipeline", "--config", str(config), f"out_dir={out}"]
+
+
+def _env(**extra):
+    env = subprocess_env()
+    env.pop(FAULT_ENV, None)
+    env.update(extra)
+    return env
+
+
+def _final_weights(out, stage):
+    final = out / json.loads((out / stage / "DONE.json").read_text())["final"]
+    return load_file(next(final.glob("*.safetensors")))
+
+
+def _logged_steps(out, stage):
+    rows = [{key: row[key] for key in LOGGED} for row in read_jsonl(out / stage / "metrics.jsonl")]
+    assert [row["step"] for row in rows] == list(range(1, STEPS[stage] + 1))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf-stages")
+    done = run_to_end(_command(root, root / "whole"), _env())
+    assert done.returncode == 0, done.stderr[-4000:]
+    return root / "whole"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("point", "stage", "resumed", "torn"), CASES)
+def test_stage_killed_then_rerun_equals_uninterrupted(uninterrupted, tmp_path, point, stage, resumed, torn):
+    out = tmp_path / "broken"
+    command = _command(tmp_path, out)
+    killed = run_to_end(command, _env(**{FAULT_ENV: point}))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    assert not (out / stage / "DONE.json").exists()
+    trainer_dir = out / stage / "trainer"
+    earlier = ["cpt"] if stage == "sft" else []
+    stamps = {name: (out / name / "DONE.json").stat().st_mtime_ns for name in earlier}
+
+    rerun = run_to_end(command, _env())
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert {
+        name: (out / name / "DONE.json").stat().st_mtime_ns for name in earlier
+    } == stamps  # not retrained
+    summary = json.loads((out / stage / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(trainer_dir / resumed)
+    warned = [line for line in rerun.stderr.splitlines() if "is torn" in line]
+    if torn is None:
+        assert not warned, warned
+    else:
+        assert len(warned) == 1, rerun.stderr[-4000:]
+        assert f"{trainer_dir / torn} is torn" in warned[0] and str(trainer_dir / resumed) in warned[0]
+    for name in ("cpt", "sft"):
+        expected, got = _final_weights(uninterrupted, name), _final_weights(out, name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[key], got[key]) for key in expected), name
+        assert _logged_steps(out, name) == _logged_steps(uninterrupted, name), name
