@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from anessuite.backends.openai_compat import ServerError
 from anessuite.cache import CacheLockedError
 from anessuite.mcq import SchemaError
+from anessuite.score import print_summary, run_score
+from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
+from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
+from anessuite.synthetic.published import write_published_size_benchmark
+from anessuite.synthetic.scratch import ScratchModelConfig, write_scratch_model
+from anessuite.tasks import TASKS
 from rlcore.cli import run_cli
+from rlcore.logging_utils import setup_logging
 
 __all__ = ["main"]
 
@@ -22,8 +29,6 @@ USER_ERRORS = (SchemaError, ServerError, CacheLockedError)
 
 
 def _score(argv: Sequence[str]) -> int:
-    from anessuite.score import print_summary, run_score
-
     parser = argparse.ArgumentParser(prog="anessuite score", description="Re-score saved responses.")
     parser.add_argument("--benchmark", required=True, help="benchmark JSON/JSONL file or folder of files")
     parser.add_argument("--responses", required=True, help='JSONL of {"id", "response"} records')
@@ -60,8 +65,6 @@ def _score(argv: Sequence[str]) -> int:
 
 
 def _tasks(argv: Sequence[str]) -> int:
-    from anessuite.tasks import TASKS
-
     argparse.ArgumentParser(
         prog="anessuite tasks", description="List registered MCQ task formats."
     ).parse_args(argv)
@@ -72,8 +75,6 @@ def _tasks(argv: Sequence[str]) -> int:
 
 
 def _synth(argv: Sequence[str]) -> int:
-    from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
-
     parser = argparse.ArgumentParser(
         prog="anessuite synth", description="Write the synthetic world's datasets."
     )
@@ -97,18 +98,12 @@ def _synth(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
     if args.design == "miniature":
-        from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
-
         paths = generate_miniature_data(args.out, MiniatureConfig(seed=args.seed))
     elif args.published_sizes:
-        from anessuite.synthetic.published import write_published_size_benchmark
-
         paths = write_published_size_benchmark(args.out, args.seed)
     else:
         paths = generate_world_data(args.out, WorldDataConfig(seed=args.seed))
     if args.scratch_model:
-        from anessuite.synthetic.scratch import ScratchModelConfig, write_scratch_model
-
         paths["scratch_model"] = write_scratch_model(
             args.out, args.scratch_model, ScratchModelConfig(seed=args.seed)
         )
@@ -154,8 +149,6 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rlcore.logging_utils import setup_logging
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--debug"]:  # `anessuite --debug <subcommand> ...`: run_cli reads it after the subcommand
         argv = [*argv[1:2], "--debug", *argv[2:]]

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from anessuite.evaluate import EvalConfig, GenerationConfig, run_eval
+from rlcore.runs import runs_root
+
 __all__ = ["unique_labels", "existing_rows", "evaluate_models", "default_out_dir"]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +76,6 @@ def _identity(results: dict[str, Any]) -> str:
 
 def default_out_dir(benchmark: str) -> Path:
     """``<runs>/anesbench/<benchmark folder name>``: one accumulating table per benchmark."""
-    from rlcore.runs import runs_root
 
     name = Path(benchmark.rstrip("/")).name or "benchmark"
     return runs_root() / "anesbench" / _folder(Path(name).stem if Path(name).suffix else name)
@@ -82,7 +84,7 @@ def default_out_dir(benchmark: str) -> Path:
 def evaluate_models(cfg: Any, out: Path, max_new_tokens: int) -> dict[str, dict[str, Any]]:
     """Evaluate ``cfg.models`` (a Table3Config) and return label -> results, earlier rows first when
     ``cfg.accumulate``."""
-    from anessuite.evaluate import EvalConfig, GenerationConfig, run_eval
+    # import cycle: anessuite.tables imports this module at its top
     from anessuite.tables import expand_models
 
     expanded = expand_models(cfg.models)

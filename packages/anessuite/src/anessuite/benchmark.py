@@ -27,7 +27,7 @@ from typing import Any
 
 from anessuite.mcq import LANGUAGES, MCQItem, SchemaError
 from anessuite.records import data_files, iter_records, read_records
-from anessuite.tasks import TaskSpec, parse_records
+from anessuite.tasks import TaskSpec, load_mcq_file, load_task_spec, parse_records
 
 __all__ = ["detect_layout", "load_anesbench", "benchmark_files", "layout_specs", "LAYOUT_2026_FIELDS"]
 
@@ -189,7 +189,6 @@ def load_items(
     task_spec: str | Path | None = None,
 ) -> list[MCQItem]:
     """Load any supported benchmark: AnesBench (layout detected) or a registered/YAML-declared MCQ task."""
-    from anessuite.tasks import load_mcq_file, load_task_spec
 
     if task_spec is not None:
         spec = load_task_spec(task_spec)

@@ -28,7 +28,11 @@ from anessuite.cache import ResponseCache
 from anessuite.mcq import MCQItem
 from anessuite.prompts import PromptConfig, build_direct_messages, build_messages
 from anessuite.records import file_sha256
-from anessuite.score import score_to_dir
+from anessuite.score import print_summary, score_to_dir
+from anessuite.synthetic.generate import ensure_default_world
+from rlcore.config import recipe_main, to_dict
+from rlcore.runs import make_run_dir, runs_root
+from rlcore.tracking import start_run
 
 __all__ = ["BackendConfig", "GenerationConfig", "EvalConfig", "run_eval", "build_backend", "main"]
 
@@ -107,6 +111,7 @@ class EvalConfig:
 def build_backend(cfg: EvalConfig) -> ChatBackend:
     kind = cfg.backend.kind
     if kind == "hf":
+        # heavy and optional here: loads torch, transformers
         from anessuite.backends.hf import HFChatBackend
 
         return HFChatBackend(
@@ -116,6 +121,7 @@ def build_backend(cfg: EvalConfig) -> ChatBackend:
             chat_template_kwargs=dict(cfg.backend.chat_template_kwargs),
         )
     if kind == "vllm":
+        # heavy and optional here: loads torch, transformers
         from anessuite.backends.vllm_offline import VLLMChatBackend
 
         return VLLMChatBackend(
@@ -127,6 +133,7 @@ def build_backend(cfg: EvalConfig) -> ChatBackend:
             chat_template_kwargs=dict(cfg.backend.chat_template_kwargs),
         )
     if kind == "openai":
+        # heavy and optional here: loads httpx
         from anessuite.backends.openai_compat import OpenAIChatBackend
 
         return OpenAIChatBackend(
@@ -155,7 +162,6 @@ def _benchmark_hash(path: str) -> str:
 
 def _generation_hash(cfg: EvalConfig) -> str:
     """What changes a response besides the model and the questions: prompt, decoding, engine."""
-    from rlcore.config import to_dict
 
     prompt = to_dict(cfg.prompt)
     if prompt.get("preset") == "ours":
@@ -190,8 +196,6 @@ def select_items(items: Sequence[MCQItem], languages: Sequence[str], limit: int 
 
 
 def _default_benchmark() -> str:
-    from anessuite.synthetic.generate import ensure_default_world
-
     return str(ensure_default_world()["benchmark"])
 
 
@@ -268,7 +272,6 @@ def _generate_missing(
 
 def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, Any]:
     """Evaluate, write outputs, return the results dict (with ``output_dir``)."""
-    from rlcore.runs import make_run_dir, runs_root
 
     if not cfg.benchmark:
         cfg.benchmark = _default_benchmark()
@@ -342,8 +345,6 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
 
 
 def _log_mlflow(cfg: EvalConfig, results: dict[str, Any], out_dir: Path) -> None:
-    from rlcore.tracking import start_run
-
     metrics: dict[str, Any] = {
         "overall/accuracy": results["overall"]["accuracy"],
         "avg": results["avg"],
@@ -369,10 +370,7 @@ def _log_mlflow(cfg: EvalConfig, results: dict[str, Any], out_dir: Path) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rlcore.config import recipe_main
-
     def _run(cfg: EvalConfig) -> int:
-        from anessuite.score import print_summary
 
         results = run_eval(cfg)
         print(print_summary(results))

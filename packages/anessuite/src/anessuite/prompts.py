@@ -64,12 +64,10 @@ DIRECT_ZH = "下面是一道麻醉学单项选择题，选项{letters}中只有�
 class PromptConfig:
     """Chat prompt for MCQ evaluation (zero-shot CoT by default)."""
 
-    preset: str = (
-        "ours"  # "ours": the templates below; "official": the official evaluation's layout (module doc)
-    )
-    instruction_language: str = (
-        "match"  # "match": Chinese instructions for Chinese items; "en": English always
-    )
+    # "ours": the templates below; "official": the official evaluation's layout (module doc)
+    preset: str = "ours"
+    # "match": Chinese instructions for Chinese items; "en": English always
+    instruction_language: str = "match"
     use_system_prompt: bool = True  # send a system message (some chat templates ignore or reject it)
     system_en: str = SYSTEM_EN  # system message, English
     system_zh: str = SYSTEM_ZH  # system message, Chinese

@@ -19,6 +19,7 @@ from anessuite.mcq import MCQItem
 from anessuite.records import file_sha256, read_records, write_jsonl
 from anessuite.report import plot_levels, write_table3
 from anessuite.scoring import aggregate, match_responses, score_items
+from rlcore.tracking import write_results_json
 
 __all__ = ["score_to_dir", "run_score"]
 
@@ -37,7 +38,6 @@ def score_to_dir(
     extract: Callable[[str, MCQItem], str | None] = extract_prediction,
 ) -> dict[str, Any]:
     """Score, aggregate and write every output file; returns the results dict."""
-    from rlcore.tracking import write_results_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

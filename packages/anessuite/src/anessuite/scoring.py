@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from anessuite.mcq import LANGUAGES, LEVELS, MCQItem
+from anessuite.official_extraction import official_extract
 
 __all__ = [
     "ScoredItem",
@@ -127,7 +128,6 @@ def score_items(
     log-likelihood mode) is used as is; otherwise ``extract(response_text, item)`` picks the letter, except for a
     response cut inside its thinking, which is never scored. ``official`` (default: the official-style
     extraction) fills ``official_prediction``."""
-    from anessuite.official_extraction import official_extract
 
     official = official or official_extract
     scored = []

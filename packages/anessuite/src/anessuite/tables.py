@@ -20,9 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from anessuite.anesbench import default_out_dir, evaluate_models
 from anessuite.evaluate import BackendConfig
 from anessuite.prompts import PromptConfig
-from anessuite.report import TABLE3_COLUMNS, plot_levels, table3_row, write_table3, write_tables
+from anessuite.report import (
+    TABLE3_COLUMNS,
+    plot_levels,
+    table3_row,
+    update_readme,
+    write_table3,
+    write_tables,
+)
+from rlcore.config import load_config, recipe_main
+from rlcore.tracking import write_results_json
 
 __all__ = [
     "Table3Config",
@@ -134,8 +144,6 @@ def _write_outputs(
     settings: dict[str, Any] | None = None,
 ) -> None:
     """Tables + results.json in ``out``; the experiment README's "Last run" block gets the table and provenance."""
-    from anessuite.report import update_readme
-    from rlcore.tracking import write_results_json
 
     md = write_table3(out, stem, results) if stem == "table3" else write_tables(out, stem, rows, columns)[0]
     body = {"table": stem, "rows": rows, "results": results, **({"settings": settings} if settings else {})}
@@ -153,9 +161,9 @@ def _write_outputs(
 
 
 def _pipeline(config_path: str, overrides: Sequence[str] = ()) -> tuple[Any, dict[str, dict]]:
+    # heavy and optional here: loads torch
     from anessuite.pipeline.config import PipelineConfig
     from anessuite.pipeline.run import run_pipeline
-    from rlcore.config import load_config
 
     cfg = load_config(PipelineConfig, config_path, overrides)
     return cfg, run_pipeline(cfg)
@@ -163,7 +171,6 @@ def _pipeline(config_path: str, overrides: Sequence[str] = ()) -> tuple[Any, dic
 
 def run_table3(cfg: Table3Config) -> Path:
     """Evaluate every model (or run/resume the default pipeline) and write table3.{md,csv,png}, results.json."""
-    from anessuite.anesbench import default_out_dir, evaluate_models
 
     out = Path(cfg.output_dir) if cfg.output_dir else default_out_dir(cfg.benchmark or "synthetic")
     per_model: dict[str, dict[str, Any]] = {}
@@ -223,9 +230,9 @@ def run_morpheus(cfg: MorpheusConfig) -> Path:
 
 def run_strategies(cfg: StrategiesConfig) -> Path:
     """One CPT run, then SFT on each data choice from the base and from the CPT model (GRPO off)."""
+    # heavy and optional here: loads torch
     from anessuite.pipeline.config import PipelineConfig
     from anessuite.pipeline.run import pipeline_dir, stage_final
-    from rlcore.config import load_config
 
     base_cfg = load_config(PipelineConfig, cfg.pipeline_config)
 
@@ -237,7 +244,12 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
         out = Path(base_cfg.output_dir)
         return [f"output_dir={out.parent / f'{out.name}-{suffix}'}"]
 
-    cpt_only = ["sft.enabled=false", "grpo.enabled=false", f"name={base_cfg.name}-cpt-only", *own_folder("cpt-only")]
+    cpt_only = [
+        "sft.enabled=false",
+        "grpo.enabled=false",
+        f"name={base_cfg.name}-cpt-only",
+        *own_folder("cpt-only"),
+    ]
     cpt_cfg, cpt_results = _pipeline(cfg.pipeline_config, cpt_only)
     cpt_model = stage_final(pipeline_dir(cpt_cfg), "cpt")
     rows, per_model = [], {}
@@ -282,8 +294,6 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
 
 
 def _main(schema, fn, prog: str, argv: Sequence[str] | None) -> int:
-    from rlcore.config import recipe_main
-
     def _run(cfg) -> int:
         path = fn(cfg)
         print(Path(path).read_text())

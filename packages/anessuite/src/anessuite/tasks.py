@@ -59,9 +59,8 @@ class TaskSpec:
     answer_field: str = "answer"  # field with the gold answer
     answer_format: str = "letter"  # letter | index0 (0 = A) | index1 (1 = A) | text (the option's text)
     id_field: str | None = "id"  # field with a record id; None or missing -> "<file stem>-<index>"
-    level_field: str | None = (
-        None  # field with the AnesBench level (1/2/3 or "System 1.x"); None -> no levels
-    )
+    # field with the AnesBench level (1/2/3 or "System 1.x"); None -> no levels
+    level_field: str | None = None
     language: str = "en"  # "en", "zh", or "auto" (read language_field, else detect from the stem's script)
     language_field: str | None = None  # field holding "en"/"zh" when language is "auto"
     filter_field: str | None = None  # keep only records whose filter_field value is in filter_values

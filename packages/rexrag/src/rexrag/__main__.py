@@ -20,11 +20,21 @@ import json
 import sys
 from pathlib import Path
 
+from rexrag.data.prepare import prepare_data
 from rexrag.data.qa import DataFormatError
-from rexrag.data.template import TemplateError
-from rexrag.evaluation import PredictionFormatError
+from rexrag.data.template import TemplateError, load_template
+from rexrag.data.veltria import write
+from rexrag.data.world import WorldConfig, write_world
+from rexrag.evaluation import (
+    PredictionFormatError,
+    format_markdown,
+    read_predictions,
+    score_records,
+    write_tables,
+)
 from rexrag.pool import PoolError
 from rlcore.cli import run_cli
+from rlcore.config import load_config
 from rlcore.logging_utils import setup_logging
 
 # REX-RAG's own error types that are the user's to fix (printed as one line by rlcore.cli.run_cli).
@@ -38,8 +48,6 @@ MODEL_TARGETS = {
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from rexrag.evaluation import format_markdown, read_predictions, score_records
-
     result = score_records(read_predictions(args.predictions))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,8 +57,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from rexrag.evaluation import format_markdown, write_tables
-
     results = {}
     for item in args.results:
         name, _, path = item.rpartition("=")
@@ -61,9 +67,6 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_world(args: argparse.Namespace) -> int:
-    from rexrag.data.world import WorldConfig, write_world
-    from rlcore.config import load_config
-
     cfg = load_config(WorldConfig, args.config, args.overrides)
     paths = write_world(cfg, args.out)
     for name, path in paths.items():
@@ -72,9 +75,6 @@ def _cmd_make_world(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare_data(args: argparse.Namespace) -> int:
-    from rexrag.data.prepare import prepare_data
-    from rexrag.data.template import load_template
-
     template = load_template(None, args.template_file)
     result = prepare_data(
         args.flashrag,
@@ -91,8 +91,6 @@ def _cmd_prepare_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_example_data(args: argparse.Namespace) -> int:
-    from rexrag.data.veltria import write
-
     for name, path in write(args.out).items():
         print(f"{name}: {path}")
     return 0
@@ -100,14 +98,19 @@ def _cmd_example_data(args: argparse.Namespace) -> int:
 
 def _recipe(name: str, argv: list[str]) -> int:
     if name == "train":
+        # heavy and optional here: loads torch
         from rexrag.recipes.train import main as recipe_main
     elif name == "sft":
+        # heavy and optional here: loads datasets, torch, transformers, trl
         from rexrag.recipes.sft import main as recipe_main
     elif name == "evaluate":
+        # heavy and optional here: loads torch
         from rexrag.recipes.evaluate import main as recipe_main
     elif name == "precheck":
+        # heavy and optional here: loads torch
         from rexrag.precheck import main as recipe_main
     else:
+        # heavy and optional here: loads torch
         from rexrag.experiment import main as recipe_main
     return recipe_main(argv)
 

@@ -47,9 +47,8 @@ class ProbeLayout:
 
     is_probe: bool  # True for a probe (non-original) trajectory
     insert_start: int = -1  # j: index in the response of the first inserted token
-    pool_logprobs: list[float] = field(
-        default_factory=list
-    )  # log Trie(x_t | ...) per inserted token, length L
+    # log Trie(x_t | ...) per inserted token, length L
+    pool_logprobs: list[float] = field(default_factory=list)
     prefix_model_tokens: int = 0  # loss-mask tokens before j (used with prefix_count="model_tokens")
 
     @property

@@ -58,9 +58,8 @@ class RexRagConfig:
     keep_ratio_decay: float = 0.9  # EMA decay: r <- decay * r + (1 - decay) * probe accuracy
     keep_ratio_max: float | None = None  # optional cap on the keep ratio (official trainer: none)
     keep_ratio_min: float | None = None  # optional floor, so the budget cannot decay to 0 (official: none)
-    train_inserted: bool = (
-        True  # train the inserted prompt's tokens (official); false: context only, no gradient
-    )
+    # train the inserted prompt's tokens (official); false: context only, no gradient
+    train_inserted: bool = True
     # none | paper (per-token mixture) | coarse (prompt mass on first token) | sequence
     correction: Literal["none", "paper", "coarse", "sequence"] = "paper"
     # tokens the 1/z factor is spread over: response_tokens (official) | model_tokens

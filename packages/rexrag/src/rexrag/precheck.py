@@ -37,12 +37,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rexrag.recipes.train import QAConfig, RetrieverConfig
+from rexrag.pool import load_pool
+from rexrag.recipes.common import rollout_inputs
+from rexrag.recipes.evaluate import trained_template
+from rexrag.recipes.train import QAConfig, RetrieverConfig, load_questions, open_retriever
 from rexrag.sampling import is_correct
 from rexrag.trie import encode_prompt
 from rexrag.trigger import dead_end_rate
+from rlcore.config import recipe_main
 from rlcore.errors import UserError
-from rlcore.rollout import INSERTED_COMPONENTS, RolloutConfig, Trajectory, clone_before_answer
+from rlcore.generation import HFBackend
+from rlcore.models import load_causal_lm, load_tokenizer
+from rlcore.rollout import INSERTED_COMPONENTS, RolloutConfig, RolloutEngine, Trajectory, clone_before_answer
+from rlcore.runs import make_run_dir
+from rlcore.seeding import seed_everything
+from rlcore.tracking import write_results_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +77,16 @@ class PrecheckConfig:
     model: str = ""  # the start policy (a warm-up's model folder)
     qa: QAConfig = field(default_factory=QAConfig)  # questions: qa.eval_split / qa.max_eval_examples are used
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # search backend
+    # turn structure and sampling temperature (the RL runs')
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(max_turns=4, max_new_tokens_per_turn=40, retrieval_topk=2)
-    )  # turn structure and sampling temperature (the RL runs')
+    )
     use_chat_template: bool = False  # wrap prompts in the chat template
     pool: str = "self_doubt_30"  # exploratory prompt pool: every sentence is tried on every wrong original
     num_generations: int = 4  # originals per question (the RL group size)
     prone_prefixes: list[str] = field(default_factory=list)  # question beginnings reported as their own group
-    filter_keep_fraction: float = (
-        0.25  # share of probes kept by inserted-token likelihood for the filtered rate
-    )
+    # share of probes kept by inserted-token likelihood for the filtered rate
+    filter_keep_fraction: float = 0.25
     thresholds: PrecheckThresholds = field(default_factory=PrecheckThresholds)  # pass marks
     # fail (exit 2) when a check misses its mark; output_dir/PASSED is written only when every check passes, so an
     # experiment's stage `creates: .../PASSED` stops its RL runs until the setting passes
@@ -255,7 +264,6 @@ def inserted_mean_logprobs(
 
 def direct_check(engine, tokenizer, examples, template: str, cfg: PrecheckConfig, pool: Sequence[str]):
     """Run originals and forced probes on ``examples``; returns the trajectories (originals first)."""
-    from rexrag.recipes.common import rollout_inputs
 
     prompts, groups, metadata = rollout_inputs(
         examples, tokenizer, template, cfg.use_chat_template, repeat=cfg.num_generations
@@ -269,16 +277,6 @@ def direct_check(engine, tokenizer, examples, template: str, cfg: PrecheckConfig
 
 def run(cfg: PrecheckConfig) -> dict[str, Any]:
     import torch
-
-    from rexrag.pool import load_pool
-    from rexrag.recipes.evaluate import trained_template
-    from rexrag.recipes.train import load_questions, open_retriever
-    from rlcore.generation import HFBackend
-    from rlcore.models import load_causal_lm, load_tokenizer
-    from rlcore.rollout import RolloutEngine
-    from rlcore.runs import make_run_dir
-    from rlcore.seeding import seed_everything
-    from rlcore.tracking import write_results_json
 
     cfg.validate()
     if not Path(cfg.model).exists():
@@ -376,8 +374,6 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlcore.config import recipe_main
-
     return recipe_main(
         PrecheckConfig,
         lambda cfg: (run(cfg), 0)[1],

@@ -13,6 +13,7 @@ from typing import Any
 from anessuite.backends import Completion, Messages
 from anessuite.backends.hf import encode_chat
 from anessuite.cache import model_fingerprint
+from rlcore.models import resolve_model_path
 
 __all__ = ["VLLMChatBackend"]
 
@@ -38,7 +39,6 @@ class VLLMChatBackend:
             import vllm
         except ImportError as err:
             raise ImportError(_INSTALL_HINT) from err
-        from rlcore.models import resolve_model_path
 
         self.model_dir = resolve_model_path(model)
         self._vllm = vllm

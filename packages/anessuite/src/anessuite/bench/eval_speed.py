@@ -26,6 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anessuite.bench.server import build_app
+from anessuite.benchmark import load_anesbench
+from anessuite.prompts import PromptConfig, build_messages
+from anessuite.report import render_markdown, update_readme
+from anessuite.synthetic.generate import ensure_default_world
+from rlcore.logging_utils import setup_logging
+from rlcore.tracking import write_results_json
+
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
@@ -59,8 +67,6 @@ def _free_port() -> int:
 def _serve(backend, model_name: str, max_batch: int) -> tuple[str, Any]:
     import uvicorn
 
-    from anessuite.bench.server import build_app
-
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -92,11 +98,9 @@ def run(
     repeats: int = 2,
     http: bool = True,
 ) -> dict[str, Any]:
+    # heavy and optional here: loads httpx, torch, transformers
     from anessuite.backends.hf import HFChatBackend
     from anessuite.backends.openai_compat import OpenAIChatBackend
-    from anessuite.benchmark import load_anesbench
-    from anessuite.prompts import PromptConfig, build_messages
-    from anessuite.synthetic.generate import ensure_default_world
 
     items = load_anesbench(ensure_default_world()["benchmark"])
     english = [item for item in items if item.language == "en"][: questions // 2]
@@ -174,7 +178,6 @@ def run(
 
 def _update_readme(out: Path, report: dict[str, Any]) -> None:
     """Write the measured table into the experiment README's "Last run" block."""
-    from anessuite.report import render_markdown, update_readme
 
     names = ["in_process_loop", "in_process_batched_no_prefix", "in_process_batched"]
     names += [name for name in ("http_sequential", "http_concurrent") if name in report]
@@ -207,9 +210,6 @@ def _headline(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlcore.logging_utils import setup_logging
-    from rlcore.tracking import write_results_json
-
     parser = argparse.ArgumentParser(prog="anessuite.bench.eval_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model folder or embedded name")
     parser.add_argument("--questions", type=int, default=32, help="benchmark questions (half EN, half ZH)")

@@ -115,6 +115,7 @@ def build_app(backend: Any, model_name: str, max_batch: int = 16, max_wait_ms: f
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    # heavy and optional here: loads torch, transformers
     from anessuite.backends.hf import HFChatBackend
 
     parser = argparse.ArgumentParser(prog="anessuite.bench.server", description=__doc__.splitlines()[0])

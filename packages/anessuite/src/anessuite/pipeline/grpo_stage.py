@@ -20,6 +20,16 @@ from typing import Any
 
 from anessuite.pipeline.config import GRPOStageConfig
 from rlcore.io import read_jsonl
+from rlcore.rewards import mcq_reward
+from rlcore.trainer import (
+    DataConfig,
+    ModelConfig,
+    RewardConfig,
+    RLTrainConfig,
+    TrackingConfig,
+    TrainLoopConfig,
+    train,
+)
 
 __all__ = ["answer_line_format", "make_reward_fn", "run_grpo_stage"]
 
@@ -36,7 +46,6 @@ def answer_line_format(completion: str | None) -> float:
 
 def make_reward_fn(format_weight: float):
     """Batched reward ``(completions, gold_letter, num_choices, options, language, **_) -> list[float]``."""
-    from rlcore.rewards import mcq_reward
 
     def reward(
         completions: Sequence[str],
@@ -60,14 +69,6 @@ def make_reward_fn(format_weight: float):
 
 def build_rl_config(cfg: GRPOStageConfig, model_in: str, rl_file: Path, stage_dir: Path, seed: int):
     """The rlcore ``RLTrainConfig`` this stage trains with (validated)."""
-    from rlcore.trainer import (
-        DataConfig,
-        ModelConfig,
-        RewardConfig,
-        RLTrainConfig,
-        TrackingConfig,
-        TrainLoopConfig,
-    )
 
     rl_cfg = RLTrainConfig(
         model=ModelConfig(path=model_in),
@@ -97,7 +98,6 @@ def run_grpo_stage(
     cfg: GRPOStageConfig, model_in: str, rl_file: Path, stage_dir: Path, seed: int, run: Any = None
 ) -> Path:
     """Train with GRPO; returns the final model folder. Resumes from the newest checkpoint in the stage folder."""
-    from rlcore.trainer import train
 
     records = read_jsonl(rl_file)
     if cfg.max_prompts is not None:

@@ -25,6 +25,7 @@ from typing import Any
 from anessuite.mcq import LEVELS, MCQItem
 from anessuite.synthetic.questions import LEVEL_OF, make_question
 from anessuite.synthetic.world import CLASSES, EFFECTS, ONSETS, ORGANS, World, build_world
+from rlcore.runs import runs_root
 
 __all__ = ["WorldDataConfig", "generate_world_data", "ensure_default_world", "corpus_statements", "qa_pairs"]
 
@@ -309,8 +310,6 @@ def ensure_default_world(seed: int = 0, root: str | Path | None = None) -> dict[
     """The default world's files under ``<runs root>/anessuite-world/v<version>-seed<seed>``, generated once
     (a file lock makes concurrent callers wait instead of writing twice)."""
     from filelock import FileLock
-
-    from rlcore.runs import runs_root
 
     base = Path(root) if root is not None else runs_root() / "anessuite-world"
     out = base / f"v{FORMAT_VERSION}-seed{seed}"

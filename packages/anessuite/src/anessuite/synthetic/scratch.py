@@ -13,6 +13,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rlcore.models import scratch_qwen2_config, train_bpe_tokenizer
+
 __all__ = ["ScratchModelConfig", "world_training_texts", "write_scratch_model"]
 
 logger = logging.getLogger(__name__)
@@ -55,8 +57,6 @@ def write_scratch_model(
     """Fit the tokenizer, initialise the model, save both (with ``scratch_config.json``) under ``out``."""
     import torch
     from transformers import Qwen2ForCausalLM
-
-    from rlcore.models import scratch_qwen2_config, train_bpe_tokenizer
 
     cfg = cfg or ScratchModelConfig()
     out = Path(out)

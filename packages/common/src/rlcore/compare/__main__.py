@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rlcore.compare import CompareError, compare_experiment
 from rlcore.logging_utils import setup_logging
+from rlcore.runs import runs_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     run_ids = [item.strip() for item in args.runs.split(",") if item.strip()] or None
     out = args.out
     if out is None:
-        from rlcore.runs import runs_root
-
         out = runs_root() / "compare" / args.experiment
     try:
         result = compare_experiment(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from rlcore.tracking import tracking_uri
+
 __all__ = ["CompareError", "MetricPoint", "RunRecord", "default_tracking_uri", "load_runs"]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ class RunRecord:
 
 def default_tracking_uri() -> str:
     """The project's store: ``rlcore.tracking.tracking_uri()`` (``$MLFLOW_TRACKING_URI`` or runs/mlflow.db)."""
-    from rlcore.tracking import tracking_uri
 
     return tracking_uri()
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from rlcore.generation.sampling import StopStringMatcher
 from rlcore.generation.types import FINISH_LENGTH, FINISH_STOP, Generation, SamplingParams
+from rlcore.models import train_bpe_tokenizer
 
 __all__ = [
     "ScriptedBackend",
@@ -117,7 +118,6 @@ TINY_CORPUS = [
 
 def build_tiny_tokenizer(vocab_size: int = 512):
     """A byte-level BPE tokenizer trained on :data:`TINY_CORPUS` (ChatML specials, EOS ``<|im_end|>``)."""
-    from rlcore.models import train_bpe_tokenizer
 
     return train_bpe_tokenizer(TINY_CORPUS * 20, vocab_size=vocab_size)
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from rlcore.logging_utils import setup_logging
+
 from .bm25 import build_bm25
 from .corpus import corpus_files, iter_corpus
 from .dense import DENSE_KINDS, DenseIndex, DenseParams, build_faiss_index
@@ -213,8 +215,6 @@ def build_index(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlcore.logging_utils import setup_logging
-
     parser = argparse.ArgumentParser(
         prog="python -m rlcore.retrieval.build", description=__doc__.split("\n")[0]
     )

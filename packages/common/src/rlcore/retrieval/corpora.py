@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlcore.logging_utils import setup_logging
+
 from .corpus import write_jsonl
 
 __all__ = ["wiki_data_path", "wiki_records", "iter_wiki", "iter_synthetic", "main"]
@@ -91,8 +93,6 @@ def iter_synthetic(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlcore.logging_utils import setup_logging
-
     parser = argparse.ArgumentParser(
         prog="python -m rlcore.retrieval.corpora", description="write an embedded corpus as JSONL"
     )

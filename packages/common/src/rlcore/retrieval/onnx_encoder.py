@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlcore.models import cache_dir
+
 __all__ = ["BACKENDS", "OnnxEncoder", "split_backend"]
 
 logger = logging.getLogger(__name__)
@@ -94,8 +96,6 @@ def _export(folder: Path, out: Path) -> None:
 def _build_files(folder: Path, fingerprint: str, backend: str) -> Path:
     """Export (and quantise) once per fingerprint; returns the .onnx file for ``backend``."""
     from filelock import FileLock
-
-    from rlcore.models import cache_dir
 
     root = cache_dir() / "onnx" / fingerprint
     root.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rlcore.logging_utils import setup_logging
+from rlcore.runs import runs_root
+
 __all__ = ["SoakConfig", "run_soak", "MALFORMED", "main"]
 
 logger = logging.getLogger(__name__)
@@ -69,9 +72,8 @@ class SoakConfig:
     max_connections: int = 256  # most client connections during the overload
     cooldown_seconds: float = 30.0  # longest wait for descriptors and threads to settle afterwards
     rss_tolerance: float = 0.10  # allowed RSS growth over the pre-load level
-    server_args: list[str] = field(
-        default_factory=lambda: ["--max-queue-queries", "256"]
-    )  # extra server flags; a queue bound the client pool can exceed, so overload reaches shedding
+    # extra server flags; a queue bound the client pool can exceed, so overload reaches shedding
+    server_args: list[str] = field(default_factory=lambda: ["--max-queue-queries", "256"])
     seed: int = 0  # request mix
     out: str = ""  # results folder; empty = runs/soak-retrieval/<time>
 
@@ -429,8 +431,6 @@ def summary_markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rlcore.logging_utils import setup_logging
-
     setup_logging()
     defaults = SoakConfig()
     parser = argparse.ArgumentParser(
@@ -447,8 +447,6 @@ def main(argv: list[str] | None = None) -> int:
     extra = args.pop("server_arg")
     cfg = SoakConfig(**args, **({"server_args": extra} if extra is not None else {}))
     if not cfg.out:
-        from rlcore.runs import runs_root
-
         cfg.out = str(runs_root() / "soak-retrieval" / time.strftime("%Y%m%d-%H%M%S"))
     results = run_soak(cfg)
     out = Path(cfg.out)

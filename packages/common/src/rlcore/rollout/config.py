@@ -17,54 +17,44 @@ DEFAULT_INVALID_ACTION_FEEDBACK = (
 class RolloutConfig:
     """Turn structure, sampling, and the tag protocol of multi-turn rollouts (Search-R1 defaults)."""
 
-    max_turns: int = (
-        5  # generation rounds in which search is allowed (with tools off: total rounds, normally 1)
-    )
+    # generation rounds in which search is allowed (with tools off: total rounds, normally 1)
+    max_turns: int = 5
     tools_enabled: bool = True  # False: single-turn generation (MCQ GRPO), no parsing of search blocks
     final_turn_without_search: bool = True  # after max_turns, one more round with search disabled
     max_new_tokens_per_turn: int = 500  # sampled tokens per generation call
-    max_response_tokens: int = (
-        4096  # cap on all response tokens (sampled + observations + feedback + inserted)
-    )
+    # cap on all response tokens (sampled + observations + feedback + inserted)
+    max_response_tokens: int = 4096
     max_obs_tokens: int = 500  # cap on one observation's tokens
     retrieval_topk: int = 3  # passages per search
     temperature: float = 1.0  # sampling temperature (0 = greedy)
     top_p: float = 1.0  # nucleus sampling mass (1 = off)
     top_k: int = -1  # top-k filter (-1 = off)
     greedy: bool = False  # arg-max decoding (evaluation)
-    seed: int | None = (
-        None  # None: global torch RNG (saved by checkpoints); else per-call seeds derived from it
-    )
+    # None: global torch RNG (saved by checkpoints); else per-call seeds derived from it
+    seed: int | None = None
     stop_at_answer: bool = True  # with tools off, still stop after the first </answer>
-    end_on_eos: bool = (
-        True  # EOS without an action ends the trajectory (Search-R1 instead feeds back "invalid")
-    )
-    drop_eos_before_feedback: bool = (
-        False  # end_on_eos=False: remove the EOS id before the feedback (Search-R1 decodes it away)
-    )
+    # EOS without an action ends the trajectory (Search-R1 instead feeds back "invalid")
+    end_on_eos: bool = True
+    # end_on_eos=False: remove the EOS id before the feedback (Search-R1 decodes it away)
+    drop_eos_before_feedback: bool = False
     max_start_tokens: int = 0  # keep only the last N prompt tokens (Search-R1 max_start_length; 0 = off)
     think_tag: str = "think"  # reasoning tag (only used in prompts and docs; not parsed)
     search_tag: str = "search"  # the query block: <search> query </search>
     answer_tag: str = "answer"  # the answer block: <answer> text </answer>
     information_tag: str = "information"  # wraps observations
-    observation_template: str = (
-        "\n\n<{tag}>{passages}</{tag}>\n\n"  # {tag} = information_tag; {passages} once
-    )
-    passage_template: str = (
-        "Doc {index}(Title: {title}) {text}\n"  # {index} 1-based, {title} first line, {text} rest
-    )
+    # {tag} = information_tag; {passages} once
+    observation_template: str = "\n\n<{tag}>{passages}</{tag}>\n\n"
+    # {index} 1-based, {title} first line, {text} rest
+    passage_template: str = "Doc {index}(Title: {title}) {text}\n"
     strip_passages: bool = True  # strip the joined passage text before it goes into the template
     empty_results_text: str = "No documents were found."  # {passages} when the retriever returns nothing
-    obs_truncation: str = (
-        "keep_wrapper"  # keep_wrapper: cut the passages, keep the tags; cut: first max_obs_tokens (Search-R1)
-    )
-    invalid_action_feedback: str = (
-        DEFAULT_INVALID_ACTION_FEEDBACK  # appended (FEEDBACK) after a turn with no action
-    )
+    # keep_wrapper: cut the passages, keep the tags; cut: first max_obs_tokens (Search-R1)
+    obs_truncation: str = "keep_wrapper"
+    # appended (FEEDBACK) after a turn with no action
+    invalid_action_feedback: str = DEFAULT_INVALID_ACTION_FEEDBACK
     verify: bool = True  # run verify_trajectory on every trajectory at the end of run()
-    debug_keep_contexts: bool = (
-        False  # store each turn's full context and sampled ids (memory heavy; exact diffs)
-    )
+    # store each turn's full context and sampled ids (memory heavy; exact diffs)
+    debug_keep_contexts: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -73,9 +73,8 @@ class TurnRecord:
     round_index: int  # engine round (0-based) in which the call happened
     start: int  # index into response_ids of the first sampled token (= response length at call time)
     num_tokens: int  # sampled tokens still in the trajectory (a probe cut or the response cap can shorten it)
-    context_fingerprint: (
-        int  # fingerprint(prompt_ids + response_ids[:start]) of the exact list sent to the backend
-    )
+    # fingerprint(prompt_ids + response_ids[:start]) of the exact list sent to the backend
+    context_fingerprint: int
     sampled_fingerprint: int  # fingerprint of the num_tokens sampled ids kept
     search_enabled: bool  # whether search was allowed in this round
     action: str = ""  # "search", "answer", "invalid", or "" (no action parsed: eos / length / single-turn)
@@ -91,9 +90,8 @@ class Trajectory:
     group_id: str  # GRPO group: unique per prompt instance; clones keep their parent's
     response_ids: list[int] = field(default_factory=list)  # everything after the prompt
     components: list[int] = field(default_factory=list)  # component code per response token
-    sample_logprobs: list[float] = field(
-        default_factory=list
-    )  # sampling log-prob per token; 0.0 on non-model
+    # sampling log-prob per token; 0.0 on non-model
+    sample_logprobs: list[float] = field(default_factory=list)
     is_original: bool = True  # False for clones (REX-RAG probes)
     finished: bool = False  # the policy ended it itself (answer or EOS), not a turn / token cap
     num_turns: int = 0  # generation calls made for this trajectory
@@ -101,9 +99,8 @@ class Trajectory:
     num_invalid_actions: int = 0  # turns that got the invalid-action feedback
     final_answer: str | None = None  # content of the answer block, stripped; None if it never answered
     termination: str = ""  # answer | eos | length | max_turns | max_response_tokens | search_without_tools
-    trajectory_id: str = (
-        ""  # unique within a run: "<group_id>#<k>" for originals, "<parent>/clone<k>" for clones
-    )
+    # unique within a run: "<group_id>#<k>" for originals, "<parent>/clone<k>" for clones
+    trajectory_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     turns: list[TurnRecord] = field(default_factory=list)
 

@@ -43,12 +43,10 @@ class TrainBatch:
     advantages: torch.Tensor  # (B,) float32: one advantage per trajectory
     old_logprobs: torch.Tensor | None = None  # (B, T) log pi_old (before this step's updates)
     ref_logprobs: torch.Tensor | None = None  # (B, T) log pi_ref (frozen reference), when kl_coef > 0
-    behaviour_logprobs: torch.Tensor | None = (
-        None  # (B, T) from the behaviour seam, replaces old in the ratio
-    )
-    importance_weights: torch.Tensor | None = (
-        None  # (B, T) truncated IS weights pi_old / sampler, when enabled
-    )
+    # (B, T) from the behaviour seam, replaces old in the ratio
+    behaviour_logprobs: torch.Tensor | None = None
+    # (B, T) truncated IS weights pi_old / sampler, when enabled
+    importance_weights: torch.Tensor | None = None
 
     @property
     def prompt_width(self) -> int:

@@ -33,9 +33,10 @@ class LoRAConfig:
     rank: int = 16  # adapter rank r
     alpha: int = 32  # scaling numerator; the update is (alpha / r) * B A
     dropout: float = 0.0  # dropout on the adapter input
+    # module names that get adapters
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )  # module names that get adapters
+    )
 
 
 @dataclass
@@ -55,9 +56,8 @@ class DataConfig:
 
     path: str = ""  # JSONL with one record per line; empty when the caller passes records
     id_field: str = "id"  # unique record id (group ids derive from it); line number if the field is absent
-    prompt_field: str = (
-        "prompt"  # str (user turn), list of chat messages, or pre-tokenized ids under prompt_ids
-    )
+    # str (user turn), list of chat messages, or pre-tokenized ids under prompt_ids
+    prompt_field: str = "prompt"
     use_chat_template: bool = True  # wrap a string prompt as one user message and apply the chat template
     system_prompt: str | None = None  # optional system message placed before the user turn
     shuffle: bool = True  # reshuffle the records every epoch (seeded by train.seed)
@@ -160,9 +160,8 @@ class TrainLoopConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 keeps all
     save_final_model: bool = True  # also write a plain Hugging Face folder <output_dir>/final at the end
     resume: str = "auto"  # auto (newest checkpoint in output_dir, if any) | never | path to a checkpoint
-    stop_after_step: int = (
-        0  # save and exit after this step as if preempted (tests, time-boxed jobs); 0 = off
-    )
+    # save and exit after this step as if preempted (tests, time-boxed jobs); 0 = off
+    stop_after_step: int = 0
     log_every: int = 1  # log metrics every N steps (to MLflow, metrics.jsonl and the console)
 
 
@@ -183,9 +182,10 @@ class RLTrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the policy
     data: DataConfig = field(default_factory=DataConfig)  # prompt records
     reward: RewardConfig = field(default_factory=RewardConfig)  # outcome reward
+    # turn structure and sampling (rlcore.rollout.RolloutConfig); single-turn by default
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(max_turns=1, tools_enabled=False, max_new_tokens_per_turn=64)
-    )  # turn structure and sampling (rlcore.rollout.RolloutConfig); single-turn by default
+    )
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # rollout sampling engine
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # advantages, loss, PPO schedule
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + LR schedule

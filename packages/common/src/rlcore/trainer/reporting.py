@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlcore.tracking import start_run
 from rlcore.trainer.config import RLTrainConfig
 from rlcore.trainer.metrics import MetricSums, PhaseTimer, finalize_reward_std
 from rlcore.trainer.setup import TrainerParts
@@ -158,7 +159,6 @@ def open_tracking(
     """The MLflow run on the main rank (resumed if the checkpoint names one); a null context elsewhere."""
     if not (cfg.tracking.enabled and accelerator.is_main_process):
         return nullcontext(None)
-    from rlcore.tracking import start_run  # mlflow is a heavy import, and only the main rank needs it
 
     return start_run(
         cfg.tracking.experiment,

@@ -12,7 +12,11 @@ from typing import Any
 
 import torch
 
+from rlcore.generation import HFBackend, VLLMBackend
+from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
+from rlcore.rewards import get_reward
 from rlcore.rollout import RolloutEngine
+from rlcore.runs import make_run_dir
 from rlcore.seeding import derive_seed, seed_everything
 from rlcore.trainer.batching import PromptSampler
 from rlcore.trainer.config import RewardConfig, RLTrainConfig
@@ -58,8 +62,6 @@ def resolve_output_dir(cfg: RLTrainConfig, accelerator) -> Path:
     """``train.output_dir``, or a fresh ``runs/grpo/<time>-<hash>`` made by rank 0 and shared with all ranks."""
     from accelerate.utils import broadcast_object_list
 
-    from rlcore.runs import make_run_dir
-
     if cfg.train.output_dir:
         path = Path(cfg.train.output_dir).expanduser().resolve()
         if accelerator.is_main_process:
@@ -81,7 +83,6 @@ def build_policy(cfg: RLTrainConfig, device: torch.device) -> tuple[Any, torch.n
     string ``"adapters-off"`` with LoRA (the base model is the policy with adapters disabled), or a frozen
     fp32 copy on ``device``.
     """
-    from rlcore.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model.path, padding_side="left")
     extra = {"attn_implementation": cfg.model.attn_implementation} if cfg.model.attn_implementation else {}
@@ -134,7 +135,6 @@ def _disable_dropout(model: torch.nn.Module) -> None:
 
 def build_reward_fn(reward: RewardConfig):
     """The batched reward ``get_reward(reward.name, **reward.kwargs)`` from ``rlcore.rewards``."""
-    from rlcore.rewards import get_reward
 
     return get_reward(reward.name, **dict(reward.kwargs))
 
@@ -142,12 +142,9 @@ def build_reward_fn(reward: RewardConfig):
 def build_backend(cfg: RLTrainConfig, policy: torch.nn.Module, tokenizer: Any):
     """The rollout sampler: ``HFBackend`` over the policy module itself (weights always current), or a colocated
     ``VLLMBackend`` that receives the policy's weights after every update (``update_weights``)."""
-    from rlcore.generation import HFBackend
 
     if cfg.generation.backend == "hf":
         return HFBackend(policy, tokenizer, batch_size=cfg.generation.batch_size)
-    from rlcore.generation import VLLMBackend
-    from rlcore.models import resolve_model_path
 
     return VLLMBackend(
         resolve_model_path(cfg.model.path),

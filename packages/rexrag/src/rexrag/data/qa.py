@@ -55,9 +55,8 @@ class QAExample:
     golden_answers: list[str]  # every acceptable answer (EM against any)
     data_source: str  # benchmark name, e.g. "nq", "hotpotqa"
     index: str  # id within the source (extra_info.index or the FlashRAG id)
-    prompt_messages: list[dict] | None = (
-        None  # chat messages stored in a Search-R1 parquet (None: render ours)
-    )
+    # chat messages stored in a Search-R1 parquet (None: render ours)
+    prompt_messages: list[dict] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     template: str | None = None  # the template the stored user message was rendered from (checked per row)
 
@@ -312,8 +311,6 @@ def write_searchr1_parquet(
     """Write examples in the Search-R1 parquet layout with the user message rendered from ``template``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from rexrag.data.template import render_prompt
 
     rows = [
         {

@@ -101,6 +101,7 @@ def chat_prompt_ids(tokenizer, user_message: str, use_chat_template: bool = True
     the tokenizer's chat template with the generation prompt appended; otherwise the raw text is encoded.
     """
     if use_chat_template:
+        # heavy and optional here: loads torch
         from rlcore.rollout import encode_chat_prompt
 
         return encode_chat_prompt(tokenizer, [{"role": "user", "content": user_message}])

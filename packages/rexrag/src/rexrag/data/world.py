@@ -93,9 +93,8 @@ class World:
     cities: dict[str, dict] = field(default_factory=dict)
     orgs: dict[str, dict] = field(default_factory=dict)
     people: dict[str, dict] = field(default_factory=dict)
-    split_of: dict[str, str] = field(
-        default_factory=dict
-    )  # entity name -> train/dev/test (question subjects)
+    # entity name -> train/dev/test (question subjects)
+    split_of: dict[str, str] = field(default_factory=dict)
 
 
 class _Names:

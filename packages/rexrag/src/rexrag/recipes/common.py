@@ -14,10 +14,12 @@ import torch
 from rexrag.data.qa import QAExample
 from rexrag.data.template import chat_prompt_ids, render_prompt
 from rexrag.data.world import WorldConfig, write_world
-from rexrag.evaluation import score_records
+from rexrag.evaluation import score_records, summarize_samples
 from rlcore.config import config_hash
+from rlcore.generation import HFBackend
 from rlcore.models import scratch_qwen2_config
-from rlcore.rollout import RolloutConfig, RolloutEngine, Trajectory
+from rlcore.retrieval import build_index, load_retriever
+from rlcore.rollout import RolloutConfig, RolloutEngine, Trajectory, encode_chat_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +52,8 @@ class SampledEvalConfig:
 class TinyModelConfig:
     """A small Qwen2 trained from scratch (``init=scratch``) or any model spec for rlcore.models."""
 
-    init: str = (
-        "scratch"  # "scratch" (new tiny Qwen2 + BPE tokenizer trained on the world) or a model spec/path
-    )
+    # "scratch" (new tiny Qwen2 + BPE tokenizer trained on the world) or a model spec/path
+    init: str = "scratch"
     vocab_size: int = 2048  # BPE vocabulary of the world tokenizer (scratch only)
     hidden_size: int = 128  # transformer width (scratch only)
     num_layers: int = 4  # decoder layers (scratch only)
@@ -73,7 +74,6 @@ class WorldDataConfig:
 
 def ensure_world(cfg: WorldDataConfig) -> dict[str, Path]:
     """Write the world (corpus, questions) and its BM25 index unless an identical one is already there."""
-    from rlcore.retrieval import build_index
 
     out = Path(cfg.dir)
     stamp = out / "world_config_hash.txt"
@@ -96,8 +96,6 @@ def ensure_world(cfg: WorldDataConfig) -> dict[str, Path]:
 
 
 def load_world_retriever(paths: dict[str, Path], cache_size: int = 65536):
-    from rlcore.retrieval import load_retriever
-
     return load_retriever(paths["index"], kind="bm25", cache_size=cache_size)
 
 
@@ -141,8 +139,6 @@ def rollout_inputs(
     for example in examples:
         # stored messages are used only when they were rendered from this run's template
         if example.prompt_messages is not None and use_chat_template and example.template == template:
-            from rlcore.rollout import encode_chat_prompt
-
             ids = encode_chat_prompt(tokenizer, example.prompt_messages)
         else:
             ids = chat_prompt_ids(tokenizer, render_prompt(example.question, template), use_chat_template)
@@ -184,8 +180,6 @@ def evaluate_examples(
     temperature) and their per-source EM/F1; optionally writes the predictions JSONL."""
     from dataclasses import replace
 
-    from rlcore.generation import HFBackend
-
     config = replace(rollout, greedy=greedy, verify=False)
     engine = RolloutEngine(HFBackend(model, tokenizer, batch_size=batch_size), tokenizer, config, retriever)
     prompts, groups, metadata = rollout_inputs(examples, tokenizer, template, use_chat_template)
@@ -213,8 +207,6 @@ def sampled_evaluation(
     """``sampled.samples`` passes at ``sampled.temperature`` (pass k seeded with ``sampled.seed + k``), summarised
     as mean and spread per source (:func:`rexrag.evaluation.summarize_samples`). The global RNG is left as found."""
     from dataclasses import replace
-
-    from rexrag.evaluation import summarize_samples
 
     passes = []
     for number in range(sampled.samples):

@@ -24,7 +24,11 @@ from rexrag.plots import plot_evaluation
 from rexrag.recipes.common import SampledEvalConfig, eval_metrics, evaluate_examples, sampled_evaluation
 from rexrag.recipes.train import QAConfig, RetrieverConfig, load_questions, open_retriever
 from rlcore.config import ConfigError, recipe_main
+from rlcore.models import load_causal_lm, load_tokenizer
 from rlcore.rollout import RolloutConfig
+from rlcore.runs import make_run_dir
+from rlcore.seeding import seed_everything
+from rlcore.tracking import start_run, write_results_json
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +41,16 @@ class EvalConfig:
     name: str = ""  # row name in the table (default: the model folder name)
     qa: QAConfig = field(default_factory=QAConfig)  # questions (eval part only)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # search backend
+    # turn structure (Search-R1: 5 search turns + forced final turn, top-3 passages)
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(max_turns=5, tools_enabled=True, max_new_tokens_per_turn=500)
-    )  # turn structure (Search-R1: 5 search turns + forced final turn, top-3 passages)
-    use_chat_template: bool = True  # wrap prompts in the chat template (official behaviour)
-    allow_template_mismatch: bool = (
-        False  # evaluate with qa.template(_file) although the checkpoint was trained with another template
     )
+    use_chat_template: bool = True  # wrap prompts in the chat template (official behaviour)
+    # evaluate with qa.template(_file) although the checkpoint was trained with another template
+    allow_template_mismatch: bool = False
     greedy: bool = True  # arg-max decoding; false samples at rollout.temperature (the official behaviour)
-    eval: SampledEvalConfig = field(
-        default_factory=SampledEvalConfig
-    )  # sampled passes reported beside greedy
+    # sampled passes reported beside greedy
+    eval: SampledEvalConfig = field(default_factory=SampledEvalConfig)
     batch_size: int = 64  # prompts per generate call
     output_dir: str = ""  # empty = runs/rexrag-eval/<time>-<hash>
     experiment: str = "rexrag-eval"  # MLflow experiment
@@ -115,11 +118,6 @@ def evaluation_template(cfg: EvalConfig, examples: list[QAExample]) -> str:
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:
-    from rlcore.models import load_causal_lm, load_tokenizer
-    from rlcore.runs import make_run_dir
-    from rlcore.seeding import seed_everything
-    from rlcore.tracking import start_run, write_results_json
-
     cfg.validate()
     seed_everything(cfg.seed)
     if cfg.num_threads:

@@ -40,9 +40,13 @@ from rexrag.recipes.common import (
     sampled_evaluation,
 )
 from rlcore.config import existing_path, recipe_main
+from rlcore.models import load_causal_lm, load_tokenizer
+from rlcore.retrieval import RetrievalClient, load_retriever
 from rlcore.rollout import RolloutConfig
-from rlcore.tracking import failures_recorded
+from rlcore.runs import make_run_dir
+from rlcore.tracking import failures_recorded, start_run, write_results_json
 from rlcore.trainer.config import RLTrainConfig, TrackingConfig
+from rlcore.trainer.grpo import train
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +60,8 @@ class QAConfig:
 
     # world: the synthetic world (built if missing) | files: the paths below
     source: Literal["world", "files"] = "world"
-    world: WorldDataConfig = field(
-        default_factory=WorldDataConfig
-    )  # source=world; its template applies to both
+    # source=world; its template applies to both
+    world: WorldDataConfig = field(default_factory=WorldDataConfig)
     # source=files: Search-R1 parquet / FlashRAG JSONL
     train_files: list[str] = existing_path(factory=list)
     # source=files: one file per benchmark (FlashRAG JSONL)
@@ -84,9 +87,8 @@ class RetrieverConfig:
     index_kind: Literal["flat", "hnsw", "ivfpq", "bm25", "hybrid"] = "flat"
     url: str = "${oc.env:RLCORE_RETRIEVER_URL,http://127.0.0.1:8000}"  # kind=http: service address
     cache_size: int = 65536  # LRU cache of (query, topk) results (0 = off)
-    max_outage_s: float = (
-        600.0  # kind=http: keep retrying an unreachable / 502-504 server this long, then fail
-    )
+    # kind=http: keep retrying an unreachable / 502-504 server this long, then fail
+    max_outage_s: float = 600.0
 
 
 @dataclass
@@ -108,9 +110,8 @@ class FinalEvalConfig:
 class HeldoutCurveConfig:
     """Greedy EM on held-out questions during training (the EM curve; also logged to MLflow per step)."""
 
-    every: int = (
-        0  # evaluate every N steps (0 = off); when on, step 0 (the start policy) and the last step too
-    )
+    # evaluate every N steps (0 = off); when on, step 0 (the start policy) and the last step too
+    every: int = 0
     # qa.source=world: dev | test; qa.source=files: the eval files are used
     split: Literal["dev", "test"] = "dev"
     max_examples: int = 100  # questions per evaluation (the first N of the split)
@@ -120,12 +121,12 @@ class HeldoutCurveConfig:
 class RexRagTrainConfig(RLTrainConfig):
     """GRPO / REX-RAG training of a search agent (all trainer keys, plus qa, retriever, rexrag, final_eval)."""
 
+    # Search-R1 turn structure: 5 search turns + a forced final answer turn
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(max_turns=5, tools_enabled=True, max_new_tokens_per_turn=500)
-    )  # Search-R1 turn structure: 5 search turns + a forced final answer turn
-    tracking: TrackingConfig = field(
-        default_factory=lambda: TrackingConfig(experiment="rexrag-train")
-    )  # MLflow
+    )
+    # MLflow
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="rexrag-train"))
     qa: QAConfig = field(default_factory=QAConfig)  # questions
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # search backend
     rexrag: RexRagConfig = field(default_factory=RexRagConfig)  # mixed sampling + policy correction
@@ -221,10 +222,7 @@ def open_retriever(cfg: RetrieverConfig, paths: dict[str, Path] | None):
     if cfg.kind == "world-bm25":
         return load_world_retriever(paths, cfg.cache_size)
     if cfg.kind == "index":
-        from rlcore.retrieval import load_retriever
-
         return load_retriever(cfg.index_dir, kind=cfg.index_kind, cache_size=cfg.cache_size)
-    from rlcore.retrieval import RetrievalClient
 
     url = cfg.url
     if "${" in url:  # a config built in Python (not through load_config) still holds the interpolation
@@ -328,10 +326,6 @@ class StepHook:
 
 @failures_recorded  # a failure before training starts (e.g. retrieval server down) is a FAILED MLflow run
 def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
-    from rlcore.models import load_causal_lm, load_tokenizer
-    from rlcore.tracking import start_run, write_results_json
-    from rlcore.trainer.grpo import train
-
     cfg.validate()
     if "method" not in cfg.tracking.tags:  # groups the arms in the MLflow UI and `make compare`
         method_name = (
@@ -352,8 +346,6 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.path)
     output_dir = Path(cfg.train.output_dir) if cfg.train.output_dir else None
     if output_dir is None:
-        from rlcore.runs import make_run_dir
-
         output_dir = make_run_dir("rexrag-train", cfg)
         cfg = replace(cfg, train=replace(cfg.train, output_dir=str(output_dir)))
     write_template(template, output_dir)
