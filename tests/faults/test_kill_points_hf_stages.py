@@ -30,16 +30,16 @@ cpt:
   max_samples: 16
   per_device_batch_size: 2
   gradient_accumulation_steps: 1
-  logging_steps: 1
-  save_steps: 1
+  log_every: 1
+  save_every: 1
 sft:
   max_steps: {STEPS["sft"]}
   max_length: 64
   max_samples: 16
   per_device_batch_size: 2
   gradient_accumulation_steps: 1
-  logging_steps: 1
-  save_steps: 1
+  log_every: 1
+  save_every: 1
 grpo:
   enabled: false
 eval:
@@ -56,7 +56,7 @@ LOGGED = ("step", "loss", "grad_norm", "lr")
 def _command(tmp_path, out):
     config = tmp_path / "pipeline.yaml"
     config.write_text(CONFIG)
-    return [sys.executable, "-m", "anessuite", "pipeline", "--config", str(config), f"out_dir={out}"]
+    return [sys.executable, "-m", "anessuite", "pipeline", "--config", str(config), f"output_dir={out}"]
 
 
 def _env(**extra):
