@@ -85,10 +85,12 @@ def dry_run(
     scratch: Path | None = None,
     timeout: float = 600,
     extra_env: dict[str, str] | None = None,
+    overrides: list[str] | None = None,
 ) -> DryRun:
-    """Run ``python -m <recipe> --config <config> --dry-run`` from ``root``; offline, writing nothing outside
-    ``scratch``."""
+    """Run ``python -m <recipe> --config <config> --dry-run [overrides]`` from ``root``; offline, writing nothing
+    outside ``scratch``."""
     command = [sys.executable, "-m", *recipe_argv(root / config), "--config", str(config), "--dry-run"]
+    command += overrides or []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(extra_env or {})}
     if scratch is not None:
         env["RUNS_DIR"] = str(scratch / "runs")
