@@ -20,7 +20,7 @@ from rexrag.experiment import RexRagExperimentSpec, summarize
 from rexrag.recipes.evaluate import EvalConfig
 from rexrag.recipes.sft import SFTConfig
 from rexrag.recipes.train import RexRagTrainConfig
-from rlcore.config import load_config, to_dict
+from rlcore.config import load_config, move_key, to_dict
 from rlcore.experiments import PlannedRun, changed_keys, plan
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "pre_driver_configs.json").read_text())
@@ -75,18 +75,7 @@ def renamed(config: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     """``config`` with every key a schema has renamed since (``RENAMED_KEYS``) moved to its new name."""
     tree = json.loads(json.dumps(config))
     for old, new in renames.items():
-        *parents, leaf = old.split(".")
-        node = tree
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            continue
-        value = node.pop(leaf)
-        *new_parents, new_leaf = new.split(".")
-        target = tree
-        for part in new_parents:
-            target = target.setdefault(part, {})
-        target[new_leaf] = value
+        move_key(tree, old, new)
     return tree
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from rlcore.faults import FAULT_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -170,3 +172,26 @@ def final_weights(output_dir: Path) -> dict:
     for file in files:
         weights.update(load_file(file))
     return weights
+
+
+def pipeline_command(tmp_path: Path, config_text: str, out: Path) -> list[str]:
+    """``python -m anessuite pipeline`` on ``config_text`` (written to tmp_path), into ``out``."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(config_text)
+    return [sys.executable, "-m", "anessuite", "pipeline", "--config", str(config), f"output_dir={out}"]
+
+
+def fault_free_env(**extra: str) -> dict[str, str]:
+    """:func:`subprocess_env` without an inherited fault point, plus ``extra`` (e.g. the one to arm)."""
+    env = subprocess_env()
+    env.pop(FAULT_ENV, None)
+    env.update(extra)
+    return env
+
+
+def stage_final_weights(out: Path, stage: str) -> dict:
+    """The weights of a finished pipeline stage's final model (its DONE.json names the folder)."""
+    from safetensors.torch import load_file
+
+    final = Path(out) / json.loads((Path(out) / stage / "DONE.json").read_text())["final"]
+    return load_file(next(final.glob("*.safetensors")))

@@ -2,14 +2,16 @@
 middle of its GRPO stage's update, then rerun: the finished stages are not retrained, the GRPO stage resumes from
 its checkpoint, and the final models and evaluation tables equal an uninterrupted pipeline's."""
 
-import json
 import signal
-import sys
 
 import pytest
 import torch
-from faults_helpers import run_to_end, subprocess_env
-from safetensors.torch import load_file
+from faults_helpers import (
+    fault_free_env,
+    pipeline_command,
+    run_to_end,
+    stage_final_weights,
+)
 
 from rlcore.faults import FAULT_ENV
 
@@ -52,21 +54,11 @@ eval:
 
 
 def _command(tmp_path, out):
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(CONFIG)
-    return [sys.executable, "-m", "anessuite", "pipeline", "--config", str(config), f"output_dir={out}"]
+    return pipeline_command(tmp_path, CONFIG, out)
 
 
-def _env(**extra):
-    env = subprocess_env()
-    env.pop(FAULT_ENV, None)
-    env.update(extra)
-    return env
-
-
-def _final_weights(out, stage):
-    final = out / json.loads((out / stage / "DONE.json").read_text())["final"]
-    return load_file(next(final.glob("*.safetensors")))
+_env = fault_free_env
+_final_weights = stage_final_weights
 
 
 @pytest.mark.slow

@@ -320,7 +320,7 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
 
 
-def _move(tree: dict[str, Any], source: str, target: str) -> None:
+def move_key(tree: dict[str, Any], source: str, target: str) -> None:
     """Move the value at dotted ``source`` to dotted ``target`` (nothing when ``source`` is absent)."""
     *parents, leaf = source.split(".")
     node: Any = tree
@@ -347,7 +347,7 @@ def identity_dict(cfg: Any) -> dict[str, Any]:
     schema = type(cfg)
     if getattr(schema, "IDENTITY_KEEPS_OLD_NAMES", False):
         for old, new in getattr(schema, "RENAMED_KEYS", {}).items():
-            _move(tree, new, old)
+            move_key(tree, new, old)
     return tree
 
 
