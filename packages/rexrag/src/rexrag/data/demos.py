@@ -19,6 +19,9 @@ Questions that start with one of ``memory_prone`` draw their kind from the ``pro
 and from the recoveries) but rarely chooses to on those questions, so their rollout groups are mostly all wrong and
 a probe whose pool sentence leads into a search can open the dead end.
 
+With ``fresh_names`` every demonstration's entity names are replaced by new draws after its searches ran
+(:mod:`rexrag.data.fresh_names`): names never recur, so the warm-up has to copy them instead of remembering them.
+
 Only model-written text is in the loss mask; observations are conditioned on but never trained. With
 ``train_inserted: false`` the pool sentence of ``recovery`` / ``reconsider`` demonstrations is conditioned on but
 not trained (it is text the probe sampler inserts, not text the policy writes): the policy learns to continue after
@@ -33,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rexrag.data.fresh_names import FreshNames
 from rexrag.data.qa import QAExample
 from rexrag.data.template import chat_prompt_ids, render_prompt
 from rlcore.rollout import RolloutConfig, encode_observation
@@ -64,6 +68,9 @@ class DemoConfig:
     # is replaced, in the retrieved passages and in the answer, by another name, number or word of the corpus's
     # shape (rexrag.data.own_demos.answer_swap_demos): the answer can then only be read, not remembered
     answer_swaps: int = 0
+    # replace every entity name of each demonstration (question, searches, passages, answer) by a fresh draw of the
+    # same shape, consistently within it (rexrag.data.fresh_names): no name recurs, so only copying fits
+    fresh_names: bool = False
 
     def shares(self, question: str) -> list[float]:
         """The kind shares (in :data:`KINDS` order) for one question."""
@@ -162,9 +169,12 @@ def build_demos(
     pool: Sequence[str],
     cfg: DemoConfig,
     use_chat_template: bool = True,
+    names: FreshNames | None = None,
 ) -> list[Demo]:
     """One demonstration per example, kinds drawn with ``cfg``'s shares (shortcut falls back to memory on
-    single-hop questions)."""
+    single-hop questions). With ``cfg.fresh_names`` each is renamed by ``names`` after its searches ran."""
+    if cfg.fresh_names and names is None:
+        raise ValueError("demos.fresh_names needs the world's entity names (it works with qa.source=world)")
     rng = random.Random(cfg.seed)
     answers_by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
     for example in examples:
@@ -180,12 +190,23 @@ def build_demos(
         plans.append((example, kind, plan_demo(example, kind, distractor, rng.choice(list(pool)))))
     queries = sorted({text for _, _, segments in plans for part, text in segments if part == "search"})
     results = dict(zip(queries, retriever.search(queries, rollout_config.retrieval_topk))) if queries else {}
-    return [
-        tokenize_demo(
-            example, kind, segments, results, tokenizer, rollout_config, template, cfg, use_chat_template
+    demos = []
+    for example, kind, segments in plans:
+        searched = results
+        if cfg.fresh_names:
+            example, segments, searched = names.rename_demo(example, segments, results)
+        demos.append(
+            tokenize_demo(
+                example, kind, segments, searched, tokenizer, rollout_config, template, cfg, use_chat_template
+            )
         )
-        for example, kind, segments in plans
-    ]
+    return demos
+
+
+def fixed_texts(template: str, pool: Sequence[str]) -> list[str]:
+    """The text of a demonstration that is not the world's: the prompt template, the pool sentences and the
+    demonstrations' own phrases (never renamed by fresh names)."""
+    return [template, *pool, MEMORY_THOUGHT, _final("X"), *_search_turns(["X", "Y"])]
 
 
 def tokenize_demo(

@@ -59,6 +59,7 @@ _PROFESSIONS = ["chemist", "painter", "engineer", "historian", "sailor", "archit
 _ORG_KINDS = ["Institute", "Works", "Laboratories", "Foundation", "Press", "Guild", "Company", "Observatory"]
 _CITY_SUFFIXES = ["ford", "holm", "vale", "port", "mere", "by"]
 _COUNTRY_SUFFIXES = ["ia", "land", "mark", "ora"]
+CITY_SUFFIXES, COUNTRY_SUFFIXES = tuple(_CITY_SUFFIXES), tuple(_COUNTRY_SUFFIXES)
 SPLITS = ("train", "dev", "test")
 
 
@@ -116,6 +117,11 @@ class _Names:
                 self.used.add(name)
                 return name
         raise RuntimeError("could not draw a fresh name; reduce the world size")
+
+
+def name_word(rng: random.Random, syllables: int) -> str:
+    """One capitalised word of ``syllables`` syllables, drawn as the world draws its names."""
+    return _Names(rng).word(syllables)
 
 
 def build_world(cfg: WorldConfig) -> World:

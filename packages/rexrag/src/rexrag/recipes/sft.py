@@ -30,7 +30,8 @@ import torch
 from tqdm.auto import tqdm
 from trl import SFTConfig as TRLSFTConfig
 
-from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos
+from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos, fixed_texts
+from rexrag.data.fresh_names import FreshNames, world_name_shapes
 from rexrag.data.own_demos import (
     SFTQAConfig,
     answer_coverage,
@@ -151,6 +152,24 @@ class SFTConfig:
 
     def validate(self) -> None:
         validate_source(self.qa, self.retriever.kind)
+        if self.demos.fresh_names and self.qa.source == "files":
+            raise ValueError(
+                "demos.fresh_names renames the synthetic world's entities and needs qa.source=world; "
+                "for your own questions use demos.answer_swaps"
+            )
+
+
+def fresh_names_for(cfg: SFTConfig, paths: dict[str, Path], offset: int) -> FreshNames | None:
+    """The renamer of one world's demonstrations (``demos.fresh_names``), seeded by ``demos.seed + offset``."""
+    if not cfg.demos.fresh_names:
+        return None
+    world = json.loads(paths["world"].read_text(encoding="utf-8"))
+    pool = load_pool(cfg.pool)
+    return FreshNames(
+        world_name_shapes(world),
+        seed=(cfg.demos.seed + offset) * 7919 + 1,
+        reserved=fixed_texts(cfg.data.template, pool),
+    )
 
 
 def extra_world_configs(cfg: SFTConfig) -> list[WorldDataConfig]:
@@ -296,6 +315,7 @@ def run(cfg: SFTConfig) -> dict:
         pool,
         cfg.demos,
         cfg.use_chat_template,
+        names=None if own else fresh_names_for(cfg, paths, 0),
     )
     if own:  # swapped-answer copies of the user's questions: reading, not remembering (rexrag.data.own_demos)
         demos += answer_swap_demos(
@@ -320,6 +340,7 @@ def run(cfg: SFTConfig) -> dict:
             pool,
             replace(cfg.demos, seed=cfg.demos.seed + k),
             cfg.use_chat_template,
+            names=fresh_names_for(cfg, world_paths, k),
         )
     kinds = {k: sum(d.kind == k for d in demos) for k in KINDS}
     logger.info(
