@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from rexrag.experiment import RexRagExperimentSpec, arm_lines, summarize
+from rexrag.experiment import (
+    CLIP_CLASSES,
+    RexRagExperimentSpec,
+    arm_lines,
+    plot_mechanism,
+    smoothed_mean_curve,
+    summarize,
+    summarize_run,
+)
 from rlcore.config import load_config
 from rlcore.experiments import PlannedRun
 
@@ -93,3 +101,34 @@ def test_heldout_curve_band_over_seeds(tmp_path):
     assert arm["heldout_em_start"]["mean"] == pytest.approx(0.1)
     assert arm["heldout_em_end"]["values"] == pytest.approx([0.2, 0.4, 0.3])
     assert (out / "curves.png").stat().st_size > 0
+
+
+def test_probe_curves_skip_steps_without_probes_and_mean_over_seeds():
+    curves = [[None, 0.2, 0.4, None], [None, 0.4, None, None]]
+    # step 2: seeds 0.2, 0.4 -> 0.3; step 3: only 0.4; step 4: no value anywhere -> skipped
+    steps, means = smoothed_mean_curve(curves, window=2)
+    assert steps == [2, 3] and means == pytest.approx([0.3, (0.3 + 0.4) / 2])
+    assert smoothed_mean_curve([], window=5) == ([], [])
+
+
+def test_mechanism_figure_only_for_arms_that_sample_probes(tmp_path):
+    for arm, probes in (("grpo", False), ("rexrag", True)):
+        for seed in (0, 1):
+            folder = tmp_path / "runs" / f"{arm}-seed{seed}"
+            _fake_run(folder, 0.1, [0.5] * 6)
+            results = json.loads((folder / "results.json").read_text())
+            if probes:
+                for i, record in enumerate(results["rexrag_metrics"]):
+                    record["rexrag/probe_accuracy_kept"] = 0.1 * i
+                    record.update({f"rexrag/clip_frac_probe_{c}": 0.01 * i for c in CLIP_CLASSES})
+            (folder / "results.json").write_text(json.dumps(results))
+    runs = {
+        arm: [summarize_run(tmp_path / "runs" / f"{arm}-seed{s}") for s in (0, 1)]
+        for arm in ("grpo", "rexrag")
+    }
+    assert runs["rexrag"][0]["curves"]["clip_frac_probe_inserted"] == pytest.approx(
+        [0.01 * i for i in range(6)]
+    )
+    assert plot_mechanism({"grpo": runs["grpo"]}, tmp_path) is None
+    path = plot_mechanism(runs, tmp_path)
+    assert path == tmp_path / "mechanism.png" and path.stat().st_size > 0

@@ -6,7 +6,8 @@ Runs the group's warm-up stages and every (arm, seed) run not finished yet (``rl
 ``<runs_dir>/<arm>-seed<k>/results.json`` (written by ``python -m rexrag train``) and writes into the group's
 folder ``results.json`` (seed mean +- std per arm, each run's config hash, provenance), ``table.md`` /
 ``table.csv`` / ``table.json`` (paper layout, seed-mean EM per data source), ``curves.png`` (train accuracy,
-dead-end rate, held-out greedy EM when the runs recorded it) and the README's "Last run" block.
+dead-end rate, held-out greedy EM when the runs recorded it), ``mechanism.png`` (kept-probe accuracy, alpha and
+the clipped share of probe tokens by class, for the arms that sample probes) and the README's "Last run" block.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ SUMMARY_KEYS = (
 )
 
 
+# the token classes of a probe the clip statistics are split by: the original's kept prefix, the inserted pool
+# sentence, the policy's continuation
+CLIP_CLASSES = ("prefix", "inserted", "continuation")
+
+
 def _mean_over_steps(records: list[dict], key: str, steps: range | None = None) -> float | None:
     values = [r[key] for r in records if key in r and (steps is None or int(r["step"]) in steps)]
     return statistics.fmean(values) if values else None
@@ -92,13 +98,17 @@ def summarize_run(path: Path) -> dict[str, Any]:
         # which probe tokens the clip acts on (mean over the steps that had probe tokens of the class)
         **{
             f"clip_frac_probe_{c}": _mean_over_steps(method, f"rexrag/clip_frac_probe_{c}")
-            for c in ("prefix", "inserted", "continuation")
+            for c in CLIP_CLASSES
         },
         "curves": {
             "accuracy": [r.get("accuracy") for r in train],
             "dead_end_rate": [r.get("rexrag/dead_end_rate") for r in method],
             "alpha": [r.get("rexrag/alpha") for r in method],
             "probe_accuracy_kept": [r.get("rexrag/probe_accuracy_kept") for r in method],
+            **{
+                f"clip_frac_probe_{c}": [r.get(f"rexrag/clip_frac_probe_{c}") for r in method]
+                for c in CLIP_CLASSES
+            },
         },
     }
 
@@ -210,6 +220,63 @@ def plot_curves(per_arm: dict[str, list[dict]], out: Path) -> Path:
     return path
 
 
+def smoothed_mean_curve(curves: list[list[float | None]], window: int) -> tuple[list[int], list[float]]:
+    """Steps (1-based) and the seed mean of per-step values, each a trailing ``window``-step mean; steps with no
+    value in any run (no probe that step) are skipped, so a probe statistic is averaged over the steps it exists."""
+    length = max((len(c) for c in curves), default=0)
+    per_step = []
+    for i in range(length):
+        values = [c[i] for c in curves if i < len(c) and c[i] is not None]
+        per_step.append(statistics.fmean(values) if values else None)
+    steps, means = [], []
+    for i in range(length):
+        recent = [v for v in per_step[max(0, i - window + 1) : i + 1] if v is not None]
+        if per_step[i] is not None and recent:
+            steps.append(i + 1)
+            means.append(statistics.fmean(recent))
+    return steps, means
+
+
+def plot_mechanism(per_arm: dict[str, list[dict]], out: Path, window: int = 5) -> Path | None:
+    """``mechanism.png`` for the arms that sample probes: kept-probe accuracy, alpha, and the clipped share of
+    probe tokens by class (prefix / inserted / continuation), seed means of ``window``-step means. None when no
+    arm recorded probes (GRPO only)."""
+    probing = {
+        arm: runs
+        for arm, runs in per_arm.items()
+        if any(v is not None for r in runs for v in r["curves"]["probe_accuracy_kept"])
+    }
+    if not probing:
+        return None
+    import matplotlib  # heavy and only needed for the figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 + len(probing), figsize=(5 * (2 + len(probing)), 3.5))
+    for ax, key, title in (
+        (axes[0], "probe_accuracy_kept", "kept-probe accuracy"),
+        (axes[1], "alpha", "alpha (probe budget)"),
+    ):
+        for arm, runs in probing.items():
+            ax.plot(*smoothed_mean_curve([r["curves"][key] for r in runs], window), label=arm)
+        ax.set_title(f"{title}, {window}-step mean")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    for ax, (arm, runs) in zip(axes[2:], probing.items(), strict=True):
+        for cls in CLIP_CLASSES:
+            curve = smoothed_mean_curve([r["curves"].get(f"clip_frac_probe_{cls}", []) for r in runs], window)
+            ax.plot(*curve, label=cls)
+        ax.set_title(f"{arm}: clipped share of probe tokens")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "mechanism.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def summarize(
     spec: ExperimentSpec, folder: Path, runs: list[PlannedRun], plot: bool = True
 ) -> dict[str, Any]:
@@ -231,6 +298,7 @@ def summarize(
     write_tables(table, out, "table")
     if plot:
         plot_curves(per_arm, out)
+        plot_mechanism(per_arm, out)
     path = write_results_json(out / "results.json", summary, seeds=spec.seeds)
     provenance = json.loads(path.read_text(encoding="utf-8"))["provenance"]
     lines = arm_lines(summary)
