@@ -152,10 +152,11 @@ class SFTConfig:
 
     def validate(self) -> None:
         validate_source(self.qa, self.retriever.kind)
-        if self.demos.fresh_names and self.qa.source == "files":
+        if self.demos.fresh_names and self.qa.source == "files" and not self.train.extra_worlds:
             raise ValueError(
-                "demos.fresh_names renames the synthetic world's entities and needs qa.source=world; "
-                "for your own questions use demos.answer_swaps"
+                "demos.fresh_names renames the synthetic worlds' entities: with qa.source=files it applies to the "
+                "train.extra_worlds demonstrations only, so set train.extra_worlds > 0 (for your own questions "
+                "demos.answer_swaps plays that role)"
             )
 
 
@@ -313,7 +314,8 @@ def run(cfg: SFTConfig) -> dict:
         cfg.rollout,
         cfg.data.template,
         pool,
-        cfg.demos,
+        # your own questions are never renamed (their names are not known); the extra worlds' demonstrations are
+        replace(cfg.demos, fresh_names=False) if own else cfg.demos,
         cfg.use_chat_template,
         names=None if own else fresh_names_for(cfg, paths, 0),
     )
