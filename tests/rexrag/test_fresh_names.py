@@ -138,17 +138,17 @@ def test_fresh_names_need_the_world_names():
         )
 
 
-def test_a_user_data_warm_up_refuses_fresh_names(tmp_path):
+def test_a_user_data_warm_up_renames_only_extra_worlds(tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"id": "0", "question": "q?", "golden_answers": ["a"]}) + "\n")
     cfg = SFTConfig()
     cfg.qa = replace(cfg.qa, source="files", train_files=[str(questions)])
     cfg.retriever = replace(cfg.retriever, kind="http")
     cfg.demos = replace(cfg.demos, fresh_names=True)
-    with pytest.raises(
-        ValueError, match="needs qa.source=world; for your own questions use demos.answer_swaps"
-    ):
+    with pytest.raises(ValueError, match="applies to the train.extra_worlds demonstrations only"):
         cfg.validate()
+    cfg.train = replace(cfg.train, extra_worlds=2)  # then the synthetic worlds' demonstrations are renamed
+    cfg.validate()
 
 
 def test_demonstrations_of_a_real_world_copy_fresh_names_from_question_and_passages(tmp_path, small_world):
