@@ -216,3 +216,32 @@ def test_pipeline_data_of_the_experiment_keeps_benchmark_facts_out_of_sft_and_gr
     cpt = "\n".join(json.loads(line)["text"] for line in prepared["cpt"].read_text("utf-8").splitlines())
     corpus_wording = [st for st in load_statements(mini["probe"]) if st.phrasing == "corpus"]
     assert all(st.fill(st.true_value) in cpt for st in corpus_wording)
+
+
+# SHA-256 of design 1's seed-0 files as the registered run used them (experiments/anessuite-cpu-miniature,
+# runs/anessuite-miniature/world): the JSON files byte for byte, the parquet files by their columns (the parquet
+# bytes carry the writer's version). A change here means the registered run could no longer be regenerated.
+DESIGN1_SEED0 = {
+    "anesr1/anesr1.jsonl": "348eca390f12c08fb94ebbf8ccf44c9a9570fff53b28e3706a200995dc2af625",
+    "benchmark/anesbench_en.json": "70e24477fecd09db5b949ea96a1ef9da4fe90e9eb230c5dffbd68290b94d9a7a",
+    "benchmark/anesbench_zh.json": "8468f306c2fbe6cad86eaec668dff62dc74afb2e24ec9a5e7c3cc8844bc80d06",
+    "probe/facts.jsonl": "0e71a7ee6345975424fc45a953e8fd1984ac8debdd1cdf234f9e50f5573fa2c1",
+    "world.json": "aa4ccf9ef679886c6f9554d541b890f43c072b0f980060a194edcd5ededfd258",
+    "manifest.json": "3ee6bee3f3ea1b3bc6e9838721fb9da77e6876087453817fdc3da2d38a27e84e",
+    "corpus/AnesCorpus_en-00000-of-00001.parquet": "082b5bacc0976d3a2824a09c7879b9622a135cdd4125c47947a21f0534247663",
+    "corpus/AnesCorpus_zh-00000-of-00001.parquet": "9d88fd529a01c7aef9864f3e12c4d9fec5b60663d56e8342e751d0d46c90ae5f",
+    "anesqa/AnesQA.parquet": "aadcff4f95dd1f83fe493eb9c829a88ac48810abbf36c11c5461012bc6dd6180",
+}
+
+
+def test_design1_seed0_is_the_registered_runs_world(mini):
+    import hashlib
+
+    for name, expected in DESIGN1_SEED0.items():
+        path = mini["root"] / name
+        if path.suffix == ".parquet":
+            columns = json.dumps(pq.read_table(path).to_pydict(), ensure_ascii=False, sort_keys=True)
+            digest = hashlib.sha256(columns.encode("utf-8")).hexdigest()
+        else:
+            digest = file_sha256(path)
+        assert digest == expected, f"{name}: design 1's seed-0 output changed"

@@ -16,6 +16,7 @@ from anessuite.mcq import SchemaError
 from anessuite.score import print_summary, run_score
 from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
 from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
+from anessuite.synthetic.miniature2 import SCRATCH_VOCAB_SIZE, Miniature2Config, generate_miniature2_data
 from anessuite.synthetic.published import write_published_size_benchmark
 from anessuite.synthetic.scratch import ScratchModelConfig, write_scratch_model
 from anessuite.tasks import TASKS
@@ -87,9 +88,10 @@ def _synth(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--design",
-        choices=("default", "miniature"),
+        choices=("default", "miniature", "miniature2"),
         default="default",
-        help="miniature: benchmark facts only in the CPT corpus, SFT/GRPO on other drugs (+ probe/facts.jsonl)",
+        help="miniature: benchmark facts only in the CPT corpus, SFT/GRPO on other drugs (+ probe/facts.jsonl); "
+        "miniature2: the same split with hundreds of SFT/GRPO drugs whose facts are also in the CPT corpus",
     )
     parser.add_argument(
         "--scratch-model",
@@ -99,14 +101,17 @@ def _synth(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.design == "miniature":
         paths = generate_miniature_data(args.out, MiniatureConfig(seed=args.seed))
+    elif args.design == "miniature2":
+        paths = generate_miniature2_data(args.out, Miniature2Config(seed=args.seed))
     elif args.published_sizes:
         paths = write_published_size_benchmark(args.out, args.seed)
     else:
         paths = generate_world_data(args.out, WorldDataConfig(seed=args.seed))
     if args.scratch_model:
-        paths["scratch_model"] = write_scratch_model(
-            args.out, args.scratch_model, ScratchModelConfig(seed=args.seed)
-        )
+        shape = ScratchModelConfig(seed=args.seed)
+        if args.design == "miniature2":
+            shape.vocab_size = SCRATCH_VOCAB_SIZE
+        paths["scratch_model"] = write_scratch_model(args.out, args.scratch_model, shape)
     for role, path in paths.items():
         print(f"{role:<10} {path}")
     return 0
