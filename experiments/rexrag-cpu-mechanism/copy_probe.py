@@ -54,7 +54,7 @@ def subject_copy(model, tokenizer, template: str, questions: list, batch: int = 
     return {"questions": len(questions), "exact": hits, "rate": hits / len(questions), "samples": samples}
 
 
-def copy_loss(model, tokenizer, world: Path, fresh: bool, count: int) -> dict:
+def copy_loss(model, tokenizer, world: Path, fresh: bool, count: int, frequent_tokens: int = 150) -> dict:
     pool = load_pool("search_first_5")
     examples = load_flashrag_jsonl(world / "train.jsonl")[:count]
     cfg = DemoConfig(
@@ -67,7 +67,7 @@ def copy_loss(model, tokenizer, world: Path, fresh: bool, count: int) -> dict:
     retriever = load_world_retriever({"index": world / "index"})
     demos = build_demos(examples, tokenizer, retriever, ROLLOUT, SHORT_TEMPLATE, pool, cfg, False, names)
     frequency = collections.Counter(t for d in demos for t in d.prompt_ids + d.response_ids)
-    frequent = {t for t, _ in frequency.most_common(150)}
+    frequent = {t for t, _ in frequency.most_common(frequent_tokens)}
     nll: dict[str, list[float]] = {"copy": [], "other": []}
     with torch.no_grad():
         for demo in demos:
