@@ -1,10 +1,13 @@
-"""Suite-wide test settings: offline hub, a throwaway MLflow store and run folder per test session."""
+"""Suite-wide test settings: offline hub, a throwaway MLflow store and run folder per test session; the small
+synthetic world the end-to-end tests share."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from rexrag.data.world import WorldConfig
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,3 +27,19 @@ def _isolated_tracking(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def small_world() -> WorldConfig:
+    """A world small enough for end-to-end tests: 30 people, 10 organisations, 16 / 4 / 6 questions."""
+    return WorldConfig(
+        seed=5,
+        num_countries=3,
+        num_cities=8,
+        num_orgs=10,
+        num_people=30,
+        num_surnames=20,
+        num_train_questions=16,
+        num_dev_questions=4,
+        num_test_questions=6,
+    )

@@ -14,7 +14,6 @@ import torch
 from config_harness import REPO
 
 from rexrag.data.qa import load_flashrag_jsonl
-from rexrag.data.world import WorldConfig
 from rexrag.recipes.common import SHORT_TEMPLATE, WorldDataConfig, ensure_world, world_tokenizer_texts
 from rlcore.models import train_bpe_tokenizer
 
@@ -31,19 +30,8 @@ probe = _module()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    cfg = WorldConfig(
-        seed=5,
-        num_countries=3,
-        num_cities=8,
-        num_orgs=10,
-        num_people=30,
-        num_surnames=20,
-        num_train_questions=16,
-        num_dev_questions=4,
-        num_test_questions=6,
-    )
-    paths = ensure_world(WorldDataConfig(world=cfg, dir=str(tmp_path_factory.mktemp("w") / "world")))
+def world(tmp_path_factory, small_world):
+    paths = ensure_world(WorldDataConfig(world=small_world, dir=str(tmp_path_factory.mktemp("w") / "world")))
     tokenizer = train_bpe_tokenizer(world_tokenizer_texts(paths, SHORT_TEMPLATE, ["Wait."]), 400)
     return paths, tokenizer
 

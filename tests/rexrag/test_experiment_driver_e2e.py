@@ -15,7 +15,7 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-# the small world of tests/rexrag/conftest.py
+# the small world of tests/conftest.py (small_world)
 WORLD = {
     "seed": 5,
     "num_countries": 3,
