@@ -111,11 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--probes", nargs="*", default=[], help="label=probe.json pairs to copy into the report"
     )
     parser.add_argument("--out", required=True, help="the report (JSON)")
+    parser.add_argument(
+        "--row", default=ROW, help="the row (evaluation) the thresholds judge; another row is a diagnostic"
+    )
     args = parser.parse_args(argv)
     world, run = Path(args.world), Path(args.run)
     rows = sorted(p.name.removesuffix("-generate") for p in (run / "eval").glob("*-generate"))
-    if ROW not in rows:
-        raise SystemExit(f"{run / 'eval'}: no {ROW}-generate evaluation (rows found: {rows})")
+    if args.row not in rows:
+        raise SystemExit(f"{run / 'eval'}: no {args.row}-generate evaluation (rows found: {rows})")
     figures = {row: row_figures(world, run / "eval" / f"{row}-generate") for row in rows}
     probes = {}
     for pair in args.probes:
@@ -124,12 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {
         "thresholds": {
-            "row": ROW,
+            "row": args.row,
             "name_rate_min": NAME_RATE_MIN,
             "system1_min": SYSTEM1_MIN,
             "chance": CHANCE,
         },
-        "verdict": verdict(figures[ROW]),
+        "verdict": verdict(figures[args.row]),
         "rows": figures,
         "probes": probes,
         "world_manifest": json.loads((world / "manifest.json").read_text(encoding="utf-8")),
