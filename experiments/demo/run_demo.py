@@ -200,7 +200,7 @@ def anessuite_branch(cfg: DemoConfig, stages: Stages, out: Path) -> None:
         python, "-m", "anessuite", "eval", "--config", cfg.anessuite.config,
         f"model={cfg.anessuite.model}", f"benchmark={world / 'benchmark'}", f"generation.mode={cfg.anessuite.mode}",
         f"output_dir={out / 'anessuite' / 'eval'}", f"cache_dir={out / 'anessuite' / 'cache'}",
-        f"experiment={cfg.experiment}", f"seed={cfg.seed}",
+        f"tracking.experiment={cfg.experiment}", f"seed={cfg.seed}",
     ]  # fmt: skip
     if cfg.anessuite.limit_per_language:
         argv.append(f"limit_per_language={cfg.anessuite.limit_per_language}")

@@ -15,6 +15,7 @@ from anessuite.backends.openai_compat import EndpointError, OpenAIChatBackend, S
 from anessuite.cache import ResponseCache
 from anessuite.evaluate import EvalConfig, run_eval
 from anessuite.mcq import MCQItem
+from rlcore.tracking_store import MLflowConfig
 
 OPTIONS = (("A", "alpha"), ("B", "beta"), ("C", "gamma"), ("D", "delta"))
 
@@ -163,7 +164,7 @@ def test_eval_through_server_end_to_end_and_cached_rerun(tmp_path):
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
         bootstrap_iters=20,
-        track=True,
+        tracking=MLflowConfig(enabled=True),
     )
     cfg.backend.kind = "openai"
     cfg.backend.concurrency = 3
@@ -212,7 +213,7 @@ def test_cache_resume_after_crash_and_torn_line(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         output_dir=str(tmp_path / "out"),
         bootstrap_iters=0,
-        track=False,
+        tracking=MLflowConfig(enabled=False),
     )
     crashing = ScriptedChat(crash_after=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -238,7 +239,7 @@ def test_two_models_never_share_a_cache(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         output_dir=str(tmp_path / "o"),
         bootstrap_iters=0,
-        track=False,
+        tracking=MLflowConfig(enabled=False),
     )
     first, second = ScriptedChat("weights-1"), ScriptedChat("weights-2")
     run_eval(cfg, backend=first)
@@ -264,7 +265,7 @@ def test_responses_of_the_same_weights_are_seeded_from_another_cache_folder(tmp_
             cache_seed_dirs=[str(tmp_path / s) for s in seeds],
             output_dir=str(tmp_path / f"o-{folder}"),
             bootstrap_iters=0,
-            track=False,
+            tracking=MLflowConfig(enabled=False),
         )
 
     first = ScriptedChat("weights-1")

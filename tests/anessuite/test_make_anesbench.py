@@ -62,7 +62,7 @@ def test_make_anesbench_against_a_smollm2_server(tmp_path):
             f"BENCHMARK={_bench(tmp_path)}",
             f"BASE_URL={url}",
             f"OUT={tmp_path / 'table'}",
-            "ANESBENCH_ARGS=max_new_tokens=24 track=false",
+            "ANESBENCH_ARGS=max_new_tokens=24 tracking.enabled=false",
         )
     finally:
         server.should_exit = True
@@ -80,7 +80,11 @@ def test_make_anesbench_killed_server_rerun_and_wrong_model(tmp_path):
     bench = _bench(tmp_path)
     out = tmp_path / "table"
     port = free_port()
-    common = [f"BENCHMARK={bench}", f"OUT={out}", "ANESBENCH_ARGS=backend_options.max_outage_s=1 track=false"]
+    common = [
+        f"BENCHMARK={bench}",
+        f"OUT={out}",
+        "ANESBENCH_ARGS=backend_options.max_outage_s=1 tracking.enabled=false",
+    ]
     # a wrong model name: fails before any question is sent, nothing cached
     with StubOpenAI(port=port, models=["smollm2-135m-instruct"]) as server:
         wrong = _make(tmp_path, "MODEL=smollm2-135m", f"BASE_URL={server.url}", *common)
@@ -118,7 +122,7 @@ def test_two_final_folders_are_two_rows(tmp_path):
                 f"BENCHMARK={_bench_once(tmp_path)}",
                 f"BASE_URL={server.url}",
                 f"OUT={tmp_path / 'table'}",
-                "ANESBENCH_ARGS=track=false",
+                "ANESBENCH_ARGS=tracking.enabled=false",
             )
             assert result.returncode == 0, result.stderr[-2000:]
     lines = (tmp_path / "table" / "table3.md").read_text().splitlines()
@@ -134,6 +138,7 @@ def _bench_once(tmp_path):
 
 def test_an_explicit_row_name_never_takes_over_another_models_row(tmp_path):
     from anessuite.tables import Table3Config, run_table3
+    from rlcore.tracking_store import MLflowSwitch
 
     with StubOpenAI(models=["model-a", "model-b"]) as server:
         common = dict(
@@ -143,7 +148,7 @@ def test_an_explicit_row_name_never_takes_over_another_models_row(tmp_path):
             accumulate=True,
             output_dir=str(tmp_path / "t"),
             bootstrap_iters=5,
-            track=False,
+            tracking=MLflowSwitch(enabled=False),
         )
         run_table3(Table3Config(models=["model-a"], model_names=["mine"], **common))
         with pytest.raises(ValueError, match="row 'mine' already holds another model"):

@@ -15,6 +15,7 @@ from openai_stub import StubOpenAI, free_port
 
 from anessuite.backends.openai_compat import EndpointError, OpenAIChatBackend, ServerUnavailableError
 from anessuite.evaluate import EvalConfig, run_eval
+from rlcore.tracking_store import MLflowConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "anesbench_2026"
 
@@ -26,7 +27,7 @@ def _cfg(tmp_path, url, model="stub-model", **backend):
         output_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"),
         bootstrap_iters=10,
-        track=False,
+        tracking=MLflowConfig(enabled=False),
     )
     cfg.backend.kind = "openai"
     cfg.backend.base_url = url

@@ -16,6 +16,7 @@ from anessuite.pipeline.run import _parent_run, run_pipeline, stage_final, stage
 from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
 from rlcore.config import load_config
 from rlcore.tracking import PARENT_ENV, start_run
+from rlcore.tracking_store import MLflowConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,7 +135,8 @@ def test_a_finished_stage_trained_with_other_settings_is_refused_not_reused(tmp_
     done = json.loads(marker.read_text())
     assert done["key_version"] == stage_cache.KEY_VERSION
     marker.write_text(json.dumps({k: v for k, v in done.items() if k != "key_version"}))
-    stage_cache.check_finished_stage(other, tmp_path, "sft")  # a key tied to the old checkout location: trusted
+    # a key tied to the old checkout location: trusted
+    stage_cache.check_finished_stage(other, tmp_path, "sft")
     marker.write_text(json.dumps({k: v for k, v in done.items() if k not in ("key", "key_version")}))
     stage_cache.check_finished_stage(other, tmp_path, "sft")  # finished before keys were recorded: trusted
 
@@ -176,8 +178,10 @@ def test_a_launched_stage_nests_its_run_under_the_pipeline_run(tmp_path, monkeyp
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = PipelineConfig(name="nest", output_dir=str(tmp_path / "pipe"), experiment="nest-test")
-    with start_run(cfg.experiment, run_name="nest") as parent:
+    cfg = PipelineConfig(
+        name="nest", output_dir=str(tmp_path / "pipe"), tracking=MLflowConfig(experiment="nest-test")
+    )
+    with start_run(cfg.tracking.experiment, run_name="nest") as parent:
         monkeypatch.setenv(PARENT_ENV, parent.run_id)
         cfg.only_stage = "sft"
         with _parent_run(cfg, tmp_path / "pipe", {}) as stage_run:
@@ -331,7 +335,7 @@ def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
     """CPT (two tokenising workers) -> SFT on the released layouts; GRPO skipped with a warning; no world."""
     out = tmp_path / "pipe"
     cfg = _files_cfg(releases)
-    cfg.name, cfg.base_model, cfg.output_dir, cfg.tracking = "files", "tiny-qwen2", str(out), True
+    cfg.name, cfg.base_model, cfg.output_dir = "files", "tiny-qwen2", str(out)
     cfg.evaluate_base, cfg.eval.enabled = False, False
     for stage in (cfg.cpt, cfg.sft):
         stage.max_steps, stage.max_length, stage.max_samples = 1, 64, 8
@@ -347,7 +351,7 @@ def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
 
 
 def _tiny_cfg(out) -> PipelineConfig:
-    cfg = PipelineConfig(name="tiny", base_model="tiny-qwen2", output_dir=str(out), tracking=True)
+    cfg = PipelineConfig(name="tiny", base_model="tiny-qwen2", output_dir=str(out))
     for stage in (cfg.cpt, cfg.sft):
         stage.max_steps, stage.max_length, stage.max_samples = 2, 64, 16
         stage.per_device_batch_size, stage.gradient_accumulation_steps = 2, 1
@@ -431,7 +435,11 @@ def test_a_pipeline_that_fails_on_its_data_paths_is_a_failed_run(releases, tmp_p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     cfg = _files_cfg(releases, anesqa="")
-    cfg.name, cfg.output_dir, cfg.experiment = "bad-data", str(tmp_path / "pipe"), "pipeline-bad-data"
+    cfg.name, cfg.output_dir, cfg.tracking.experiment = (
+        "bad-data",
+        str(tmp_path / "pipe"),
+        "pipeline-bad-data",
+    )
     with pytest.raises(ValueError, match=r"data\.anesqa is empty"):
         run_pipeline(cfg)
     client = MlflowClient(tracking_uri=uri)

@@ -26,7 +26,7 @@ def _command(model, cache, out):
         "backend.batch_size=1",  # the same forward per item whether it runs before or after the kill
         f"cache_dir={cache}",
         f"output_dir={out}",
-        "track=false",
+        "tracking.enabled=false",
         "bootstrap_iters=50",
     ]
 

@@ -25,7 +25,8 @@ from rlcore.faults import FAULT_ENV
 STEPS = {"cpt": 3, "sft": 4}
 CONFIG = f"""name: faults-hf-stages
 base_model: tiny-qwen2
-tracking: false
+tracking:
+  enabled: false
 reuse: false
 evaluate_base: false
 cpt:

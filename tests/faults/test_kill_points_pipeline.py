@@ -17,7 +17,8 @@ from rlcore.faults import FAULT_ENV
 
 CONFIG = """name: faults-tiny
 base_model: tiny-qwen2
-tracking: false
+tracking:
+  enabled: false
 reuse: false
 evaluate_base: false
 cpt:

@@ -126,12 +126,12 @@ def evaluate_models(cfg: Any, out: Path, max_new_tokens: int) -> dict[str, dict[
             output_dir=str(out / "models" / _folder(label)),
             bootstrap_iters=cfg.bootstrap_iters,
             seed=cfg.seed,
-            track=cfg.track,
             generation=GenerationConfig(mode=cfg.mode, max_new_tokens=max_new_tokens),
             prompt=cfg.prompt,
         )
         for name, value in vars(cfg.backend_options).items():
             setattr(eval_cfg.backend, name, value)
+        eval_cfg.tracking.enabled = cfg.tracking.enabled
         eval_cfg.backend.kind = "openai" if url else cfg.backend
         eval_cfg.backend.base_url = url or eval_cfg.backend.base_url
         eval_cfg.backend.batch_size = cfg.batch_size

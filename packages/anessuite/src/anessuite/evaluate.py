@@ -33,6 +33,7 @@ from anessuite.synthetic.generate import ensure_default_world
 from rlcore.config import recipe_main, to_dict
 from rlcore.runs import make_run_dir, runs_root
 from rlcore.tracking import start_run
+from rlcore.tracking_store import MLflowConfig
 
 __all__ = ["BackendConfig", "GenerationConfig", "EvalConfig", "run_eval", "build_backend", "main"]
 
@@ -93,8 +94,8 @@ class EvalConfig:
     cache_seed_dirs: list[str] = field(default_factory=list)
     bootstrap_iters: int = 1000  # bootstrap replicates for 95% CIs
     seed: int = 0  # bootstrap seed (decoding is greedy)
-    track: bool = True  # log an MLflow run
-    experiment: str = "anessuite-eval"  # MLflow experiment name
+    # log an MLflow run, in experiment tracking.experiment
+    tracking: MLflowConfig = field(default_factory=lambda: MLflowConfig(experiment="anessuite-eval"))
     # which engine produces the responses
     backend: BackendConfig = field(default_factory=BackendConfig)
     # how each question is answered
@@ -104,7 +105,11 @@ class EvalConfig:
 
     # one vocabulary (CONTRIBUTING.md): the old name fails naming the new one; config hashes keep the old spelling,
     # so run folders and caches made before the rename are still found
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "out_dir": "output_dir",
+        "track": "tracking.enabled",
+        "experiment": "tracking.experiment",
+    }
     IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True
 
 
@@ -338,7 +343,7 @@ def run_eval(cfg: EvalConfig, backend: ChatBackend | None = None) -> dict[str, A
     (out_dir / "responses.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in responses), encoding="utf-8"
     )
-    if cfg.track:
+    if cfg.tracking.enabled:
         _log_mlflow(cfg, results, out_dir)
     results["output_dir"] = str(out_dir)
     return results
@@ -358,7 +363,7 @@ def _log_mlflow(cfg: EvalConfig, results: dict[str, Any], out_dir: Path) -> None
         if results["eval"].get(name) is not None:
             metrics[f"throughput/{name}"] = results["eval"][name]
     with start_run(
-        cfg.experiment,
+        cfg.tracking.experiment,
         run_name=cfg.model_name,
         config=cfg,
         seeds=[cfg.seed],

@@ -33,6 +33,7 @@ from anessuite.report import (
 )
 from rlcore.config import load_config, recipe_main
 from rlcore.tracking import write_results_json
+from rlcore.tracking_store import MLflowSwitch
 
 __all__ = [
     "Table3Config",
@@ -69,7 +70,8 @@ class Table3Config:
     backend_options: BackendConfig = field(default_factory=BackendConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt for every model (preset: official)
     accumulate: bool = False  # keep rows of models evaluated earlier in output_dir (one table, many commands)
-    track: bool = True  # one MLflow run per evaluated model
+    # one MLflow run per evaluated model (in the evaluations' experiment, anessuite-eval)
+    tracking: MLflowSwitch = field(default_factory=MLflowSwitch)
     batch_size: int = 16  # hf batch size
     concurrency: int = 16  # requests in flight for server URLs
     limit_per_language: int | None = None  # smoke runs: first N items per language
@@ -79,7 +81,7 @@ class Table3Config:
     output_dir: str = "experiments/anessuite-table3/results"
 
     # one vocabulary (CONTRIBUTING.md): the old name fails naming the new one; config hashes keep the old spelling
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out_dir": "output_dir", "track": "tracking.enabled"}
     IDENTITY_KEEPS_OLD_NAMES: ClassVar[bool] = True
 
 

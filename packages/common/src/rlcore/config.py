@@ -97,6 +97,10 @@ def _check_choice(value: Any, choices: tuple[Any, ...], full_key: str, source: s
     raise ConfigError(f"{source}: invalid value {value!r} for '{full_key}'{hint} (valid values: {valid})")
 
 
+def _is_block(field_type: Any) -> bool:
+    return dataclasses.is_dataclass(_unwrap_optional(field_type))
+
+
 def _check_keys(
     schema: type, data: Mapping[str, Any], prefix: str, source: str, renamed: Mapping[str, str] | None = None
 ) -> None:
@@ -108,7 +112,9 @@ def _check_keys(
     types = _field_types(schema)
     for key, value in data.items():
         full_key = f"{prefix}{key}"
-        if key not in types and renamed and full_key in renamed:
+        # an old leaf may have become a block of the same name (``tracking: false`` -> ``tracking.enabled``)
+        became_block = key in types and not isinstance(value, Mapping) and _is_block(types[key])
+        if renamed and full_key in renamed and (key not in types or became_block):
             raise ConfigError(f"{source}: config key '{full_key}' is now '{renamed[full_key]}'; rename it")
         if key not in types:
             close = difflib.get_close_matches(str(key), list(types), n=1, cutoff=0.5)
@@ -321,14 +327,24 @@ def to_yaml(cfg: Any) -> str:
 
 
 def move_key(tree: dict[str, Any], source: str, target: str) -> None:
-    """Move the value at dotted ``source`` to dotted ``target`` (nothing when ``source`` is absent)."""
+    """Move the value at dotted ``source`` to dotted ``target`` (nothing when ``source`` is absent).
+
+    Blocks that the move leaves empty are removed, so ``tracking.enabled`` -> ``tracking`` leaves a plain leaf.
+    """
     *parents, leaf = source.split(".")
-    node: Any = tree
+    path: list[dict[str, Any]] = [tree]
     for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or leaf not in node:
+        child = path[-1].get(part) if isinstance(path[-1], dict) else None
+        if not isinstance(child, dict):
+            return
+        path.append(child)
+    if leaf not in path[-1]:
         return
-    value = node.pop(leaf)
+    value = path[-1].pop(leaf)
+    for parent, part in reversed(list(zip(path[:-1], parents, strict=True))):
+        if parent[part]:
+            break
+        del parent[part]
     *parents, leaf = target.split(".")
     node = tree
     for part in parents:
@@ -346,7 +362,12 @@ def identity_dict(cfg: Any) -> dict[str, Any]:
     tree = to_dict(cfg)
     schema = type(cfg)
     if getattr(schema, "IDENTITY_KEEPS_OLD_NAMES", False):
-        for old, new in getattr(schema, "RENAMED_KEYS", {}).items():
+        renamed = getattr(schema, "RENAMED_KEYS", {})
+        # an old leaf that became a block (``tracking`` -> ``tracking.enabled``) is put back after the other keys
+        # that moved into that block have left it
+        for old, new in sorted(
+            renamed.items(), key=lambda item: any(n.startswith(f"{item[0]}.") for n in renamed.values())
+        ):
             move_key(tree, new, old)
     return tree
 

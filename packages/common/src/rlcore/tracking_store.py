@@ -10,12 +10,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlcore.runs import runs_root
 
 __all__ = [
+    "MLflowSwitch",
+    "MLflowConfig",
     "ARTIFACT_ROOT_ENV",
     "EXPERIMENT_KIND_TAG",
     "MODEL_TRAINING_KIND",
@@ -33,6 +36,21 @@ ARTIFACT_ROOT_ENV = "MLFLOW_ARTIFACT_ROOT"  # where new experiments keep their a
 # models), as opposed to "genai_development" (traces, evaluations). Every experiment our recipes use carries it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+
+
+@dataclass
+class MLflowSwitch:
+    """A recipe's ``tracking:`` block when the recipe logs under the experiment of what it calls."""
+
+    enabled: bool = True  # log to MLflow
+
+
+@dataclass
+class MLflowConfig(MLflowSwitch):
+    """A recipe's ``tracking:`` block: whether and under which experiment it logs to MLflow (the store is
+    :func:`tracking_uri`). The trainers' block (``rlcore.trainer.config.TrackingConfig``) adds run naming."""
+
+    experiment: str = "rlcore"  # MLflow experiment name
 
 
 def tracking_uri() -> str:

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 from anessuite.prompts import PromptConfig
 from rlcore.rollout import RolloutConfig
+from rlcore.tracking_store import MLflowConfig
 from rlcore.trainer import ObjectiveConfig, OptimConfig
 from rlcore.trainer.config import GenerationConfig as RolloutEngineConfig
 
@@ -108,10 +109,10 @@ class PipelineConfig:
     seed: int = 0  # training seed of every stage
     evaluate_base: bool = True  # evaluate the base model before training
     only_stage: str = ""  # run just this stage (cpt | sft | grpo), e.g. under a multi-GPU launcher
-    tracking: bool = True  # MLflow parent run with nested stage runs
+    # MLflow: one parent run with nested stage runs, in experiment tracking.experiment
+    tracking: MLflowConfig = field(default_factory=lambda: MLflowConfig(experiment="anessuite-pipeline"))
     # reuse finished stages and evaluation responses of other pipelines with identical inputs
     reuse: bool = True
-    experiment: str = "anessuite-pipeline"  # MLflow experiment
     # MCQ prompt used by SFT/GRPO data and evaluation
     prompt: PromptConfig = field(default_factory=PromptConfig)
     # training data sources (empty paths: the synthetic world)
@@ -140,6 +141,8 @@ class PipelineConfig:
     # the rename keep their keys and are reused.
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
         "out_dir": "output_dir",
+        "tracking": "tracking.enabled",
+        "experiment": "tracking.experiment",
         **{
             f"{stage}.{old}": f"{stage}.{new}"
             for stage in ("cpt", "sft")

@@ -51,6 +51,7 @@ from rlcore.config import recipe_main, to_yaml
 from rlcore.logging_utils import setup_logging
 from rlcore.seeding import seed_everything
 from rlcore.tracking import PARENT_ENV, record_failures, start_run
+from rlcore.tracking_store import MLflowConfig
 
 __all__ = ["run_pipeline", "stage_plan", "stage_final", "pipeline_dir", "main"]
 
@@ -108,7 +109,7 @@ def _evaluate(cfg: PipelineConfig, out: Path, label: str, model: str, benchmark:
             cache_seed_dirs=seed_dirs,
             bootstrap_iters=cfg.eval.bootstrap_iters,
             seed=cfg.seed,
-            track=False,
+            tracking=MLflowConfig(enabled=False),
             generation=GenerationConfig(mode=mode, max_new_tokens=cfg.eval.max_new_tokens),
             prompt=cfg.prompt,
         )
@@ -148,18 +149,18 @@ def _write_tables(out: Path, rows: list[tuple[str, dict]], modes: Sequence[str])
 def _parent_run(cfg: PipelineConfig, out: Path, state: dict):
     """The pipeline's MLflow run; in a launched stage process (``only_stage`` with ``RLCORE_PARENT_RUN_ID`` set
     by :func:`_launch_stage`), the stage's own run, which ``rlcore.tracking`` nests under that parent."""
-    if not cfg.tracking or not _is_main_rank():
+    if not cfg.tracking.enabled or not _is_main_rank():
         return contextlib.nullcontext(None)
     if cfg.only_stage and os.environ.get(PARENT_ENV):
         return start_run(
-            cfg.experiment,
+            cfg.tracking.experiment,
             run_name=f"{cfg.name}/{cfg.only_stage}",
             config=cfg,
             seeds=[cfg.seed],
             tags={"stage": cfg.only_stage},
         )
     return start_run(
-        cfg.experiment,
+        cfg.tracking.experiment,
         run_name=cfg.name,
         config=cfg,
         seeds=[cfg.seed],
@@ -181,12 +182,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
     A failure is recorded in MLflow even before the pipeline's run opened (bad data path, missing model)."""
     with record_failures(
-        cfg.experiment,
+        cfg.tracking.experiment,
         run_name=f"{cfg.name}/{cfg.only_stage}" if cfg.only_stage else cfg.name,
         config=cfg,
         seeds=[cfg.seed],
         tags={"stage": cfg.only_stage} if cfg.only_stage else None,
-        enabled=cfg.tracking and _is_main_rank(),
+        enabled=cfg.tracking.enabled and _is_main_rank(),
     ):
         return _run_pipeline(cfg)
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from rlcore.objectives import AGGREGATIONS, KL_KINDS
 from rlcore.rollout import RolloutConfig
+from rlcore.tracking_store import MLflowConfig
 
 __all__ = [
     "ModelConfig",
@@ -166,10 +167,10 @@ class TrainLoopConfig:
 
 
 @dataclass
-class TrackingConfig:
-    """MLflow run naming (store: $MLFLOW_TRACKING_URI or runs/mlflow.db)."""
+class TrackingConfig(MLflowConfig):
+    """MLflow switch, experiment and run naming (store: $MLFLOW_TRACKING_URI or runs/mlflow.db); metrics.jsonl in
+    the run folder is always written."""
 
-    enabled: bool = True  # log to MLflow (metrics.jsonl in the run folder is always written)
     experiment: str = "rlcore-grpo"  # MLflow experiment name
     run_name: str | None = None  # MLflow run name; None = the run folder name
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags, e.g. {method: grpo} (UI grouping)
