@@ -30,7 +30,10 @@ def _example_data_files(scratch: Path) -> list[str]:
 
 # configs whose input files are given on the command line (their header says so): the harness writes the files the
 # docs' example would and passes them, so the config is still dry-run, not skipped
-COMMAND_LINE_INPUTS = {"packages/rexrag/configs/cpu/sft_own_data.yaml": _example_data_files}
+COMMAND_LINE_INPUTS = {
+    f"packages/rexrag/configs/cpu/{name}.yaml": _example_data_files
+    for name in ("sft_own_data", "sft_own_data_scratch", "grpo_own_data", "rexrag_own_data")
+}
 
 
 @pytest.mark.parametrize(

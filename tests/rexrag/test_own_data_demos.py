@@ -172,11 +172,12 @@ def test_sft_dry_run_names_a_bad_source_in_one_line(tmp_path):
 
 
 def test_warm_up_on_own_questions_through_an_index_folder(own_data, tmp_path):
+    # the from-scratch variant: the recipe path of SmolLM2's warm-up, with a model small enough for a unit test
     paths, *_ = own_data
     index = paths["corpus"].parent / "index"
     done = _sft(
         "--config",
-        str(Path(__file__).resolve().parents[2] / "packages/rexrag/configs/cpu/sft_own_data.yaml"),
+        str(Path(__file__).resolve().parents[2] / "packages/rexrag/configs/cpu/sft_own_data_scratch.yaml"),
         f"qa.train_files=[{paths['train']}]",
         f"qa.eval_files=[{paths['test']}]",
         "qa.max_eval_examples=3",
