@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from docs_markdown import ROOT, code_blocks
+
+from rexrag.data.veltria import write
 
 DOC = ROOT / "docs/rexrag.md"
 DOCUMENTED_PORT = "8765"
@@ -57,6 +60,20 @@ def _documented_quick_em() -> float:
     return float(match.group(1))
 
 
+def _tracked_experiment(line: str) -> str:
+    """The MLflow experiment a `rexrag train` line tracks into: its override, else its config's (through `base:`)."""
+    if "tracking.experiment" in _overrides(line):
+        return _overrides(line)["tracking.experiment"]
+    tokens = shlex.split(line)
+    config = ROOT / tokens[tokens.index("--config") + 1]
+    while True:
+        data = yaml.safe_load(config.read_text())
+        if "experiment" in (data.get("tracking") or {}):
+            return data["tracking"]["experiment"]
+        assert "base" in data, f"{config} names no tracking.experiment"
+        config = config.parent / data["base"]
+
+
 def test_the_sequence_is_what_the_docs_say():
     lines = _sequence_lines()
     script = "\n".join(lines)
@@ -71,7 +88,10 @@ def test_the_sequence_is_what_the_docs_say():
     ):
         _line(lines, step)
     assert "SERVER_PID" in script and "kill $SERVER_PID" in script  # the server is stopped at the end
-    order = [next(i for i, line in enumerate(lines) if step in line) for step in ("rexrag sft", "rexrag train", "rexrag evaluate")]
+    order = [
+        next(i for i, line in enumerate(lines) if step in line)
+        for step in ("rexrag sft", "rexrag train", "rexrag evaluate")
+    ]
     assert order == sorted(order), "warm-up, then training, then evaluation"
 
 
@@ -85,7 +105,9 @@ def test_each_step_reads_what_the_one_before_writes(tmp_path: Path):
     assert evaluate["model"] == train["train.output_dir"] + "/final"
     # the same questions and the same server throughout; the evaluation is on the held-out questions
     assert sft["qa.train_files"] == train["qa.train_files"] == "[my_data/train.jsonl]"
-    assert sft["qa.eval_files"] == train["qa.eval_files"] == evaluate["qa.eval_files"] == "[my_data/test.jsonl]"
+    assert (
+        sft["qa.eval_files"] == train["qa.eval_files"] == evaluate["qa.eval_files"] == "[my_data/test.jsonl]"
+    )
     served = f"http://127.0.0.1:{DOCUMENTED_PORT}"
     assert sft["retriever.url"] == train["retriever.url"] == evaluate["retriever.url"] == served
     assert served in _line(lines, "rlcore.retrieval.server").replace("--port ", "http://127.0.0.1:")
@@ -94,10 +116,8 @@ def test_each_step_reads_what_the_one_before_writes(tmp_path: Path):
     compared = shlex.split(_line(lines, "rlcore.compare"))
     experiment = compared[compared.index("--experiment") + 1]
     assert evaluate["experiment"] == experiment
-    assert train.get("tracking.experiment", "my-data") == experiment  # the own-data configs track into my-data
+    assert _tracked_experiment(_line(lines, "rexrag train")) == experiment
     # `example-data --out my_data` writes the files the lines read
-    from rexrag.data.veltria import write
-
     written = {path.relative_to(tmp_path).as_posix() for path in write(tmp_path / "my_data").values()}
     assert {"my_data/train.jsonl", "my_data/test.jsonl", "my_data/corpus.jsonl"} <= written
 
