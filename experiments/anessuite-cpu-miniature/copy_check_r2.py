@@ -28,6 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="model or checkpoint folder")
     parser.add_argument("--training-items", type=int, default=150, help="SFT System 1 items per language")
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=["benchmark", "training"],
+        choices=["benchmark", "training"],
+        help="item sets",
+    )
     parser.add_argument("--out", required=True, help="report (JSON)")
     args = parser.parse_args(argv)
     world = Path(args.world)
@@ -55,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompt = PromptConfig(use_system_prompt=False)
     report: dict[str, Any] = {"model": args.model}
     for name, items in sets.items():
+        if name not in args.sets:
+            continue
         done = dict(backend.complete([build_messages(i, prompt) for i in items], 128))
         for lang in ("en", "zh"):
             rows = [(i, done[k].text) for k, i in enumerate(items) if i.language == lang]
