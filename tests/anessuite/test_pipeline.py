@@ -338,8 +338,8 @@ def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
     cfg.name, cfg.base_model, cfg.output_dir = "files", "tiny-qwen2", str(out)
     cfg.evaluate_base, cfg.eval.enabled = False, False
     for stage in (cfg.cpt, cfg.sft):
-        stage.max_steps, stage.max_length, stage.max_samples = 1, 64, 8
-        stage.per_device_batch_size, stage.gradient_accumulation_steps, stage.save_every = 2, 1, 1
+        stage.total_steps, stage.max_length, stage.max_samples = 1, 64, 8
+        stage.micro_batch_size, stage.gradient_accumulation_steps, stage.save_every = 2, 1, 1
     cfg.cpt.num_proc = 2
     with caplog.at_level("WARNING"):
         run_pipeline(cfg)
@@ -353,8 +353,8 @@ def test_pipeline_on_released_files_without_anesr1(releases, tmp_path, caplog):
 def _tiny_cfg(out) -> PipelineConfig:
     cfg = PipelineConfig(name="tiny", base_model="tiny-qwen2", output_dir=str(out))
     for stage in (cfg.cpt, cfg.sft):
-        stage.max_steps, stage.max_length, stage.max_samples = 2, 64, 16
-        stage.per_device_batch_size, stage.gradient_accumulation_steps = 2, 1
+        stage.total_steps, stage.max_length, stage.max_samples = 2, 64, 16
+        stage.micro_batch_size, stage.gradient_accumulation_steps = 2, 1
         stage.log_every, stage.save_every = 1, 1
     cfg.grpo.total_steps = 1
     cfg.grpo.max_prompts = 4

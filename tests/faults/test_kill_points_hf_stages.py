@@ -30,18 +30,18 @@ tracking:
 reuse: false
 evaluate_base: false
 cpt:
-  max_steps: {STEPS["cpt"]}
+  total_steps: {STEPS["cpt"]}
   max_length: 64
   max_samples: 16
-  per_device_batch_size: 2
+  micro_batch_size: 2
   gradient_accumulation_steps: 1
   log_every: 1
   save_every: 1
 sft:
-  max_steps: {STEPS["sft"]}
+  total_steps: {STEPS["sft"]}
   max_length: 64
   max_samples: 16
-  per_device_batch_size: 2
+  micro_batch_size: 2
   gradient_accumulation_steps: 1
   log_every: 1
   save_every: 1

@@ -22,18 +22,18 @@ tracking:
 reuse: false
 evaluate_base: false
 cpt:
-  max_steps: 2
+  total_steps: 2
   max_length: 64
   max_samples: 16
-  per_device_batch_size: 2
+  micro_batch_size: 2
   gradient_accumulation_steps: 1
   log_every: 1
   save_every: 1
 sft:
-  max_steps: 2
+  total_steps: 2
   max_length: 64
   max_samples: 16
-  per_device_batch_size: 2
+  micro_batch_size: 2
   gradient_accumulation_steps: 1
   log_every: 1
   save_every: 1

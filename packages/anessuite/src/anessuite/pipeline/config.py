@@ -38,11 +38,11 @@ class HFStageConfig:
 
     enabled: bool = True  # run this stage (disabled stages pass their input model through)
     max_length: int = 2048  # tokens per packed block (CPT) or per example (SFT, longer ones are truncated)
-    per_device_batch_size: int = 1  # sequences per device per micro-batch
+    micro_batch_size: int = 1  # sequences per forward/backward on one device (gradient accumulation)
     gradient_accumulation_steps: int = 8  # micro-batches per optimizer step
     lr: float = 1.0e-4  # peak learning rate
-    num_epochs: float = 3.0  # passes over the data (ignored when max_steps > 0)
-    max_steps: int = -1  # optimizer steps; > 0 overrides num_epochs
+    num_epochs: float = 3.0  # passes over the data (ignored when total_steps > 0)
+    total_steps: int = -1  # optimizer steps; > 0 overrides num_epochs
     lr_scheduler: str = "cosine"  # transformers scheduler name
     warmup_ratio: float = 0.05  # share of steps with linear warmup
     weight_decay: float = 0.0  # AdamW weight decay
@@ -151,6 +151,8 @@ class PipelineConfig:
                 ("save_steps", "save_every"),
                 ("save_total_limit", "keep_checkpoints"),
                 ("logging_steps", "log_every"),
+                ("max_steps", "total_steps"),
+                ("per_device_batch_size", "micro_batch_size"),
             )
         },
     }

@@ -111,11 +111,11 @@ def run_hf_stage(
         packing=kind == "cpt",
         packing_strategy="wrapped",
         completion_only_loss=None if kind == "cpt" else True,
-        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.lr,
         num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
+        max_steps=cfg.total_steps,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a share of all steps
         weight_decay=cfg.weight_decay,
