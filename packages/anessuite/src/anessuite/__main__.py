@@ -7,6 +7,7 @@ Subcommands that run a recipe (eval, pipeline, ...) take the shared recipe CLI: 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -119,8 +120,6 @@ def _synth(argv: Sequence[str]) -> int:
 
 def _recipe(module: str, function: str = "main") -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
-        import importlib
-
         return int(getattr(importlib.import_module(module), function)(list(argv)) or 0)
 
     return run

@@ -129,9 +129,11 @@ def _probe_summary(path: Path) -> dict[str, Any]:
 def plot_probes(probes: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
     """Knowledge-probe accuracy per language and wording (bars: mean over the reports of each label, points: each
     report), with the chance level of the probe."""
+    # matplotlib is heavy (~0.35 s with pyplot) and only figures need it
     import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
     shown = {label: reports for label, reports in probes.items() if reports}

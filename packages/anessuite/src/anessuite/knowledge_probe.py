@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from anessuite.mcq import SchemaError
+from rlcore.models import load_causal_lm, load_tokenizer
 
 __all__ = [
     "FactStatement",
@@ -123,6 +124,7 @@ def _prefix_id(tokenizer) -> int:
 
 def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 16) -> list[float]:
     """Summed log-probability (nats) of every token of each text, after one document-start token."""
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
 
     prefix = _prefix_id(tokenizer)
@@ -217,15 +219,14 @@ def run_probe(
     model_spec: str, statements_path: str | Path, out: str | Path | None = None, batch_size: int = 16
 ):
     """Probe ``model_spec`` (folder, embedded name or hub id); writes ``probe.json`` under ``out`` if given."""
-    from rlcore.models import load_causal_lm, load_tokenizer
-
     statements = load_statements(statements_path)
     tokenizer = load_tokenizer(model_spec, padding_side="right")
     model = load_causal_lm(model_spec)
     logger.info("probing %s on %d statements", model_spec, len(statements))
     results = probe_statements(model, tokenizer, statements, batch_size=batch_size)
     report = {
-        "model": str(model_spec),  # as given (a path relative to the run, or an embedded name), never the machine path
+        # as given (a path relative to the run, or an embedded name), never the machine path
+        "model": str(model_spec),
         "statements": str(statements_path),
         "summary": summarize(results),
         "per_statement": [{**asdict(r), "rank": r.rank, "margin": r.margin} for r in results],

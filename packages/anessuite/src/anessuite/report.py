@@ -97,9 +97,11 @@ def plot_levels(
 ) -> Path:
     """Grouped bars: x = language x level (+ Total), one bar per model, 95% CI as error bars; ``chance`` draws a
     dashed line at the accuracy of guessing."""
+    # matplotlib is heavy (~0.35 s with pyplot) and only figures need it
     import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
     groups: list[tuple[str, str, str]] = []

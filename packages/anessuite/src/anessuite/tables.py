@@ -117,6 +117,7 @@ class StrategiesConfig:
 
 
 def _served_models(base_url: str) -> list[str]:
+    # httpx costs ~0.12 s to import and only this HTTP path needs it
     import httpx
 
     response = httpx.get(base_url.rstrip("/") + "/models", timeout=30)

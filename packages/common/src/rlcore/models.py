@@ -22,6 +22,7 @@ several processes builds once and never leaves a half-written folder.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -31,6 +32,9 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = [
     "EMBEDDED_MODELS",
@@ -111,6 +115,7 @@ def _package_dir(dist: str, module: str) -> Path:
 
 
 def _build_qwen_tokenizer(out: Path) -> None:
+    # transformers is heavy and only this path needs it
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -145,6 +150,7 @@ def _build_qwen_tokenizer(out: Path) -> None:
 
 
 def _build_smollm2(out: Path) -> None:
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,6 +171,7 @@ def _build_smollm2(out: Path) -> None:
 
 
 def _build_tiny_qwen2(out: Path) -> None:
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -210,8 +217,6 @@ def _marker_version(marker: Path) -> str | None:
 
 
 def _build_cached(name: str) -> Path:
-    from filelock import FileLock
-
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -295,6 +300,7 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
         raise ModelNotFoundError(
             f"model path '{text}' does not exist (and it is not a hub id or embedded name)"
         )
+    # the hub client is needed only to resolve hub models
     from huggingface_hub import snapshot_download
 
     try:
@@ -311,8 +317,7 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
 
 def load_tokenizer(spec: str | os.PathLike[str], padding_side: str = "left", **kwargs: Any):
     """The tokenizer of ``spec``, with a pad token guaranteed (EOS if the model has none)."""
-    import json
-
+    # transformers is heavy and only this path needs it
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     folder = resolve_model_path(spec)
@@ -334,6 +339,7 @@ def load_tokenizer(spec: str | os.PathLike[str], padding_side: str = "left", **k
 
 def load_causal_lm(spec: str | os.PathLike[str], dtype: Any = None, device: str | None = None, **kwargs: Any):
     """A causal LM from ``spec`` (default fp32 on CPU, bf16 on GPU), in eval mode is left to the caller."""
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -352,7 +358,7 @@ def train_bpe_tokenizer(
 
     Used for tiny test models and for models trained from scratch on synthetic worlds. Saved to ``out`` if given.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    # transformers is heavy and only this path needs it
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
@@ -381,6 +387,7 @@ def scratch_qwen2_config(tokenizer, shape: Any):
 
     ``shape`` has ``hidden_size``, ``intermediate_size``, ``num_layers``, ``num_heads``, ``num_kv_heads`` and
     ``max_positions`` (the REX-RAG warm-up's and the AnesSuite miniature's model configs both do)."""
+    # transformers is heavy and only this path needs it
     from transformers import Qwen2Config
 
     return Qwen2Config(

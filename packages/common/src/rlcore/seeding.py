@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from typing import Any
@@ -35,8 +36,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def derive_seed(base_seed: int, *parts: Any) -> int:
     """A child seed from a base seed and labels (e.g. rank, step), stable across processes and Python runs."""
-    import hashlib
-
     text = ":".join([str(base_seed), *map(str, parts)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 

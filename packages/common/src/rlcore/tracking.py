@@ -39,6 +39,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlcore.config import config_hash, to_dict, to_yaml
 from rlcore.runs import repo_root
 from rlcore.tracking_store import (
@@ -184,6 +186,7 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Log all metrics of one step in one call. Non-numeric values are skipped; NaN/inf are kept."""
+        # mlflow is heavy (~1 s to import) and only logging needs it
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -198,6 +201,7 @@ class Run:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (flattened) parameters, 100 per call (MLflow's batch limit), long values cut to 6000 chars."""
+        # mlflow is heavy (~1 s to import) and only logging needs it
         from mlflow.entities import Param
 
         items = [Param(key, str(value)[:_MAX_PARAM_CHARS]) for key, value in flatten(params).items()]
@@ -205,6 +209,7 @@ class Run:
             self.client.log_batch(self.run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        # mlflow is heavy (~1 s to import) and only logging needs it
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in tags.items()]
@@ -224,8 +229,6 @@ class Run:
     def log_dict(self, obj: Any, name: str) -> None:
         """Write ``obj`` as JSON (or YAML when ``name`` ends in .yaml) into the run's artifacts."""
         if name.endswith((".yaml", ".yml")):
-            import yaml
-
             self.log_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True), name)
         else:
             self.log_text(json.dumps(obj, indent=2, default=str, ensure_ascii=False), name)
@@ -286,6 +289,7 @@ def _environment_tags() -> dict[str, str]:
 def _run_exists(client: Any, run_id: str) -> bool:
     """Whether ``run_id`` is in ``client``'s store (a checkpoint copied to another machine, or resumed under a
     different ``MLFLOW_TRACKING_URI``, names a run the current store has never seen)."""
+    # mlflow is heavy (~1 s to import) and only logging needs it
     from mlflow.exceptions import MlflowException
 
     try:

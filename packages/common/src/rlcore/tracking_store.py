@@ -96,6 +96,7 @@ def mlflow_client(uri: str):
     """An ``MlflowClient`` whose sqlite store exists. The first process to open a new sqlite file creates its
     tables (MLflow's schema migrations) under a file lock: two runs started at once on a fresh store would
     otherwise both migrate it and one would fail (``table ... already exists``)."""
+    # mlflow is heavy (~1 s to import) and only logging needs it
     from mlflow.tracking import MlflowClient
 
     database = sqlite_path(uri)
@@ -115,6 +116,7 @@ def mlflow_client(uri: str):
 
 def ensure_experiment(client: Any, name: str) -> str:
     """The id of experiment ``name``, created (artifact location, model-training kind) if missing."""
+    # mlflow is heavy (~1 s to import) and only logging needs it
     from mlflow.exceptions import MlflowException
 
     uri = client.tracking_uri if hasattr(client, "tracking_uri") else tracking_uri()

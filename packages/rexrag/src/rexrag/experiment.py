@@ -173,9 +173,11 @@ def arm_lines(summary: dict[str, Any]) -> list[str]:
 
 def plot_curves(per_arm: dict[str, list[dict]], out: Path) -> Path:
     """``curves.png``: train accuracy and dead-end rate (5-step means), held-out EM (seed mean +- std)."""
-    import matplotlib  # heavy and only needed for the figure
+    # heavy and only needed for the figure
+    import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
     bands = {arm: heldout_band(runs) for arm, runs in per_arm.items()}
@@ -248,9 +250,11 @@ def plot_mechanism(per_arm: dict[str, list[dict]], out: Path, window: int = 5) -
     }
     if not probing:
         return None
-    import matplotlib  # heavy and only needed for the figure
+    # heavy and only needed for the figure
+    import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2 + len(probing), figsize=(5 * (2 + len(probing)), 3.5))

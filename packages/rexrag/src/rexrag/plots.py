@@ -48,9 +48,11 @@ def _series(points: list[dict[str, Any]], key: str) -> tuple[list[float], list[f
 
 
 def _pyplot():
-    import matplotlib  # heavy and only needed when a plot is written
+    # heavy and only needed when a plot is written
+    import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
     return plt

@@ -244,6 +244,7 @@ def inserted_mean_logprobs(
     model, trajectories: Sequence[Trajectory], temperature: float = 1.0
 ) -> list[float]:
     """Mean log pi of each trajectory's inserted tokens (REX-RAG's probe-filter score), one forward per row."""
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
 
     scores = []
@@ -276,6 +277,7 @@ def direct_check(engine, tokenizer, examples, template: str, cfg: PrecheckConfig
 
 
 def run(cfg: PrecheckConfig) -> dict[str, Any]:
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
 
     cfg.validate()

@@ -21,6 +21,9 @@ from transformers.cache_utils import DynamicLayer
 from anessuite.backends import Completion, Messages
 from anessuite.backends.gqa_attention import GQA_SDPA, use_gqa_sdpa
 from anessuite.cache import model_fingerprint
+from rlcore.generation import HFBackend
+from rlcore.generation.hf_backend import validate_prompts
+from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
 
 __all__ = ["GQA_SDPA", "HFChatBackend", "encode_chat", "common_prefix_length", "plan_batches", "use_gqa_sdpa"]
 
@@ -163,9 +166,6 @@ class HFChatBackend:
         chat_template_kwargs: dict[str, Any] | None = None,
         share_prefix: bool = True,
     ):
-        from rlcore.generation import HFBackend
-        from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
-
         self.model_spec = str(model)
         self.model_dir = resolve_model_path(model) if model_obj is None else None
         if device is None:
@@ -199,8 +199,6 @@ class HFChatBackend:
         whenever at least half the rows (or the whole next group) have finished, the next group is prefilled
         and joins the running batch, its cache left-padded to the running length.
         """
-        from rlcore.generation.hf_backend import validate_prompts
-
         prompts = [
             encode_chat(self.tokenizer, m, template_kwargs=self.chat_template_kwargs) for m in conversations
         ]

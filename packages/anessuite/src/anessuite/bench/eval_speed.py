@@ -65,6 +65,7 @@ def _free_port() -> int:
 
 
 def _serve(backend, model_name: str, max_batch: int) -> tuple[str, Any]:
+    # uvicorn is needed only to serve
     import uvicorn
 
     port = _free_port()

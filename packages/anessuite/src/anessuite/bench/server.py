@@ -32,6 +32,7 @@ class _Request:
 
 def build_app(backend: Any, model_name: str, max_batch: int = 16, max_wait_ms: float = 20.0):
     """FastAPI app serving ``/v1/models`` and ``/v1/chat/completions`` from an ``HFChatBackend``."""
+    # fastapi is heavy (~0.2 s to import) and only the server needs it
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse
 
@@ -113,6 +114,7 @@ def build_app(backend: Any, model_name: str, max_batch: int = 16, max_wait_ms: f
 
 
 def main(argv: list[str] | None = None) -> int:
+    # uvicorn is needed only to serve
     import uvicorn
 
     # heavy and optional here: loads torch, transformers

@@ -23,6 +23,7 @@ from typing import Any
 
 from anessuite.pipeline.config import HFStageConfig
 from rlcore.io import iter_jsonl_records, read_jsonl
+from rlcore.models import load_causal_lm, load_tokenizer
 
 __all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset"]
 
@@ -61,7 +62,8 @@ def cpt_text_dataset(data_file: Path, limit: int | None, cache_dir: Path):
     Built by the main process first (the others then open the same cache), so no rank ever holds the corpus
     in memory. The rows and their order are those of the file.
     """
-    import datasets  # heavy: only the training stages need it
+    # heavy: only the training stages need it
+    import datasets
     from accelerate import PartialState
 
     if limit == 0 or next(_cpt_texts(str(data_file), None, ""), None) is None:
@@ -85,11 +87,12 @@ def run_hf_stage(
     kind: str, cfg: HFStageConfig, model_in: str, data_file: Path, stage_dir: Path, seed: int, run: Any = None
 ) -> Path:
     """Train ``model_in`` on ``data_file`` (CPT text or SFT chats); returns the ``final`` model folder."""
+    # datasets is heavy (~0.7 s to import) and only this path needs it
     import datasets
     import torch
     from trl import SFTConfig
 
-    from rlcore.models import load_causal_lm, load_tokenizer
+    # rlcore.trainer loads torch and accelerate (the GRPO trainer); only a training stage needs its SFT engine
     from rlcore.trainer.sft import find_sft_checkpoint, train_sft
 
     if kind not in ("cpt", "sft"):

@@ -73,9 +73,11 @@ def group_metric_keys(runs: Sequence[RunRecord]) -> list[tuple[str, str, list[st
 
 def plot_family(runs: Sequence[RunRecord], title: str, keys: Sequence[str], path: Path) -> Path:
     """Write one PNG with a panel per key (at most 12) and one line per run; returns ``path``."""
+    # matplotlib is heavy (~0.35 s with pyplot) and only figures need it
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
     keys = list(keys)[:_MAX_PANELS]

@@ -98,6 +98,7 @@ def load_runs(
         CompareError: the store does not exist, the experiment is unknown (the message lists the known
             ones), a run id is unknown or ambiguous, or there is no run to compare.
     """
+    # mlflow is heavy (~1 s to import) and only logging needs it
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 

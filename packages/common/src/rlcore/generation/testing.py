@@ -128,6 +128,7 @@ def build_tiny_qwen2(tokenizer, seed: int = 0, hidden_size: int = 64, num_layers
     Untied embeddings and a wide init (std 0.1) so that outputs depend on the context; with the default tiny
     init and tied embeddings a random model just repeats its last token.
     """
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 

@@ -400,6 +400,7 @@ class VLLMBackend:
 
     def update_weights(self, model_or_state: Any) -> None:
         """Copy the policy's current weights (HF module or state dict) into the engine."""
+        # torch is heavy (~1 s to import) and only this path needs it
         import torch
 
         start = time.perf_counter()
@@ -433,6 +434,7 @@ class VLLMServerBackend:
         rank: int | None = None,
         max_parallel_requests: int = 32,
     ):
+        # httpx costs ~0.12 s to import and only this HTTP path needs it
         import httpx
 
         headers = {}

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def _stemmer(language: str):
+    # PyStemmer is pinned in requirements, not a package dependency; only stemmed BM25 needs it
     import Stemmer
 
     return Stemmer.Stemmer(language) if language else None
@@ -36,6 +37,7 @@ def build_bm25(
     b: float = 0.75,
 ) -> BM25Index:
     """Tokenise ``store`` chunk by chunk and build the bm25s index over its rows (row r = passage r)."""
+    # bm25s is heavy (~0.2 s to import) and only BM25 indexes need it
     import bm25s
     from bm25s.tokenization import Tokenizer
 
@@ -64,6 +66,7 @@ class BM25Index:
         return int(self.model.scores["num_docs"])
 
     def search_texts(self, queries: list[str], topk: int) -> tuple[np.ndarray, np.ndarray]:
+        # bm25s is heavy (~0.2 s to import) and only BM25 indexes need it
         import bm25s
 
         tokens = bm25s.tokenize(
@@ -81,6 +84,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, folder: Path, stemmer_language: str, stopwords: str, mmap: bool = False) -> BM25Index:
+        # bm25s is heavy (~0.2 s to import) and only BM25 indexes need it
         import bm25s
 
         return cls(bm25s.BM25.load(str(folder), mmap=mmap), stemmer_language, stopwords)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rlcore.logging_utils import setup_logging
 
@@ -110,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus == "wiki":
         count = write_jsonl(iter_wiki(args.language, args.limit), args.out)
     else:
-        from tqdm.auto import tqdm
-
         count = write_jsonl(
             tqdm(iter_synthetic(args.num, args.seed), total=args.num, unit=" passages"), args.out
         )

@@ -154,6 +154,7 @@ def build_faiss_index(
     Peak memory is the index itself plus one chunk (``chunk_rows x dim x 4`` bytes) plus, for IVF-PQ, the
     training sample.
     """
+    # faiss comes from the cpu/gpu extra and only dense indexes need it
     import faiss
 
     if kind == "flat":
@@ -198,6 +199,7 @@ class DenseIndex:
         return int(self.index.d)
 
     def _apply_search_params(self, topk: int) -> None:
+        # faiss comes from the cpu/gpu extra and only dense indexes need it
         import faiss
 
         if self.kind == "hnsw":
@@ -221,12 +223,14 @@ class DenseIndex:
     @classmethod
     def load(cls, path: Path, kind: str, params: DenseParams, mmap: bool = False) -> DenseIndex:
         """Read a saved index; ``mmap=True`` maps Flat/IVF data instead of reading it (lower resident memory)."""
+        # faiss comes from the cpu/gpu extra and only dense indexes need it
         import faiss
 
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         return cls(faiss.read_index(str(path), flags), kind, params)
 
     def save(self, path: Path) -> None:
+        # faiss comes from the cpu/gpu extra and only dense indexes need it
         import faiss
 
         if self.on_gpu:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 __all__ = [
     "Encoder",
@@ -62,6 +63,7 @@ def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
     if device != "auto":
         return device
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -92,6 +94,7 @@ class SentenceTransformerEncoder:
         passage_prefix: str = "",
         normalize: bool = True,
     ):
+        # sentence-transformers loads torch and only this encoder needs it
         from sentence_transformers import SentenceTransformer
 
         self.path = Path(path)
@@ -157,6 +160,7 @@ class E5Encoder:
         query_prefix: str = "query: ",
         passage_prefix: str = "passage: ",
     ):
+        # torch is heavy (~1 s to import) and only this path needs it
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -174,8 +178,8 @@ class E5Encoder:
         self.fingerprint = _folder_fingerprint(self.path, settings)
 
     def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        # torch is heavy (~1 s to import) and only this path needs it
         import torch
-        from tqdm.auto import tqdm
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)

@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
+from tqdm.auto import tqdm
 
 from rlcore.models import cache_dir
 
@@ -56,6 +58,7 @@ def _require_onnxruntime():
 
 def _export(folder: Path, out: Path) -> None:
     """Write ``folder``'s encoder as ONNX: inputs (batch, seq) int64 ids/mask/types -> (batch, dim) unit vectors."""
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -95,8 +98,6 @@ def _export(folder: Path, out: Path) -> None:
 
 def _build_files(folder: Path, fingerprint: str, backend: str) -> Path:
     """Export (and quantise) once per fingerprint; returns the .onnx file for ``backend``."""
-    from filelock import FileLock
-
     root = cache_dir() / "onnx" / fingerprint
     root.mkdir(parents=True, exist_ok=True)
     fp32, int8 = root / "model.onnx", root / "model-int8.onnx"
@@ -110,6 +111,7 @@ def _build_files(folder: Path, fingerprint: str, backend: str) -> Path:
             _export(folder, partial)
             partial.rename(fp32)
         if backend == "onnx-int8" and not int8.exists():
+            # onnxruntime is the onnx extra and only the ONNX encoder needs it
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             logger.info("quantising %s to int8 (dynamic, per-channel weights)", fp32)
@@ -145,6 +147,7 @@ class OnnxEncoder:
         if backend not in ("onnx", "onnx-int8"):
             raise ValueError(f"OnnxEncoder backend must be onnx or onnx-int8, got {backend!r}")
         ort = _require_onnxruntime()
+        # transformers is heavy and only this path needs it
         from transformers import AutoConfig, AutoTokenizer
 
         self.folder = Path(folder)
@@ -157,6 +160,7 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is None:
+            # torch is heavy (~1 s to import) and only this path needs it
             import torch
 
             threads = torch.get_num_threads()
@@ -166,8 +170,6 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def _encode(self, texts: list[str], show_progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([len(text) for text in texts], kind="stable")  # length-bucketed batches
         starts = range(0, len(texts), self.batch_size)

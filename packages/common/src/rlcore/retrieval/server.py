@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..logging_utils import setup_logging
 from .batching import Metrics, MicroBatcher, Overloaded
 from .client import TOKEN_ENV
 from .dense import DenseParams
@@ -281,6 +282,7 @@ def _limit_threads(threads: int) -> None:
     """Cap torch and FAISS (OpenMP) threads; 0 keeps their defaults (one per core)."""
     if threads <= 0:
         return
+    # faiss comes from the cpu/gpu extra and only dense indexes need it
     import faiss
     import torch
 
@@ -292,9 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     # Idle OpenMP workers sleep instead of spinning, so they do not steal the core the HTTP event loop needs
     # between batches (and do not burn CPU that other processes on a shared node need).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # uvicorn is needed only to serve
     import uvicorn
-
-    from rlcore.logging_utils import setup_logging
 
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(

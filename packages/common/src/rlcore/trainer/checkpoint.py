@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -243,8 +244,6 @@ def _restore_rng(accelerator: Any, path: Path) -> None:
 def _load_state_without(accelerator: Any, path: Path, skip: set[str]) -> None:
     """``accelerator.load_state`` on a view of ``path`` without the files in ``skip`` (accelerate refuses a
     folder whose pickled custom states outnumber the registered objects; we read those ourselves)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="checkpoint-view-", dir=path.parent) as view:
         for entry in path.iterdir():
             if entry.name not in skip:

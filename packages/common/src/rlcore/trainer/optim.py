@@ -67,6 +67,7 @@ def build_scheduler(
 
 
 def is_deepspeed(accelerator: Any) -> bool:
+    # accelerate is heavy (~0.9 s to import) and only training needs it
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type == DistributedType.DEEPSPEED
@@ -155,6 +156,7 @@ def generation_context(accelerator: Any, model: torch.nn.Module, gather: bool = 
     full parameter on every GPU for the whole rollout would only take memory from vLLM's KV cache.
     """
     if gather and zero_stage(accelerator) == 3:
+        # trl loads torch and transformers and only this path needs it
         from trl.models.utils import unwrap_model_for_generation
 
         with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=True):

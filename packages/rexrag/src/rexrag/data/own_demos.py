@@ -31,6 +31,7 @@ from typing import Literal
 from rexrag.data.demos import Demo, DemoConfig, plan_demo, tokenize_demo
 from rexrag.data.qa import QAExample, load_many
 from rexrag.data.template import render_prompt
+from rexrag.recipes.train import open_retriever
 from rlcore.config import existing_path
 from rlcore.rewards.qa import normalize_answer
 from rlcore.rollout import RolloutConfig
@@ -89,8 +90,6 @@ def validate_source(qa: SFTQAConfig, retriever_kind: str) -> None:
 
 def load_own_data(qa: SFTQAConfig, retriever_cfg) -> OwnData:
     """The user's questions and an open retriever (a retrieval server is asked for its health first)."""
-    from rexrag.recipes.train import open_retriever
-
     train = load_many(qa.train_files)
     evaluation = load_many(qa.eval_files) if qa.eval_files else []
     if qa.max_train_examples:

@@ -84,6 +84,7 @@ def searchr1_rows(
 
 
 def _write(rows: list[dict[str, Any]], path: Path) -> Path:
+    # pyarrow costs ~0.12 s to import and only parquet files need it
     import pyarrow as pa
     import pyarrow.parquet as pq
 

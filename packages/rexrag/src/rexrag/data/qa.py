@@ -104,6 +104,7 @@ def load_searchr1_parquet(path: str | os.PathLike) -> list[QAExample]:
     the one template a run stores is the exact prompt of every training row. Other columns (``id``,
     ``golden_answers``, ``ability``, ``metadata``, as the official scripts leave them) are ignored.
     """
+    # pyarrow costs ~0.12 s to import and only parquet files need it
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -227,6 +228,7 @@ def load_hub_benchmark(name: str, split: str) -> list[QAExample]:
             f"benchmark {name!r} is not available locally and HF_HUB_OFFLINE is set; download "
             f"{HUB_DATASET} ({name}/{split}.jsonl) and pass its path, e.g. data.eval_files=[<root>/{name}/{split}.jsonl]"
         )
+    # datasets is heavy (~0.7 s to import) and only this path needs it
     import datasets
 
     try:
@@ -309,6 +311,7 @@ def write_searchr1_parquet(
     examples: Sequence[QAExample], path: str | os.PathLike, template: str, split: str
 ) -> None:
     """Write examples in the Search-R1 parquet layout with the user message rendered from ``template``."""
+    # pyarrow costs ~0.12 s to import and only parquet files need it
     import pyarrow as pa
     import pyarrow.parquet as pq
 

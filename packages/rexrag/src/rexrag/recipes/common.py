@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,7 @@ def world_tokenizer_texts(paths: dict[str, Path], template: str, pool: list[str]
 
 def build_scratch_model(tokenizer, cfg: TinyModelConfig, seed: int):
     """A randomly initialised Qwen2ForCausalLM sized to ``tokenizer`` (fp32)."""
+    # transformers is heavy and only this path needs it
     from transformers import Qwen2ForCausalLM
 
     config = scratch_qwen2_config(tokenizer, cfg)
@@ -178,8 +179,6 @@ def evaluate_examples(
 ) -> dict[str, Any]:
     """Multi-turn rollouts on ``examples`` (greedy unless ``greedy=False``, which samples at the rollout
     temperature) and their per-source EM/F1; optionally writes the predictions JSONL."""
-    from dataclasses import replace
-
     config = replace(rollout, greedy=greedy, verify=False)
     engine = RolloutEngine(HFBackend(model, tokenizer, batch_size=batch_size), tokenizer, config, retriever)
     prompts, groups, metadata = rollout_inputs(examples, tokenizer, template, use_chat_template)
@@ -206,8 +205,6 @@ def sampled_evaluation(
 ) -> dict[str, Any]:
     """``sampled.samples`` passes at ``sampled.temperature`` (pass k seeded with ``sampled.seed + k``), summarised
     as mean and spread per source (:func:`rexrag.evaluation.summarize_samples`). The global RNG is left as found."""
-    from dataclasses import replace
-
     passes = []
     for number in range(sampled.samples):
         config = replace(

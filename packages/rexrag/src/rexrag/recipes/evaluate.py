@@ -121,6 +121,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     cfg.validate()
     seed_everything(cfg.seed)
     if cfg.num_threads:
+        # torch is heavy (~1 s to import) and only this path needs it
         import torch
 
         torch.set_num_threads(cfg.num_threads)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from omegaconf import OmegaConf
+
 from rexrag.data.qa import QAExample, load_flashrag_jsonl, load_many, stored_template
 from rexrag.data.template import (
     TEMPLATE_FILE,
@@ -226,8 +228,6 @@ def open_retriever(cfg: RetrieverConfig, paths: dict[str, Path] | None):
 
     url = cfg.url
     if "${" in url:  # a config built in Python (not through load_config) still holds the interpolation
-        from omegaconf import OmegaConf
-
         url = OmegaConf.create({"url": url}).url
     return RetrievalClient(url, max_outage_s=cfg.max_outage_s)
 
@@ -278,6 +278,7 @@ class StepHook:
             self.points = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def evaluate(self, model, step: int) -> dict[str, float]:
+        # torch is heavy (~1 s to import) and only this path needs it
         import torch
 
         was_training = model.training
@@ -333,6 +334,7 @@ def run(cfg: RexRagTrainConfig) -> dict[str, Any]:
         )
         cfg = replace(cfg, tracking=replace(cfg.tracking, tags={**cfg.tracking.tags, "method": method_name}))
     if cfg.num_threads:
+        # torch is heavy (~1 s to import) and only this path needs it
         import torch
 
         torch.set_num_threads(cfg.num_threads)
