@@ -79,9 +79,9 @@ def eval_items_per_s(spec: str, benchmark: Path, n_items: int, max_new_tokens: i
 def estimate_minutes(tokens_per_s: float, items_per_s: float, pipeline: dict[str, Any]) -> dict[str, float]:
     """Wall-clock of the make target from the configured budgets (README.md, "Model")."""
     cpt, sft, grpo = pipeline["cpt"], pipeline["sft"], pipeline["grpo"]
-    cpt_s = cpt["max_steps"] * cpt["per_device_batch_size"] * cpt["max_length"] / tokens_per_s
+    cpt_s = cpt["total_steps"] * cpt["micro_batch_size"] * cpt["max_length"] / tokens_per_s
     # SFT examples are shorter than max_length; half of it is a generous average for this world's chats
-    sft_s = sft["max_steps"] * sft["per_device_batch_size"] * sft["max_length"] / 2 / tokens_per_s
+    sft_s = sft["total_steps"] * sft["micro_batch_size"] * sft["max_length"] / 2 / tokens_per_s
     rollouts = grpo["objective"]["num_generations"] * grpo["objective"]["prompts_per_step"]
     new_tokens = grpo["rollout"]["max_new_tokens_per_turn"]
     # one rollout costs about one evaluation item to generate; its update ~3x a forward over prompt + response
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for spec in args.candidates:
         tps = cpt_tokens_per_s(
-            spec, texts, cpt["max_length"], cpt["per_device_batch_size"], args.steps, args.warmup
+            spec, texts, cpt["max_length"], cpt["micro_batch_size"], args.steps, args.warmup
         )
         ips = eval_items_per_s(
             spec, world / "benchmark", args.eval_items, ev["max_new_tokens"], ev["batch_size"]

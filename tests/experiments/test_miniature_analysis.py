@@ -124,10 +124,10 @@ def _precheck():
 def test_precheck_estimate_from_budgets():
     precheck = _precheck()
     pipeline = {
-        "cpt": {"max_steps": 10, "per_device_batch_size": 2, "max_length": 60},  # 1,200 tokens
+        "cpt": {"total_steps": 10, "micro_batch_size": 2, "max_length": 60},  # 1,200 tokens
         "sft": {
-            "max_steps": 10,
-            "per_device_batch_size": 2,
+            "total_steps": 10,
+            "micro_batch_size": 2,
             "max_length": 120,
         },  # half of 2,400 tokens counted
         "grpo": {

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from anessuite.mcq import LEVELS, MCQItem
 from anessuite.synthetic.questions import LEVEL_OF, make_question
 from anessuite.synthetic.world import CLASSES, EFFECTS, ONSETS, ORGANS, World, build_world
@@ -231,6 +233,7 @@ def _r1_record(item: MCQItem) -> dict[str, Any]:
 
 
 def _write_parquet(path: Path, columns: dict[str, list[str]]) -> None:
+    # pyarrow costs ~0.12 s to import and only parquet files need it
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -309,8 +312,6 @@ def generate_world_data(out: str | Path, cfg: WorldDataConfig | None = None) -> 
 def ensure_default_world(seed: int = 0, root: str | Path | None = None) -> dict[str, Path]:
     """The default world's files under ``<runs root>/anessuite-world/v<version>-seed<seed>``, generated once
     (a file lock makes concurrent callers wait instead of writing twice)."""
-    from filelock import FileLock
-
     base = Path(root) if root is not None else runs_root() / "anessuite-world"
     out = base / f"v{FORMAT_VERSION}-seed{seed}"
     base.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ class ScratchModelConfig:
 
 def world_training_texts(world_dir: str | Path) -> list[str]:
     """The texts a tokenizer may see: CPT documents, AnesQA pairs, AnesR1 questions/options/reasoning."""
+    # pyarrow costs ~0.12 s to import and only parquet files need it
     import pyarrow.parquet as pq
 
     world_dir = Path(world_dir)
@@ -55,6 +56,7 @@ def write_scratch_model(
     world_dir: str | Path, out: str | Path, cfg: ScratchModelConfig | None = None
 ) -> Path:
     """Fit the tokenizer, initialise the model, save both (with ``scratch_config.json``) under ``out``."""
+    # torch is heavy (~1 s to import) and only this path needs it
     import torch
     from transformers import Qwen2ForCausalLM
 
