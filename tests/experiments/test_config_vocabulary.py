@@ -4,9 +4,10 @@ and a pure rename leaves every run identity as it was.
 ``fixtures/run_identities.json`` was computed by the code *before* the renames of ``out_dir``, ``learning_rate``,
 ``save_steps``, ``save_total_limit`` and ``logging_steps`` (and holds for the later ones: ``max_steps``,
 ``per_device_batch_size``, ``track``, the pipeline's ``tracking`` switch and ``experiment``), from the committed
-AnesSuite configs (the schemas that renamed keys) and the REX-RAG experiments' planned runs: config hashes (run folders, MLflow tags, the experiment
-driver's planned runs), the AnesSuite pipeline's training fingerprint (its default run folder) and stage keys
-(stage reuse). Finished runs made before the rename are found and reused only while these values hold.
+AnesSuite configs (the schemas that renamed keys) and the REX-RAG experiments' planned runs: config hashes (run
+folders, MLflow tags, the experiment driver's planned runs), the AnesSuite pipeline's training fingerprint (its
+default run folder) and stage keys (stage reuse). Finished runs made before the rename are found and reused only
+while these values hold.
 """
 
 from __future__ import annotations
