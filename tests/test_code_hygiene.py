@@ -24,11 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(p for p in (REPO / "packages").glob("*/src/**/*.py"))
 PROJECT = ("rlcore", "rexrag", "anessuite")
 
-# files another change is rewriting now; their wrapped field comments and function-level imports go with it
-LEFT_TO_THEIR_REWRITE = {
-    "packages/rexrag/src/rexrag/recipes/sft.py",
-    "packages/rexrag/src/rexrag/data/demos.py",
-}
 
 # libraries a function may import (with a reason comment above the import): heavy to import, and needed only on some
 # paths of the modules that import them, so a CLI's --help / --dry-run and the light paths do not pay for them.
@@ -92,8 +87,7 @@ def test_field_comments_are_on_the_line_above():
     offenders = {
         _rel(path): lines
         for path in SOURCES
-        if _rel(path) not in LEFT_TO_THEIR_REWRITE
-        and (lines := wrapped_field_comments(path.read_text(encoding="utf-8")))
+        if (lines := wrapped_field_comments(path.read_text(encoding="utf-8")))
     }
     assert not offenders, (
         f"fields carrying a comment inside a wrapped field (file: lines): {offenders}; put the comment on the "
@@ -135,8 +129,7 @@ def test_project_modules_are_imported_at_the_top():
     offenders = {
         _rel(path): lines
         for path in SOURCES
-        if _rel(path) not in LEFT_TO_THEIR_REWRITE
-        and (lines := unexplained_project_imports(path.read_text(encoding="utf-8")))
+        if (lines := unexplained_project_imports(path.read_text(encoding="utf-8")))
     }
     assert not offenders, (
         f"project modules imported inside functions without a reason (file: lines): {offenders}; import them at "
@@ -180,8 +173,7 @@ def test_libraries_are_imported_at_the_top_unless_heavy_and_optional():
     offenders = {
         _rel(path): found
         for path in SOURCES
-        if _rel(path) not in LEFT_TO_THEIR_REWRITE
-        and (found := function_level_library_imports(path.read_text(encoding="utf-8")))
+        if (found := function_level_library_imports(path.read_text(encoding="utf-8")))
     }
     assert not offenders, (
         f"libraries imported inside functions (file: [(line, module)]): {offenders}; import the standard library and "

@@ -60,9 +60,8 @@ class DemoConfig:
     memory_prone: list[str] = field(default_factory=list)
     prone_frac_search: float = 0.05  # memory-prone questions: correct search chains
     prone_frac_memory: float = 0.85  # memory-prone questions: immediate wrong answer without searching
-    prone_frac_recovery: float = (
-        0.1  # memory-prone questions: memory thought -> pool sentence -> search chain
-    )
+    # memory-prone questions: memory thought -> pool sentence -> search chain
+    prone_frac_recovery: float = 0.1
     seed: int = 0  # seeds the kind draw, distractors and pool sentences
     # own data (qa.source=files): per question, this many extra search demonstrations in which the golden answer
     # is replaced, in the retrieved passages and in the answer, by another name, number or word of the corpus's

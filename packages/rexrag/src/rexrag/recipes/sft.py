@@ -93,9 +93,8 @@ class SFTLoopConfig:
     # demonstrations per step
     batch_size: int = 16
     num_demos: int = 0  # demonstrations built from train questions; 0 = one per train question
-    extra_worlds: int = (
-        0  # more worlds (seeds world.seed+1 .. +N) whose questions (all splits) are demonstrations too
-    )
+    # more worlds (seeds world.seed+1 .. +N) whose questions (all splits) are demonstrations too
+    extra_worlds: int = 0
     extra_worlds_dir: str = ""  # where those worlds are written; empty = "<data.dir>-extra"
     seed: int = 0  # seeds model init, demo order and sampling
     # run folder; empty = runs/rexrag-sft/<time>-<hash>
@@ -125,11 +124,12 @@ class SFTConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)  # qa.source=files: index or server
     pool: str = "self_doubt_30"  # prompt pool used by recovery demonstrations
     use_chat_template: bool = True  # wrap prompts in the tokenizer's chat template (official behaviour)
+    # observation format (demos) and turn structure (evaluation)
     rollout: RolloutConfig = field(
         default_factory=lambda: RolloutConfig(
             max_turns=4, max_new_tokens_per_turn=48, max_response_tokens=640
         )
-    )  # observation format (demos) and turn structure (evaluation)
+    )
     # AdamW + learning-rate schedule
     optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)
     # length, batches, outputs, checkpoints
