@@ -31,6 +31,7 @@ SCHEMAS = {
     "anessuite pipeline": PipelineConfig,
 }
 
+
 def _driver(spec_file: Path) -> str:
     """The package whose driver runs an experiment.yaml (its ``# recipe: <package> experiment`` line)."""
     found = re.search(r"^# recipe: (\w+) experiment$", spec_file.read_text(), re.M)
