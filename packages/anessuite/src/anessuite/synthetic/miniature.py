@@ -270,13 +270,9 @@ def probe_statements_for(world: World) -> list[dict[str, Any]]:
     return records
 
 
-def generate_miniature_data(out: str | Path, cfg: MiniatureConfig | None = None) -> dict[str, Path]:
-    """Every file of the miniature under ``out`` (the same layout as the default world, plus ``probe/``)."""
-    cfg = cfg or MiniatureConfig()
-    out = Path(out)
-    world = build_miniature_world(cfg)
-    rng = random.Random(f"anessuite-miniature-data-{cfg.seed}")
-    paths = {
+def miniature_paths(out: Path) -> dict[str, Path]:
+    """The files of a miniature world under ``out`` (the default world's layout plus ``probe/``)."""
+    return {
         "root": out,
         "corpus": out / "corpus",
         "anesqa": out / "anesqa" / "AnesQA.parquet",
@@ -284,17 +280,20 @@ def generate_miniature_data(out: str | Path, cfg: MiniatureConfig | None = None)
         "benchmark": out / "benchmark",
         "probe": out / "probe" / "facts.jsonl",
     }
-    for lang, count in (("en", cfg.cpt_docs_en), ("zh", cfg.cpt_docs_zh)):
-        docs = _documents(world.full, lang, count, rng)
-        _write_parquet(paths["corpus"] / f"AnesCorpus_{lang}-00000-of-00001.parquet", {"text": docs})
-    pairs = [pair for lang in ("en", "zh") for pair in qa_pairs(world.training, lang)]
-    rng.shuffle(pairs)
-    _write_parquet(paths["anesqa"], {"question": [q for q, _ in pairs], "answer": [a for _, a in pairs]})
-    share = {"system1": 0.5, "system1.x": 0.25, "system2": 0.25}
-    r1: list[MCQItem] = []
-    for lang in ("en", "zh"):
-        per_level = {lvl: round(cfg.rlvr_per_language * share[lvl]) for lvl in LEVELS}
-        r1 += _items(world.training, rng, lang, "train", per_level, "mini-r1")
+
+
+def write_r1_benchmark_probe_world(
+    world: MiniatureWorld,
+    cfg,
+    rng: random.Random,
+    r1: list[MCQItem],
+    paths: dict[str, Path],
+    out: Path,
+    tag: str,
+) -> dict[str, dict[str, int]]:
+    """What both miniature designs write after their training data, in this order (the draws of ``rng`` included):
+    the shuffled AnesR1 items, the EN/ZH benchmark files (``cfg.bench_en`` / ``cfg.bench_zh`` items per level, ids
+    ``<tag>-...``), the knowledge-probe statements and ``world.json``. Returns the benchmark counts per level."""
     rng.shuffle(r1)
     paths["anesr1"].parent.mkdir(parents=True, exist_ok=True)
     paths["anesr1"].write_text(
@@ -303,7 +302,7 @@ def generate_miniature_data(out: str | Path, cfg: MiniatureConfig | None = None)
     paths["benchmark"].mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
     for lang, sizes in (("en", cfg.bench_en), ("zh", cfg.bench_zh)):
-        items = _items(world.benchmark, rng, lang, "heldout", dict(zip(LEVELS, sizes)), "mini-bench")
+        items = _items(world.benchmark, rng, lang, "heldout", dict(zip(LEVELS, sizes)), tag)
         (paths["benchmark"] / f"anesbench_{lang}.json").write_text(
             json.dumps([anesbench_record(i) for i in items], ensure_ascii=False, indent=1), encoding="utf-8"
         )
@@ -321,6 +320,28 @@ def generate_miniature_data(out: str | Path, cfg: MiniatureConfig | None = None)
         "conditions": [asdict(c) for c in world.full.conditions],
     }
     (out / "world.json").write_text(json.dumps(dump, ensure_ascii=False, indent=1), encoding="utf-8")
+    return counts
+
+
+def generate_miniature_data(out: str | Path, cfg: MiniatureConfig | None = None) -> dict[str, Path]:
+    """Every file of the miniature under ``out`` (the same layout as the default world, plus ``probe/``)."""
+    cfg = cfg or MiniatureConfig()
+    out = Path(out)
+    world = build_miniature_world(cfg)
+    rng = random.Random(f"anessuite-miniature-data-{cfg.seed}")
+    paths = miniature_paths(out)
+    for lang, count in (("en", cfg.cpt_docs_en), ("zh", cfg.cpt_docs_zh)):
+        docs = _documents(world.full, lang, count, rng)
+        _write_parquet(paths["corpus"] / f"AnesCorpus_{lang}-00000-of-00001.parquet", {"text": docs})
+    pairs = [pair for lang in ("en", "zh") for pair in qa_pairs(world.training, lang)]
+    rng.shuffle(pairs)
+    _write_parquet(paths["anesqa"], {"question": [q for q, _ in pairs], "answer": [a for _, a in pairs]})
+    share = {"system1": 0.5, "system1.x": 0.25, "system2": 0.25}
+    r1: list[MCQItem] = []
+    for lang in ("en", "zh"):
+        per_level = {lvl: round(cfg.rlvr_per_language * share[lvl]) for lvl in LEVELS}
+        r1 += _items(world.training, rng, lang, "train", per_level, "mini-r1")
+    counts = write_r1_benchmark_probe_world(world, cfg, rng, r1, paths, out, "mini-bench")
     manifest = {
         "design": "miniature",
         "miniature_version": MINIATURE_VERSION,

@@ -35,8 +35,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anessuite.mcq import LEVELS, MCQItem
-from anessuite.synthetic.generate import _r1_record, _write_parquet, anesbench_record, corpus_statements
-from anessuite.synthetic.miniature import PROBE, MiniatureWorld, _items, probe_statements_for
+from anessuite.synthetic.generate import _write_parquet, corpus_statements
+from anessuite.synthetic.miniature import (
+    PROBE,
+    MiniatureWorld,
+    _items,
+    miniature_paths,
+    write_r1_benchmark_probe_world,
+)
 from anessuite.synthetic.questions import _label
 from anessuite.synthetic.world import (
     _EN_HEAD,
@@ -221,14 +227,7 @@ def generate_miniature2_data(out: str | Path, cfg: Miniature2Config | None = Non
     out = Path(out)
     world = build_miniature2_world(cfg)
     rng = random.Random(f"anessuite-miniature2-data-{cfg.seed}")
-    paths = {
-        "root": out,
-        "corpus": out / "corpus",
-        "anesqa": out / "anesqa" / "AnesQA.parquet",
-        "anesr1": out / "anesr1" / "anesr1.jsonl",
-        "benchmark": out / "benchmark",
-        "probe": out / "probe" / "facts.jsonl",
-    }
+    paths = miniature_paths(out)
     for lang, passes in (("en", cfg.cpt_passes_en), ("zh", cfg.cpt_passes_zh)):
         docs = cpt_documents(world.full, lang, passes, cfg.corpus_wording_share, rng)
         _write_parquet(paths["corpus"] / f"AnesCorpus_{lang}-00000-of-00001.parquet", {"text": docs})
@@ -241,32 +240,7 @@ def generate_miniature2_data(out: str | Path, cfg: Miniature2Config | None = Non
         per_level = {lvl: round(cfg.rlvr_per_language * share[lvl]) for lvl in LEVELS}
         items = _items(world.training, rng, lang, "train", per_level, "mini2-r1")
         r1 += [_with_option_sentence(item) for item in items]
-    rng.shuffle(r1)
-    paths["anesr1"].parent.mkdir(parents=True, exist_ok=True)
-    paths["anesr1"].write_text(
-        "".join(json.dumps(_r1_record(i), ensure_ascii=False) + "\n" for i in r1), encoding="utf-8"
-    )
-    paths["benchmark"].mkdir(parents=True, exist_ok=True)
-    counts: dict[str, dict[str, int]] = {}
-    for lang, sizes in (("en", cfg.bench_en), ("zh", cfg.bench_zh)):
-        items = _items(world.benchmark, rng, lang, "heldout", dict(zip(LEVELS, sizes)), "mini2-bench")
-        (paths["benchmark"] / f"anesbench_{lang}.json").write_text(
-            json.dumps([anesbench_record(i) for i in items], ensure_ascii=False, indent=1), encoding="utf-8"
-        )
-        counts[lang] = {lvl: sum(i.level == lvl for i in items) for lvl in LEVELS}
-    paths["probe"].parent.mkdir(parents=True, exist_ok=True)
-    paths["probe"].write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in probe_statements_for(world.benchmark)),
-        encoding="utf-8",
-    )
-    dump = {
-        "seed": cfg.seed,
-        "benchmark_drugs": [d.key for d in world.benchmark.drugs],
-        "drugs": [asdict(d) for d in world.full.drugs],
-        "procedures": [asdict(p) for p in world.full.procedures],
-        "conditions": [asdict(c) for c in world.full.conditions],
-    }
-    (out / "world.json").write_text(json.dumps(dump, ensure_ascii=False, indent=1), encoding="utf-8")
+    counts = write_r1_benchmark_probe_world(world, cfg, rng, r1, paths, out, "mini2-bench")
     manifest = {
         "design": "miniature2",
         "miniature2_version": MINIATURE2_VERSION,
