@@ -34,9 +34,17 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix())
-def test_config_loads_and_validates(path):
+def test_config_loads_and_validates(path, tmp_path):
     cfg = load_config(_schema(path), path)
     if isinstance(cfg, RexRagTrainConfig):
+        if cfg.qa.source == "files" and not cfg.qa.train_files:
+            # the own-data configs take the user's question files from the command line, as their header says
+            assert "qa.train_files=" in path.read_text(encoding="utf-8"), (
+                f"{path}: no command line for the files"
+            )
+            questions = tmp_path / "questions.jsonl"
+            questions.write_text('{"id": "0", "question": "q?", "golden_answers": ["a"]}\n', encoding="utf-8")
+            cfg.qa.train_files = cfg.qa.eval_files = [str(questions)]
         cfg.validate()
 
 
