@@ -12,6 +12,7 @@ from rexrag.data.demos import DemoConfig, build_demos, fixed_texts
 from rexrag.data.fresh_names import FreshNames, world_name_shapes
 from rexrag.data.qa import QAExample, load_flashrag_jsonl
 from rexrag.data.template import DEFAULT_TEMPLATE
+from rexrag.pool import load_pool
 from rexrag.recipes.common import WorldDataConfig, ensure_world, load_world_retriever
 from rexrag.recipes.sft import SFTConfig, fresh_names_for
 from rlcore.generation.testing import build_tiny_tokenizer
@@ -163,7 +164,7 @@ def test_demonstrations_of_a_real_world_copy_fresh_names_from_question_and_passa
     cfg.demos = DemoConfig(frac_search=1, frac_memory=0, frac_shortcut=0, frac_recovery=0, fresh_names=True)
     cfg.data = replace(cfg.data, template=DEFAULT_TEMPLATE)
     cfg.pool = "search_first_5"
-    names = fresh_names_for(cfg, paths, 0)
+    names = fresh_names_for(cfg, paths, 0, load_pool(cfg.pool))
     retriever = load_world_retriever(paths)
     demos = build_demos(
         examples, tok, retriever, rollout, DEFAULT_TEMPLATE, ["Wait."], cfg.demos, False, names

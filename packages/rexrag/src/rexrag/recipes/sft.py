@@ -160,12 +160,13 @@ class SFTConfig:
             )
 
 
-def fresh_names_for(cfg: SFTConfig, paths: dict[str, Path], offset: int) -> FreshNames | None:
+def fresh_names_for(
+    cfg: SFTConfig, paths: dict[str, Path], offset: int, pool: list[str]
+) -> FreshNames | None:
     """The renamer of one world's demonstrations (``demos.fresh_names``), seeded by ``demos.seed + offset``."""
     if not cfg.demos.fresh_names:
         return None
     world = json.loads(paths["world"].read_text(encoding="utf-8"))
-    pool = load_pool(cfg.pool)
     return FreshNames(
         world_name_shapes(world),
         seed=(cfg.demos.seed + offset) * 7919 + 1,
@@ -317,7 +318,7 @@ def run(cfg: SFTConfig) -> dict:
         # your own questions are never renamed (their names are not known); the extra worlds' demonstrations are
         replace(cfg.demos, fresh_names=False) if own else cfg.demos,
         cfg.use_chat_template,
-        names=None if own else fresh_names_for(cfg, paths, 0),
+        names=None if own else fresh_names_for(cfg, paths, 0, pool),
     )
     if own:  # swapped-answer copies of the user's questions: reading, not remembering (rexrag.data.own_demos)
         demos += answer_swap_demos(
@@ -342,7 +343,7 @@ def run(cfg: SFTConfig) -> dict:
             pool,
             replace(cfg.demos, seed=cfg.demos.seed + k),
             cfg.use_chat_template,
-            names=fresh_names_for(cfg, world_paths, k),
+            names=fresh_names_for(cfg, world_paths, k, pool),
         )
     kinds = {k: sum(d.kind == k for d in demos) for k in KINDS}
     logger.info(
