@@ -103,8 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demos", type=int, default=96, help="train questions for the copyable-token loss")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     world = Path(args.world)
+    if not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model}: no model folder (config.json) there; train the warm-up first")
+    missing = [
+        name
+        for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "world.json", "index")
+        if not (world / name).exists()
+    ]
+    if missing:
+        parser.error(f"--world {world}: not a world folder (missing {', '.join(missing)})")
+    torch.set_num_threads(1)
     model = load_causal_lm(args.model, dtype=torch.float32).eval()
     tokenizer = load_tokenizer(args.model)
     template_file = Path(args.model) / TEMPLATE_FILE

@@ -95,3 +95,18 @@ def test_copy_loss_splits_trained_tokens_and_scores_them(world, fresh):
     oracle = probe.copy_loss(_Logits(vocab, True), tokenizer, folder, fresh, count=8, frequent_tokens=20)
     assert oracle["copy"]["mean_nll"] < 1e-6 and oracle["copy"]["share_below_0.1"] == 1.0
     assert oracle["copy"]["tokens"] == uniform["copy"]["tokens"]
+
+
+def test_missing_model_or_world_is_one_clear_error(tmp_path, capsys, world):
+    paths, _ = world
+    with pytest.raises(SystemExit) as stop:
+        probe.main(["--model", str(tmp_path / "nope"), "--world", str(paths["corpus"].parent)])
+    assert stop.value.code == 2 and "no model folder (config.json)" in capsys.readouterr().err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        probe.main(["--model", str(tmp_path / "m"), "--world", str(tmp_path)])
+    assert (
+        "not a world folder (missing train.jsonl, dev.jsonl, test.jsonl, world.json, index)"
+        in capsys.readouterr().err
+    )
