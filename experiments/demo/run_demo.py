@@ -254,7 +254,7 @@ def rexrag_chain(cfg: DemoConfig, stages: Stages, out: Path, facts: dict[str, An
         sft = [python, "-m", "rexrag", "sft", "--config", cfg.rexrag.sft_config,
                f"data.dir={world_dir}", f"data.world.seed={cfg.seed}", f"train.output_dir={sft_dir}",
                f"train.total_steps={cfg.rexrag.sft_steps}", f"train.seed={cfg.seed}", "eval.num_questions=0",
-               f"experiment={cfg.experiment}"]  # fmt: skip
+               f"tracking.experiment={cfg.experiment}"]  # fmt: skip
         if cfg.rexrag.sft_num_demos:
             sft.append(f"train.num_demos={cfg.rexrag.sft_num_demos}")
         stages.run("sft", sft + cfg.rexrag.sft_overrides)

@@ -14,6 +14,7 @@ from rexrag.recipes.evaluate import EvalConfig, run
 from rexrag.recipes.train import QAConfig, RetrieverConfig, write_template
 from rlcore.generation.testing import build_tiny_qwen2, build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig
+from rlcore.tracking_store import MLflowConfig, mlflow_client
 
 
 def _scores(em_by_source: dict[str, float]) -> dict:
@@ -67,7 +68,7 @@ def _config(root, world, out: str, **changes) -> EvalConfig:
         retriever=RetrieverConfig(kind="world-bm25"),
         rollout=RolloutConfig(max_turns=1, max_new_tokens_per_turn=6, max_response_tokens=32),
         output_dir=str(root / out),
-        experiment="rexrag-eval-test",
+        tracking=MLflowConfig(experiment="rexrag-eval-test"),
         batch_size=8,
     )
     for key, value in changes.items():
@@ -123,3 +124,20 @@ def test_sampled_config_is_validated():
         EvalConfig(eval=SampledEvalConfig(samples=-1)).validate()
     with pytest.raises(ValueError, match="temperature > 0"):
         EvalConfig(eval=SampledEvalConfig(samples=2, temperature=0.0)).validate()
+
+
+def test_tracking_disabled_logs_no_run_and_writes_the_same_scores(world_model, tmp_path, monkeypatch):
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    root, world = world_model
+    quiet = run(
+        _config(root, world, "untracked", tracking=MLflowConfig(enabled=False, experiment="never-made"))
+    )
+    assert not store.exists()  # no run, not even a store, when tracking is off
+    assert json.loads((root / "untracked" / "eval.json").read_text())["by_source"] == quiet["by_source"]
+    tracked = run(_config(root, world, "tracked", tracking=MLflowConfig(experiment="rexrag-eval-tracked")))
+    assert tracked["by_source"] == quiet["by_source"]
+    client = mlflow_client(f"sqlite:///{store}")
+    assert client.get_experiment_by_name("never-made") is None
+    (logged,) = client.search_runs([client.get_experiment_by_name("rexrag-eval-tracked").experiment_id])
+    assert logged.data.metrics["eval/average_em"] == pytest.approx(tracked["average_em"])

@@ -61,7 +61,7 @@ def _documented_quick_em() -> float:
 
 
 def _tracked_experiment(line: str) -> str:
-    """The MLflow experiment a `rexrag train` line tracks into: its override, else its config's (through `base:`)."""
+    """The MLflow experiment a `rexrag train` or `rexrag sft` line tracks into: its override, else its config's (through `base:`)."""
     if "tracking.experiment" in _overrides(line):
         return _overrides(line)["tracking.experiment"]
     tokens = shlex.split(line)
@@ -112,11 +112,12 @@ def test_each_step_reads_what_the_one_before_writes(tmp_path: Path):
     assert sft["retriever.url"] == train["retriever.url"] == evaluate["retriever.url"] == served
     assert served in _line(lines, "rlcore.retrieval.server").replace("--port ", "http://127.0.0.1:")
     assert evaluate["use_chat_template"] == "true"  # the warm-up trains SmolLM2 in its chat template
-    # the training run and the evaluation land in the experiment the comparison reads
+    # the warm-up, the training run and the evaluation land in the experiment the comparison reads
     compared = shlex.split(_line(lines, "rlcore.compare"))
     experiment = compared[compared.index("--experiment") + 1]
-    assert evaluate["experiment"] == experiment
+    assert evaluate["tracking.experiment"] == experiment
     assert _tracked_experiment(_line(lines, "rexrag train")) == experiment
+    assert _tracked_experiment(_line(lines, "rexrag sft")) == experiment
     # `example-data --out my_data` writes the files the lines read
     written = {path.relative_to(tmp_path).as_posix() for path in write(tmp_path / "my_data").values()}
     assert {"my_data/train.jsonl", "my_data/test.jsonl", "my_data/corpus.jsonl"} <= written

@@ -21,6 +21,7 @@ from rexrag.data.world import WorldConfig
 from rexrag.recipes.common import TinyModelConfig, WorldDataConfig
 from rexrag.recipes.sft import SFTConfig, SFTEvalConfig, SFTLoopConfig, SFTOptimConfig, run
 from rlcore.rollout import RolloutConfig
+from rlcore.tracking_store import MLflowConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sft_warmup_reference.json"
 # the world of the small_world fixture, written out so the recording never depends on another file
@@ -49,7 +50,7 @@ def reference_config(folder: Path) -> SFTConfig:
         optim=SFTOptimConfig(lr=3e-3, warmup_steps=5, weight_decay=0.01, max_grad_norm=1.0),
         train=SFTLoopConfig(total_steps=20, batch_size=5, seed=3, output_dir=str(folder / "sft")),
         eval=SFTEvalConfig(num_questions=0),
-        experiment="rexrag-sft-equivalence",
+        tracking=MLflowConfig(experiment="rexrag-sft-equivalence"),
         num_threads=1,
     )
 

@@ -27,6 +27,7 @@ from rexrag.recipes.sft import (
     run,
 )
 from rlcore.rollout import RolloutConfig
+from rlcore.tracking_store import MLflowConfig
 from rlcore.trainer.checkpoint import write_manifest
 from rlcore.trainer.reporting import truncate_metrics
 
@@ -41,7 +42,7 @@ def _config(tmp_path, world, extra: int) -> SFTConfig:
             total_steps=2, batch_size=4, extra_worlds=extra, output_dir=str(tmp_path / "sft")
         ),
         eval=SFTEvalConfig(num_questions=2),
-        experiment="rexrag-sft-test",
+        tracking=MLflowConfig(experiment="rexrag-sft-test"),
         num_threads=1,
     )
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rexrag.data.qa import QAExample, stored_template
 from rexrag.data.template import TEMPLATE_FILE, TemplateError, load_template, template_mismatch_message
@@ -29,6 +30,7 @@ from rlcore.rollout import RolloutConfig
 from rlcore.runs import make_run_dir
 from rlcore.seeding import seed_everything
 from rlcore.tracking import start_run, write_results_json
+from rlcore.tracking_store import MLflowConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,13 @@ class EvalConfig:
     eval: SampledEvalConfig = field(default_factory=SampledEvalConfig)
     batch_size: int = 64  # prompts per generate call
     output_dir: str = ""  # empty = runs/rexrag-eval/<time>-<hash>
-    experiment: str = "rexrag-eval"  # MLflow experiment
+    # MLflow: whether to log and under which experiment
+    tracking: MLflowConfig = field(default_factory=lambda: MLflowConfig(experiment="rexrag-eval"))
     seed: int = 0  # sampling seed when greedy=false
     num_threads: int = 0  # torch CPU threads (0 = torch default)
+
+    # the recipes share one vocabulary: a config written with an old name fails naming the new one
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"experiment": "tracking.experiment"}
 
     def validate(self) -> None:
         """Raise ValueError naming the field on an impossible setting."""
@@ -140,7 +146,12 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model)
     name = cfg.name or Path(cfg.model).name
     started = time.perf_counter()
-    with start_run(cfg.experiment, run_name=name, config=cfg, seeds=[cfg.seed]) as run_:
+    tracked = (
+        start_run(cfg.tracking.experiment, run_name=name, config=cfg, seeds=[cfg.seed])
+        if cfg.tracking.enabled
+        else nullcontext(None)
+    )
+    with tracked as run_:
         scores = evaluate_examples(
             model,
             tokenizer,
@@ -170,9 +181,10 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         (out / "eval.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         write_tables({name: scores}, out, "table")
         plot_evaluation(scores, out / "eval.png", f"{name}: greedy evaluation")
-        run_.log_metrics(eval_metrics(scores), step=0)
-        for path in ("eval.json", "table.md", "predictions.jsonl", "eval.png"):
-            run_.log_artifact(out / path)
+        if run_:
+            run_.log_metrics(eval_metrics(scores), step=0)
+            for path in ("eval.json", "table.md", "predictions.jsonl", "eval.png"):
+                run_.log_artifact(out / path)
     (out / TEMPLATE_FILE).write_text(template, encoding="utf-8")
     write_results_json(
         out / "results.json", {"eval": scores, "prompt_template": template}, config=cfg, seeds=[cfg.seed]

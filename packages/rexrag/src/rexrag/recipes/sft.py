@@ -21,6 +21,7 @@ import logging
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -59,6 +60,7 @@ from rlcore.rollout import RolloutConfig
 from rlcore.runs import make_run_dir
 from rlcore.seeding import seed_everything
 from rlcore.tracking import start_run, write_results_json
+from rlcore.tracking_store import MLflowConfig
 from rlcore.trainer.optim import build_optimizer, build_scheduler
 from rlcore.trainer.sft import find_sft_checkpoint, read_engine_state, train_sft
 
@@ -135,7 +137,8 @@ class SFTConfig:
     # length, batches, outputs, checkpoints
     train: SFTLoopConfig = field(default_factory=SFTLoopConfig)
     eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)  # evaluation after training
-    experiment: str = "rexrag-sft"  # MLflow experiment
+    # MLflow: whether to log and under which experiment
+    tracking: MLflowConfig = field(default_factory=lambda: MLflowConfig(experiment="rexrag-sft"))
     # torch CPU threads
     num_threads: int = 2
 
@@ -148,6 +151,7 @@ class SFTConfig:
         "train.max_grad_norm": "optim.max_grad_norm",
         "train.threads": "num_threads",
         "output_dir": "train.output_dir",
+        "experiment": "tracking.experiment",
     }
 
     def validate(self) -> None:
@@ -270,7 +274,7 @@ def run(cfg: SFTConfig) -> dict:
     digest = config_hash(
         replace(
             cfg,
-            experiment="",
+            tracking=MLflowConfig(experiment=""),
             eval=SFTEvalConfig(),
             train=replace(cfg.train, output_dir="", resume="auto", save_every=0),
         )
@@ -361,13 +365,18 @@ def run(cfg: SFTConfig) -> dict:
     )
     elapsed_before = float(saved.get("elapsed_seconds", 0.0))
     started = time.perf_counter()
-    with start_run(
-        cfg.experiment,
-        run_name=out.name,
-        config=cfg,
-        seeds=[cfg.train.seed],
-        resume_run_id=saved.get("run_id"),
-    ) as run_:
+    tracked = (
+        start_run(
+            cfg.tracking.experiment,
+            run_name=out.name,
+            config=cfg,
+            seeds=[cfg.train.seed],
+            resume_run_id=saved.get("run_id"),
+        )
+        if cfg.tracking.enabled
+        else nullcontext(None)
+    )
+    with tracked as run_:
         outcome, _trainer = train_sft(
             model,
             tokenizer,
@@ -378,7 +387,7 @@ def run(cfg: SFTConfig) -> dict:
             optimizers=(optimizer, scheduler),
             engine_state=lambda: {
                 "config_hash": digest,
-                "run_id": run_.run_id,
+                "run_id": run_.run_id if run_ else saved.get("run_id"),
                 "elapsed_seconds": elapsed_before + time.perf_counter() - started,
             },
             metrics_path=out / "metrics.jsonl",
@@ -420,14 +429,16 @@ def run(cfg: SFTConfig) -> dict:
                 predictions_path=out / "dev_predictions.jsonl",
             )
             results["dev"] = scores
-            run_.log_metrics({"eval/average_em": scores["average_em"]}, step=cfg.train.total_steps)
+            if run_:
+                run_.log_metrics({"eval/average_em": scores["average_em"]}, step=cfg.train.total_steps)
             logger.info(
                 "dev EM after SFT: %.3f %s",
                 scores["average_em"],
                 {s: round(v["em"], 3) for s, v in scores["by_source"].items()},
             )
         write_results_json(out / "results.json", results, config=cfg, seeds=[cfg.train.seed])
-        run_.log_artifact(out / "results.json")
+        if run_:
+            run_.log_artifact(out / "results.json")
     logger.info("SFT done in %.0fs -> %s", train_seconds, model_dir)
     return results
 
