@@ -18,6 +18,8 @@ from anessuite.score import print_summary, run_score
 from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
 from anessuite.synthetic.miniature import MiniatureConfig, generate_miniature_data
 from anessuite.synthetic.miniature2 import SCRATCH_VOCAB_SIZE, Miniature2Config, generate_miniature2_data
+from anessuite.synthetic.miniature3 import SCRATCH_VOCAB_SIZE as VOCAB_SIZE_3
+from anessuite.synthetic.miniature3 import SPACE_BEFORE_CAPITAL, Miniature3Config, generate_miniature3_data
 from anessuite.synthetic.published import write_published_size_benchmark
 from anessuite.synthetic.scratch import ScratchModelConfig, write_scratch_model
 from anessuite.tasks import TASKS
@@ -89,10 +91,12 @@ def _synth(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--design",
-        choices=("default", "miniature", "miniature2"),
+        choices=("default", "miniature", "miniature2", "miniature3"),
         default="default",
         help="miniature: benchmark facts only in the CPT corpus, SFT/GRPO on other drugs (+ probe/facts.jsonl); "
-        "miniature2: the same split with hundreds of SFT/GRPO drugs whose facts are also in the CPT corpus",
+        "miniature2: the same split with hundreds of SFT/GRPO drugs whose facts are also in the CPT corpus; "
+        "miniature3: miniature2's world with every training fact as an MCQ, option-lookup items, more training "
+        "wordings and a tokenizer that gives a name the same pieces everywhere",
     )
     parser.add_argument(
         "--scratch-model",
@@ -104,6 +108,8 @@ def _synth(argv: Sequence[str]) -> int:
         paths = generate_miniature_data(args.out, MiniatureConfig(seed=args.seed))
     elif args.design == "miniature2":
         paths = generate_miniature2_data(args.out, Miniature2Config(seed=args.seed))
+    elif args.design == "miniature3":
+        paths = generate_miniature3_data(args.out, Miniature3Config(seed=args.seed))
     elif args.published_sizes:
         paths = write_published_size_benchmark(args.out, args.seed)
     else:
@@ -112,6 +118,9 @@ def _synth(argv: Sequence[str]) -> int:
         shape = ScratchModelConfig(seed=args.seed)
         if args.design == "miniature2":
             shape.vocab_size = SCRATCH_VOCAB_SIZE
+        elif args.design == "miniature3":
+            shape.vocab_size = VOCAB_SIZE_3
+            shape.space_before_capital = SPACE_BEFORE_CAPITAL
         paths["scratch_model"] = write_scratch_model(args.out, args.scratch_model, shape)
     for role, path in paths.items():
         print(f"{role:<10} {path}")

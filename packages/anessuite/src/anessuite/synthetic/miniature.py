@@ -221,8 +221,17 @@ def _pair(world: World, rng: random.Random, lang: str, split: str, qid: str) -> 
     )
 
 
-def _items(world: World, rng: random.Random, lang: str, split: str, per_level: dict[str, int], prefix: str):
-    """Questions over ``world``'s drugs, distinct by (stem, answer) for the benchmark, ``per_level`` counts."""
+def _items(
+    world: World,
+    rng: random.Random,
+    lang: str,
+    split: str,
+    per_level: dict[str, int],
+    prefix: str,
+    templates: dict[str, dict[str, dict[str, list[str]]]] | None = None,
+):
+    """Questions over ``world``'s drugs, distinct by (stem, answer) for the benchmark, ``per_level`` counts;
+    ``templates`` (default :data:`MINI_TEMPLATES`) gives the wordings of every kind but ``pair``."""
     items: list[MCQItem] = []
     for level in LEVELS:
         seen: set[tuple[str, str]] = set()
@@ -238,7 +247,9 @@ def _items(world: World, rng: random.Random, lang: str, split: str, per_level: d
             if kind == "pair":
                 item = _pair(world, rng, lang, split, qid)
             else:
-                item = make_question(world, rng, kind, lang, split, qid, templates=MINI_TEMPLATES)
+                item = make_question(
+                    world, rng, kind, lang, split, qid, templates=templates or MINI_TEMPLATES
+                )
             signature = (item.question, item.option_text(item.answer))
             if split == "heldout" and signature in seen:
                 continue

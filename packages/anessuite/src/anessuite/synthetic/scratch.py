@@ -13,9 +13,9 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlcore.models import scratch_qwen2_config, train_bpe_tokenizer
+from rlcore.models import QWEN_CHAT_TEMPLATE, scratch_qwen2_config, train_bpe_tokenizer
 
-__all__ = ["ScratchModelConfig", "world_training_texts", "write_scratch_model"]
+__all__ = ["ScratchModelConfig", "capital_space_tokenizer", "world_training_texts", "write_scratch_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ class ScratchModelConfig:
     intermediate_size: int = 384  # MLP width
     max_positions: int = 1024  # longest context
     seed: int = 0  # initialisation seed
+    # isolate the space before a capital letter as its own token, so a capitalised name is the same pieces at a
+    # sentence's start and inside it (miniature revision 3); False keeps the plain byte-level pre-tokenizer
+    space_before_capital: bool = False
 
 
 def world_training_texts(world_dir: str | Path) -> list[str]:
@@ -52,6 +55,39 @@ def world_training_texts(world_dir: str | Path) -> list[str]:
     return texts
 
 
+def capital_space_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer like :func:`rlcore.models.train_bpe_tokenizer` (same specials, chat template and
+    padding side) whose pre-tokenizer first splits off the space before a capital letter: "of Koradrol" and
+    "Koradrol is" both give the pieces of "Koradrol" (the plain byte-level pre-tokenizer gives "ĠKor adrol" and
+    "K or adrol")."""
+    # tokenizers/transformers are heavy and only this path needs them
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(" (?=[A-Z])"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
+    )
+    tok.padding_side = "left"
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
 def write_scratch_model(
     world_dir: str | Path, out: str | Path, cfg: ScratchModelConfig | None = None
 ) -> Path:
@@ -62,7 +98,11 @@ def write_scratch_model(
 
     cfg = cfg or ScratchModelConfig()
     out = Path(out)
-    tokenizer = train_bpe_tokenizer(world_training_texts(world_dir), vocab_size=cfg.vocab_size)
+    texts = world_training_texts(world_dir)
+    if cfg.space_before_capital:
+        tokenizer = capital_space_tokenizer(texts, cfg.vocab_size)
+    else:
+        tokenizer = train_bpe_tokenizer(texts, vocab_size=cfg.vocab_size)
     torch.manual_seed(cfg.seed)
     config = scratch_qwen2_config(tokenizer, cfg)
     model = Qwen2ForCausalLM(config)
