@@ -14,7 +14,8 @@ observation formatting, so the warm-up policy sees exactly what it will see duri
   sentence and the rest of the chain (single-hop: the same search again) to the gold answer. This is exactly the
   context a probe of a searched-but-wrong rollout continues from (clones are cut where the answer block starts).
 
-Questions that start with one of ``memory_prone`` draw their kind from the ``prone_*`` shares instead (mostly
+Questions that start with one of ``memory_prone`` (question types, or a world's cue prefix such as "Guess:",
+:class:`rexrag.data.world.WorldConfig`) draw their kind from the ``prone_*`` shares instead (mostly
 ``memory``, a few ``recovery`` and ``search``): the warm-up then knows how to search (from every other question,
 and from the recoveries) but rarely chooses to on those questions, so their rollout groups are mostly all wrong and
 a probe whose pool sentence leads into a search can open the dead end.
@@ -97,8 +98,11 @@ class Demo:
 
 
 def _answer_key(example: QAExample) -> tuple[str, str]:
-    """Questions with the same wording pattern share an answer type (city, person, year, ...)."""
-    words = example.question.split()
+    """Questions with the same wording pattern share an answer type (city, person, year, ...); a world's cue
+    (``metadata["cue"]``, a prefix that does not change what is asked) is not part of the pattern."""
+    cue = example.metadata.get("cue") or ""
+    question = example.question[len(cue) :] if cue and example.question.startswith(cue) else example.question
+    words = question.split()
     return example.data_source, " ".join(words[:3])
 
 

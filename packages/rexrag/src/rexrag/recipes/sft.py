@@ -174,7 +174,7 @@ def fresh_names_for(
     return FreshNames(
         world_name_shapes(world),
         seed=(cfg.demos.seed + offset) * 7919 + 1,
-        reserved=fixed_texts(cfg.data.template, pool),
+        reserved=[*fixed_texts(cfg.data.template, pool), cfg.data.world.cue],  # the cue is never renamed
     )
 
 
