@@ -4,7 +4,7 @@
         --questions runs/rexrag-cpu-mechanism/world/test.jsonl --out experiments/rexrag-cpu-mechanism
 
 For every seed present in all three arms: test EM (``eval.average_em`` of ``<arm>-seed<k>/results.json``) and EM on
-the memory-prone / other test questions (``eval_predictions.jsonl``, in the order of the test questions). Then
+the memory-prone (revision 5: prefixed with the cue) / other test questions (``eval_predictions.jsonl``, in the order of the test questions). Then
 H1: d_s = EM_rexrag - EM_grpo, one-sided paired t-test and a 95% percentile bootstrap CI of mean(d), pass iff
 mean(d) > 0, p < 0.05 and mean(d) > the pooled seed std; H2: d_s(prone) - d_s(other); H3: EM_rexrag -
 EM_rexrag_no_correction. Writes ``analysis.json`` and ``analysis.md``.
@@ -20,7 +20,10 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-PRONE_PREFIXES = ("Where was", "In which year was", "Who founded")  # demos.memory_prone of sft_stage1.yaml
+# the dead end's questions: revision 5 ties it to the cue "Guess:" (world.cue, demos.memory_prone of sft_stage4.yaml,
+# prone_prefixes of precheck.yaml), so "prone" = prefixed and "other" = unprefixed; revisions 1-4 used the question
+# types ("Where was", "In which year was", "Who founded")
+PRONE_PREFIXES = ("Guess:",)
 ARMS = ("grpo", "rexrag", "rexrag_no_correction")
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 10_000

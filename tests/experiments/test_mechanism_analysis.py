@@ -53,10 +53,10 @@ def test_paired_test_golden():
 
 
 QUESTIONS = [
-    {"question": "Where was Lou Brun born?", "golden_answers": ["Teford"]},  # prone
-    {"question": "Who founded Kor Works?", "golden_answers": ["Lou Brun"]},  # prone
-    {"question": "Which country is Teford in?", "golden_answers": ["Valia"]},
-    {"question": "In which city is Kor Works headquartered?", "golden_answers": ["Teford"]},
+    {"question": "Guess: Where was Lou Brun born?", "golden_answers": ["Teford"]},  # prone (prefixed, revision 5)
+    {"question": "Guess: Who founded Kor Works?", "golden_answers": ["Lou Brun"]},  # prone
+    {"question": "Which country is Teford in?", "golden_answers": ["Valia"]},  # other (unprefixed)
+    {"question": "Where was Kai Dorn born?", "golden_answers": ["Teford"]},  # a revision 1-4 prone type, unprefixed
 ]
 # per arm and seed: which of the four questions are answered right, and the recorded test EM
 CORRECT = {

@@ -126,3 +126,18 @@ def test_fresh_names_never_rename_the_cue():
     example = _example("Guess: Where was Kai Lenn born?", "Teford", "0", cue="Guess:")
     renamed, _, _ = names.rename_demo(example, [("model", "x")], {})
     assert renamed.question.startswith("Guess: Where was ") and "Kai Lenn" not in renamed.question
+
+
+def test_config_identities_without_a_cue_are_unchanged():
+    """The cue keys are left out of config hashes while off (rlcore's IDENTITY_OMIT_AT_DEFAULT): world folders and
+    every stored run identity written before the cue existed keep their hash; values computed by the code before."""
+    from rexrag.recipes.common import WorldDataConfig
+    from rlcore.config import config_hash, identity_dict
+
+    assert config_hash(WorldConfig()) == "0d111578d6c5"
+    assert config_hash(SMALL) == "df495ff96cf8"
+    assert config_hash(WorldDataConfig()) == "30830f654985"  # nested: the world inside a recipe's data block
+    assert "cue" not in identity_dict(WorldDataConfig())["world"]
+    assert identity_dict(WorldDataConfig(world=CUED))["world"]["cue_families"] == CUED.cue_families
+    hashes = {config_hash(c) for c in (SMALL, CUED, replace(CUED, cue_frac=0.75), replace(CUED, cue="Quick:"))}
+    assert len(hashes) == 4

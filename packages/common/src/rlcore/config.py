@@ -353,13 +353,15 @@ def move_key(tree: dict[str, Any], source: str, target: str) -> None:
 
 
 def identity_dict(cfg: Any) -> dict[str, Any]:
-    """:func:`to_dict` as run identities see it: the schema's renamed keys spelled the old way.
+    """:func:`to_dict` as run identities see it: the schema's renamed keys spelled the old way, and settings a schema
+    added later (``IDENTITY_OMIT_AT_DEFAULT``) left out while they hold their default.
 
     A schema that sets ``IDENTITY_KEEPS_OLD_NAMES = True`` renamed keys after runs were stored under the old
     names (a pure rename, values unchanged); hashing the old spelling keeps those runs' hashes, run folders and
     stage keys, so they are still found and reused. Other schemas hash :func:`to_dict` unchanged.
     """
     tree = to_dict(cfg)
+    _omit_new_settings_at_default(cfg, tree)
     schema = type(cfg)
     if getattr(schema, "IDENTITY_KEEPS_OLD_NAMES", False):
         renamed = getattr(schema, "RENAMED_KEYS", {})
@@ -370,6 +372,31 @@ def identity_dict(cfg: Any) -> dict[str, Any]:
         ):
             move_key(tree, new, old)
     return tree
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _omit_new_settings_at_default(cfg: Any, tree: Any) -> None:
+    """Remove from ``tree`` the settings a (nested) schema lists in ``IDENTITY_OMIT_AT_DEFAULT`` while they hold
+    their default: a setting added later, off by default, leaves the identity of every config that does not use
+    it (run folders, stage reuse, world folders) as it was."""
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) and isinstance(tree, dict)):
+        return
+    omit = getattr(type(cfg), "IDENTITY_OMIT_AT_DEFAULT", ())
+    for f in dataclasses.fields(cfg):
+        if f.name not in tree:
+            continue
+        value = getattr(cfg, f.name)
+        if f.name in omit and value == _field_default(f):
+            del tree[f.name]
+        else:
+            _omit_new_settings_at_default(value, tree[f.name])
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
