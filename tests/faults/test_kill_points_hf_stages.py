@@ -102,6 +102,9 @@ def test_stage_killed_then_rerun_equals_uninterrupted(uninterrupted, tmp_path, p
     } == stamps  # not retrained
     summary = json.loads((out / stage / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(trainer_dir / resumed)
+    # the mean loss covers the steps before the resume too (Trainer's own mean covers this process only)
+    whole = json.loads((uninterrupted / stage / "train_summary.json").read_text())
+    assert summary["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-5)
     warned = [line for line in rerun.stderr.splitlines() if "is torn" in line]
     if torn is None:
         assert not warned, warned

@@ -106,7 +106,12 @@ def test_interrupted_warm_up_resumes_to_the_same_weights(tmp_path, monkeypatch, 
     # the last save before the interruption, the one before it pruned; our state is JSON
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-4"]
     saved = json.loads((checkpoints / "checkpoint-4" / "engine_state.json").read_text())
-    assert set(saved) == {"config_hash", "run_id", "elapsed_seconds"}
+    assert set(saved) == {"config_hash", "run_id", "elapsed_seconds", sft_engine.LOSS_SUM_KEY}
+    reference_losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    ]
+    # the engine keeps the summed losses of steps 1-4, so a resumed run's mean loss covers every step
+    assert saved[sft_engine.LOSS_SUM_KEY] == pytest.approx(sum(reference_losses[:4]), rel=1e-5)
     metrics = tmp_path / "broken" / "metrics.jsonl"
     with metrics.open("a", encoding="utf-8") as handle:
         handle.write('{"step": 5, "loss": 0.1')  # a record cut mid-write by the interruption

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 ENGINE_STATE = "engine_state.json"
 _PREFIX = "checkpoint-"
+LOSS_SUM_KEY = "engine_loss_sum"  # engine_state.json key: the step losses summed up to the checkpoint
 
 
 class FixedOrderSampler(torch.utils.data.Sampler[int]):
@@ -126,6 +127,7 @@ class _EngineTrainer(SFTTrainer):
         self._model_loss = model_loss
         self._engine_state = engine_state
         self._keep_last = keep_last
+        self._prior_loss_sum = 0.0  # summed step losses of the steps before the checkpoint resumed from
         super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
@@ -155,6 +157,8 @@ class _EngineTrainer(SFTTrainer):
             return
         folder = Path(self.args.output_dir) / f"{_PREFIX}{self.state.global_step}"
         state = self._engine_state() if self._engine_state is not None else {}
+        # the summed step losses so far: Trainer's mean loss after a resume covers only the resumed process
+        state[LOSS_SUM_KEY] = self._prior_loss_sum + self._total_loss_scalar + float(self._tr_loss.item())
         (folder / ENGINE_STATE).write_text(
             json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -229,7 +233,7 @@ class SFTOutcome:
 
     # optimizer steps done (``max_steps`` when training ran to the end)
     global_step: int
-    # mean training loss over the steps of this process (Trainer's ``training_loss``)
+    # mean training loss over every step of the run, the steps before a resume included
     training_loss: float
     # the checkpoint training resumed from, or None
     resumed_from: Path | None
@@ -298,10 +302,12 @@ def train_sft(
     trainer.remove_callback(ProgressCallback)
     if resume_from is not None:
         logger.info("%s: resuming from %s (step %d)", desc, resume_from, resumed_step)
+    trainer._prior_loss_sum = float(read_engine_state(resume_from).get(LOSS_SUM_KEY, 0.0))
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     outcome = SFTOutcome(
         global_step=result.global_step,
-        training_loss=result.training_loss,
+        # Trainer divides the losses summed in this process by every step, the resumed-over ones included
+        training_loss=result.training_loss + trainer._prior_loss_sum / max(result.global_step, 1),
         resumed_from=resume_from,
         resumed_step=resumed_step,
         last_record=step_log.last,
