@@ -1,7 +1,7 @@
 """Revision 3 of the miniature's world (``--design miniature3``): revision 2's world, corpus and AnesQA pairs by seed;
 every training fact as an MCQ in training wordings the benchmark never uses; option-lookup items; every answer
 restates the chosen option before its letter; a tokenizer that gives a capitalised name the same pieces everywhere;
-and SFT records that fit the pipeline's SFT length (revision 2's System 1.x/2 records were cut before their answer)."""
+and SFT records that fit the pipeline's SFT length (revision 2's EN System 2 records were cut before their answer)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from anessuite.__main__ import main as anessuite_main
 from anessuite.benchmark import load_anesbench
 from anessuite.mcq import LEVELS, MCQItem
-from anessuite.prompts import PromptConfig, build_messages
+from anessuite.prompts import build_messages
 from anessuite.records import file_sha256, read_records
 from anessuite.synthetic.miniature import HELDOUT
 from anessuite.synthetic.miniature2 import Miniature2Config, generate_miniature2_data
@@ -202,20 +201,24 @@ def test_a_name_is_the_same_pieces_at_a_sentence_start_and_inside(world3, tokeni
 
 
 def test_sft_records_fit_the_sft_length_and_responses_fit_the_evaluation_cap(world3, tokenizer3):
-    """pipeline_r3.yaml's sft.max_length holds every AnesR1 chat whole (revision 2's 384 cut every EN System 1.x/2
-    record before its answer line), and eval.max_new_tokens / the GRPO rollout cap hold every training response."""
-    cfg = yaml.safe_load((EXP / "pipeline_r3.yaml").read_text(encoding="utf-8"))
+    """pipeline_r3.yaml's sft.max_length holds every AnesR1 chat whole in the pipeline's own prompt (revision 2's 384
+    cut every EN System 2 record before its answer line), and eval.max_new_tokens / the GRPO rollout cap hold every
+    training response."""
+    from anessuite.pipeline.config import PipelineConfig
+    from rlcore.config import load_config
+
+    cfg = load_config(PipelineConfig, EXP / "pipeline_r3.yaml", [])
     longest_chat = longest_response = 0
     for r in _r1(world3):
-        messages = build_messages(_item(r), PromptConfig())
+        messages = build_messages(_item(r), cfg.prompt)
         chat = tokenizer3.apply_chat_template(
             [*messages, {"role": "assistant", "content": r["reasoning"]}], tokenize=False
         )
         longest_chat = max(longest_chat, len(tokenizer3(chat)["input_ids"]))
         longest_response = max(longest_response, len(tokenizer3(r["reasoning"])["input_ids"]) + 1)
-    assert longest_chat <= cfg["sft"]["max_length"], longest_chat
-    assert longest_response <= cfg["eval"]["max_new_tokens"], longest_response
-    assert longest_response <= cfg["grpo"]["rollout"]["max_new_tokens_per_turn"], longest_response
+    assert longest_chat <= cfg.sft.max_length, longest_chat
+    assert longest_response <= cfg.eval.max_new_tokens, longest_response
+    assert longest_response <= cfg.grpo.rollout.max_new_tokens_per_turn, longest_response
     assert longest_chat > 384  # the reason the length changed
 
 
