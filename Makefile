@@ -34,7 +34,7 @@ $(STAMP): $(SETUP_INPUTS)
 	@touch $@
 
 test: setup ## run the whole test suite (CPU, offline)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=25
 
 test-fast: setup ## run the tests not marked slow
 	$(PY) -m pytest tests -q -m "not slow"

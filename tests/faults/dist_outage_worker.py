@@ -14,21 +14,12 @@ import signal
 import sys
 from pathlib import Path
 
-from faults_helpers import SMALL_WORLD
-from kill_worker import scripted_policy
+from kill_worker import scripted_policy, small_run
 
-from rexrag.data.qa import load_flashrag_jsonl
-from rexrag.data.template import DEFAULT_TEMPLATE
-from rexrag.data.world import WorldConfig
-from rexrag.method import RexRag, RexRagConfig
-from rexrag.recipes.common import WorldDataConfig, ensure_world
-from rexrag.recipes.train import QAConfig, RetrieverConfig, RexRagTrainConfig, open_retriever, to_records
+from rexrag.recipes.train import RetrieverConfig, open_retriever
 from rlcore.generation.testing import ScriptedBackend
 from rlcore.logging_utils import setup_logging
-from rlcore.models import load_tokenizer
 from rlcore.retrieval import RetrievalUnavailableError
-from rlcore.rollout import RolloutConfig
-from rlcore.trainer.config import ObjectiveConfig, TrackingConfig, TrainLoopConfig
 from rlcore.trainer.grpo import train
 
 
@@ -38,25 +29,9 @@ def main() -> int:
     urls, total_steps, max_outage_s = sys.argv[4].split(","), int(sys.argv[5]), float(sys.argv[6])
     kill_pid = int(sys.argv[7]) if len(sys.argv) > 7 else None
     rank = int(os.environ["RANK"])
-    world_cfg = WorldDataConfig(
-        world=WorldConfig(**SMALL_WORLD), dir=str(world_dir), template=DEFAULT_TEMPLATE
+    cfg, examples, records, tokenizer, method = small_run(
+        output_dir, world_dir, model_dir, total_steps, minibatch_size=2, save_every=0
     )
-    examples = load_flashrag_jsonl(ensure_world(world_cfg)["train"])
-    records = to_records(examples, DEFAULT_TEMPLATE)
-    cfg = RexRagTrainConfig(
-        rollout=RolloutConfig(max_turns=3, max_new_tokens_per_turn=48, max_response_tokens=600),
-        objective=ObjectiveConfig(
-            num_generations=2, prompts_per_step=2, micro_batch_size=2, minibatch_size=2, kl_coef=0.001
-        ),
-        train=TrainLoopConfig(total_steps=total_steps, output_dir=str(output_dir), seed=1, save_every=0),
-        tracking=TrackingConfig(enabled=False),
-        qa=QAConfig(world=world_cfg),
-        rexrag=RexRagConfig(probe_prob=0.5, keep_ratio_init=1.0, pool="paraphrase_30"),
-    )
-    cfg.model.path = str(model_dir)
-    cfg.optim.lr = 1e-2
-    tokenizer = load_tokenizer(model_dir)
-    method = RexRag(cfg.rexrag, tokenizer, cfg.rollout, records)
 
     def after_step(policy, step):
         if kill_pid is not None and rank == 1 and step == 1:

@@ -10,6 +10,7 @@ trained for real. ``RLCORE_FAULT_POINT=<point>:<step>`` in the environment kills
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from faults_helpers import SMALL_WORLD
 
@@ -43,22 +44,28 @@ def scripted_policy(examples):
     return respond
 
 
-def main() -> None:
-    setup_logging("WARNING")
-    output_dir, world_dir, model_dir = (Path(a) for a in sys.argv[1:4])
-    url, total_steps = sys.argv[4], int(sys.argv[5])
+def small_run(
+    output_dir: Path, world_dir: Path, model_dir: Path, total_steps: int, minibatch_size: int, save_every: int
+) -> tuple[RexRagTrainConfig, list, list, Any, RexRag]:
+    """The short REX-RAG run both fault workers train: its config, the world's train examples and records, the
+    tokenizer of the tiny Qwen2 at ``model_dir`` and the method (probes with probability 0.5)."""
     world_cfg = WorldDataConfig(
         world=WorldConfig(**SMALL_WORLD), dir=str(world_dir), template=DEFAULT_TEMPLATE
     )
-    paths = ensure_world(world_cfg)
-    examples = load_flashrag_jsonl(paths["train"])
+    examples = load_flashrag_jsonl(ensure_world(world_cfg)["train"])
     records = to_records(examples, DEFAULT_TEMPLATE)
     cfg = RexRagTrainConfig(
         rollout=RolloutConfig(max_turns=3, max_new_tokens_per_turn=48, max_response_tokens=600),
         objective=ObjectiveConfig(
-            num_generations=2, prompts_per_step=2, micro_batch_size=2, minibatch_size=4, kl_coef=0.001
+            num_generations=2,
+            prompts_per_step=2,
+            micro_batch_size=2,
+            minibatch_size=minibatch_size,
+            kl_coef=0.001,
         ),
-        train=TrainLoopConfig(total_steps=total_steps, output_dir=str(output_dir), seed=1, save_every=1),
+        train=TrainLoopConfig(
+            total_steps=total_steps, output_dir=str(output_dir), seed=1, save_every=save_every
+        ),
         tracking=TrackingConfig(enabled=False),
         qa=QAConfig(world=world_cfg),
         rexrag=RexRagConfig(probe_prob=0.5, keep_ratio_init=1.0, pool="paraphrase_30"),
@@ -66,7 +73,16 @@ def main() -> None:
     cfg.model.path = str(model_dir)
     cfg.optim.lr = 1e-2
     tokenizer = load_tokenizer(model_dir)
-    method = RexRag(cfg.rexrag, tokenizer, cfg.rollout, records)
+    return cfg, examples, records, tokenizer, RexRag(cfg.rexrag, tokenizer, cfg.rollout, records)
+
+
+def main() -> None:
+    setup_logging("WARNING")
+    output_dir, world_dir, model_dir = (Path(a) for a in sys.argv[1:4])
+    url, total_steps = sys.argv[4], int(sys.argv[5])
+    cfg, examples, records, tokenizer, method = small_run(
+        output_dir, world_dir, model_dir, total_steps, minibatch_size=4, save_every=1
+    )
     result = train(
         cfg,
         records=records,
