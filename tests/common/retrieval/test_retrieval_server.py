@@ -300,10 +300,7 @@ def test_unreachable_server_clear_error():
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(retriever):
-    # no inline runs: a lone request run on the event-loop thread could not be pending while the others queue
-    app = create_app(
-        _config(max_batch_queries=1, inline_when_idle=False), retriever=SlowRetriever(retriever, 0.2)
-    )
+    app = create_app(_config(max_batch_queries=1), retriever=SlowRetriever(retriever, 0.2))
     running = ServerThread(app)
     running.__enter__()
     results: list[int] = []
@@ -330,8 +327,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(retriever):
 
 
 def test_requests_queued_too_long_are_shed(retriever):
-    # no inline run: a first request run on the event-loop thread would hold the others in the socket, unqueued
-    config = _config(max_batch_queries=1, batch_workers=1, max_queue_wait_ms=150, inline_when_idle=False)
+    config = _config(max_batch_queries=1, batch_workers=1, max_queue_wait_ms=150)
     with ServerThread(create_app(config, retriever=SlowRetriever(retriever, 0.6))) as slow:
 
         async def burst():

@@ -1,18 +1,20 @@
 """Dynamic micro-batching and Prometheus metrics for the retrieval server.
 
-Requests land in one in-memory queue (a deque owned by the event loop). Whenever one of ``num_workers``
-worker threads is free, every queued request (up to ``max_batch_queries`` queries) becomes one batch: one
-encode + one index search per distinct ``topk``, off the event loop. A request that reaches an idle server
-is looked at one event-loop turn later (so requests read in the same turn still merge); if it is then still
-alone and no batch computes, it runs right there on the event-loop thread (``inline_when_idle``): no thread
-hand-off, no wake-up of a sleeping worker, which is what a lone request pays in a thread-pool server. Under
-load, requests that arrive while the workers compute form the next batch, so batch size follows load and
-nobody waits on a timer. The next batch starts from the finishing batch's
-completion callback, before that batch's answers are written, so one worker (the default ``num_workers``)
-already keeps the encoder busy while the event loop does the network I/O; more workers split concurrent
-requests into smaller batches (measured: mean batch 3 instead of 16 at 32 clients, and lower throughput). ``max_wait`` (default 0) lets a
-free worker wait that long for company while another batch computes. ``max_queue_queries`` bounds queued
-plus in-flight queries; beyond it ``submit`` raises :class:`Overloaded` and the server answers 503.
+Requests land in one in-memory queue. ``num_workers`` dedicated worker threads (default 2, one per core of a
+small box) take batches from it: every queued request, up to ``max_batch_queries`` queries, becomes one encode
++ one index search per distinct ``topk``. A worker that finishes a batch takes the next one itself, with no
+event-loop turn in between; the event loop only queues requests and hands out answers, so it keeps reading and
+writing sockets while the encoder computes.
+
+When to start a second batch beside a running one is the whole policy (``parallel_min_queries``, default 8):
+only while the running batches hold fewer queries than that, or once that many are queued. At concurrency 2
+two single-query requests therefore compute side by side on two cores (a batch of 2 would take 1.4x a batch
+of 1 on one core); under load both workers run batches of at least 8 queries, where the encoder is efficient,
+instead of splitting 32 clients into batches of 2-3. A worker that finds at least twice that many queued while
+its partner is idle takes half, so a few large requests also use both cores. Nobody waits on a timer unless
+``max_wait`` (default 0) is set: then a worker about to start beside a running batch lets a small queue grow for
+up to that long. ``max_queue_queries`` bounds queued plus in-flight queries; beyond it ``submit`` raises
+:class:`Overloaded` and the server answers 503.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 __all__ = ["Overloaded", "MicroBatcher", "Metrics", "Histogram"]
@@ -135,13 +136,16 @@ class _Job:
 
 
 class MicroBatcher:
-    """Merge concurrent requests into one call of ``process(batch) -> list[result]`` in a worker thread.
+    """Merge concurrent requests into calls of ``process(batch) -> list[result]`` on worker threads.
 
-    ``process`` receives ``[(queries, topk, payload), ...]`` and returns one result per entry. Dispatch is
-    event-driven, with no scheduler task in between: a finishing batch starts the next one from its completion
-    callback, so queued work never waits for an extra event-loop turn. A request on an idle server is looked at
-    one loop turn after ``submit``; still alone, it runs on the event-loop thread with no hand-off at all (less
-    than a thread-pool server, the naive mode, pays), with company it goes to a worker as one batch.
+    ``process`` receives ``[(queries, topk, payload), ...]`` and returns one result per entry. Each worker is a
+    dedicated thread that takes its next batch straight from the queue when it finishes one, so neither the
+    start of a batch nor the step from one batch to the next waits for an event-loop turn; the loop only
+    queues requests and hands out answers. A batch starts at once when no other batch computes. Beside a
+    running batch, a second one starts only while the running batches hold fewer than ``parallel_min_queries``
+    queries, or once that many are queued: low load runs requests side by side on separate cores, high load
+    forms batches big enough to keep the encoder efficient. A worker that finds a large queue and an idle
+    partner takes half of it, so both cores share big requests too.
     """
 
     def __init__(
@@ -151,12 +155,14 @@ class MicroBatcher:
         max_wait: float = 0.0,
         max_queue_queries: int = 4096,
         metrics: Metrics | None = None,
-        num_workers: int = 1,
+        num_workers: int = 2,
         max_queue_wait: float = 0.0,
-        inline_when_idle: bool = True,
+        parallel_min_queries: int = 8,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+        if parallel_min_queries < 1:
+            raise ValueError(f"parallel_min_queries must be at least 1, got {parallel_min_queries}")
         self.process = process
         self.max_batch_queries, self.max_wait, self.max_queue_queries = (
             max_batch_queries,
@@ -165,23 +171,34 @@ class MicroBatcher:
         )
         self.metrics = metrics or Metrics()
         self.metrics.queue_depth = lambda: (self.pending_requests, self.pending_queries)
-        self._jobs: deque[_Job] = deque()
         self.num_workers = num_workers
         self.max_queue_wait = max_queue_wait  # seconds a request may wait before it is shed (0: no limit)
-        self._executor = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="retrieval-batch")
+        self.parallel_min_queries = parallel_min_queries
+        # event-loop thread only: requests accepted and not yet answered (queued + computing)
         self.pending_requests = self.pending_queries = 0
+        # shared with the workers, under ``_cond``: the queue and what computes
+        self._cond = threading.Condition()
+        self._jobs: deque[_Job] = deque()
+        self._queued_queries = 0
         self.in_flight = 0  # batches being computed
+        self._running_queries = 0
+        self._idle_workers = 0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._closing = False
-        self.inline_when_idle = inline_when_idle  # a lone request on an idle batcher runs on the loop thread
-        self._idle_check: asyncio.Handle | None = None  # the pending look at a request that found us idle
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._drained = asyncio.Event()
         self._drained.set()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"retrieval-batch-{i}", daemon=True)
+            for i in range(self.num_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, queries: list[str], topk: int, payload: object = None) -> asyncio.Future:
         """Queue a request; raises :class:`Overloaded` when it would exceed ``max_queue_queries``."""
@@ -190,35 +207,103 @@ class MicroBatcher:
         if self.pending_queries and self.pending_queries + len(queries) > self.max_queue_queries:
             raise Overloaded(f"{self.pending_queries} queries queued (limit {self.max_queue_queries})")
         future = self._loop.create_future()
-        self._jobs.append(_Job(queries, topk, payload, future, time.monotonic()))
+        job = _Job(queries, topk, payload, future, time.monotonic())
         self.pending_requests += 1
         self.pending_queries += len(queries)
         self._drained.clear()
-        if self.in_flight == 0 and self.inline_when_idle:
-            # idle: decide one loop turn later, once every request read in this turn has been submitted
-            if self._idle_check is None:
-                self._idle_check = self._loop.call_soon(self._start_idle)
-        elif self.in_flight == 0 or self.max_wait <= 0:
-            self._pump()  # idle server: no waiting for company that is not coming
-        elif self._timer is None and self.in_flight < self.num_workers:
-            # a worker is free while another batch computes: give concurrent arrivals ``max_wait`` to join
-            self._timer = self._loop.call_later(self.max_wait, self._pump)
+        with self._cond:
+            self._jobs.append(job)
+            self._queued_queries += len(queries)
+            self._cond.notify()
         return future
 
-    def _take_batch(self) -> list[_Job]:
-        batch, size = [], 0
-        while self._jobs and (not batch or size + len(self._jobs[0].queries) <= self.max_batch_queries):
+    # ---- worker threads -------------------------------------------------------------------------------
+
+    def _startable(self) -> bool:
+        """Whether a free worker may start a batch now (under ``_cond``)."""
+        if not self._jobs:
+            return False
+        if self.in_flight == 0:
+            return True
+        if self.in_flight >= self.num_workers:
+            return False
+        return (
+            self._running_queries < self.parallel_min_queries
+            or self._queued_queries >= self.parallel_min_queries
+        )
+
+    def _wait_for_company(self) -> bool:
+        """With ``max_wait`` set, a worker starting beside a running batch first lets a small queue grow for up
+        to ``max_wait`` seconds from its oldest request (under ``_cond``); False when told to stop."""
+        while (
+            self.max_wait > 0
+            and self.in_flight
+            and not self._stopping
+            and self._jobs
+            and self._queued_queries < self.max_batch_queries
+        ):
+            remaining = self._jobs[0].enqueued + self.max_wait - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        return not self._stopping
+
+    def _take_batch(self) -> tuple[list[_Job], list[_Job]]:
+        """Pop the next batch (under ``_cond``): everything queued up to ``max_batch_queries``, or half of a
+        large queue when another worker is idle. Returns ``(batch, dropped)``; dropped jobs were cancelled by
+        their client or waited longer than ``max_queue_wait``."""
+        limit = self.max_batch_queries
+        if self._idle_workers and self._queued_queries >= 2 * self.parallel_min_queries:
+            limit = min(limit, (self._queued_queries + 1) // 2)
+        batch, dropped, size, now = [], [], 0, time.monotonic()
+        while self._jobs and (not batch or size + len(self._jobs[0].queries) <= limit):
             job = self._jobs.popleft()
-            if job.future.cancelled():  # client went away before we started
-                self._forget(job)
-                continue
-            if self.max_queue_wait and time.monotonic() - job.enqueued > self.max_queue_wait:
-                self._forget(job)
-                job.future.set_exception(Overloaded(f"waited over {self.max_queue_wait:.2f}s in the queue"))
+            self._queued_queries -= len(job.queries)
+            if job.future.cancelled() or (self.max_queue_wait and now - job.enqueued > self.max_queue_wait):
+                dropped.append(job)
                 continue
             batch.append(job)
             size += len(job.queries)
-        return batch
+        return batch, dropped
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._idle_workers += 1
+                while not self._stopping and not self._startable():
+                    self._cond.wait()
+                self._idle_workers -= 1
+                if self._stopping or not self._wait_for_company():
+                    return
+                batch, dropped = self._take_batch()
+                if self._jobs:
+                    self._cond.notify()  # what is left may be for an idle partner
+                size = sum(len(job.queries) for job in batch)
+                if batch:
+                    self.in_flight += 1
+                    self._running_queries += size
+            if dropped:
+                self._to_loop(self._drop, dropped)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                results, error = self.process([(j.queries, j.topk, j.payload) for j in batch]), None
+            except Exception as err:  # reported to each waiting request; the worker keeps serving
+                results, error = None, err
+            with self._cond:
+                self.in_flight -= 1
+                self._running_queries -= size
+                self._cond.notify()  # a waiting partner may start now that less computes
+            self._to_loop(self._deliver, batch, started, results, error)
+
+    def _to_loop(self, callback, *args) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed after a drain timeout: nobody waits for these answers any more
+            logger.warning("event loop closed; %d answers dropped", len(args[0]))
+
+    # ---- event-loop thread ----------------------------------------------------------------------------
 
     def _forget(self, job: _Job) -> None:
         self.pending_requests -= 1
@@ -226,54 +311,16 @@ class MicroBatcher:
         if self.pending_requests == 0:
             self._drained.set()
 
-    def _start_idle(self) -> None:
-        """A request found the batcher idle: alone, it runs here on the event-loop thread (its encode + search
-        is all the work there is, so blocking the loop for it delays nobody); with company, the usual batch."""
-        self._idle_check = None
-        if self.in_flight or len(self._jobs) != 1:
-            self._pump()
-            return
-        batch = self._take_batch()
-        if not batch:
-            return
-        self.in_flight += 1
-        started = time.perf_counter()
-        try:
-            results, error = self.process([(j.queries, j.topk, j.payload) for j in batch]), None
-        except Exception as err:  # reported to the request, as for a batch on a worker
-            results, error = None, err
-        self.in_flight -= 1
-        self._deliver(batch, started, results, error)
-        self._pump()  # requests submitted by callbacks during the run (none from the network: the loop was busy)
-
-    def _pump(self) -> None:
-        """Start batches while workers are free and requests are queued (event-loop thread only)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._jobs and self.in_flight < self.num_workers:
-            batch = self._take_batch()
-            if not batch:
-                continue
-            self.in_flight += 1
-            started = time.perf_counter()
-            work = self._loop.run_in_executor(
-                self._executor, self.process, [(j.queries, j.topk, j.payload) for j in batch]
-            )
-            work.add_done_callback(
-                lambda done, batch=batch, started=started: self._finish(batch, started, done)
-            )
-
-    def _finish(self, batch: list[_Job], started: float, done: asyncio.Future) -> None:
-        self.in_flight -= 1
-        self._pump()  # the next batch starts before this one's answers are handed out
-        error = done.exception()
-        self._deliver(batch, started, None if error is not None else done.result(), error)
+    def _drop(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            self._forget(job)
+            if not job.future.done():
+                job.future.set_exception(Overloaded(f"waited over {self.max_queue_wait:.2f}s in the queue"))
 
     def _deliver(
         self, batch: list[_Job], started: float, results: list | None, error: BaseException | None
     ) -> None:
-        if error is not None:  # reported to each waiting request; the batcher keeps serving
+        if error is not None:
             logger.error("retrieval batch failed", exc_info=error)
             results = [None] * len(batch)
         self.metrics.record_batch(sum(len(j.queries) for j in batch), time.perf_counter() - started)
@@ -290,15 +337,15 @@ class MicroBatcher:
         """Stop accepting, finish the queued requests (up to ``timeout`` seconds), stop the workers."""
         self._closing = True
         if self._drained is not None:
-            if self._idle_check is not None:
-                self._idle_check.cancel()
-                self._idle_check = None
-            if self._jobs:
-                self._pump()
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
             except TimeoutError:
                 logger.warning("batcher did not drain within %.0fs; cancelling", timeout)
-                for job in self._jobs:
+                with self._cond:
+                    jobs, self._jobs = list(self._jobs), deque()
+                    self._queued_queries = 0
+                for job in jobs:
                     job.future.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()

@@ -57,8 +57,8 @@ class ServerConfig:
     max_wait_ms: float = 0.0  # how long a free worker waits for company while another batch computes
     max_queue_queries: int = 4096  # queued + in-flight queries before 503
     max_queue_wait_ms: float = 0.0  # shed (503) requests queued longer than this; 0 = no limit
-    batch_workers: int = 1  # batches computing at once (more workers split the load into smaller batches)
-    inline_when_idle: bool = True  # a lone request on an idle server runs on the event-loop thread (no hop)
+    batch_workers: int = 2  # worker threads: batches computing at once (one per core at most)
+    parallel_min_queries: int = 8  # a batch starts beside a running one only below/above this many queries
     retry_after_s: int = 1  # Retry-After header on 503
     ef_search: int = 128  # HNSW search breadth
     nprobe: int = 32  # IVF cells probed per query
@@ -105,7 +105,7 @@ def create_app(config: ServerConfig, retriever=None):
         metrics,
         num_workers=config.batch_workers,
         max_queue_wait=config.max_queue_wait_ms / 1000.0,
-        inline_when_idle=config.inline_when_idle,
+        parallel_min_queries=config.parallel_min_queries,
     )
 
     def load() -> None:
@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_queue_queries",
         "max_queue_wait_ms",
         "batch_workers",
+        "parallel_min_queries",
         "retry_after_s",
         "ef_search",
         "nprobe",
@@ -330,12 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     parser.add_argument("--gpu", action="store_true", help="FAISS on all visible GPUs (needs the gpu extra)")
     parser.add_argument("--mmap", action="store_true", help="memory-map the index instead of reading it")
-    parser.add_argument(
-        "--no-inline",
-        dest="inline_when_idle",
-        action="store_false",
-        help="hand even a lone request on an idle server to a worker thread",
-    )
     parser.add_argument(
         "--threads", type=int, default=0, help="torch/FAISS threads (default 0: one per core)"
     )
