@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
 
 from anessuite.backends import Completion, Messages
 from anessuite.backends.gqa_attention import GQA_SDPA, use_gqa_sdpa
+from anessuite.backends.kv_cache import ReservedLayer, is_full_attention, reserve
 from anessuite.cache import model_fingerprint
 from rlcore.generation import HFBackend
 from rlcore.generation.hf_backend import validate_prompts
@@ -95,6 +95,8 @@ class _Rows:
     logits: torch.Tensor
 
     def select(self, keep: list[int]) -> None:
+        if len(keep) == len(self.rows):  # nobody finished: no copy of the cache
+            return
         index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
         self.cache.batch_select_indices(index)
         self.rows = [self.rows[j] for j in keep]
@@ -106,18 +108,20 @@ class _Rows:
 
     def joinable(self) -> bool:
         """Whether other rows can join (full-attention cache layers only; sliding windows cannot be padded)."""
-        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
+        return all(is_full_attention(layer) for layer in self.cache.layers)
 
-    def join(self, other: _Rows) -> _Rows:
-        """Both row sets in one batch: the shorter cache and mask are left-padded (masked) to the longer."""
+    def join(self, other: _Rows, room: int) -> _Rows:
+        """Both row sets in one batch: the shorter cache and mask are left-padded (masked) to the longer; the
+        joined cache has room for ``room`` more positions."""
         length = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            if type(mine) is not DynamicLayer or type(theirs) is not DynamicLayer:
+        for index, (mine, theirs) in enumerate(zip(self.cache.layers, other.cache.layers)):
+            if not is_full_attention(mine) or not is_full_attention(theirs):
                 raise TypeError(
                     f"continuous batching needs full-attention cache layers, got {type(mine).__name__}"
                 )
-            mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
-            mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
+            keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
+            values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
+            self.cache.layers[index] = ReservedLayer(keys, values, length + room)
         self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(other.mask, length)])
         self.rows = self.rows + other.rows
         self.next_position = torch.cat([self.next_position, other.next_position])
@@ -230,7 +234,11 @@ class HFChatBackend:
                 if not pending[0]:
                     pending.popleft()
                 joining = self._prefill([prompts[i] for i in rows], rows)
-                state = joining if state is None else state.join(joining)
+                if state is None:
+                    state = joining
+                    reserve(state.cache, max_new_tokens)  # decode appends in place, no copy per step
+                else:
+                    state = state.join(joining, max_new_tokens)
                 room -= take
             tokens = torch.argmax(state.logits, dim=-1)  # (rows,)
             keep: list[int] = []
