@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anessuite.backends.hf import GQA_SDPA, HFChatBackend, common_prefix_length, plan_batches
+from anessuite.backends.hf import GQA_SDPA, HFChatBackend, common_prefix_length, length_runs, plan_batches
 
 
 @pytest.mark.parametrize(
@@ -38,9 +38,28 @@ def test_plan_batches_keeps_templates_apart_sorted_by_length():
     assert lengths_a == sorted(lengths_a)  # within a template, shortest first
 
 
+@pytest.mark.parametrize(
+    "lengths, expected",
+    [
+        ([77, 78, 99, 140], [2, 1, 1]),  # 99 beside 77+78 pads 297 slots for 254 tokens (> 10% more)
+        ([10, 10, 11], [3]),  # 33 slots for 31 tokens: within 10%, one forward
+        ([5], [1]),
+        ([], []),
+        ([1, 2, 3, 4], [1, 1, 1, 1]),  # every step doubles the relative padding: one row per forward
+    ],
+)
+def test_length_runs_split_only_where_padding_exceeds_the_waste(lengths, expected):
+    assert length_runs(lengths, waste=0.1) == expected
+    assert sum(expected) == len(lengths)
+
+
 @pytest.fixture(scope="module")
 def backend():
-    return HFChatBackend("tiny-qwen2", batch_size=4, dtype="float32")
+    backend = HFChatBackend("tiny-qwen2", batch_size=4, dtype="float32")
+    backend.prefill_waste = (
+        100.0  # one suffix forward per group, whatever the lengths (shapes asserted below)
+    )
+    return backend
 
 
 def _conversations():
@@ -75,6 +94,29 @@ def test_shared_prefix_prefill_gives_the_one_by_one_answers(backend):
     assert [shared[i].text for i in range(4)] == [single[i].text for i in range(4)]
     assert [shared[i].num_tokens for i in range(4)] == [single[i].num_tokens for i in range(4)]
     assert all(shared[i].finish_reason in ("stop", "length") for i in range(4))
+
+
+def test_suffixes_of_uneven_length_prefill_in_runs_with_the_one_by_one_answers(backend):
+    """No padding allowed: each distinct suffix length is its own forward on the one prefix cache, the runs are
+    joined into one decoding batch, and the answers equal one-question-at-a-time decoding."""
+    conversations = _conversations()
+    seen: list[tuple[int, int]] = []
+    hook = backend.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        backend.prefill_waste = 0.0
+        runs = dict(backend.complete(conversations, max_new_tokens=8))
+        calls = list(seen)
+        backend.batch_size = 1
+        single = dict(backend.complete(conversations, max_new_tokens=8))
+    finally:
+        hook.remove()
+        backend.batch_size, backend.prefill_waste = 4, 100.0
+    first_step = next(i for i, (_, width) in enumerate(calls) if width == 1)  # decode steps feed 1 token
+    prefills = calls[1:first_step]  # after the prefix forward
+    assert sum(rows for rows, _ in prefills) == 4 and len(prefills) >= 2
+    assert [runs[i].text for i in range(4)] == [single[i].text for i in range(4)]
 
 
 def test_prefix_sharing_off_runs_plain_left_padded_batches(backend):

@@ -8,6 +8,7 @@ time, so this is what lets batching pay off (see ``anessuite.bench.eval_speed``)
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,15 @@ from rlcore.generation import HFBackend
 from rlcore.generation.hf_backend import validate_prompts
 from rlcore.models import load_causal_lm, load_tokenizer, resolve_model_path
 
-__all__ = ["GQA_SDPA", "HFChatBackend", "encode_chat", "common_prefix_length", "plan_batches", "use_gqa_sdpa"]
+__all__ = [
+    "GQA_SDPA",
+    "HFChatBackend",
+    "encode_chat",
+    "common_prefix_length",
+    "length_runs",
+    "plan_batches",
+    "use_gqa_sdpa",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +72,20 @@ def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
             position += 1
         length = position
     return length
+
+
+def length_runs(lengths: Sequence[int], waste: float = 0.1) -> list[int]:
+    """Sizes of consecutive runs of ``lengths`` (sorted ascending) whose left-padded prefill computes at most
+    ``waste`` more tokens than the run holds: ``[77, 78, 99, 140]`` -> ``[2, 1, 1]``. A new run starts only
+    where padding would exceed that, so rows of similar length stay in one forward."""
+    runs: list[int] = []
+    total = count = 0
+    for length in lengths:
+        if count and length * (count + 1) > (1 + waste) * (total + length):
+            runs.append(count)
+            total = count = 0
+        total, count = total + length, count + 1
+    return runs + [count] if count else runs
 
 
 def encode_chat(
@@ -186,6 +209,7 @@ class HFChatBackend:
         self.batch_size = batch_size
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.share_prefix = share_prefix  # prefill a batch's common prompt prefix once (same greedy answers)
+        self.prefill_waste = 0.1  # pad share a group's suffix prefill may compute before it splits into runs
         self.generator = HFBackend(self.model, self.tokenizer, batch_size=batch_size)
 
     def fingerprint(self) -> str:
@@ -233,7 +257,7 @@ class HFChatBackend:
                 rows = [pending[0].popleft() for _ in range(take)]
                 if not pending[0]:
                     pending.popleft()
-                joining = self._prefill([prompts[i] for i in rows], rows)
+                joining = self._prefill([prompts[i] for i in rows], rows, max_new_tokens)
                 if state is None:
                     state = joining
                     reserve(state.cache, max_new_tokens)  # decode appends in place, no copy per step
@@ -267,23 +291,42 @@ class HFChatBackend:
             state.cache, state.logits = out.past_key_values, out.logits[:, -1, :]
             state.next_position = state.next_position + 1
 
-    def _prefill(self, prompts: list[list[int]], rows: list[int]) -> _Rows:
+    def _prefill(self, prompts: list[list[int]], rows: list[int], room: int = 0) -> _Rows:
         """Prefill one group; with ``share_prefix`` its common prefix (``shared`` tokens) runs once and its
         cache is repeated over the rows, each row reading ``prefix | pad | suffix`` with the pads masked out
-        and position ids following the mask. Without a shared prefix this is plain left padding."""
+        and position ids following the mask. Without a shared prefix this is plain left padding. Suffixes of
+        very different lengths are prefilled in runs of similar length (:func:`length_runs`, all on the one
+        prefix cache) and joined, with room for ``room`` more positions, so few pad tokens are computed."""
         device = next(self.model.parameters()).device
         batch = len(prompts)
         shared = common_prefix_length(prompts) if self.share_prefix and batch > 1 else 0
         shared = min(shared, min(len(prompt) for prompt in prompts) - 1)  # every row keeps a suffix token
-        cache = None
+        prefix_cache = None
         if shared >= MIN_SHARED_PREFIX:
             prefix = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device)
-            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
-            cache.batch_repeat_interleave(batch)
+            prefix_cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
         else:
             shared = 0
         suffixes = [prompt[shared:] for prompt in prompts]
-        width = max(len(suffix) for suffix in suffixes)
+        lengths = [len(suffix) for suffix in suffixes]
+        runs = length_runs(lengths, self.prefill_waste) if prefix_cache is not None else [batch]
+        state, start = None, 0
+        for size in runs:
+            cache = None
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache) if size < batch else prefix_cache
+                cache.batch_repeat_interleave(size)
+            part = self._prefill_suffixes(
+                suffixes[start : start + size], rows[start : start + size], shared, cache
+            )
+            state = part if state is None else state.join(part, room)
+            start += size
+        return state
+
+    def _prefill_suffixes(self, suffixes: list[list[int]], rows: list[int], shared: int, cache: Any) -> _Rows:
+        """One left-padded forward of ``suffixes`` after ``shared`` cached prefix positions (``cache``)."""
+        device = next(self.model.parameters()).device
+        batch, width = len(suffixes), max(len(suffix) for suffix in suffixes)
         pad = next(
             (t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0
         )

@@ -11,7 +11,7 @@
 On a shared machine the load drifts during a run, so the two arms of each comparison alternate (A B, then B A)
 and each keeps its fastest repeat; the 1-minute load average at start and end goes into the results.
 
-    python -m anessuite.bench.eval_speed --questions 32 --max-new-tokens 64 --out experiments/anessuite-bench-eval
+    python -m anessuite.bench.eval_speed --questions 32 --max-new-tokens 128 --out experiments/anessuite-bench-eval
 """
 
 from __future__ import annotations
@@ -214,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="anessuite.bench.eval_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model folder or embedded name")
     parser.add_argument("--questions", type=int, default=32, help="benchmark questions (half EN, half ZH)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="greedy token cap per response")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="greedy token cap per response")
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="in-process batch size and server max batch"
+        "--batch-size", type=int, default=32, help="in-process batch size and server max batch"
     )
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight")
     parser.add_argument(

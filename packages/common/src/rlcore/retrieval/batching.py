@@ -294,7 +294,8 @@ class MicroBatcher:
             with self._cond:
                 self.in_flight -= 1
                 self._running_queries -= size
-                self._cond.notify()  # a waiting partner may start now that less computes
+                if self._jobs:
+                    self._cond.notify()  # a waiting partner may start now that less computes
             self._to_loop(self._deliver, batch, started, results, error)
 
     def _to_loop(self, callback, *args) -> None:
