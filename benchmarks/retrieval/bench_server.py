@@ -137,11 +137,14 @@ class Server:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"peer server exited with {self.process.returncode}: {self.command}")
                 try:
-                    body = {"queries": ["warm-up query"], "topk": 1}
+                    # return_scores must be true: without it their endpoint unpacks one value into two (HTTP 500)
+                    body = {"queries": ["warm-up query"], "topk": 1, "return_scores": True}
                     httpx.post(
                         f"http://127.0.0.1:{self.port}/retrieve", json=body, timeout=60
                     ).raise_for_status()
                     break
+                except httpx.HTTPStatusError:  # up but failing: waiting will not help
+                    raise
                 except httpx.HTTPError:
                     if time.monotonic() > deadline:
                         raise

@@ -98,6 +98,7 @@ def run(
     concurrency: int,
     repeats: int = 2,
     http: bool = True,
+    plain: bool = True,
 ) -> dict[str, Any]:
     # heavy and optional here: loads httpx, torch, transformers
     from anessuite.backends.hf import HFChatBackend
@@ -130,6 +131,8 @@ def run(
         ("in_process_batched_no_prefix", batch_size, False),
         ("in_process_batched", batch_size, True),
     ]
+    if not plain:
+        arms.pop(1)
     local: dict[str, list] = {name: [] for name, _, _ in arms}
     for repeat in range(repeats):
         for name, size, share in arms if repeat % 2 == 0 else arms[::-1]:
@@ -139,7 +142,7 @@ def run(
     configure(batch_size, True)
     for name, _, _ in arms:
         report[name] = _best(local[name])
-    for name in ("in_process_batched", "in_process_batched_no_prefix"):
+    for name in [arm for arm, _, _ in arms[1:]]:
         suffix = "" if name == "in_process_batched" else "_no_prefix"
         report[f"in_process_speedup{suffix}"] = round(
             report["in_process_loop"]["seconds"] / report[name]["seconds"], 3
@@ -181,7 +184,7 @@ def _update_readme(out: Path, report: dict[str, Any]) -> None:
     """Write the measured table into the experiment README's "Last run" block."""
 
     names = ["in_process_loop", "in_process_batched_no_prefix", "in_process_batched"]
-    names += [name for name in ("http_sequential", "http_concurrent") if name in report]
+    names = [name for name in names + ["http_sequential", "http_concurrent"] if name in report]
     rows = [{"path": name, **report[name]} for name in names]
     table = render_markdown(
         rows, ["path", "seconds", "cpu_seconds", "questions_per_s", "tokens_per_s", "generated_tokens"], 3
@@ -200,11 +203,14 @@ def _update_readme(out: Path, report: dict[str, Any]) -> None:
 def _headline(report: dict[str, Any]) -> str:
     line = (
         f"In-process batched / one-at-a-time: **{report['in_process_speedup']}x** wall, "
-        f"**{report['in_process_cpu_speedup']}x** CPU time ({report['in_process_speedup_no_prefix']}x / "
-        f"{report['in_process_cpu_speedup_no_prefix']}x without prefix sharing); identical greedy responses "
-        f"batched vs one-at-a-time: {report['identical_responses']} of {report['questions']} "
-        f"({report['identical_responses_no_prefix']} without prefix sharing)"
+        f"**{report['in_process_cpu_speedup']}x** CPU time; identical greedy responses batched vs "
+        f"one-at-a-time: {report['identical_responses']} of {report['questions']}"
     )
+    if "in_process_speedup_no_prefix" in report:
+        line += (
+            f" (without prefix sharing: {report['in_process_speedup_no_prefix']}x / "
+            f"{report['in_process_cpu_speedup_no_prefix']}x, {report['identical_responses_no_prefix']} identical)"
+        )
     if "http_speedup" in report:
         line += f"; HTTP with {report['concurrency']} in flight / sequential: **{report['http_speedup']}x**"
     return line
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=2, help="alternating repeats per arm (the fastest is kept)"
     )
     parser.add_argument("--no-http", action="store_true", help="only the in-process arms")
+    parser.add_argument("--no-plain", action="store_true", help="skip the batched arm without prefix sharing")
     parser.add_argument("--out", default="experiments/anessuite-bench-eval", help="folder for results.json")
     args = parser.parse_args(argv)
     setup_logging()
@@ -234,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency,
         args.repeats,
         http=not args.no_http,
+        plain=not args.no_plain,
     )
     path = write_results_json(Path(args.out) / "results.json", report)
     _update_readme(Path(args.out), json.loads(path.read_text()))
