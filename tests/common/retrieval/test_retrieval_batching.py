@@ -105,6 +105,25 @@ def test_two_lone_requests_run_side_by_side_on_two_workers():
     assert elapsed < 0.55  # side by side: 0.05 + 0.3; one after the other would be at least 0.6
 
 
+def test_two_requests_arriving_together_on_idle_workers_run_side_by_side():
+    """Concurrency 2 in lockstep: both answers go out together, both next requests arrive together. Merged into
+    one batch they would stay merged (one core, 1.4x the time of one query); split, each worker takes one."""
+    recorder = Recorder(delay=0.2)
+
+    async def run():
+        batcher = MicroBatcher(recorder, num_workers=2, parallel_min_queries=8)
+        batcher.start()
+        await asyncio.sleep(0.05)  # both workers are waiting
+        with batcher._cond:  # both requests queued before either worker looks
+            futures = [batcher.submit([f"q{i}"], 3) for i in range(2)]
+        results = await asyncio.gather(*futures)
+        await batcher.close()
+        return results
+
+    assert asyncio.run(run()) == ["3:q0", "3:q1"]
+    assert sorted(recorder.batches) == [["q0"], ["q1"]] and recorder.most_running == 2
+
+
 def test_beside_a_big_batch_a_second_starts_only_once_enough_is_queued():
     recorder = Recorder(delay=0.4)
 

@@ -10,8 +10,9 @@ When to start a second batch beside a running one is the whole policy (``paralle
 only while the running batches hold fewer queries than that, or once that many are queued. At concurrency 2
 two single-query requests therefore compute side by side on two cores (a batch of 2 would take 1.4x a batch
 of 1 on one core); under load both workers run batches of at least 8 queries, where the encoder is efficient,
-instead of splitting 32 clients into batches of 2-3. A worker that finds at least twice that many queued while
-its partner is idle takes half, so a few large requests also use both cores. Nobody waits on a timer unless
+instead of splitting 32 clients into batches of 2-3. A worker that finds several requests queued while its
+partner is idle takes half, so a few large requests use both cores, and two clients whose requests arrive
+together are not locked into one merged batch after another. Nobody waits on a timer unless
 ``max_wait`` (default 0) is set: then a worker about to start beside a running batch lets a small queue grow for
 up to that long. ``max_queue_queries`` bounds queued plus in-flight queries; beyond it ``submit`` raises
 :class:`Overloaded` and the server answers 503.
@@ -249,11 +250,13 @@ class MicroBatcher:
         return not self._stopping
 
     def _take_batch(self) -> tuple[list[_Job], list[_Job]]:
-        """Pop the next batch (under ``_cond``): everything queued up to ``max_batch_queries``, or half of a
-        large queue when another worker is idle. Returns ``(batch, dropped)``; dropped jobs were cancelled by
-        their client or waited longer than ``max_queue_wait``."""
+        """Pop the next batch (under ``_cond``): everything queued up to ``max_batch_queries``, or half the queue
+        when another worker is idle: a large queue then uses both cores, and two requests that arrive together
+        run side by side instead of locking their clients into one merged batch after another. Returns
+        ``(batch, dropped)``; dropped jobs were cancelled by their client or waited longer than
+        ``max_queue_wait``."""
         limit = self.max_batch_queries
-        if self._idle_workers and self._queued_queries >= 2 * self.parallel_min_queries:
+        if self._idle_workers and len(self._jobs) > 1:
             limit = min(limit, (self._queued_queries + 1) // 2)
         batch, dropped, size, now = [], [], 0, time.monotonic()
         while self._jobs and (not batch or size + len(self._jobs[0].queries) <= limit):
