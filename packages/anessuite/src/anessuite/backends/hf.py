@@ -12,15 +12,15 @@ import copy
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from anessuite.backends import Completion, Messages
+from anessuite.backends.batch_plan import MIN_SHARED_PREFIX, common_prefix_length, length_runs, plan_batches
 from anessuite.backends.gqa_attention import GQA_SDPA, use_gqa_sdpa
-from anessuite.backends.kv_cache import ReservedLayer, is_full_attention, reserve
+from anessuite.backends.kv_cache import DecodingRows, reserve
 from anessuite.cache import model_fingerprint
 from rlcore.generation import HFBackend
 from rlcore.generation.hf_backend import validate_prompts
@@ -37,55 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# A shared prefix shorter than this is prefilled with the rest of the prompt (a separate forward pass and a
-# cache copy cost more than a few tokens of prefill).
-MIN_SHARED_PREFIX = 8
-
-
-def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Prompt indices cut into groups of at most ``batch_size`` that share a long prefix and similar lengths.
-
-    In token order, prompts that share at least ``MIN_SHARED_PREFIX`` tokens with the first prompt of the current
-    run form one group (one template: system prompt and instructions); each group is sorted by length and cut
-    into chunks of ``batch_size``. Groups join the running batch one at a time, so small groups leave no row idle.
-    """
-    groups: list[list[int]] = []
-    for index in sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i)):
-        first = groups[-1][0] if groups else None
-        if first is None or common_prefix_length([prompts[first], prompts[index]]) < MIN_SHARED_PREFIX:
-            groups.append([])
-        groups[-1].append(index)
-    batches = []
-    for group in groups:
-        members = sorted(group, key=lambda i: (len(prompts[i]), i))
-        batches += [members[start : start + batch_size] for start in range(0, len(members), batch_size)]
-    return batches
-
-
-def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix that every prompt starts with."""
-    first, length = prompts[0], min(len(prompt) for prompt in prompts)
-    for prompt in prompts[1:]:
-        position = 0
-        while position < length and prompt[position] == first[position]:
-            position += 1
-        length = position
-    return length
-
-
-def length_runs(lengths: Sequence[int], waste: float = 0.1) -> list[int]:
-    """Sizes of consecutive runs of ``lengths`` (sorted ascending) whose left-padded prefill computes at most
-    ``waste`` more tokens than the run holds: ``[77, 78, 99, 140]`` -> ``[2, 1, 1]``. A new run starts only
-    where padding would exceed that, so rows of similar length stay in one forward."""
-    runs: list[int] = []
-    total = count = 0
-    for length in lengths:
-        if count and length * (count + 1) > (1 + waste) * (total + length):
-            runs.append(count)
-            total = count = 0
-        total, count = total + length, count + 1
-    return runs + [count] if count else runs
 
 
 def encode_chat(
@@ -104,63 +55,6 @@ def encode_chat(
     else:
         text = "\n\n".join(message["content"] for message in messages) + "\n\n"
     return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
-
-
-@dataclass
-class _Rows:
-    """Rows decoding together: KV cache, attention mask ``(rows, length)`` matching the cache length, the next
-    position id per row ``(rows,)`` and the logits ``(rows, vocab)`` whose tokens are still to be chosen."""
-
-    rows: list[int]  # prompt index of each row
-    cache: Any
-    mask: torch.Tensor
-    next_position: torch.Tensor
-    logits: torch.Tensor
-
-    def select(self, keep: list[int]) -> None:
-        if len(keep) == len(self.rows):  # nobody finished: no copy of the cache
-            return
-        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.rows = [self.rows[j] for j in keep]
-        self.mask, self.next_position, self.logits = (
-            self.mask[index],
-            self.next_position[index],
-            self.logits[index],
-        )
-
-    def joinable(self) -> bool:
-        """Whether other rows can join (full-attention cache layers only; sliding windows cannot be padded)."""
-        return all(is_full_attention(layer) for layer in self.cache.layers)
-
-    def join(self, other: _Rows, room: int) -> _Rows:
-        """Both row sets in one batch: the shorter cache and mask are left-padded (masked) to the longer; the
-        joined cache has room for ``room`` more positions."""
-        length = max(self.mask.shape[1], other.mask.shape[1])
-        for index, (mine, theirs) in enumerate(zip(self.cache.layers, other.cache.layers)):
-            if not is_full_attention(mine) or not is_full_attention(theirs):
-                raise TypeError(
-                    f"continuous batching needs full-attention cache layers, got {type(mine).__name__}"
-                )
-            keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
-            values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
-            self.cache.layers[index] = ReservedLayer(keys, values, length + room)
-        self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(other.mask, length)])
-        self.rows = self.rows + other.rows
-        self.next_position = torch.cat([self.next_position, other.next_position])
-        self.logits = torch.cat([self.logits, other.logits])
-        return self
-
-
-def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
-    """Zero-pad the sequence axis (``-2`` of a ``(batch, heads, seq, dim)`` cache, ``-1`` of a mask) on the left."""
-    axis = -1 if tensor.dim() == 2 else -2
-    missing = length - tensor.shape[axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
 
 
 def _torch_dtype(name: str) -> torch.dtype | None:
@@ -244,7 +138,7 @@ class HFChatBackend:
     ) -> Iterator[tuple[int, list[int], str]]:
         """``(prompt index, token_ids, "stop" | "length")`` per prompt, in the order they finish."""
         pending = deque(deque(group) for group in plan_batches(prompts, self.batch_size))
-        state: _Rows | None = None  # the running batch; its ``logits`` still await token selection
+        state: DecodingRows | None = None  # the running batch; its ``logits`` still await token selection
         generated: dict[int, list[int]] = {}
         while pending or state is not None:
             room = self.batch_size - (len(state.rows) if state is not None else 0)
@@ -291,7 +185,7 @@ class HFChatBackend:
             state.cache, state.logits = out.past_key_values, out.logits[:, -1, :]
             state.next_position = state.next_position + 1
 
-    def _prefill(self, prompts: list[list[int]], rows: list[int], room: int = 0) -> _Rows:
+    def _prefill(self, prompts: list[list[int]], rows: list[int], room: int = 0) -> DecodingRows:
         """Prefill one group; with ``share_prefix`` its common prefix (``shared`` tokens) runs once and its
         cache is repeated over the rows, each row reading ``prefix | pad | suffix`` with the pads masked out
         and position ids following the mask. Without a shared prefix this is plain left padding. Suffixes of
@@ -323,7 +217,9 @@ class HFChatBackend:
             start += size
         return state
 
-    def _prefill_suffixes(self, suffixes: list[list[int]], rows: list[int], shared: int, cache: Any) -> _Rows:
+    def _prefill_suffixes(
+        self, suffixes: list[list[int]], rows: list[int], shared: int, cache: Any
+    ) -> DecodingRows:
         """One left-padded forward of ``suffixes`` after ``shared`` cached prefix positions (``cache``)."""
         device = next(self.model.parameters()).device
         batch, width = len(suffixes), max(len(suffix) for suffix in suffixes)
@@ -345,7 +241,7 @@ class HFChatBackend:
             use_cache=True,
             logits_to_keep=1,
         )
-        return _Rows(list(rows), out.past_key_values, mask, positions[:, -1] + 1, out.logits[:, -1, :])
+        return DecodingRows(list(rows), out.past_key_values, mask, positions[:, -1] + 1, out.logits[:, -1, :])
 
     def _continuations(self, prefix: str, letters: Sequence[str]) -> list[list[int]]:
         """Token ids each letter adds after the answer prefix (a space after an ASCII prefix like "Answer:")."""

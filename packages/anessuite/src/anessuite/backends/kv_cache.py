@@ -8,12 +8,13 @@ are the same, only the copies are gone."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["ReservedLayer", "reserve", "is_full_attention"]
+__all__ = ["DecodingRows", "ReservedLayer", "reserve", "is_full_attention"]
 
 
 class ReservedLayer(DynamicLayer):
@@ -78,3 +79,60 @@ def reserve(cache: Any, room: int) -> None:
     for index, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer and layer.get_seq_length() > 0:
             cache.layers[index] = ReservedLayer(layer.keys, layer.values, layer.get_seq_length() + room)
+
+
+@dataclass
+class DecodingRows:
+    """Rows decoding together: KV cache, attention mask ``(rows, length)`` matching the cache length, the next
+    position id per row ``(rows,)`` and the logits ``(rows, vocab)`` whose tokens are still to be chosen."""
+
+    rows: list[int]  # prompt index of each row
+    cache: Any
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    logits: torch.Tensor
+
+    def select(self, keep: list[int]) -> None:
+        if len(keep) == len(self.rows):  # nobody finished: no copy of the cache
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[j] for j in keep]
+        self.mask, self.next_position, self.logits = (
+            self.mask[index],
+            self.next_position[index],
+            self.logits[index],
+        )
+
+    def joinable(self) -> bool:
+        """Whether other rows can join (full-attention cache layers only; sliding windows cannot be padded)."""
+        return all(is_full_attention(layer) for layer in self.cache.layers)
+
+    def join(self, other: DecodingRows, room: int) -> DecodingRows:
+        """Both row sets in one batch: the shorter cache and mask are left-padded (masked) to the longer; the
+        joined cache has room for ``room`` more positions."""
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        for index, (mine, theirs) in enumerate(zip(self.cache.layers, other.cache.layers)):
+            if not is_full_attention(mine) or not is_full_attention(theirs):
+                raise TypeError(
+                    f"continuous batching needs full-attention cache layers, got {type(mine).__name__}"
+                )
+            keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
+            values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
+            self.cache.layers[index] = ReservedLayer(keys, values, length + room)
+        self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(other.mask, length)])
+        self.rows = self.rows + other.rows
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.logits = torch.cat([self.logits, other.logits])
+        return self
+
+
+def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad the sequence axis (``-2`` of a ``(batch, heads, seq, dim)`` cache, ``-1`` of a mask) on the left."""
+    axis = -1 if tensor.dim() == 2 else -2
+    missing = length - tensor.shape[axis]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)

@@ -13,6 +13,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from rlcore.models import QWEN_CHAT_TEMPLATE, scratch_qwen2_config, train_bpe_tokenizer
 
 __all__ = ["ScratchModelConfig", "capital_space_tokenizer", "world_training_texts", "write_scratch_model"]
@@ -60,8 +62,7 @@ def capital_space_tokenizer(texts: list[str], vocab_size: int):
     padding side) whose pre-tokenizer first splits off the space before a capital letter: "of Koradrol" and
     "Koradrol is" both give the pieces of "Koradrol" (the plain byte-level pre-tokenizer gives "ĠKor adrol" and
     "K or adrol")."""
-    # tokenizers/transformers are heavy and only this path needs them
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    # transformers is heavy and only this path needs it
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
