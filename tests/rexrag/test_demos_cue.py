@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from rexrag.data.cue import apply_cue, cue_draw
 from rexrag.data.demos import KINDS, DemoConfig, _answer_key, build_demos
 from rexrag.data.fresh_names import FreshNames, world_name_shapes
 from rexrag.data.qa import QAExample
 from rexrag.data.template import DEFAULT_TEMPLATE
-from rexrag.data.world import WorldConfig, apply_cue, cue_draw, write_world
+from rexrag.data.world import FAMILIES, WorldConfig, write_world
 from rlcore.generation.testing import build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig
 
@@ -46,7 +47,9 @@ def test_a_world_without_a_cue_is_written_exactly_as_before(tmp_path):
 def test_the_cue_prefixes_a_seeded_share_of_the_same_questions(tmp_path):
     plain = _write(SMALL, tmp_path / "plain")
     cued = _write(CUED, tmp_path / "cued")
-    assert (tmp_path / "plain" / "corpus.jsonl").read_bytes() == (tmp_path / "cued" / "corpus.jsonl").read_bytes()
+    assert (tmp_path / "plain" / "corpus.jsonl").read_bytes() == (
+        tmp_path / "cued" / "corpus.jsonl"
+    ).read_bytes()
     for split in plain:
         prefixed = 0
         for old, new in zip(plain[split], cued[split], strict=True):
@@ -56,7 +59,9 @@ def test_the_cue_prefixes_a_seeded_share_of_the_same_questions(tmp_path):
             assert new["cue"] == ("Guess:" if expect else "")
             prefixed += expect
         eligible = sum(q["data_source"] != "world_compare" for q in plain[split])
-        assert 0.3 * eligible < prefixed < 0.7 * eligible  # a seeded share near cue_frac, never compare questions
+        assert (
+            0.3 * eligible < prefixed < 0.7 * eligible
+        )  # a seeded share near cue_frac, never compare questions
     assert _write(CUED, tmp_path / "again") == cued  # the same seed gives the same prefixed questions
 
 
@@ -78,7 +83,7 @@ def test_the_cue_draw_depends_on_seed_split_and_id():
 def test_bad_cue_settings_are_named(cfg, message):
     example = QAExample("Where was Kai Dorn born?", ["Teford"], "world_1hop", "0")
     with pytest.raises(ValueError, match=message):
-        apply_cue([example], cfg, "train")
+        apply_cue([example], cfg, "train", FAMILIES)
 
 
 def _example(question: str, answer: str, index: str, cue: str = "") -> QAExample:
@@ -98,8 +103,14 @@ class _Retriever:
 
 def test_prefixed_questions_draw_the_prone_mix_and_keep_their_answer_type():
     cfg = DemoConfig(
-        frac_search=1.0, frac_memory=0.0, frac_shortcut=0.0, frac_recovery=0.0, memory_prone=["Guess:"],
-        prone_frac_search=0.0, prone_frac_memory=1.0, prone_frac_recovery=0.0,
+        frac_search=1.0,
+        frac_memory=0.0,
+        frac_shortcut=0.0,
+        frac_recovery=0.0,
+        memory_prone=["Guess:"],
+        prone_frac_search=0.0,
+        prone_frac_memory=1.0,
+        prone_frac_recovery=0.0,
     )
     assert cfg.shares("Guess: Where was Kai Dorn born?") == [0.0, 1.0, 0.0, 0.0, 0.0]
     assert cfg.shares("Where was Kai Dorn born?")[KINDS.index("search")] == cfg.frac_search
@@ -112,7 +123,13 @@ def test_prefixed_questions_draw_the_prone_mix_and_keep_their_answer_type():
         _example("In which year was Bo Lenn born?", "1961", "3"),
     ]
     demos = build_demos(
-        examples, build_tiny_tokenizer(), _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, ["Search."], cfg,
+        examples,
+        build_tiny_tokenizer(),
+        _Retriever(),
+        RolloutConfig(),
+        DEFAULT_TEMPLATE,
+        ["Search."],
+        cfg,
         use_chat_template=False,
     )
     assert [d.kind for d in demos] == ["memory", "search", "memory", "search"]
@@ -139,5 +156,7 @@ def test_config_identities_without_a_cue_are_unchanged():
     assert config_hash(WorldDataConfig()) == "30830f654985"  # nested: the world inside a recipe's data block
     assert "cue" not in identity_dict(WorldDataConfig())["world"]
     assert identity_dict(WorldDataConfig(world=CUED))["world"]["cue_families"] == CUED.cue_families
-    hashes = {config_hash(c) for c in (SMALL, CUED, replace(CUED, cue_frac=0.75), replace(CUED, cue="Quick:"))}
+    hashes = {
+        config_hash(c) for c in (SMALL, CUED, replace(CUED, cue_frac=0.75), replace(CUED, cue="Quick:"))
+    }
     assert len(hashes) == 4

@@ -21,15 +21,15 @@ Surnames repeat on purpose (families), so a search by surname alone returns dist
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+from rexrag.data.cue import apply_cue
 from rexrag.data.qa import QAExample, write_flashrag_jsonl, write_searchr1_parquet
 from rexrag.data.template import DEFAULT_TEMPLATE
 
@@ -377,36 +377,6 @@ def generate_questions(
 FAMILIES = ("world_1hop", "world_2hop", "world_3hop", "world_compare")
 
 
-def cue_draw(seed: int, split: str, question_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (world seed, split, question id): whether a question carries the cue."""
-    digest = hashlib.sha256(f"cue/{seed}/{split}/{question_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def apply_cue(examples: list[QAExample], cfg: WorldConfig, split: str) -> list[QAExample]:
-    """``cfg.cue`` + " " before the question of each example of ``cfg.cue_families`` whose :func:`cue_draw` is
-    below ``cfg.cue_frac``; ``metadata["cue"]`` is the cue on those that carry it, "" on the others. Without a cue the examples are returned as
-    they are (no ``cue`` key)."""
-    if not 0.0 <= cfg.cue_frac <= 1.0:
-        raise ValueError(f"world.cue_frac must lie in [0, 1], got {cfg.cue_frac}")
-    unknown = sorted(set(cfg.cue_families) - set(FAMILIES))
-    if unknown:
-        raise ValueError(f"world.cue_families: unknown families {unknown}; choose from {list(FAMILIES)}")
-    if not cfg.cue.strip() or cfg.cue_frac == 0.0:
-        if cfg.cue_frac and not cfg.cue.strip():
-            raise ValueError(f"world.cue_frac is {cfg.cue_frac} but world.cue (the prefix text) is empty")
-        return examples
-    if cfg.cue != cfg.cue.strip():
-        raise ValueError(f"world.cue must not start or end with whitespace, got {cfg.cue!r}")
-    families = set(cfg.cue_families or FAMILIES)
-    out = []
-    for example in examples:
-        cued = example.data_source in families and cue_draw(cfg.seed, split, example.index) < cfg.cue_frac
-        question = f"{cfg.cue} {example.question}" if cued else example.question
-        out.append(replace(example, question=question, metadata={**example.metadata, "cue": cfg.cue if cued else ""}))
-    return out
-
-
 def write_world(cfg: WorldConfig, out_dir: str | Path, template: str = DEFAULT_TEMPLATE) -> dict[str, Path]:
     """Write ``corpus.jsonl``, ``world.json`` and per split ``<split>.jsonl`` (FlashRAG) + ``<split>.parquet``
     (Search-R1). Returns the written paths by name."""
@@ -420,7 +390,9 @@ def write_world(cfg: WorldConfig, out_dir: str | Path, template: str = DEFAULT_T
     paths["world"].write_text(json.dumps(world.__dict__, indent=1, sort_keys=True), encoding="utf-8")
     counts = {"train": cfg.num_train_questions, "dev": cfg.num_dev_questions, "test": cfg.num_test_questions}
     for offset, split in enumerate(SPLITS):
-        examples = apply_cue(generate_questions(world, cfg, split, counts[split], offset), cfg, split)
+        examples = apply_cue(
+            generate_questions(world, cfg, split, counts[split], offset), cfg, split, FAMILIES
+        )
         paths[split] = out / f"{split}.jsonl"
         write_flashrag_jsonl(examples, paths[split])
         write_searchr1_parquet(examples, out / f"{split}.parquet", template, split)
