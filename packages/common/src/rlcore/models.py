@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = [
     "EMBEDDED_MODELS",
@@ -352,11 +352,17 @@ def load_causal_lm(spec: str | os.PathLike[str], dtype: Any = None, device: str 
 
 
 def train_bpe_tokenizer(
-    texts: Iterable[str], vocab_size: int = 512, out: str | os.PathLike[str] | None = None
+    texts: Iterable[str],
+    vocab_size: int = 512,
+    out: str | os.PathLike[str] | None = None,
+    split_before_capital: bool = False,
 ):
     """A byte-level BPE tokenizer trained on ``texts`` in code (under a second), with ChatML specials.
 
     Used for tiny test models and for models trained from scratch on synthetic worlds. Saved to ``out`` if given.
+    ``split_before_capital``: the space before a capital letter becomes a piece of its own, so a name gets the same
+    pieces at a sentence start and inside it ("Koradrol is" / "of Koradrol"; plain byte-level BPE gives
+    "K or adrol" and "ĠKor adrol").
     """
     # transformers is heavy and only this path needs it
     from transformers import PreTrainedTokenizerFast
@@ -364,6 +370,10 @@ def train_bpe_tokenizer(
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_before_capital:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(" (?=[A-Z])"), behavior="isolated"), backend.pre_tokenizer]
+        )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()

@@ -13,9 +13,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-from rlcore.models import QWEN_CHAT_TEMPLATE, scratch_qwen2_config, train_bpe_tokenizer
+from rlcore.models import scratch_qwen2_config, train_bpe_tokenizer
 
 __all__ = ["ScratchModelConfig", "capital_space_tokenizer", "world_training_texts", "write_scratch_model"]
 
@@ -58,35 +56,9 @@ def world_training_texts(world_dir: str | Path) -> list[str]:
 
 
 def capital_space_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level BPE tokenizer like :func:`rlcore.models.train_bpe_tokenizer` (same specials, chat template and
-    padding side) whose pre-tokenizer first splits off the space before a capital letter: "of Koradrol" and
-    "Koradrol is" both give the pieces of "Koradrol" (the plain byte-level pre-tokenizer gives "ĠKor adrol" and
-    "K or adrol")."""
-    # transformers is heavy and only this path needs it
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(" (?=[A-Z])"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    backend.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<pad>",
-        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
-    )
-    tok.padding_side = "left"
-    tok.chat_template = QWEN_CHAT_TEMPLATE
-    return tok
+    """:func:`rlcore.models.train_bpe_tokenizer` whose pre-tokenizer first splits off the space before a capital
+    letter: "of Koradrol" and "Koradrol is" both give the pieces of "Koradrol"."""
+    return train_bpe_tokenizer(texts, vocab_size, split_before_capital=True)
 
 
 def write_scratch_model(
