@@ -44,7 +44,8 @@ train:
 num_threads: 1
 eval:
   num_questions: 0
-experiment: faults-sft
+tracking:
+  experiment: faults-sft
 """
     )
     return [sys.executable, "-m", "rexrag", "sft", "--config", str(config), f"train.output_dir={out}"]

@@ -41,7 +41,7 @@ def _write_experiment(root: Path) -> Path:
         "use_chat_template: false\n"
         "rollout:\n  max_turns: 1\n  max_new_tokens_per_turn: 6\n  max_response_tokens: 64\n"
         f"train:\n  total_steps: 2\n  batch_size: 4\n  output_dir: {runs / 'sft'}\n"
-        "eval:\n  num_questions: 0\nexperiment: driver-test\nnum_threads: 1\n"
+        "eval:\n  num_questions: 0\ntracking:\n  experiment: driver-test\nnum_threads: 1\n"
     )
     (folder / "config.yaml").write_text(
         "# recipe: rexrag train\n"
