@@ -30,7 +30,7 @@ from rexrag.data.veltria import write
 DOC = ROOT / "docs/rexrag.md"
 DOCUMENTED_PORT = "8765"
 # the quick size: appended to the block's `rexrag sft` and `rexrag train` lines (the docs say so, checked below)
-QUICK_SFT = "train.total_steps=8"
+QUICK_SFT = "train.total_steps=8 eval.num_questions=0"
 QUICK_TRAIN = "train.total_steps=1 heldout_curve.every=0 final_eval.enabled=false"
 # two of the 18 held-out questions: greedy decoding of a model trained on another CPU may flip an answer or two
 EM_TOLERANCE = 0.12
@@ -146,7 +146,7 @@ def _quick_script(port: str) -> str:
     return "set -euo pipefail\n" + "\n".join(lines)
 
 
-# SmolLM2: 8 warm-up steps, one GRPO step and 18 held-out questions twice: about 4 min of CPU time, 6 min of wall-clock
+# SmolLM2: 8 warm-up steps, one GRPO step and 18 held-out questions: 3.5 min of CPU and wall-clock on idle cores, 6 min
 # on two cores shared with two training runs (past the suite's 900 s default)
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
@@ -189,7 +189,7 @@ def test_own_data_sequence_end_to_end(tmp_path: Path):
     data = work / "my_data"
     assert (data / "corpus.jsonl").is_file() and (data / "index").is_dir()
     warm_up = json.loads((data / "sft" / "results.json").read_text())
-    assert warm_up["dev"]["n"] == 18 and warm_up["demos"]["search"] > 42  # the questions plus answer swaps
+    assert "dev" not in warm_up and warm_up["demos"]["search"] > 42  # the questions plus answer swaps
     steps = [json.loads(line) for line in (data / "grpo" / "metrics.jsonl").read_text().splitlines() if line]
     assert [record["step"] for record in steps] == [1]
     assert (data / "grpo" / "final" / "config.json").is_file()
