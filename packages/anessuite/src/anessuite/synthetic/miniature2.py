@@ -221,19 +221,29 @@ def _with_option_sentence(item: MCQItem) -> MCQItem:
     return item
 
 
-def generate_miniature2_data(out: str | Path, cfg: Miniature2Config | None = None) -> dict[str, Path]:
-    """Every file of revision 2 under ``out`` (design 1's layout: corpus, anesqa, anesr1, benchmark, probe)."""
-    cfg = cfg or Miniature2Config()
-    out = Path(out)
-    world = build_miniature2_world(cfg)
+def write_corpus_and_anesqa(
+    world: MiniatureWorld, cfg: Miniature2Config, paths: dict[str, Path]
+) -> tuple[random.Random, int]:
+    """Revision 2's CPT corpus (per language) and AnesQA pairs into ``paths``; returns the data stream, drawn up to
+    that point, for the files that follow (revision 3 writes the same corpus and pairs, byte for byte) and the
+    number of pairs."""
     rng = random.Random(f"anessuite-miniature2-data-{cfg.seed}")
-    paths = miniature_paths(out)
     for lang, passes in (("en", cfg.cpt_passes_en), ("zh", cfg.cpt_passes_zh)):
         docs = cpt_documents(world.full, lang, passes, cfg.corpus_wording_share, rng)
         _write_parquet(paths["corpus"] / f"AnesCorpus_{lang}-00000-of-00001.parquet", {"text": docs})
     pairs = [pair for lang in ("en", "zh") for pair in training_qa_pairs(world.training, lang)]
     rng.shuffle(pairs)
     _write_parquet(paths["anesqa"], {"question": [q for q, _ in pairs], "answer": [a for _, a in pairs]})
+    return rng, len(pairs)
+
+
+def generate_miniature2_data(out: str | Path, cfg: Miniature2Config | None = None) -> dict[str, Path]:
+    """Every file of revision 2 under ``out`` (design 1's layout: corpus, anesqa, anesr1, benchmark, probe)."""
+    cfg = cfg or Miniature2Config()
+    out = Path(out)
+    world = build_miniature2_world(cfg)
+    paths = miniature_paths(out)
+    rng, num_pairs = write_corpus_and_anesqa(world, cfg, paths)
     share = {"system1": 0.5, "system1.x": 0.25, "system2": 0.25}
     r1: list[MCQItem] = []
     for lang in ("en", "zh"):
@@ -250,7 +260,7 @@ def generate_miniature2_data(out: str | Path, cfg: Miniature2Config | None = Non
             "en": cfg.cpt_passes_en * -(-len(world.full.drugs) // 2),
             "zh": cfg.cpt_passes_zh * -(-len(world.full.drugs) // 2),
         },
-        "anesqa_pairs": len(pairs),
+        "anesqa_pairs": num_pairs,
         "anesr1_items": len(r1),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

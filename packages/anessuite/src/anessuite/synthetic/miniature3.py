@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anessuite.mcq import MCQItem
-from anessuite.synthetic.generate import _write_parquet
 from anessuite.synthetic.miniature import (
     HELDOUT,
     MINI_TEMPLATES,
@@ -44,8 +43,7 @@ from anessuite.synthetic.miniature2 import (
     Miniature2Config,
     _with_option_sentence,
     build_miniature2_world,
-    cpt_documents,
-    training_qa_pairs,
+    write_corpus_and_anesqa,
 )
 from anessuite.synthetic.questions import _label, _shuffle, answer_line, make_question
 from anessuite.synthetic.world import CLASSES, EFFECTS, ORGANS, World
@@ -219,15 +217,9 @@ def generate_miniature3_data(out: str | Path, cfg: Miniature3Config | None = Non
     out = Path(out)
     world_cfg = cfg.world_config()
     world = build_miniature2_world(world_cfg)
-    # the same stream as revision 2 up to the AnesR1 items: its CPT corpus and AnesQA pairs, byte for byte
-    rng = random.Random(f"anessuite-miniature2-data-{cfg.seed}")
     paths = miniature_paths(out)
-    for lang, passes in (("en", world_cfg.cpt_passes_en), ("zh", world_cfg.cpt_passes_zh)):
-        docs = cpt_documents(world.full, lang, passes, world_cfg.corpus_wording_share, rng)
-        _write_parquet(paths["corpus"] / f"AnesCorpus_{lang}-00000-of-00001.parquet", {"text": docs})
-    pairs = [pair for lang in ("en", "zh") for pair in training_qa_pairs(world.training, lang)]
-    rng.shuffle(pairs)
-    _write_parquet(paths["anesqa"], {"question": [q for q, _ in pairs], "answer": [a for _, a in pairs]})
+    # the same stream as revision 2 up to the AnesR1 items: its CPT corpus and AnesQA pairs, byte for byte
+    rng, num_pairs = write_corpus_and_anesqa(world, world_cfg, paths)
     r1: list[MCQItem] = []
     for lang in ("en", "zh"):
         per_level = {
@@ -253,7 +245,7 @@ def generate_miniature3_data(out: str | Path, cfg: Miniature3Config | None = Non
         "config": asdict(cfg),
         "world_config": asdict(world_cfg),
         "benchmark_counts": counts,
-        "anesqa_pairs": len(pairs),
+        "anesqa_pairs": num_pairs,
         "anesr1_items": len(r1),
         "anesr1_kinds": dict(sorted(kinds.items())),
         "tokenizer": {"vocab_size": SCRATCH_VOCAB_SIZE, "space_before_capital": SPACE_BEFORE_CAPITAL},
