@@ -45,7 +45,10 @@ SCHEMAS = {
     "rexrag evaluate": RexEvalConfig,
     "rexrag precheck": PrecheckConfig,
 }
-RENAMING = [schema for schema in {*SCHEMAS.values(), RLTrainConfig} if getattr(schema, "RENAMED_KEYS", None)]
+RENAMING = sorted(  # a stable order: parallel test workers must collect the same ids
+    (schema for schema in {*SCHEMAS.values(), RLTrainConfig} if getattr(schema, "RENAMED_KEYS", None)),
+    key=lambda schema: (schema.__module__, schema.__qualname__),
+)
 # environment variables the committed configs interpolate; the fixture was computed without them
 CONFIG_ENV = ("ANESSUITE_ANESR1", "ANESSUITE_DATA", "DATA", "REXRAG_DATA", "RLCORE_RETRIEVER_URL", "RUNS_DIR")
 
