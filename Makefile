@@ -33,8 +33,11 @@ $(STAMP): $(SETUP_INPUTS)
 	@rm -f $(VENV)/.setup-*
 	@touch $@
 
+# Parallel test processes (pytest-xdist), one file per process at a time; `make test TEST_WORKERS=1` runs serially.
+TEST_WORKERS ?= 2
+
 test: setup ## run the whole test suite (CPU, offline)
-	$(PY) -m pytest tests -q --durations=25
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-fast: setup ## run the tests not marked slow
 	$(PY) -m pytest tests -q -m "not slow"

@@ -43,3 +43,10 @@ def small_world() -> WorldConfig:
         num_dev_questions=4,
         num_test_questions=6,
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files that hold a ``slow`` test run first, each file's own order kept: `make test` spreads files over
+    parallel workers (pytest-xdist, ``--dist loadfile``), and a long file started last would run alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keeps the collection order
