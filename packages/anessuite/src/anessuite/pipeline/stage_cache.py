@@ -23,6 +23,7 @@ from typing import Any
 
 from anessuite.pipeline.config import PipelineConfig
 from rlcore.config import identity_dict
+from rlcore.models import EMBEDDED_VERSIONS
 from rlcore.runs import runs_root
 
 __all__ = [
@@ -60,6 +61,20 @@ ADDED_SETTINGS: dict[str, Any] = {
 }
 
 
+# The build of each embedded model that keys stored before builds were versioned in them were trained from. A
+# model rebuilt since (a newer EMBEDDED_VERSIONS entry) is named with its build, so a stage trained from the
+# earlier build is neither adopted nor resumed for the new one; keys of unchanged builds stay as they were.
+BUILDS_IN_EARLIER_KEYS = {"smollm2-135m-instruct": "1", "qwen2.5-tokenizer": "2", "tiny-qwen2": "2"}
+
+
+def _model_identity(model: str) -> str:
+    """``model``, or ``<name>@build<version>`` for an embedded model rebuilt since the earlier keys."""
+    version = EMBEDDED_VERSIONS.get(model)
+    if version is None or version == BUILDS_IN_EARLIER_KEYS.get(model):
+        return model
+    return f"{model}@build{version}"
+
+
 def _section(cfg: PipelineConfig, name: str) -> dict[str, Any]:
     """One config section as run identities see it (``identity_dict``: keys renamed since spelled the old way),
     without the :data:`ADDED_SETTINGS` that hold their earlier value."""
@@ -90,7 +105,7 @@ def training_fingerprint(cfg: PipelineConfig) -> str:
     changing how stages are evaluated never forces retraining."""
     relevant = {
         "name": cfg.name,
-        "base_model": cfg.base_model,
+        "base_model": _model_identity(cfg.base_model),
         "seed": cfg.seed,
         "prompt": _section(cfg, "prompt"),
         "data": _data_identity(cfg),
@@ -103,7 +118,7 @@ def stage_key(cfg: PipelineConfig, stage: str, model_in: str) -> str:
     """Identity of one stage's training: its input model, its own settings, the data, seed and prompt (not the
     pipeline's name or the other stages), so two pipelines that would train the same model share it."""
     settings = {k: v for k, v in _section(cfg, stage).items() if k != "launcher"}
-    model_in = _canonical_input(model_in)
+    model_in = _model_identity(_canonical_input(model_in))
     relevant = {
         "stage": stage,
         "input": model_in,
