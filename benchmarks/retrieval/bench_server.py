@@ -3,7 +3,7 @@ optionally against Search-R1's own server, all in one run on the same index and 
 
     make bench-retrieval                          # = python benchmarks/retrieval/bench_server.py
     make bench-retrieval PEER=../Search-R1        # adds Search-R1's retrieval_server.py (peer_searchr1.py)
-    python benchmarks/retrieval/bench_server.py --duration 8 --out runs/bench-retrieval
+    python benchmarks/retrieval/bench_server.py --duration 3 --rounds 8 --out runs/bench-retrieval
 
 Steps (wiki corpus, 10,033 passages; MiniLM + FAISS Flat unless told otherwise):
 1. build (or reuse) the flat/hnsw/ivfpq/bm25 indexes under .cache/retrieval/wiki-minilm, each in its own
@@ -11,13 +11,14 @@ Steps (wiki corpus, 10,033 passages; MiniLM + FAISS Flat unless told otherwise):
 2. recall@3/@10 of HNSW and IVF-PQ against Flat on 1,000 real queries (article descriptions);
 3. query-encoder backends (``bench_encoders.py``): fp32 PyTorch vs ONNX Runtime fp32 / int8 at batch 32, with
    top-3 agreement and recall@10 against the fp32 Flat results;
-4. the servers, started side by side (``python -m rlcore.retrieval.server --mode batched|naive``, our server
-   again with ``--encoder minilm@onnx``, and the peer): closed-loop q/s and p50/p99 with single-query
-   requests at concurrency 1/2/8/32/64, and 32-query requests at concurrency 8 (the encoder's batched
-   ceiling). Every cell runs on each server in turn, ``--repeats`` times in alternating order, keeping each
-   server's best; the ratios therefore compare servers under the same background load;
-5. identical-results check (same 1,000 queries, topk 10, every server);
-6. 10,000 valid single-query requests at concurrency 32, counting every non-200 answer or transport error;
+4. the servers, started side by side: ours (``python -m rlcore.retrieval.server``, default encoder backend:
+   ONNX Runtime on CPU), the naive one (the same command with ``--mode naive``, so the same encoder), ours again
+   with ``--encoder-backend torch``, and the peer: closed-loop q/s and p50/p99 with single-query requests at
+   concurrency 1/2/8/32/64, and 32-query requests at concurrency 8 (the encoder's batched ceiling), run in
+   ``--rounds`` interleaved rounds; ratios and shares are medians of per-round ratios with their min-max
+   (``paired.py`` says why);
+5. identical-results check (same ``--identical-queries`` queries, topk 10, every server);
+6. ``--valid-requests`` valid single-query requests at concurrency 32, counting every non-200 answer or error;
 7. overload: open-loop arrivals at 4x the capacity measured in step 6, for our server (restarted with a
    small queue bound, ``--max-queue-queries``) and for the naive one.
 Results go to OUT/<time>/results.json and results.md; the tables and the acceptance checks are printed.
@@ -42,6 +43,7 @@ import psutil
 from bench_encoders import encoder_table
 from bench_encoders import render as render_encoders
 from loadgen import closed_loop, make_body, open_loop
+from paired import coverage, paired, qps_per_round, run_rounds, verdict
 from peer_searchr1 import script_path
 
 from rlcore.retrieval import RetrievalClient, load_retriever
@@ -128,27 +130,29 @@ class Server:
             self.command += ["--checkout", peer["checkout"], "--port", str(self.port), "--index"]
             self.command += [str(index / "flat.faiss"), "--corpus", peer["corpus"], "--model", peer["model"]]
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if peer is None:
+        self.peer, self.health = peer, {}
+
+    def wait_ready(self) -> Server:
+        """Block until the server answers; ours report their ``/health`` (the encoder they serve with)."""
+        if self.peer is None:
             with RetrievalClient(f"http://127.0.0.1:{self.port}") as client:
-                client.wait_until_ready(timeout=600)
-        else:  # their server has no health endpoint: ready once a search answers
-            deadline = time.monotonic() + 600
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"peer server exited with {self.process.returncode}: {self.command}")
-                try:
-                    # return_scores must be true: without it their endpoint unpacks one value into two (HTTP 500)
-                    body = {"queries": ["warm-up query"], "topk": 1, "return_scores": True}
-                    httpx.post(
-                        f"http://127.0.0.1:{self.port}/retrieve", json=body, timeout=60
-                    ).raise_for_status()
-                    break
-                except httpx.HTTPStatusError:  # up but failing: waiting will not help
+                self.health = client.wait_until_ready(timeout=600)
+            return self
+        deadline = time.monotonic() + 600  # their server has no health endpoint: ready once a search answers
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"peer server exited with {self.process.returncode}: {self.command}")
+            try:
+                # return_scores must be true: without it their endpoint unpacks one value into two (HTTP 500)
+                body = {"queries": ["warm-up query"], "topk": 1, "return_scores": True}
+                httpx.post(f"http://127.0.0.1:{self.port}/retrieve", json=body, timeout=60).raise_for_status()
+                return self
+            except httpx.HTTPStatusError:  # up but failing: waiting will not help
+                raise
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
                     raise
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(1.0)
+                time.sleep(1.0)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process (all its threads) so far."""
@@ -184,76 +188,59 @@ def compare(a: list, b: list) -> dict:
     return {"queries": len(a), "identical_rankings": same_ids, "max_score_diff": float(diff)}
 
 
-def measure_cells(servers: dict, queries: list[str], args) -> dict:
-    """Closed-loop cells: (queries per request, concurrency) on every server, alternating order per repeat."""
-    cells = [(1, c) for c in args.concurrency] + [(args.ceiling_size, args.ceiling_concurrency)]
-    rows: dict = {name: [] for name in servers}
-    for size, concurrency in cells:
-        bodies = [
-            (make_body(queries[i : i + size], 3), size) for i in range(0, len(queries) - size + 1, size)
-        ]
-        best: dict = {}
-        for repeat in range(args.repeats):
-            for name in list(servers) if repeat % 2 == 0 else list(servers)[::-1]:
-                server = servers[name]
-                asyncio.run(closed_loop("127.0.0.1", server.port, bodies, min(concurrency, 4), 1.0))  # warm
-                cpu_before = server.cpu_seconds()
-                run = asyncio.run(closed_loop("127.0.0.1", server.port, bodies, concurrency, args.duration))
-                cpu = server.cpu_seconds() - cpu_before
-                row = {
-                    "queries_per_request": size,
-                    "concurrency": concurrency,
-                    **run.summary(),
-                    "server_cpu_s": round(cpu, 2),
-                    "queries_per_cpu_s": round(run.queries / cpu, 1) if cpu > 0 else None,
-                    "load_avg_1m": round(os.getloadavg()[0], 1),
-                    "repeat": repeat,
-                }
-                print(
-                    f"  {name:>10} size {size:>2} conc {concurrency:>2}: {row['qps']:>7} q/s "
-                    f"{row['queries_per_cpu_s']} q/cpu-s  p50 {row['p50_ms']:>7} ms  p99 {row['p99_ms']:>7} ms  "
-                    f"errors {row['errors']} statuses {row['statuses']}  load {row['load_avg_1m']}",
-                    flush=True,
-                )
-                if name not in best or row["qps"] > best[name]["qps"]:
-                    best[name] = row
-        for name in servers:
-            rows[name].append(best[name])
-    return rows
+def measure(servers: dict, queries: list[str], args) -> dict:
+    """Single-query cells at every ``--concurrency`` plus the ceiling cell (``--ceiling-size``-query requests at
+    ``--ceiling-concurrency``, twice as long), run in ``--rounds`` interleaved rounds (``paired.run_rounds``)."""
+    sizes = (1, args.ceiling_size)
+    bodies = {
+        size: [(make_body(queries[i : i + size], 3), size) for i in range(0, len(queries) - size + 1, size)]
+        for size in sizes
+    }
+    cells = [(1, c, args.duration) for c in args.concurrency]
+    cells.append((args.ceiling_size, args.ceiling_concurrency, 2 * args.duration))
+    return run_rounds(servers, cells, bodies, args.rounds)
 
 
-def checks(results: dict) -> list[str]:
-    """The acceptance lines: conc-1 and conc-2 ours/naive, conc-32 single-query vs the 32-query ceiling, p99 at
-    conc 32."""
-    ours, naive = results["throughput"]["ours"], results["throughput"]["naive"]
-    single = {r["concurrency"]: r for r in ours if r["queries_per_request"] == 1}
-    ceiling = next(r for r in ours if r["queries_per_request"] > 1)
-    lines = []
+def checks(results: dict) -> tuple[list[str], dict]:
+    """The acceptance lines, on the statistics of ``paired`` (fixed before measuring): ours / naive at
+    concurrency 1 and 2 (median per-round ratio >= 1.0), ours' single-query q/s at concurrency 32 as a share of
+    its own ceiling cell (median per-round share >= 90%), pooled p99 at concurrency 32 (<= 150 ms)."""
+    throughput, stats, lines = results["throughput"], {}, []
+    single = {r["concurrency"]: r for r in throughput["ours"] if r["queries_per_request"] == 1}
     for concurrency in (1, 2):
         if concurrency not in single:
             continue
-        base = next(r for r in naive if r["queries_per_request"] == 1 and r["concurrency"] == concurrency)
+        base = next(
+            r
+            for r in throughput["naive"]
+            if r["queries_per_request"] == 1 and r["concurrency"] == concurrency
+        )
         mine = single[concurrency]
-        ratio = mine["qps"] / base["qps"] if base["qps"] else float("inf")
+        stat = stats[f"ours/naive@{concurrency}"] = paired(qps_per_round(mine), qps_per_round(base))
         lines.append(
-            f"concurrency {concurrency}: ours {mine['qps']} q/s (p50 {mine['p50_ms']} ms) vs naive {base['qps']} "
-            f"q/s (p50 {base['p50_ms']} ms): {ratio:.2f}x [{'ok' if ratio >= 1.0 else 'below 1.0'}]"
+            f"concurrency {concurrency}: ours / naive {stat['median']:.3f}x (min-max {stat['min']:.3f}-{stat['max']:.3f}"
+            f" over {stat['rounds']} rounds; ours {mine['qps']} q/s p50 {mine['p50_ms']} ms, naive {base['qps']} q/s "
+            f"p50 {base['p50_ms']} ms) [{verdict(stat, 1.0)}]"
         )
-    if 32 in single:
-        share = single[32]["qps"] / ceiling["qps"] if ceiling["qps"] else 0.0
+    if 32 not in single:
+        return lines, stats
+    for name, rows in throughput.items():
+        if not name.startswith("ours"):
+            continue
+        row = next(r for r in rows if r["queries_per_request"] == 1 and r["concurrency"] == 32)
+        ceiling = next(r for r in rows if r["queries_per_request"] > 1)
+        stat = stats[f"share@32:{name}"] = paired(qps_per_round(row), qps_per_round(ceiling))
         lines.append(
-            f"concurrency 32, single-query requests: {single[32]['qps']} q/s = {share:.0%} of the same server's "
-            f"{ceiling['queries_per_request']}-query requests at concurrency {ceiling['concurrency']} "
-            f"({ceiling['qps']} q/s) [{'ok' if share >= 0.9 else 'below 90%'}]"
+            f"concurrency 32, {name}: single-query requests reach {stat['median']:.0%} of the same server's "
+            f"{ceiling['queries_per_request']}-query requests at concurrency {ceiling['concurrency']} (min-max "
+            f"{stat['min']:.0%}-{stat['max']:.0%}; {row['qps']} against {ceiling['qps']} q/s) "
+            f"[{verdict(stat, 0.9)}]"
         )
-        for name, rows in results["throughput"].items():  # ours, and ours with the fast encoder
-            row = next((r for r in rows if r["queries_per_request"] == 1 and r["concurrency"] == 32), None)
-            if name.startswith("ours") and row is not None:
-                lines.append(
-                    f"p99 at concurrency 32, {name}: {row['p99_ms']} ms "
-                    f"[{'ok' if row['p99_ms'] <= 150 else 'above 150 ms'}] (load average {row['load_avg_1m']})"
-                )
-    return lines
+        lines.append(
+            f"p99 at concurrency 32, {name}: {row['p99_ms']} ms over all {stat['rounds']} rounds' requests "
+            f"[{'ok' if row['p99_ms'] <= 150 else 'above 150 ms'}] (load average {row['load_avg_1m']})"
+        )
+    return lines, stats
 
 
 def main() -> int:
@@ -261,21 +248,26 @@ def main() -> int:
     parser.add_argument("--index", default=str(ROOT / ".cache/retrieval/wiki-minilm"))
     parser.add_argument("--corpus", default=str(ROOT / ".cache/retrieval/wiki.jsonl"))
     parser.add_argument("--encoder", default="minilm")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput cell")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats per cell (best kept)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=1.5,
+        help="seconds per cell and round (the ceiling cell: twice that)",
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds over every cell and server")
     parser.add_argument("--concurrency", default="1,2,8,32,64", help="single-query request concurrencies")
     parser.add_argument(
         "--ceiling-size", type=int, default=32, help="queries per request of the ceiling cell"
     )
     parser.add_argument("--ceiling-concurrency", type=int, default=8)
     parser.add_argument(
-        "--fast-encoder",
-        default="minilm@onnx",
-        help="also run our server with this query encoder ('' to skip)",
+        "--extra-backend",
+        default="torch",
+        help="also run our server with the index's encoder on this backend ('' to skip)",
     )
     parser.add_argument("--encoder-backends", default="torch,onnx,onnx-int8", help="'' skips step 3")
     parser.add_argument("--peer", default="", help="a Search-R1 checkout: run its retrieval_server.py too")
-    parser.add_argument("--overload-seconds", type=float, default=10.0)
+    parser.add_argument("--overload-seconds", type=float, default=3.0)
     parser.add_argument("--overload-factor", type=float, default=4.0)
     parser.add_argument(
         "--max-queue-queries", type=int, default=256, help="our server's queue bound in the overload run"
@@ -283,13 +275,17 @@ def main() -> int:
     parser.add_argument(
         "--max-queue-wait-ms", type=float, default=1000.0, help="our server's queue-wait shedding (overload)"
     )
-    parser.add_argument("--valid-requests", type=int, default=10_000)
+    parser.add_argument("--valid-requests", type=int, default=2000)
     parser.add_argument(
-        "--identical-queries", type=int, default=1000, help="queries of the identical-results check"
+        "--identical-queries", type=int, default=500, help="queries of the identical-results check"
     )
     parser.add_argument("--out", default=str(ROOT / "runs/bench-retrieval"))
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    # one intra-op thread per computing thread, in every server alike (ours computes two batches at once on
+    # two cores, the naive and peer servers one request per pool thread); the caller's setting wins
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     index = Path(args.index)
     peer = None
     if args.peer:
@@ -298,6 +294,12 @@ def main() -> int:
     results: dict = {
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
         "load_avg_1m_start": round(os.getloadavg()[0], 1),
+        "threads": {name: os.environ[name] for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "design": {
+            "rounds": args.rounds,
+            "seconds_per_cell": args.duration,
+            "coverage": coverage(args.rounds),
+        },
     }
     try:
         results["git_sha"] = subprocess.run(
@@ -328,18 +330,23 @@ def main() -> int:
     # All servers run at once (an idle one costs no CPU) and every cell alternates between them, so load from
     # other processes on a shared machine hits every side alike. Each cell also records the server's own CPU
     # seconds: queries per CPU-second stays meaningful when the machine is shared.
+    # ours and naive: the same command but --mode, so both run the same encoder (the server's default).
     servers = {"ours": Server(index, "batched", []), "naive": Server(index, "naive", [])}
-    if args.fast_encoder:
-        servers[f"ours+{args.fast_encoder.partition('@')[2] or args.fast_encoder}"] = Server(
-            index, "batched", ["--encoder", args.fast_encoder]
+    if args.extra_backend:
+        servers[f"ours+{args.extra_backend}"] = Server(
+            index, "batched", ["--encoder-backend", args.extra_backend]
         )
     if peer is not None:
         servers["search-r1"] = Server(index, "", [], peer=peer)
+    for server in servers.values():
+        server.wait_ready()
     results["server_commands"] = {name: " ".join(s.command[1:]) for name, s in servers.items()}
+    results["server_encoders"] = {name: s.health.get("encoder", args.encoder) for name, s in servers.items()}
+    print("servers:", results["server_encoders"], flush=True)
     results["overload"], answers = {}, {}
     bounded = None
     try:
-        results["throughput"] = measure_cells(servers, queries, args)
+        results["throughput"] = measure(servers, queries, args)
         for name, server in servers.items():
             answers[name] = fetch_all(server.port, queries[: args.identical_queries])
         bodies = [(make_body([q], 3), 1) for q in queries]
@@ -348,7 +355,7 @@ def main() -> int:
         )
         results["valid_requests"] = valid.summary()
         print(f"  {args.valid_requests} valid requests: {results['valid_requests']}", flush=True)
-        # Overload: open-loop arrivals at 4x the capacity measured by the 10,000-request run. Our server runs
+        # Overload: open-loop arrivals at 4x the capacity measured by the valid-requests run. Our server runs
         # again with a small queue bound (the latency bound is about bound / throughput); naive has no bound.
         for name in [n for n in servers if n not in ("ours", "naive")]:
             servers[name].stop()
@@ -362,7 +369,7 @@ def main() -> int:
                 "--max-queue-wait-ms",
                 str(args.max_queue_wait_ms),
             ],
-        )
+        ).wait_ready()
         results["server_commands"]["ours-overload"] = " ".join(bounded.command[1:])
         rate = args.overload_factor * valid.summary()["rps"]
         for mode, server in (("ours", bounded), ("naive", servers["naive"])):
@@ -380,7 +387,7 @@ def main() -> int:
         name: compare(answers["ours"], answers[name]) for name in answers if name != "ours"
     }
     print("identical results vs ours:", results["identical"], flush=True)
-    results["checks"] = checks(results)
+    results["checks"], results["paired"] = checks(results)
     results["load_avg_1m_end"] = round(os.getloadavg()[0], 1)
 
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
@@ -396,21 +403,35 @@ def main() -> int:
 def render(results: dict) -> str:
     names = list(results["throughput"])
     others = [n for n in names if n != "ours"]
-    head = "| queries/request | concurrency | " + " | ".join(f"{n} q/s (p50 / p99 ms)" for n in names)
-    head += (
-        " | " + " | ".join(f"ours / {n}" for n in others) + " | ours / naive per server CPU-s | load avg |"
+    encoders = results.get("server_encoders", {})
+    rounds = results["design"]["rounds"]
+    head = "| queries/request | concurrency | " + " | ".join(
+        f"{n} ({encoders.get(n, '?')}) q/s (p50 / p99 ms)" for n in names
     )
-    lines = [head, "|" + "---:|" * (3 + 2 * len(others) + 1 + 1)]
+    # the peer runs torch: it is compared with ours on the same encoder when that column exists
+    numerators = {n: "ours+torch" if n == "search-r1" and "ours+torch" in names else "ours" for n in others}
+    head += " | " + " | ".join(f"{numerators[n]} / {n} median (min-max)" for n in others)
+    head += " | ours / naive per server CPU-s | load avg |"
+    lines = [
+        f"Median q/s over {rounds} interleaved rounds of {results['design']['seconds_per_cell']} s cells (the "
+        "ceiling cell twice as long); p50 / p99 over every request of every round; ratios: median and min-max of "
+        f"the per-round ratios (the min-max holds the median with probability {results['design']['coverage']:.1%}).",
+        "",
+        head,
+        "|" + "---:|" * (3 + 2 * len(others) + 1 + 1),
+    ]
     for i, ours in enumerate(results["throughput"]["ours"]):
         cells = [results["throughput"][n][i] for n in names]
         naive = results["throughput"]["naive"][i]
         row = f"| {ours['queries_per_request']} | {ours['concurrency']} | "
         row += " | ".join(f"{c['qps']:.1f} ({c['p50_ms']:.0f} / {c['p99_ms']:.0f})" for c in cells)
-        ratios = [ours["qps"] / c["qps"] if c["qps"] else float("inf") for c in cells[1:]]
+        ratios = [
+            paired(qps_per_round(results["throughput"][numerators[n]][i]), qps_per_round(c))
+            for n, c in zip(names[1:], cells[1:])
+        ]
         cpu_ratio = (ours["queries_per_cpu_s"] or 0) / (naive["queries_per_cpu_s"] or float("inf"))
-        row += (
-            " | " + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {cpu_ratio:.2f}x | {ours['load_avg_1m']} |"
-        )
+        row += " | " + " | ".join(f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})" for r in ratios)
+        row += f" | {cpu_ratio:.2f}x | {ours['load_avg_1m']} |"
         lines.append(row)
     lines += ["", *[f"- {line}" for line in results["checks"]]]
     if "encoders" in results:

@@ -1,5 +1,6 @@
 """ONNX Runtime encoder backend: spec parsing, the same fingerprint as the torch encoder (so indexes are shared),
-fp32 equal to torch, int8 close to it, and an index built with torch served with int8 (and the reverse)."""
+fp32 equal to torch, int8 close to it, an index built with torch served with int8 (and the reverse), and the
+server's choice of backend for the index's own encoder (ONNX on CPU by default, torch on request)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from rlcore.retrieval import load_retriever
 from rlcore.retrieval.build import build_index
 from rlcore.retrieval.encoders import load_encoder
-from rlcore.retrieval.onnx_encoder import split_backend
+from rlcore.retrieval.onnx_encoder import backend_for, split_backend
 
 pytest.importorskip("onnxruntime", reason="the onnx backend needs onnxruntime (requirements/cpu.txt)")
 
@@ -34,6 +35,29 @@ def test_bad_backend_specs_are_refused_clearly():
         load_encoder("minilm@tensorrt")
     with pytest.raises(ValueError, match="hashing encoder has no onnx backend"):
         load_encoder("hashing:64@onnx")
+
+
+@pytest.mark.parametrize(
+    "recorded, backend, device, expected",
+    [
+        ("minilm", "auto", "cpu", "minilm@onnx"),  # the default on CPU: ONNX Runtime fp32
+        ("e5:/m/e5", "auto", "cpu", "e5:/m/e5@onnx"),
+        ("minilm", "auto", "cuda", None),  # torch on a GPU, as recorded
+        ("minilm@onnx-int8", "auto", "cpu", None),  # a recorded backend is kept
+        ("hashing:64", "auto", "cpu", None),  # nothing to export
+        (None, "auto", "cpu", None),  # bm25: no encoder
+        ("minilm", "torch", "cpu", "minilm"),
+        ("minilm@onnx", "torch", "cpu", "minilm"),
+        ("minilm", "onnx-int8", "cuda", "minilm@onnx-int8"),  # asked for explicitly
+    ],
+)
+def test_backend_for_the_index_encoder(recorded, backend, device, expected):
+    assert backend_for(recorded, backend, device) == expected
+
+
+def test_backend_for_refuses_unknown_backends():
+    with pytest.raises(ValueError, match="auto or one of torch, onnx, onnx-int8, got 'fast'"):
+        backend_for("minilm", "fast", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +117,21 @@ def test_index_built_with_torch_is_served_with_int8_and_the_reverse(encoders, wi
     assert [hits[0].id for hits in served] == [hits[0].id for hits in exact]
     reverse = load_retriever(int8_built, kind="flat", encoder=encoders["torch"]).search(QUERIES[:3], 3)
     assert [hits[0].id for hits in reverse] == [hits[0].id for hits in exact]
+
+
+def test_server_runs_a_torch_built_index_with_onnx_unless_told_torch(encoders, wiki300, tmp_path):
+    from server_thread import ServerThread
+
+    from rlcore.retrieval import RetrievalClient
+    from rlcore.retrieval.server import ServerConfig, create_app
+
+    corpus = tmp_path / "wiki40.jsonl"
+    corpus.write_text("".join(wiki300.read_text().splitlines(keepends=True)[:40]))
+    build_index(corpus, tmp_path / "index", kind="flat", encoder=encoders["torch"], chunk_size=128)
+    exact = load_retriever(tmp_path / "index", kind="flat", encoder=encoders["torch"]).search(QUERIES[:3], 3)
+    for backend, spec in (("auto", "minilm@onnx"), ("torch", "minilm")):
+        config = ServerConfig(index=str(tmp_path / "index"), device="cpu", encoder_backend=backend)
+        with ServerThread(create_app(config)) as served, RetrievalClient(served.url) as client:
+            assert client.wait_until_ready(timeout=120)["encoder"] == spec
+            hits = client.search(QUERIES[:3], 3)
+            assert [[p.id for p in h] for h in hits] == [[p.id for p in h] for h in exact]

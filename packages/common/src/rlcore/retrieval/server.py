@@ -6,6 +6,10 @@ Endpoints: ``POST /retrieve`` (see ``protocol``), ``GET /health`` (200 only once
 while loading), ``GET /metrics`` (Prometheus text). ``--mode batched`` (default) merges concurrent requests
 into one encode + search (``batching.MicroBatcher``); ``--mode naive`` runs each request on its own in a
 thread pool (one request = one encode + one search), the design of Search-R1's server, kept for benchmarks.
+Both modes share everything else: HTTP handling, validation, the encoder, the search and the response encoding.
+
+The query encoder is the one the index was built with; on CPU a transformer encoder runs with ONNX Runtime when
+it is installed (``--encoder-backend auto``, see :func:`default_encoder`; ``--encoder-backend torch`` keeps torch).
 
 Binds 127.0.0.1 unless ``--host`` says otherwise. If the environment variable named by ``--token-env``
 (default ``RLCORE_RETRIEVER_TOKEN``) is set, ``/retrieve`` and ``/metrics`` need ``Authorization: Bearer
@@ -23,6 +27,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,6 +38,7 @@ from ..logging_utils import setup_logging
 from .batching import Metrics, MicroBatcher, Overloaded
 from .client import TOKEN_ENV
 from .dense import DenseParams
+from .onnx_encoder import BACKENDS
 from .protocol import ApiError, Limits, encode_results, error_body, parse_retrieve
 
 __all__ = ["ServerConfig", "create_app", "main"]
@@ -51,6 +57,7 @@ class ServerConfig:
     mode: str = "batched"  # batched (micro-batching) | naive (one request = one search)
     device: str = "auto"  # query encoder device
     encoder: str = ""  # query encoder spec; "" = the one the index was built with; e.g. minilm@onnx
+    encoder_backend: str = "auto"  # auto (onnx on CPU if installed) | torch | onnx | onnx-int8
     gpu: bool = False  # move Flat/IVF FAISS indexes to all visible GPUs (fp16, sharded)
     mmap: bool = False  # map the index file instead of reading it (less RAM, slower first queries)
     max_batch_queries: int = 256  # most queries merged into one encode + search
@@ -117,7 +124,7 @@ def create_app(config: ServerConfig, retriever=None):
             state.retriever = load_retriever(
                 config.index,
                 kind=config.kind,
-                encoder=config.encoder or None,
+                encoder=config.encoder or default_encoder(config),
                 device=config.device,
                 params=params,
                 gpu=config.gpu,
@@ -129,6 +136,9 @@ def create_app(config: ServerConfig, retriever=None):
             gc.collect()
             gc.freeze()
             state.info = {"index": config.index, "load_seconds": round(time.perf_counter() - started, 2)}
+            encoder = _query_encoder(state.retriever)
+            if encoder is not None:
+                state.info["encoder"] = encoder.spec
             state.status = "ok"
             logger.info(
                 "index ready: %s (%s, %d passages) in %.1fs",
@@ -278,6 +288,27 @@ class RetrievalApp:
             await self.app(scope, receive, send)
 
 
+def default_encoder(config: ServerConfig) -> str | None:
+    """The query encoder when ``--encoder`` is not given: the index's own, on ``--encoder-backend``
+    (:func:`~rlcore.retrieval.onnx_encoder.backend_for`); None keeps the spec the index records."""
+    from .dense import DENSE_KINDS
+    from .encoders import resolve_device
+    from .manifest import get_entry
+    from .onnx_encoder import backend_for
+
+    if config.kind not in (*DENSE_KINDS, "hybrid"):
+        return None
+    entry = get_entry(Path(config.index), "flat" if config.kind == "hybrid" else config.kind)
+    device = "cuda" if config.gpu else resolve_device(config.device)
+    return backend_for(entry.get("encoder"), config.encoder_backend, device)
+
+
+def _query_encoder(retriever):
+    """The query encoder of a dense or hybrid retriever, else None."""
+    searcher = getattr(retriever, "searcher", None)
+    return getattr(getattr(searcher, "first", searcher), "encoder", None)
+
+
 def _limit_threads(threads: int) -> None:
     """Cap torch and FAISS (OpenMP) threads; 0 keeps their defaults (one per core)."""
     if threads <= 0:
@@ -309,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode",
         "device",
         "encoder",
+        "encoder_backend",
         "max_batch_queries",
         "max_wait_ms",
         "max_queue_queries",
@@ -338,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode not in ("batched", "naive"):
         parser.error("--mode must be batched or naive")
+    if args.encoder_backend not in ("auto", *BACKENDS):
+        parser.error(f"--encoder-backend must be auto, {', '.join(BACKENDS)}")
     setup_logging(args.log_level.upper())
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     _limit_threads(args.threads)
