@@ -20,6 +20,10 @@ Questions that start with one of ``memory_prone`` (question types, or a world's 
 and from the recoveries) but rarely chooses to on those questions, so their rollout groups are mostly all wrong and
 a probe whose pool sentence leads into a search can open the dead end.
 
+``final_thought`` is the thought written before every answer block, "So the answer is {answer}." unless set: a
+warm-up whose final answers of some question types were trained as memory answers can still read those answers out
+of a passage in a hop ("Next I need X."), and a final thought in the hop's words lets the answer use that reading.
+
 With ``fresh_names`` every demonstration's entity names are replaced by new draws after its searches ran
 (:mod:`rexrag.data.fresh_names`): names never recur, so the warm-up has to copy them instead of remembering them.
 
@@ -36,6 +40,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from rexrag.data.fresh_names import FreshNames
 from rexrag.data.qa import QAExample
@@ -44,11 +49,15 @@ from rlcore.rollout import RolloutConfig, encode_observation
 
 KINDS = ("search", "memory", "shortcut", "recovery", "reconsider")
 MEMORY_THOUGHT = "<think> I already know this. </think>\n"
+FINAL_THOUGHT = "So the answer is {answer}."  # the thought before the answer block (demos.final_thought)
 
 
 @dataclass
 class DemoConfig:
     """Mix of demonstration kinds (shares are renormalised)."""
+
+    # added after warm-ups were stored: left out of config hashes while off, so those keep their identity
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("final_thought",)
 
     frac_search: float = 0.7  # correct search chains
     frac_memory: float = 0.15  # immediate wrong answer without searching
@@ -71,6 +80,8 @@ class DemoConfig:
     # replace every entity name of each demonstration (question, searches, passages, answer) by a fresh draw of the
     # same shape, consistently within it (rexrag.data.fresh_names): no name recurs, so only copying fits
     fresh_names: bool = False
+    # the thought before every answer block (gold or wrong), with {answer} where the answer goes
+    final_thought: str = FINAL_THOUGHT
 
     def shares(self, question: str) -> list[float]:
         """The kind shares (in :data:`KINDS` order) for one question."""
@@ -121,11 +132,13 @@ def _search_turns(chain: Sequence[str]) -> list[str]:
     return turns
 
 
-def _final(answer: str) -> str:
-    return f"<think> So the answer is {answer}. </think>\n<answer> {answer} </answer>"
+def _final(answer: str, thought: str = FINAL_THOUGHT) -> str:
+    return f"<think> {thought.format(answer=answer)} </think>\n<answer> {answer} </answer>"
 
 
-def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str) -> list[tuple[str, str]]:
+def plan_demo(
+    example: QAExample, kind: str, distractor: str, pool_sentence: str, final_thought: str = FINAL_THOUGHT
+) -> list[tuple[str, str]]:
     """The demonstration as segments: ("model", text), ("inserted", pool sentence) or ("search", query) (the
     observation goes after it). Segments are tokenized one by one, as the rollout engine and a probe do.
     Questions without the world's ``metadata['chain']`` search with the question text (:func:`search_chain`)."""
@@ -135,13 +148,17 @@ def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str
         return [("model", MEMORY_THOUGHT + f"<answer> {distractor} </answer>")]
     if kind == "shortcut":
         wrong = chain[1] if len(chain) > 1 and chain[1] != answer else distractor
-        return [("model", _search_turns(chain)[0]), ("search", chain[0]), ("model", _final(wrong))]
+        return [
+            ("model", _search_turns(chain)[0]),
+            ("search", chain[0]),
+            ("model", _final(wrong, final_thought)),
+        ]
     if kind == "reconsider":
         wrong = chain[1] if len(chain) > 1 and chain[1] != answer else distractor
         redo = chain[1:] if len(chain) > 1 else chain[:1]
         segments = [("model", _search_turns(chain)[0]), ("search", chain[0])]
         segments += [
-            ("model", f"<think> So the answer is {wrong}. </think>\n"),
+            ("model", f"<think> {final_thought.format(answer=wrong)} </think>\n"),
             ("inserted", pool_sentence),
             ("model", f" </think>\n<search> {redo[0]} </search>"),
             ("search", redo[0]),
@@ -151,7 +168,7 @@ def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str
                 ("model", f"<think> Next I need {entity}. </think>\n<search> {entity} </search>"),
                 ("search", entity),
             ]
-        return segments + [("model", _final(answer))]
+        return segments + [("model", _final(answer, final_thought))]
     segments: list[tuple[str, str]] = []
     turns = _search_turns(chain)
     if kind == "recovery":
@@ -159,7 +176,7 @@ def plan_demo(example: QAExample, kind: str, distractor: str, pool_sentence: str
         turns[0] = f" </think>\n<search> {chain[0]} </search>"
     for entity, turn in zip(chain, turns):
         segments += [("model", turn), ("search", entity)]
-    segments.append(("model", _final(answer)))
+    segments.append(("model", _final(answer, final_thought)))
     return segments
 
 
@@ -190,7 +207,9 @@ def build_demos(
             kind = "memory"
         candidates = [a for a in answers_by_key[_answer_key(example)] if a not in example.golden_answers]
         distractor = rng.choice(candidates) if candidates else "unknown"
-        plans.append((example, kind, plan_demo(example, kind, distractor, rng.choice(list(pool)))))
+        plans.append(
+            (example, kind, plan_demo(example, kind, distractor, rng.choice(list(pool)), cfg.final_thought))
+        )
     queries = sorted({text for _, _, segments in plans for part, text in segments if part == "search"})
     results = dict(zip(queries, retriever.search(queries, rollout_config.retrieval_topk))) if queries else {}
     demos = []
@@ -206,10 +225,10 @@ def build_demos(
     return demos
 
 
-def fixed_texts(template: str, pool: Sequence[str]) -> list[str]:
+def fixed_texts(template: str, pool: Sequence[str], final_thought: str = FINAL_THOUGHT) -> list[str]:
     """The text of a demonstration that is not the world's: the prompt template, the pool sentences and the
     demonstrations' own phrases (never renamed by fresh names)."""
-    return [template, *pool, MEMORY_THOUGHT, _final("X"), *_search_turns(["X", "Y"])]
+    return [template, *pool, MEMORY_THOUGHT, _final("X", final_thought), *_search_turns(["X", "Y"])]
 
 
 def tokenize_demo(

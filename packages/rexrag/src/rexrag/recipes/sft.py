@@ -156,6 +156,10 @@ class SFTConfig:
 
     def validate(self) -> None:
         validate_source(self.qa, self.retriever.kind)
+        if "{answer}" not in self.demos.final_thought:
+            raise ValueError(
+                f"demos.final_thought must contain {{answer}} where the answer goes, got {self.demos.final_thought!r}"
+            )
         if self.demos.fresh_names and self.qa.source == "files" and not self.train.extra_worlds:
             raise ValueError(
                 "demos.fresh_names renames the synthetic worlds' entities: with qa.source=files it applies to the "
@@ -174,7 +178,8 @@ def fresh_names_for(
     return FreshNames(
         world_name_shapes(world),
         seed=(cfg.demos.seed + offset) * 7919 + 1,
-        reserved=[*fixed_texts(cfg.data.template, pool), cfg.data.world.cue],  # the cue is never renamed
+        # the cue is never renamed
+        reserved=[*fixed_texts(cfg.data.template, pool, cfg.demos.final_thought), cfg.data.world.cue],
     )
 
 
