@@ -171,6 +171,9 @@ def _generation_hash(cfg: EvalConfig) -> str:
     prompt = to_dict(cfg.prompt)
     if prompt.get("preset") == "ours":
         prompt.pop("preset")  # the default adds nothing to the key, so caches written before it stay valid
+    for name in ("option_line_en", "option_line_zh"):  # the same for the default option line
+        if prompt.get(name) == "{letter}. {text}":
+            prompt.pop(name)
     relevant = {
         "prompt": prompt,
         "generation": to_dict(cfg.generation),

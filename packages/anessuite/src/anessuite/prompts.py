@@ -6,7 +6,9 @@ Differences from the official evaluator, on purpose:
   ``instruction_language: en`` reproduces "English instructions for every question";
 * the model is asked to end with ``Answer: X`` / ``答案：X`` so extraction rarely has to guess.
 
-Templates are plain ``str.format`` strings with ``{letters}``, ``{question}`` and ``{options}``.
+Templates are plain ``str.format`` strings with ``{letters}``, ``{question}`` and ``{options}``; ``{options}`` is
+one line per option from ``option_line_en`` / ``option_line_zh`` (fields ``{letter}`` and ``{text}``; by default
+``X. text``).
 
 ``preset: official`` follows the official evaluation's prompt *layout* instead: a system message
 casting the model as a medical assistant for anesthesiology and general medicine, one English user message that
@@ -77,6 +79,8 @@ class PromptConfig:
     direct_zh: str = DIRECT_ZH  # letter-only template for log-likelihood scoring, Chinese
     answer_prefix_en: str = "Answer:"  # assistant text the letter follows in log-likelihood mode, English
     answer_prefix_zh: str = "答案："  # same, Chinese
+    option_line_en: str = "{letter}. {text}"  # one option line of {options}, English; fields {letter} {text}
+    option_line_zh: str = "{letter}. {text}"  # same, Chinese
 
     def language_for(self, item: MCQItem) -> str:
         if self.instruction_language not in ("match", "en"):
@@ -95,8 +99,9 @@ def format_letters(letters: list[str], language: str) -> str:
     return ", ".join(letters[:-1]) + " and " + letters[-1]
 
 
-def format_options(item: MCQItem) -> str:
-    return "\n".join(f"{letter}. {text}" for letter, text in item.options)
+def format_options(item: MCQItem, line: str = "{letter}. {text}") -> str:
+    """The option lines of ``item``, one ``line`` (``str.format`` with ``letter`` and ``text``) each."""
+    return "\n".join(line.format(letter=letter, text=text) for letter, text in item.options)
 
 
 def _official_messages(item: MCQItem) -> list[dict[str, str]]:
@@ -118,8 +123,9 @@ def _messages(item: MCQItem, config: PromptConfig, direct: bool) -> list[dict[st
         (True, "en"): config.direct_en,
         (True, "zh"): config.direct_zh,
     }[(direct, language)]
+    line = config.option_line_zh if language == "zh" else config.option_line_en
     user = template.format(
-        letters=format_letters(item.letters, language), question=item.question, options=format_options(item)
+        letters=format_letters(item.letters, language), question=item.question, options=format_options(item, line)
     )
     messages = []
     if config.use_system_prompt:

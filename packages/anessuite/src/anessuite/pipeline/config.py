@@ -54,6 +54,9 @@ class HFStageConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 keeps all
     log_every: int = 10  # log loss every N optimizer steps
     max_samples: int | None = None  # cap on training records (CPU smoke runs); None = all
+    # SFT only: batches of records of similar length (shuffled groups of 50 batches, each sorted by length), so a
+    # batch is padded to a near length instead of the longest record; the same records and trained tokens per epoch
+    group_by_length: bool = False
     # worker processes that tokenise and pack the data (datasets map); None = the training process itself
     num_proc: int | None = None
     eos_token: str | None = None  # document separator / end token override (None = the tokenizer's)

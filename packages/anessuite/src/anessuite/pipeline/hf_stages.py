@@ -3,7 +3,10 @@
 * CPT: plain-text documents, packed into ``max_length`` blocks ("wrapped" packing: documents are concatenated
   with the end token between them and cut into equal blocks), loss on every token.
 * SFT: chats converted to prompt/completion pairs, so the loss covers only the assistant's answer
-  (TRL's completion-only loss); the prompt is the same chat template the evaluation uses.
+  (TRL's completion-only loss); the prompt is the same chat template the evaluation uses. With
+  ``sft.group_by_length`` the batches are drawn by transformers' length-grouped sampler (records of similar token
+  length together, so a batch of short chats is not padded to a long one): every record is still drawn once per
+  epoch with the same tokens and labels, only which records share a batch changes.
 
 Each stage writes ``<stage>/trainer/checkpoint-*`` (resume points: a re-run continues from the newest complete
 one; a torn one, cut by a kill, is skipped with a warning), ``<stage>/metrics.jsonl`` (one line per logged step)
@@ -25,7 +28,7 @@ from anessuite.pipeline.config import HFStageConfig
 from rlcore.io import iter_jsonl_records, read_jsonl
 from rlcore.models import load_causal_lm, load_tokenizer
 
-__all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset"]
+__all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset", "stage_training_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,37 +86,23 @@ def cpt_text_dataset(data_file: Path, limit: int | None, cache_dir: Path):
     return dataset
 
 
-def run_hf_stage(
-    kind: str, cfg: HFStageConfig, model_in: str, data_file: Path, stage_dir: Path, seed: int, run: Any = None
-) -> Path:
-    """Train ``model_in`` on ``data_file`` (CPT text or SFT chats); returns the ``final`` model folder."""
-    # datasets is heavy (~0.7 s to import) and only this path needs it
-    import datasets
+def stage_training_args(kind: str, cfg: HFStageConfig, output_dir: Path, seed: int):
+    """TRL's ``SFTConfig`` of one stage: CPT packs wrapped blocks with loss on every token, SFT trains on the
+    completion only (batches grouped by length when ``cfg.group_by_length``)."""
     import torch
     from trl import SFTConfig
 
-    # rlcore.trainer loads torch and accelerate (the GRPO trainer); only a training stage needs its SFT engine
-    from rlcore.trainer.sft import find_sft_checkpoint, train_sft
-
     if kind not in ("cpt", "sft"):
         raise ValueError(f"kind must be cpt or sft, got {kind!r}")
-    final = stage_dir / "final"
-    trainer_dir = stage_dir / "trainer"
-    if kind == "cpt":
-        dataset = cpt_text_dataset(data_file, cfg.max_samples, stage_dir / "dataset-cache")
-    else:
-        dataset = datasets.Dataset.from_list(
-            [chat_to_prompt_completion(row) for row in _load_jsonl(data_file, cfg.max_samples)]
-        )
-    tokenizer = load_tokenizer(model_in, padding_side="right")
-    extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    model = load_causal_lm(model_in, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **extra)
-    args = SFTConfig(
-        output_dir=str(trainer_dir),
+    if kind == "cpt" and cfg.group_by_length:
+        raise ValueError("cpt.group_by_length: CPT packs its text into blocks of one length; only sft groups by length")
+    return SFTConfig(
+        output_dir=str(output_dir),
         max_length=cfg.max_length,
         packing=kind == "cpt",
         packing_strategy="wrapped",
         completion_only_loss=None if kind == "cpt" else True,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         per_device_train_batch_size=cfg.micro_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.lr,
@@ -134,6 +123,31 @@ def run_hf_stage(
         dataset_num_proc=cfg.num_proc,
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def run_hf_stage(
+    kind: str, cfg: HFStageConfig, model_in: str, data_file: Path, stage_dir: Path, seed: int, run: Any = None
+) -> Path:
+    """Train ``model_in`` on ``data_file`` (CPT text or SFT chats); returns the ``final`` model folder."""
+    # datasets is heavy (~0.7 s to import) and only this path needs it
+    import datasets
+    import torch
+
+    # rlcore.trainer loads torch and accelerate (the GRPO trainer); only a training stage needs its SFT engine
+    from rlcore.trainer.sft import find_sft_checkpoint, train_sft
+
+    args = stage_training_args(kind, cfg, stage_dir / "trainer", seed)  # checks kind first
+    final = stage_dir / "final"
+    trainer_dir = stage_dir / "trainer"
+    if kind == "cpt":
+        dataset = cpt_text_dataset(data_file, cfg.max_samples, stage_dir / "dataset-cache")
+    else:
+        dataset = datasets.Dataset.from_list(
+            [chat_to_prompt_completion(row) for row in _load_jsonl(data_file, cfg.max_samples)]
+        )
+    tokenizer = load_tokenizer(model_in, padding_side="right")
+    extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    model = load_causal_lm(model_in, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **extra)
     resume = find_sft_checkpoint(trainer_dir, "auto")
     result, trainer = train_sft(
         model,

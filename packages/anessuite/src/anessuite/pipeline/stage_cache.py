@@ -55,9 +55,13 @@ DONE_FILE = "DONE.json"
 ADDED_SETTINGS: dict[str, Any] = {
     "cpt.num_proc": None,
     "sft.num_proc": None,
+    "cpt.group_by_length": False,
+    "sft.group_by_length": False,
     "grpo.rollout.drop_eos_before_feedback": False,
     "grpo.rollout.max_start_tokens": 0,
     "prompt.preset": "ours",
+    "prompt.option_line_en": "{letter}. {text}",
+    "prompt.option_line_zh": "{letter}. {text}",
 }
 
 
