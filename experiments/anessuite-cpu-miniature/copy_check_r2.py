@@ -1,6 +1,7 @@
 """Revision 2's diagnostic (README.md, "Revision 2: pre-check result"; not pre-registered): does a model name the
 drug a System 1 question asks about, on the benchmark (CPT-only drugs) and on System 1 items SFT trained on
-(training drugs)? Greedy, the evaluation's prompt (no system message) and its 128-token cap.
+(training drugs)? Greedy, the evaluation's prompt (no system message) and its 128-token cap; with ``--config`` the
+prompt and response cap of that pipeline config (revision 4 on: the trained-items check of its pre-check).
 
     python experiments/anessuite-cpu-miniature/copy_check_r2.py --world runs/anessuite-miniature-r2/world \
         --model runs/anessuite-miniature-r2/pipeline-seed0/sft/final --out copy.json
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["benchmark", "training"],
         help="item sets",
     )
+    parser.add_argument("--config", help="pipeline YAML whose prompt and eval.max_new_tokens are used")
     parser.add_argument("--out", required=True, help="report (JSON)")
     args = parser.parse_args(argv)
     world = Path(args.world)
@@ -59,12 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     sets["training"] = training
     backend = HFChatBackend(args.model, batch_size=64, dtype="float32")
-    prompt = PromptConfig(use_system_prompt=False)
-    report: dict[str, Any] = {"model": args.model}
+    prompt, max_new_tokens = PromptConfig(use_system_prompt=False), 128
+    if args.config:
+        from anessuite.pipeline.config import PipelineConfig
+        from rlcore.config import load_config
+
+        pipeline = load_config(PipelineConfig, args.config)
+        prompt, max_new_tokens = pipeline.prompt, pipeline.eval.max_new_tokens
+    report: dict[str, Any] = {"model": args.model, "config": args.config, "max_new_tokens": max_new_tokens}
     for name, items in sets.items():
         if name not in args.sets:
             continue
-        done = dict(backend.complete([build_messages(i, prompt) for i in items], 128))
+        done = dict(backend.complete([build_messages(i, prompt) for i in items], max_new_tokens))
         for lang in ("en", "zh"):
             rows = [(i, done[k].text) for k, i in enumerate(items) if i.language == lang]
             named = sum(
@@ -79,15 +87,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for i, text in rows
             )
             correct = sum(extract_prediction(text, i) == i.answer for i, text in rows)
+            # items whose question names a drug of the set (training items include option lookups that name none)
+            asking = [(i, t) for i, t in rows if any(d[f"name_{lang}"] in i.question for d in drugs[name])]
+            named_of_asking = sum(
+                any(d[f"name_{lang}"] in i.question and d[f"name_{lang}"] in t for d in drugs[name]) for i, t in asking
+            )
             report[f"{name}/{lang}"] = {
                 "n": len(rows),
                 "names_question_drug": named / len(rows),
+                "items_naming_a_drug": len(asking),
+                "names_question_drug_of_those": named_of_asking / len(asking) if asking else None,
                 "names_another_training_drug": other / len(rows),
                 "accuracy": correct / len(rows),
                 "examples": [{"question": i.question, "response": text} for i, text in rows[:3]],
             }
             print(
-                f"{name}/{lang}: n {len(rows)}, names the question's drug {named / len(rows):.2f}, another "
+                f"{name}/{lang}: n {len(rows)}, names the question's drug {named / len(rows):.2f} (of the "
+                f"{len(asking)} naming a drug: {named_of_asking / max(len(asking), 1):.2f}), another "
                 f"training drug {other / len(rows):.2f}, accuracy {correct / len(rows):.3f}"
             )
     Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
