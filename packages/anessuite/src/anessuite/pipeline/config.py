@@ -57,6 +57,9 @@ class HFStageConfig:
     # SFT only: batches of records of similar length (shuffled groups of 50 batches, each sorted by length), so a
     # batch is padded to a near length instead of the longest record; the same records and trained tokens per epoch
     group_by_length: bool = False
+    # parameters trained: those whose name contains one of these strings (e.g. [self_attn] keeps the MLPs, norms
+    # and embeddings, where a small model holds what CPT stored, frozen); empty trains every parameter
+    trainable: list[str] = field(default_factory=list)
     # worker processes that tokenise and pack the data (datasets map); None = the training process itself
     num_proc: int | None = None
     eos_token: str | None = None  # document separator / end token override (None = the tokenizer's)

@@ -6,7 +6,8 @@
   (TRL's completion-only loss); the prompt is the same chat template the evaluation uses. With
   ``sft.group_by_length`` the batches are drawn by transformers' length-grouped sampler (records of similar token
   length together, so a batch of short chats is not padded to a long one): every record is still drawn once per
-  epoch with the same tokens and labels, only which records share a batch changes.
+  epoch with the same tokens and labels, only which records share a batch changes. ``trainable`` (either stage)
+  trains only the parameters whose names contain one of its strings.
 
 Each stage writes ``<stage>/trainer/checkpoint-*`` (resume points: a re-run continues from the newest complete
 one; a torn one, cut by a kill, is skipped with a warning), ``<stage>/metrics.jsonl`` (one line per logged step)
@@ -28,7 +29,7 @@ from anessuite.pipeline.config import HFStageConfig
 from rlcore.io import iter_jsonl_records, read_jsonl
 from rlcore.models import load_causal_lm, load_tokenizer
 
-__all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset", "stage_training_args"]
+__all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset", "freeze_except", "stage_training_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,21 @@ def cpt_text_dataset(data_file: Path, limit: int | None, cache_dir: Path):
             cache_dir=str(cache_dir),
         )
     return dataset
+
+
+def freeze_except(model: Any, trainable: list[str], key: str = "sft.trainable") -> tuple[int, int]:
+    """Train only the parameters whose name contains one of ``trainable``; the others keep their values. Returns
+    (trained, all) parameter counts; a list that matches nothing, or everything, fails naming ``key``."""
+    trained = total = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(part in name for part in trainable))
+        trained += param.numel() if param.requires_grad else 0
+        total += param.numel()
+    if trained == 0:
+        names = sorted({n.split(".")[-2] for n, _ in model.named_parameters() if "." in n})
+        raise ValueError(f"{key}={trainable}: matches no parameter (parts of the names: {names})")
+    logger.info("%s=%s: training %d of %d parameters", key, trainable, trained, total)
+    return trained, total
 
 
 def stage_training_args(kind: str, cfg: HFStageConfig, output_dir: Path, seed: int):
@@ -148,6 +164,8 @@ def run_hf_stage(
     tokenizer = load_tokenizer(model_in, padding_side="right")
     extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     model = load_causal_lm(model_in, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, **extra)
+    if cfg.trainable:
+        freeze_except(model, cfg.trainable, f"{kind}.trainable")
     resume = find_sft_checkpoint(trainer_dir, "auto")
     result, trainer = train_sft(
         model,

@@ -57,6 +57,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "sft.num_proc": None,
     "cpt.group_by_length": False,
     "sft.group_by_length": False,
+    "cpt.trainable": [],
+    "sft.trainable": [],
     "grpo.rollout.drop_eos_before_feedback": False,
     "grpo.rollout.max_start_tokens": 0,
     "prompt.preset": "ours",
