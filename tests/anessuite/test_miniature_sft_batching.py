@@ -1,5 +1,6 @@
-"""``sft.group_by_length`` (the miniature's revision 4): length-grouped SFT batches train on exactly the records,
-tokens and labels of the shuffled ones, with less padding; CPT refuses it; stage keys of earlier runs hold."""
+"""The miniature's revision-4 SFT options. ``sft.group_by_length``: length-grouped SFT batches train on exactly the
+records, tokens and labels of the shuffled ones, with less padding; CPT refuses it. ``sft.trainable``: only the
+named parameters change. Stage keys of earlier runs hold while both keep their defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from anessuite.pipeline import stage_cache
 from anessuite.pipeline.config import HFStageConfig, PipelineConfig
-from anessuite.pipeline.hf_stages import chat_to_prompt_completion, stage_training_args
+from anessuite.pipeline.hf_stages import chat_to_prompt_completion, freeze_except, stage_training_args
 
 
 def _chats(count: int) -> list[dict]:
@@ -78,3 +79,37 @@ def test_group_by_length_off_keeps_stage_keys_and_on_changes_them():
     assert "group_by_length" not in stage_cache._section(cfg, "sft")
     cfg.sft.group_by_length = True
     assert stage_cache.stage_key(cfg, "sft", "m") != before["sft"]
+
+
+def test_trainable_trains_only_the_named_parameters(tmp_path):
+    import datasets
+    import torch
+    from trl import SFTTrainer
+
+    from rlcore.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm("tiny-qwen2", dtype=torch.float32)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained, total = freeze_except(model, ["self_attn"])
+    assert 0 < trained < total
+    cfg = HFStageConfig(max_length=256, micro_batch_size=4, gradient_accumulation_steps=1, total_steps=2, lr=1e-2)
+    trainer = SFTTrainer(
+        model,
+        args=stage_training_args("sft", cfg, tmp_path / "frozen", seed=0),
+        train_dataset=datasets.Dataset.from_list([chat_to_prompt_completion(c) for c in _chats(16)]),
+        processing_class=load_tokenizer("tiny-qwen2", padding_side="right"),
+    )
+    trainer.train()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all("self_attn" in n for n in changed)
+    assert any("mlp" in n for n in before) and not any("mlp" in n or "embed" in n for n in changed)
+    with pytest.raises(ValueError, match="sft.trainable"):
+        freeze_except(load_causal_lm("tiny-qwen2", dtype=torch.float32), ["no_such_part"])
+
+
+def test_trainable_empty_keeps_stage_keys_and_set_changes_them():
+    cfg = PipelineConfig(name="keys", base_model="tiny-qwen2")
+    before = stage_cache.stage_key(cfg, "sft", "m")
+    assert "trainable" not in stage_cache._section(cfg, "sft")
+    cfg.sft.trainable = ["self_attn"]
+    assert stage_cache.stage_key(cfg, "sft", "m") != before
