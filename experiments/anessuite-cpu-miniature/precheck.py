@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 HERE = Path(__file__).resolve().parent
 
@@ -119,7 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = [
         t for f in sorted((world / "corpus").glob("*.parquet")) for t in pq.read_table(f).to_pydict()["text"]
     ]
-    pipeline = yaml.safe_load(Path(args.pipeline).read_text(encoding="utf-8"))
+    from dataclasses import asdict
+
+    from anessuite.pipeline.config import PipelineConfig
+    from rlcore.config import load_config
+
+    # the resolved config (its base: files and defaults), not the file's own keys: pipeline.yaml leaves to
+    # pipeline_cpu.yaml what that file already gives
+    pipeline = asdict(load_config(PipelineConfig, args.pipeline))
     cpt, ev = pipeline["cpt"], pipeline["eval"]
     report: dict[str, Any] = {
         "machine": {

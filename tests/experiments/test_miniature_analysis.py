@@ -154,8 +154,8 @@ def test_precheck_measures_a_tiny_candidate(tmp_path):
     small = ScratchModelConfig(vocab_size=400, hidden_size=32, num_layers=1, intermediate_size=64)
     model = write_scratch_model(world, tmp_path / "base", small)
     budgets = REPO / "experiments" / "anessuite-cpu-miniature" / "pipeline.yaml"
-    text = budgets.read_text().replace("max_new_tokens: 128", "max_new_tokens: 8")
-    (tmp_path / "pipeline.yaml").write_text(text)
+    # the budgets as resolved (pipeline.yaml leaves some to its base file), with a short response cap
+    (tmp_path / "pipeline.yaml").write_text(f"base: {budgets}\neval:\n  max_new_tokens: 8\n")
     args = ["--world", str(world), "--candidates", str(model), "--out", str(tmp_path / "out"), "--steps", "2"]
     args += ["--warmup", "1", "--eval-items", "4", "--pipeline", str(tmp_path / "pipeline.yaml")]
     assert _precheck().main(args) == 0
