@@ -51,6 +51,19 @@ def relation(question: str) -> str:
     return key
 
 
+def summary(rows: list[dict]) -> dict:
+    """Accuracy, first-query copy and retrieval shares of ``rows`` (``correct``, ``first_exact``, ``gold_seen``), and
+    the read rate: correct among the rows whose passages held the answer (None when none did)."""
+    seen = [r for r in rows if r["gold_seen"]]
+    return {
+        "n": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / len(rows),
+        "first_query_exact": sum(r["first_exact"] for r in rows) / len(rows),
+        "gold_seen": len(seen) / len(rows),
+        "read_rate": sum(r["correct"] for r in seen) / len(seen) if seen else None,
+    }
+
+
 def measure(
     model, tokenizer, retriever, examples, template: str, mode: str, pool: list[str], seed: int
 ) -> dict:
@@ -85,16 +98,6 @@ def measure(
         bare = example.question.removeprefix((example.metadata.get("cue") or "") + " ")
         for key in ("all", example.data_source, relation(bare)):
             rows[key].append(row)
-
-    def summary(items: list[dict]) -> dict:
-        seen = [r for r in items if r["gold_seen"]]
-        return {
-            "n": len(items),
-            "accuracy": sum(r["correct"] for r in items) / len(items),
-            "first_query_exact": sum(r["first_exact"] for r in items) / len(items),
-            "gold_seen": len(seen) / len(items),
-            "read_rate": sum(r["correct"] for r in seen) / len(seen) if seen else None,
-        }
 
     return {key: summary(items) for key, items in sorted(rows.items())}
 
