@@ -15,6 +15,7 @@ Texts are encoded in length-sorted batches, so each batch is padded only to its 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -61,10 +62,8 @@ def backend_for(recorded: str | None, backend: str, device: str) -> str | None:
     if backend == "auto":
         if recorded_backend != "torch" or device != "cpu":
             return None
-        try:  # the onnx extra; the export needs onnx once, serving needs onnxruntime
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
+        # the onnx extra: the export needs onnx (once), serving needs onnxruntime
+        if not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")):
             logger.info("onnxruntime or onnx is not installed: %s runs with torch", recorded)
             return None
         backend = "onnx"
