@@ -22,6 +22,7 @@ greedy, 2,048 new tokens (``packages/anessuite/configs/anesbench.yaml``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from anessuite.mcq import MCQItem
 
@@ -65,6 +66,9 @@ DIRECT_ZH = "下面是一道麻醉学单项选择题，选项{letters}中只有�
 @dataclass
 class PromptConfig:
     """Chat prompt for MCQ evaluation (zero-shot CoT by default)."""
+
+    # added later, left out of config hashes and run identities while at their default
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("option_line_en", "option_line_zh")
 
     # "ours": the templates below; "official": the official evaluation's layout (module doc)
     preset: str = "ours"
@@ -125,7 +129,9 @@ def _messages(item: MCQItem, config: PromptConfig, direct: bool) -> list[dict[st
     }[(direct, language)]
     line = config.option_line_zh if language == "zh" else config.option_line_en
     user = template.format(
-        letters=format_letters(item.letters, language), question=item.question, options=format_options(item, line)
+        letters=format_letters(item.letters, language),
+        question=item.question,
+        options=format_options(item, line),
     )
     messages = []
     if config.use_system_prompt:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from gguf import GGUFReader
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = [
@@ -184,8 +185,6 @@ def _build_smollm2(out: Path) -> None:
 def _gguf_tokenizer_metadata(path: Path) -> dict[str, Any]:
     """The special-token ids and chat template a GGUF file declares (``tokenizer.ggml.*_token_id``,
     ``tokenizer.chat_template``)."""
-    from gguf import GGUFReader  # only the SmolLM2 build reads GGUF metadata
-
     wanted = ("bos_token_id", "eos_token_id", "padding_token_id")
     fields = GGUFReader(str(path)).fields
     meta: dict[str, Any] = {}

@@ -36,6 +36,9 @@ class DataPrepConfig:
 class HFStageConfig:
     """One TRL SFTTrainer stage (CPT with packing, or SFT with completion-only loss)."""
 
+    # added later, left out of config hashes and run identities while at their default
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("group_by_length", "trainable")
+
     enabled: bool = True  # run this stage (disabled stages pass their input model through)
     max_length: int = 2048  # tokens per packed block (CPT) or per example (SFT, longer ones are truncated)
     micro_batch_size: int = 1  # sequences per forward/backward on one device (gradient accumulation)

@@ -29,7 +29,13 @@ from anessuite.pipeline.config import HFStageConfig
 from rlcore.io import iter_jsonl_records, read_jsonl
 from rlcore.models import load_causal_lm, load_tokenizer
 
-__all__ = ["run_hf_stage", "chat_to_prompt_completion", "cpt_text_dataset", "freeze_except", "stage_training_args"]
+__all__ = [
+    "run_hf_stage",
+    "chat_to_prompt_completion",
+    "cpt_text_dataset",
+    "freeze_except",
+    "stage_training_args",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +111,16 @@ def freeze_except(model: Any, trainable: list[str], key: str = "sft.trainable") 
 def stage_training_args(kind: str, cfg: HFStageConfig, output_dir: Path, seed: int):
     """TRL's ``SFTConfig`` of one stage: CPT packs wrapped blocks with loss on every token, SFT trains on the
     completion only (batches grouped by length when ``cfg.group_by_length``)."""
+    # heavy and optional here: only a stage that trains needs torch and TRL
     import torch
     from trl import SFTConfig
 
     if kind not in ("cpt", "sft"):
         raise ValueError(f"kind must be cpt or sft, got {kind!r}")
     if kind == "cpt" and cfg.group_by_length:
-        raise ValueError("cpt.group_by_length: CPT packs its text into blocks of one length; only sft groups by length")
+        raise ValueError(
+            "cpt.group_by_length: CPT packs its text into blocks of one length; only sft groups by length"
+        )
     return SFTConfig(
         output_dir=str(output_dir),
         max_length=cfg.max_length,
