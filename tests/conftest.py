@@ -46,7 +46,14 @@ def small_world() -> WorldConfig:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files that hold a ``slow`` test run first, each file's own order kept: `make test` spreads files over
-    parallel workers (pytest-xdist, ``--dist loadfile``), and a long file started last would run alone at the end."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keeps the collection order
+    """Files that hold a ``slow`` test run first, those with the largest declared ``timeout`` first among them, each
+    file's own order kept: `make test` spreads files over parallel workers (pytest-xdist, ``--dist loadfile``), and
+    a long file started last would run alone at the end."""
+    budget: dict = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            timeout = item.get_closest_marker("timeout")
+            seconds = float(timeout.args[0]) if timeout and timeout.args else 0.0
+            budget[item.path] = max(budget.get(item.path, 0.0), seconds)
+    # stable sort: the rest keeps the collection order
+    items.sort(key=lambda item: (item.path not in budget, -budget.get(item.path, 0.0)))
