@@ -10,12 +10,14 @@ and ``--dry-run`` prints the resolved config as YAML (``rlcore.config.recipe_mai
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -34,6 +36,15 @@ _WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 class RecipeLineError(ValueError):
     """The config does not say which recipe validates it (or says it in a form the test cannot run)."""
+
+
+def load_script(experiment: str, filename: str, name: str) -> ModuleType:
+    """Import ``experiments/<experiment>/<filename>`` (a script, not a package module) as module ``name``."""
+    path = REPO / "experiments" / experiment / filename
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def find_configs(root: Path = REPO) -> list[Path]:

@@ -4,14 +4,13 @@ uniform model (NLL ln V everywhere)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from types import SimpleNamespace
 
 import pytest
 import torch
-from config_harness import REPO
+from config_harness import load_script
 
 from rexrag.data.qa import load_flashrag_jsonl
 from rexrag.recipes.common import SHORT_TEMPLATE, WorldDataConfig, ensure_world, world_tokenizer_texts
@@ -19,11 +18,7 @@ from rlcore.models import train_bpe_tokenizer
 
 
 def _module():
-    path = REPO / "experiments" / "rexrag-cpu-mechanism" / "copy_probe.py"
-    spec = importlib.util.spec_from_file_location("copy_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("rexrag-cpu-mechanism", "copy_probe.py", "copy_probe")
 
 
 probe = _module()

@@ -9,15 +9,11 @@ import math
 from pathlib import Path
 
 import pytest
-from config_harness import REPO
+from config_harness import REPO, load_script
 
 
 def _module():
-    path = REPO / "experiments" / "rexrag-cpu-mechanism" / "analyze.py"
-    spec = importlib.util.spec_from_file_location("mechanism_analyze", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("rexrag-cpu-mechanism", "analyze.py", "mechanism_analyze")
 
 
 analyze = _module()
@@ -53,10 +49,16 @@ def test_paired_test_golden():
 
 
 QUESTIONS = [
-    {"question": "Guess: Where was Lou Brun born?", "golden_answers": ["Teford"]},  # prone (prefixed, revision 5)
+    {
+        "question": "Guess: Where was Lou Brun born?",
+        "golden_answers": ["Teford"],
+    },  # prone (prefixed, revision 5)
     {"question": "Guess: Who founded Kor Works?", "golden_answers": ["Lou Brun"]},  # prone
     {"question": "Which country is Teford in?", "golden_answers": ["Valia"]},  # other (unprefixed)
-    {"question": "Where was Kai Dorn born?", "golden_answers": ["Teford"]},  # a revision 1-4 prone type, unprefixed
+    {
+        "question": "Where was Kai Dorn born?",
+        "golden_answers": ["Teford"],
+    },  # a revision 1-4 prone type, unprefixed
 ]
 # per arm and seed: which of the four questions are answered right, and the recorded test EM
 CORRECT = {

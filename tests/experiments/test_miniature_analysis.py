@@ -3,20 +3,15 @@ on hand-computed cases, and the whole judgement on hand-built run folders where 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 
 import pytest
-from config_harness import REPO
+from config_harness import REPO, load_script
 
 
 def _module():
-    path = REPO / "experiments" / "anessuite-cpu-miniature" / "analyze.py"
-    spec = importlib.util.spec_from_file_location("miniature_analyze", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("anessuite-cpu-miniature", "analyze.py", "miniature_analyze")
 
 
 analyze = _module()
@@ -114,11 +109,7 @@ def test_missing_row_names_the_file(tmp_path):
 
 
 def _precheck():
-    path = REPO / "experiments" / "anessuite-cpu-miniature" / "precheck.py"
-    spec = importlib.util.spec_from_file_location("miniature_precheck", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("anessuite-cpu-miniature", "precheck.py", "miniature_precheck")
 
 
 def test_precheck_estimate_from_budgets():

@@ -3,19 +3,14 @@ and tallying restated-option letters against the option that holds the restated 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from config_harness import REPO
+from config_harness import load_script
 
 
 def _diag():
-    path = REPO / "experiments" / "anessuite-cpu-miniature" / "diag_r4_layout.py"
-    spec = importlib.util.spec_from_file_location("miniature_diag_layout", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("anessuite-cpu-miniature", "diag_r4_layout.py", "miniature_diag_layout")
 
 
 def test_adjacent_layout_moves_the_letter_next_to_the_text_and_keeps_the_rest():
@@ -32,9 +27,24 @@ def test_tally_counts_letters_of_the_option_holding_the_text(tmp_path):
     diag = _diag()
     bench = tmp_path / "benchmark"
     bench.mkdir()
-    item = {"A": "hypotension", "B": "pruritus", "C": "bradycardia", "D": "seizures", "target": "B", "category": 1}
-    (bench / "anesbench_en.json").write_text(json.dumps([{**item, "id": "1"}, {**item, "id": "2"},
-                                                         {**item, "id": "3"}, {**item, "id": "4", "category": 2}]))
+    item = {
+        "A": "hypotension",
+        "B": "pruritus",
+        "C": "bradycardia",
+        "D": "seizures",
+        "target": "B",
+        "category": 1,
+    }
+    (bench / "anesbench_en.json").write_text(
+        json.dumps(
+            [
+                {**item, "id": "1"},
+                {**item, "id": "2"},
+                {**item, "id": "3"},
+                {**item, "id": "4", "category": 2},
+            ]
+        )
+    )
     (bench / "anesbench_zh.json").write_text("[]")
     rows = [
         ("1", "X is pruritus. pruritus B.\nAnswer: B"),  # right text, its letter

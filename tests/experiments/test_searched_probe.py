@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from config_harness import REPO
+from config_harness import load_script
 
 
 def _module():
-    path = REPO / "experiments" / "rexrag-cpu-mechanism" / "searched_probe.py"
-    spec = importlib.util.spec_from_file_location("searched_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("rexrag-cpu-mechanism", "searched_probe.py", "searched_probe")
 
 
 probe = _module()
