@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -143,6 +144,19 @@ def test_smollm2_special_tokens_are_the_gguf_files_own():
     assert rendered.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
     config = json.loads((resolve_model_path("smollm2-135m-instruct") / "generation_config.json").read_text())
     assert config["eos_token_id"] == config["pad_token_id"] == tok.eos_token_id
+
+
+def test_smollm2_decodes_without_the_wordpiece_space_cleanup(tmp_path, monkeypatch, caplog):
+    """A BPE tokenizer must not strip the spaces before punctuation; the build says so itself, so decoding neither
+    depends on the transformers version nor warns about an ignored setting (built afresh: ~20 s)."""
+    monkeypatch.setenv("RLCORE_CACHE", str(tmp_path / "cache"))
+    tok = load_tokenizer("smollm2-135m-instruct")
+    assert resolve_model_path("smollm2-135m-instruct").is_relative_to(tmp_path)
+    assert tok.clean_up_tokenization_spaces is False
+    text = "Dose it , then wait ! Is it 5 mg ?"
+    with caplog.at_level(logging.WARNING):
+        assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    assert not [r for r in caplog.records if "clean_up_tokenization" in r.getMessage()]
 
 
 def test_cache_built_by_rank_1_of_a_distributed_job_is_complete(tmp_path):

@@ -168,6 +168,10 @@ def _build_smollm2(out: Path) -> None:
     tok.pad_token = vocab(meta["tokenizer.ggml.padding_token_id"])
     tok.bos_token = vocab(meta["tokenizer.ggml.bos_token_id"])
     tok.chat_template = meta["tokenizer.chat_template"]
+    # the conversion sets the WordPiece space clean-up, which the pinned transformers ignores for BPE with a warning
+    # on every first decode; off, decoding is the same and no longer depends on the transformers version
+    # (not a new build: tokens, decoding and training are unchanged, so build-2 caches and stage keys stay valid)
+    tok.clean_up_tokenization_spaces = False
     quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM_GGUF, dtype=torch.float32)
     config = quantised.config
     if hasattr(config, "quantization_config"):
