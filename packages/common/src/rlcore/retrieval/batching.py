@@ -16,6 +16,12 @@ together are not locked into one merged batch after another. Nobody waits on a t
 ``max_wait`` (default 0) is set: then a worker about to start beside a running batch lets a small queue grow for
 up to that long. ``max_queue_queries`` bounds queued plus in-flight queries; beyond it ``submit`` raises
 :class:`Overloaded` and the server answers 503.
+
+A lone request skips all of this (:meth:`MicroBatcher.lone`, :meth:`MicroBatcher.run_inline`): when nothing is
+queued or computing and the request comes from the same connection as the one before it (a client sending request
+after request with nobody else around), the server computes it right on the event-loop thread, with no queue entry,
+future, worker wake-up or loop wake-up. A request from any other connection goes to the workers, so a second client
+waits at most one lone request's compute before the loop reads it, and from then on both run on the workers.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class Metrics:
             [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
         )
     )
+    inline_requests: int = 0  # lone requests computed on the event-loop thread
     queue_depth: Callable[[], tuple[int, int]] = lambda: (0, 0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,8 +98,9 @@ class Metrics:
             self.queries += num_queries
             self.latency.observe(seconds)
 
-    def record_batch(self, num_queries: int, seconds: float) -> None:
+    def record_batch(self, num_queries: int, seconds: float, inline: bool = False) -> None:
         with self.lock:
+            self.inline_requests += inline
             self.batch_queries.observe(num_queries)
             self.batch_seconds.observe(seconds)
 
@@ -114,6 +122,11 @@ class Metrics:
             lines += self.latency.render(
                 "retrieval_request_latency_seconds", "Latency of /retrieve requests."
             )
+            lines += [
+                "# HELP retrieval_inline_requests_total Lone requests computed on the event-loop thread.",
+                "# TYPE retrieval_inline_requests_total counter",
+                f"retrieval_inline_requests_total {self.inline_requests}",
+            ]
             lines += self.batch_queries.render("retrieval_batch_queries", "Queries per encode+search batch.")
             lines += self.batch_seconds.render("retrieval_batch_seconds", "Encode+search time per batch.")
             lines += [
@@ -159,6 +172,7 @@ class MicroBatcher:
         num_workers: int = 2,
         max_queue_wait: float = 0.0,
         parallel_min_queries: int = 8,
+        inline_max_queries: int = 1,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -175,6 +189,8 @@ class MicroBatcher:
         self.num_workers = num_workers
         self.max_queue_wait = max_queue_wait  # seconds a request may wait before it is shed (0: no limit)
         self.parallel_min_queries = parallel_min_queries
+        self.inline_max_queries = inline_max_queries  # largest lone request computed on the loop (0: none)
+        self._last_source: object = None  # the connection of the latest request (event-loop thread only)
         # event-loop thread only: requests accepted and not yet answered (queued + computing)
         self.pending_requests = self.pending_queries = 0
         # shared with the workers, under ``_cond``: the queue and what computes
@@ -217,6 +233,34 @@ class MicroBatcher:
             self._queued_queries += len(queries)
             self._cond.notify()
         return future
+
+    def lone(self, num_queries: int, source: object) -> bool:
+        """Whether a request may compute on the event-loop thread (:meth:`run_inline`) instead of a worker:
+        nothing is queued or computing, it holds at most ``inline_max_queries`` queries, and ``source`` (its
+        connection) is the same as the previous request's. The last condition keeps the loop free for a second
+        client: its request, read after the lone one finished, comes from another connection and goes to a worker,
+        and so does everything that arrives while that computes. Records ``source`` either way; None (unknown
+        connection) never qualifies. Event-loop thread only."""
+        previous, self._last_source = self._last_source, source
+        return (
+            source is not None
+            and source == previous
+            and num_queries <= self.inline_max_queries
+            and self.pending_requests == 0
+            and not self._closing
+        )
+
+    def run_inline(self, queries: list[str], topk: int, payload: object = None):
+        """Compute one request on the calling thread, as a batch of one; its error propagates to the caller.
+        The loop is blocked for exactly this one compute (the bound on what a newly arriving request waits)."""
+        started = time.perf_counter()
+        try:
+            return self.process([(queries, topk, payload)])[0]
+        except Exception:
+            logger.exception("retrieval of a lone request failed")
+            raise
+        finally:
+            self.metrics.record_batch(len(queries), time.perf_counter() - started, inline=True)
 
     # ---- worker threads -------------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@
 
 Endpoints: ``POST /retrieve`` (see ``protocol``), ``GET /health`` (200 only once the index is loaded, 503
 while loading), ``GET /metrics`` (Prometheus text). ``--mode batched`` (default) merges concurrent requests
-into one encode + search (``batching.MicroBatcher``); ``--mode naive`` runs each request on its own in a
-thread pool (one request = one encode + one search), the design of Search-R1's server, kept for benchmarks.
+into one encode + search (``batching.MicroBatcher``) and computes a lone request on the event loop with no
+hand-off (``MicroBatcher.lone``); ``--mode naive`` runs each request on its own in a thread pool (one request =
+one encode + one search), the design of Search-R1's server, kept for benchmarks.
 Both modes share everything else: HTTP handling, validation, the encoder, the search and the response encoding.
 
 The query encoder is the one the index was built with; on CPU a transformer encoder runs with ONNX Runtime when
@@ -66,6 +67,7 @@ class ServerConfig:
     max_queue_wait_ms: float = 0.0  # shed (503) requests queued longer than this; 0 = no limit
     batch_workers: int = 2  # worker threads: batches computing at once (one per core at most)
     parallel_min_queries: int = 8  # a batch starts beside a running one only below/above this many queries
+    inline_max_queries: int = 1  # a lone request up to this size computes on the event loop (0: never)
     retry_after_s: int = 1  # Retry-After header on 503
     ef_search: int = 128  # HNSW search breadth
     nprobe: int = 32  # IVF cells probed per query
@@ -113,6 +115,7 @@ def create_app(config: ServerConfig, retriever=None):
         num_workers=config.batch_workers,
         max_queue_wait=config.max_queue_wait_ms / 1000.0,
         parallel_min_queries=config.parallel_min_queries,
+        inline_max_queries=config.inline_max_queries,
     )
 
     def load() -> None:
@@ -177,7 +180,7 @@ def create_app(config: ServerConfig, retriever=None):
     def unavailable(message: str) -> _Answer:
         return error(503, message, {"Retry-After": str(config.retry_after_s)})
 
-    async def answer(headers: dict[bytes, bytes], receive) -> _Answer:
+    async def answer(headers: dict[bytes, bytes], receive, source) -> _Answer:
         if not authorised(headers.get(b"authorization", b"").decode("latin-1")):
             return error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         if state.status != "ok":
@@ -197,6 +200,8 @@ def create_app(config: ServerConfig, retriever=None):
             # like a sync FastAPI endpoint (Search-R1): each request searches alone in the 40-thread pool
             batch = [(parsed.queries, parsed.topk, parsed.return_scores)]
             result = (await run_in_threadpool(process_batch, batch))[0]
+        elif batcher.lone(len(parsed.queries), source):  # alone on its connection: no hand-off at all
+            result = batcher.run_inline(parsed.queries, parsed.topk, parsed.return_scores)
         else:
             try:
                 result = await batcher.submit(parsed.queries, parsed.topk, parsed.return_scores)
@@ -212,7 +217,7 @@ def create_app(config: ServerConfig, retriever=None):
             if scope["method"] != "POST":
                 response = error(405, f"method {scope['method']} not allowed; use POST", {"Allow": "POST"})
             else:
-                response = await answer(dict(scope["headers"]), receive)
+                response = await answer(dict(scope["headers"]), receive, scope.get("client"))
         except _ClientGone:
             return
         except Exception as err:  # a bug, not bad input: logged with traceback, answered as JSON
@@ -333,25 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m rlcore.retrieval.server", description="retrieval HTTP server"
     )
     parser.add_argument("--index", required=True, help="index folder built by `make index`")
-    for name in (
-        "kind",
-        "host",
-        "port",
-        "mode",
-        "device",
-        "encoder",
-        "encoder_backend",
-        "max_batch_queries",
-        "max_wait_ms",
-        "max_queue_queries",
-        "max_queue_wait_ms",
-        "batch_workers",
-        "parallel_min_queries",
-        "retry_after_s",
-        "ef_search",
-        "nprobe",
-        "token_env",
-    ):
+    options = "kind host port mode device encoder encoder_backend max_batch_queries max_wait_ms"
+    options += " max_queue_queries max_queue_wait_ms batch_workers parallel_min_queries inline_max_queries"
+    for name in (*options.split(), "retry_after_s", "ef_search", "nprobe", "token_env"):
         default = getattr(defaults, name)
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"default {default}"
