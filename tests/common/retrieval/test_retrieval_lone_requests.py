@@ -22,7 +22,7 @@ from rlcore.retrieval.protocol import Limits
 from rlcore.retrieval.server import ServerConfig, create_app
 
 
-def test_only_a_repeat_connection_on_an_idle_batcher_is_lone():
+def test_lone_means_an_empty_batcher_and_a_repeat_connection_that_found_it_empty_too():
     recorder = Recorder()
 
     async def run():
@@ -40,7 +40,8 @@ def test_only_a_repeat_connection_on_an_idle_batcher_is_lone():
         busy = batcher.submit(["b"], 3)  # queued or computing: nobody is alone any more
         checks["same connection, busy"] = batcher.lone(1, ("c", 1))
         await busy
-        checks["same connection, idle again"] = batcher.lone(1, ("c", 1))
+        checks["idle again, but the request before it had company"] = batcher.lone(1, ("c", 1))
+        checks["two in a row into an empty server"] = batcher.lone(1, ("c", 1))
         await batcher.close()
         checks["shutting down"] = batcher.lone(1, ("c", 1))
         return checks
@@ -55,7 +56,8 @@ def test_only_a_repeat_connection_on_an_idle_batcher_is_lone():
         "back to the first: the one before was d": False,
         "unknown connection": False,
         "same connection, busy": False,
-        "same connection, idle again": True,
+        "idle again, but the request before it had company": False,  # overlap (concurrency 2): stay on workers
+        "two in a row into an empty server": True,
         "shutting down": False,
     }
 

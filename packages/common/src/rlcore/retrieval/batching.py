@@ -12,16 +12,16 @@ two single-query requests therefore compute side by side on two cores (a batch o
 of 1 on one core); under load both workers run batches of at least 8 queries, where the encoder is efficient,
 instead of splitting 32 clients into batches of 2-3. A worker that finds several requests queued while its
 partner is idle takes half, so a few large requests use both cores, and two clients whose requests arrive
-together are not locked into one merged batch after another. Nobody waits on a timer unless
-``max_wait`` (default 0) is set: then a worker about to start beside a running batch lets a small queue grow for
-up to that long. ``max_queue_queries`` bounds queued plus in-flight queries; beyond it ``submit`` raises
+together are not locked into one merged batch after another. Nobody waits on a timer unless ``max_wait``
+(default 0) is set: then a worker about to start beside a running batch lets a small queue grow that long. ``max_queue_queries`` bounds queued plus in-flight queries; beyond it ``submit`` raises
 :class:`Overloaded` and the server answers 503.
 
 A lone request skips all of this (:meth:`MicroBatcher.lone`, :meth:`MicroBatcher.run_inline`): when nothing is
-queued or computing and the request comes from the same connection as the one before it (a client sending request
-after request with nobody else around), the server computes it right on the event-loop thread, with no queue entry,
-future, worker wake-up or loop wake-up. A request from any other connection goes to the workers, so a second client
-waits at most one lone request's compute before the loop reads it, and from then on both run on the workers.
+queued or computing and the request before it came from the same connection into an equally empty server (a client
+sending request after request with nobody else around), the server computes it right on the event-loop thread,
+with no queue entry, future, worker wake-up or loop wake-up. A request from any other connection goes to the
+workers, so a second client waits at most one lone request's compute before the loop reads it, and from then on
+both run on the workers.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class MicroBatcher:
         self.max_queue_wait = max_queue_wait  # seconds a request may wait before it is shed (0: no limit)
         self.parallel_min_queries = parallel_min_queries
         self.inline_max_queries = inline_max_queries  # largest lone request computed on the loop (0: none)
-        self._last_source: object = None  # the connection of the latest request (event-loop thread only)
+        self._last_source: object = None  # the latest request's connection if it found us empty, else None
         # event-loop thread only: requests accepted and not yet answered (queued + computing)
         self.pending_requests = self.pending_queries = 0
         # shared with the workers, under ``_cond``: the queue and what computes
@@ -236,23 +236,24 @@ class MicroBatcher:
 
     def lone(self, num_queries: int, source: object) -> bool:
         """Whether a request may compute on the event-loop thread (:meth:`run_inline`) instead of a worker:
-        nothing is queued or computing, it holds at most ``inline_max_queries`` queries, and ``source`` (its
-        connection) is the same as the previous request's. The last condition keeps the loop free for a second
-        client: its request, read after the lone one finished, comes from another connection and goes to a worker,
-        and so does everything that arrives while that computes. Records ``source`` either way; None (unknown
-        connection) never qualifies. Event-loop thread only."""
-        previous, self._last_source = self._last_source, source
+        nothing is queued or computing, it holds at most ``inline_max_queries`` queries, and the request before it
+        came from the same connection (``source``; None, unknown, never qualifies) and also found nothing queued
+        or computing. So a second client's request, read after the lone one finished, goes to a worker, and so
+        does everything that arrives while it computes; after any overlap a connection needs two requests in a
+        row into an empty server before it computes inline again. Event-loop thread only."""
+        empty = self.pending_requests == 0
+        previous, self._last_source = self._last_source, source if empty else None
         return (
             source is not None
             and source == previous
             and num_queries <= self.inline_max_queries
-            and self.pending_requests == 0
+            and empty
             and not self._closing
         )
 
     def run_inline(self, queries: list[str], topk: int, payload: object = None):
-        """Compute one request on the calling thread, as a batch of one; its error propagates to the caller.
-        The loop is blocked for exactly this one compute (the bound on what a newly arriving request waits)."""
+        """Compute one request on the calling thread as a batch of one (blocking the loop for exactly this
+        compute: the most a newly arriving request waits); its error propagates to the caller."""
         started = time.perf_counter()
         try:
             return self.process([(queries, topk, payload)])[0]
