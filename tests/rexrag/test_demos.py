@@ -1,24 +1,13 @@
 """Synthetic search demonstrations: each kind's segments by hand, and the loss mask of built demonstrations."""
 
 import pytest
+from demos_cases import DOUBT, ONE_HOP, TWO_HOP, BornInTeford
 
 from rexrag.data.demos import MEMORY_THOUGHT, DemoConfig, build_demos, plan_demo
 from rexrag.data.qa import QAExample
 from rexrag.data.template import DEFAULT_TEMPLATE
 from rlcore.generation.testing import build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig
-
-DOUBT = "<think> Maybe I misread the passage."
-TWO_HOP = QAExample(
-    "Where was the founder of Kor Works born?",
-    ["Teford"],
-    "world_2hop",
-    "0",
-    metadata={"chain": ["Kor Works", "Lou Brun"]},
-)
-ONE_HOP = QAExample(
-    "Where was Lou Brun born?", ["Teford"], "world_1hop", "1", metadata={"chain": ["Lou Brun"]}
-)
 
 
 def test_search_memory_shortcut_and_recovery_segments():
@@ -71,13 +60,6 @@ def test_reconsider_continues_from_where_a_probe_of_a_wrong_searched_answer_star
     assert [text for part, text in own if part == "search"] == ["Who is q?", "Who is q?"]
 
 
-class _Retriever:
-    def search(self, queries, k):
-        return [
-            [{"id": str(i), "contents": f"{q}\n{q} was born in Teford."} for i in range(k)] for q in queries
-        ]
-
-
 @pytest.mark.parametrize("train_inserted", [True, False])
 def test_observations_are_conditioned_on_but_never_trained(train_inserted):
     tok = build_tiny_tokenizer()
@@ -90,7 +72,9 @@ def test_observations_are_conditioned_on_but_never_trained(train_inserted):
         train_inserted=train_inserted,
     )
     rollout = RolloutConfig(retrieval_topk=1)
-    demos = build_demos([TWO_HOP, ONE_HOP], tok, _Retriever(), rollout, DEFAULT_TEMPLATE, [DOUBT], cfg, False)
+    demos = build_demos(
+        [TWO_HOP, ONE_HOP], tok, BornInTeford(), rollout, DEFAULT_TEMPLATE, [DOUBT], cfg, False
+    )
     assert [d.kind for d in demos] == ["reconsider", "reconsider"]
     for demo in demos:
         assert len(demo.loss_mask) == len(demo.response_ids)
@@ -110,7 +94,14 @@ def test_a_zero_weight_reconsider_share_leaves_older_warm_ups_unchanged():
     examples = [TWO_HOP, ONE_HOP] * 200
     cfg = DemoConfig(seed=3)
     demos = build_demos(
-        examples, build_tiny_tokenizer(), _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False
+        examples,
+        build_tiny_tokenizer(),
+        BornInTeford(),
+        RolloutConfig(),
+        DEFAULT_TEMPLATE,
+        [DOUBT],
+        cfg,
+        False,
     )
     rng = random.Random(3)
     old_kinds = []
@@ -134,8 +125,10 @@ def test_memory_prone_questions_are_mostly_answered_from_memory():
     tok = build_tiny_tokenizer()
     base = DemoConfig(seed=4)
     cfg = DemoConfig(seed=4, memory_prone=["Where was K"])  # only the prone question, not TWO_HOP
-    plain = build_demos(examples, tok, _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], base, False)
-    demos = build_demos(examples, tok, _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False)
+    plain = build_demos(
+        examples, tok, BornInTeford(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], base, False
+    )
+    demos = build_demos(examples, tok, BornInTeford(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False)
     kinds = [d.kind for d in demos[1::2]]
     # 300 draws at 0.85 / 0.10 / 0.05: binomial std of the memory count is sqrt(300 * 0.85 * 0.15) = 6.2
     assert 230 <= kinds.count("memory") <= 280

@@ -1,32 +1,16 @@
 """demos.final_thought: the thought before every answer block; the default keeps every earlier warm-up's demos."""
 
 import pytest
+from demos_cases import DOUBT, ONE_HOP, TWO_HOP, BornInTeford
 
 from rexrag.data.demos import FINAL_THOUGHT, DemoConfig, build_demos, fixed_texts, plan_demo
-from rexrag.data.qa import QAExample
 from rexrag.data.template import DEFAULT_TEMPLATE
 from rexrag.recipes.sft import SFTConfig
 from rlcore.config import config_hash, identity_dict
 from rlcore.generation.testing import build_tiny_tokenizer
 from rlcore.rollout import RolloutConfig
 
-DOUBT = "<think> Maybe I misread the passage."
 HOP = "Next I need {answer}."
-TWO_HOP = QAExample(
-    "Where was the founder of Kor Works born?",
-    ["Teford"],
-    "world_2hop",
-    "0",
-    metadata={"chain": ["Kor Works", "Lou Brun"]},
-)
-ONE_HOP = QAExample(
-    "Where was Lou Brun born?", ["Teford"], "world_1hop", "1", metadata={"chain": ["Lou Brun"]}
-)
-
-
-class _Retriever:
-    def search(self, queries, k):
-        return [[{"contents": f"{q}\n{q} was born in Teford."}] * k for q in queries]
 
 
 def test_every_answer_block_follows_the_configured_thought():
@@ -57,7 +41,7 @@ def test_built_demonstrations_train_the_thought_and_keep_the_draws():
 
     def build(cfg):
         return build_demos(
-            examples, tok, _Retriever(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False
+            examples, tok, BornInTeford(), RolloutConfig(), DEFAULT_TEMPLATE, [DOUBT], cfg, False
         )
 
     plain, hop = build(DemoConfig(**mix)), build(DemoConfig(**mix, final_thought=HOP))

@@ -37,6 +37,7 @@ probe's inserted tokens are trained, with the policy correction, as in the offic
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,13 @@ class DemoConfig:
     """Mix of demonstration kinds (shares are renormalised)."""
 
     # added after warm-ups were stored: left out of config hashes while off, so those keep their identity
-    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("final_thought",)
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "final_thought",
+        "quote",
+        "extra_prefixes",
+        "extra_copies",
+        "distractor_key",
+    )
 
     frac_search: float = 0.7  # correct search chains
     frac_memory: float = 0.15  # immediate wrong answer without searching
@@ -82,6 +89,19 @@ class DemoConfig:
     fresh_names: bool = False
     # the thought before every answer block (gold or wrong), with {answer} where the answer goes
     final_thought: str = FINAL_THOUGHT
+    # question beginning (after a cue) -> n: the gold final thought of those questions quotes the n words the
+    # passage writes before the answer ("Next I need Gunby in 1922."): the answer is copied on from a span the
+    # warm-up can find (a city it reads in hops), not recalled; the answer block holds the answer alone
+    quote: dict[str, int] = field(default_factory=dict)
+    # question beginnings (after a cue) that get ``extra_copies`` more demonstrations each (own kind draw, own fresh
+    # names), appended after every other demonstration so those keep their draws
+    extra_prefixes: list[str] = field(default_factory=list)
+    extra_copies: int = 0
+    # how memory / shortcut distractors are grouped: "first_words" (the question's first three words, as every
+    # warm-up before it; a subject's first word splits "Where was X born?" into one group per first name, most of
+    # them without another answer, so the distractor is "unknown") or "template" (the question with its chain's
+    # entities masked: every question of one wording shares its answers)
+    distractor_key: str = "first_words"
 
     def shares(self, question: str) -> list[float]:
         """The kind shares (in :data:`KINDS` order) for one question."""
@@ -108,13 +128,41 @@ class Demo:
     text: str  # decoded response (for inspection)
 
 
-def _answer_key(example: QAExample) -> tuple[str, str]:
-    """Questions with the same wording pattern share an answer type (city, person, year, ...); a world's cue
-    (``metadata["cue"]``, a prefix that does not change what is asked) is not part of the pattern."""
+DISTRACTOR_KEYS = ("first_words", "template")
+
+
+def bare_question(example: QAExample) -> str:
+    """The question without the world's cue (``metadata["cue"]``, a prefix that does not change what is asked)."""
     cue = example.metadata.get("cue") or ""
     question = example.question[len(cue) :] if cue and example.question.startswith(cue) else example.question
-    words = question.split()
-    return example.data_source, " ".join(words[:3])
+    return question.strip()
+
+
+def _answer_key(example: QAExample, by: str = "first_words") -> tuple[str, str]:
+    """Questions with the same wording pattern share an answer type (city, person, year, ...). ``first_words``:
+    the first three words (a subject's first word can be one of them); ``template``: the question with the entities
+    of its chain (``metadata["chain"]``) masked, the first three words when it has none (a user's own questions)."""
+    question = bare_question(example)
+    chain = example.metadata.get("chain") or []
+    if by == "template" and chain:
+        for entity in sorted(chain, key=len, reverse=True):
+            question = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", "{}", question)
+        return example.data_source, question
+    return example.data_source, " ".join(question.split()[:3])
+
+
+def passage_quote(answer: str, passages: Sequence, words: int) -> str:
+    """The ``words`` words the first passage holding ``answer`` (as a whole word) writes just before it ("" when
+    no passage holds it with that many words before it)."""
+    pattern = re.compile(rf"((?:\S+[ \t]+){{{words}}}){re.escape(answer)}(?!\w)")
+    for passage in passages:
+        text = getattr(passage, "contents", None)
+        text = passage["contents"] if text is None else text
+        body = text.split("\n", 1)[-1]  # the text, not the title line
+        match = pattern.search(body)
+        if match:
+            return " ".join(match.group(1).split())
+    return ""
 
 
 def search_chain(example: QAExample) -> list[str]:
@@ -132,8 +180,9 @@ def _search_turns(chain: Sequence[str]) -> list[str]:
     return turns
 
 
-def _final(answer: str, thought: str = FINAL_THOUGHT) -> str:
-    return f"<think> {thought.format(answer=answer)} </think>\n<answer> {answer} </answer>"
+def _final(answer: str, thought: str = FINAL_THOUGHT, quote: str = "") -> str:
+    shown = f"{quote} {answer}" if quote else answer
+    return f"<think> {thought.format(answer=shown)} </think>\n<answer> {answer} </answer>"
 
 
 def plan_demo(
@@ -198,14 +247,18 @@ def build_demos(
     rng = random.Random(cfg.seed)
     answers_by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
     for example in examples:
-        answers_by_key[_answer_key(example)].append(example.golden_answers[0])
+        answers_by_key[_answer_key(example, cfg.distractor_key)].append(example.golden_answers[0])
+    if cfg.extra_copies and cfg.extra_prefixes:
+        repeated = [e for e in examples if bare_question(e).startswith(tuple(cfg.extra_prefixes))]
+        examples = [*examples, *(repeated * cfg.extra_copies)]
     plans = []
     for example in examples:
         kind = rng.choices(KINDS, cfg.shares(example.question))[0]  # one draw per example, prone or not
         hops = len(search_chain(example))
         if kind == "shortcut" and (hops < 2 or example.data_source == "world_compare"):
             kind = "memory"
-        candidates = [a for a in answers_by_key[_answer_key(example)] if a not in example.golden_answers]
+        key = _answer_key(example, cfg.distractor_key)
+        candidates = [a for a in answers_by_key[key] if a not in example.golden_answers]
         distractor = rng.choice(candidates) if candidates else "unknown"
         plans.append(
             (example, kind, plan_demo(example, kind, distractor, rng.choice(list(pool)), cfg.final_thought))
@@ -214,6 +267,9 @@ def build_demos(
     results = dict(zip(queries, retriever.search(queries, rollout_config.retrieval_topk))) if queries else {}
     demos = []
     for example, kind, segments in plans:
+        words = next((n for prefix, n in cfg.quote.items() if bare_question(example).startswith(prefix)), 0)
+        if words and kind != "memory":
+            segments = _quote_final(example, segments, results, cfg.final_thought, words)
         searched = results
         if cfg.fresh_names:
             example, segments, searched = names.rename_demo(example, segments, results)
@@ -223,6 +279,19 @@ def build_demos(
             )
         )
     return demos
+
+
+def _quote_final(
+    example: QAExample, segments: list[tuple[str, str]], results: dict, thought: str, words: int
+) -> list[tuple[str, str]]:
+    """``segments`` with the gold final thought quoting ``words`` words of the last search's passage before the
+    answer (:func:`passage_quote`)."""
+    answer = example.golden_answers[0]
+    last_query = [text for part, text in segments if part == "search"][-1]
+    quote = passage_quote(answer, results[last_query], words)
+    if not quote or segments[-1] != ("model", _final(answer, thought)):
+        return segments  # a wrong final answer (shortcut) or no passage holding the answer: as before
+    return [*segments[:-1], ("model", _final(answer, thought, quote))]
 
 
 def fixed_texts(template: str, pool: Sequence[str], final_thought: str = FINAL_THOUGHT) -> list[str]:

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 from trl import SFTConfig as TRLSFTConfig
 
-from rexrag.data.demos import KINDS, Demo, DemoConfig, build_demos, fixed_texts
+from rexrag.data.demos import DISTRACTOR_KEYS, KINDS, Demo, DemoConfig, build_demos, fixed_texts
 from rexrag.data.fresh_names import FreshNames, world_name_shapes
 from rexrag.data.own_demos import (
     SFTQAConfig,
@@ -159,6 +159,15 @@ class SFTConfig:
         if "{answer}" not in self.demos.final_thought:
             raise ValueError(
                 f"demos.final_thought must contain {{answer}} where the answer goes, got {self.demos.final_thought!r}"
+            )
+        if self.demos.distractor_key not in DISTRACTOR_KEYS:
+            raise ValueError(
+                f"demos.distractor_key must be one of {DISTRACTOR_KEYS}, got {self.demos.distractor_key!r}"
+            )
+        if self.demos.extra_copies < 0 or any(n < 1 for n in self.demos.quote.values()):
+            raise ValueError(
+                f"demos.extra_copies must be >= 0 and every demos.quote count >= 1, got {self.demos.extra_copies} "
+                f"and {dict(self.demos.quote)}"
             )
         if self.demos.fresh_names and self.qa.source == "files" and not self.train.extra_worlds:
             raise ValueError(
