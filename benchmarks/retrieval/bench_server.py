@@ -220,7 +220,8 @@ def checks(results: dict) -> tuple[list[str], dict]:
         lines.append(
             f"concurrency {concurrency}: ours / naive {stat['median']:.3f}x (min-max {stat['min']:.3f}-{stat['max']:.3f}"
             f" over {stat['rounds']} rounds; ours {mine['qps']} q/s p50 {mine['p50_ms']} ms, naive {base['qps']} q/s "
-            f"p50 {base['p50_ms']} ms) [{verdict(stat, 1.0)}]"
+            f"p50 {base['p50_ms']} ms; server CPU per query: ours {_cpu_ms(mine)}, naive {_cpu_ms(base)}) "
+            f"[{verdict(stat, 1.0)}]"
         )
     if 32 not in single:
         return lines, stats
@@ -241,6 +242,12 @@ def checks(results: dict) -> tuple[list[str], dict]:
             f"[{'ok' if row['p99_ms'] <= 150 else 'above 150 ms'}] (load average {row['load_avg_1m']})"
         )
     return lines, stats
+
+
+def _cpu_ms(record: dict) -> str:
+    """Server CPU milliseconds per query over every round of a cell."""
+    per_cpu_s = record["queries_per_cpu_s"]
+    return f"{1000 / per_cpu_s:.2f} ms" if per_cpu_s else "n/a"
 
 
 def main() -> int:

@@ -77,6 +77,8 @@ def test_acceptance_lines_on_known_rounds():
     lines, stats = bench_server.checks(results)
     assert stats["ours/naive@1"]["median"] == pytest.approx(1.015)
     assert "within the noise" in lines[0] and lines[0].startswith("concurrency 1: ours / naive 1.015x")
+    # 100 queries per round on 1.0 server CPU-second: 10 ms per query on both sides
+    assert "server CPU per query: ours 10.00 ms, naive 10.00 ms" in lines[0]
     share = stats["share@32:ours"]
     assert share["median"] == pytest.approx(0.915) and share["min"] == pytest.approx(0.6)
     assert "[ok on the median" in lines[1]  # one disturbed round does not decide the median
