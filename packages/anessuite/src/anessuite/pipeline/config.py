@@ -19,6 +19,9 @@ __all__ = ["DataPrepConfig", "HFStageConfig", "GRPOStageConfig", "StageEvalConfi
 class DataPrepConfig:
     """Where training data comes from; empty paths mean the synthetic world."""
 
+    # added later, left out of config hashes and run identities while at their default
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("sft_replay", "sft_extra")
+
     world_seed: int = 0  # seed of the synthetic world used when a path below is empty
     corpus: str = ""  # AnesCorpus parquet folder/file (text column)
     anesqa: str = ""  # AnesQA parquet/JSONL (question, answer)
@@ -30,6 +33,13 @@ class DataPrepConfig:
     sft_lang: Literal["en", "zh", "all"] = "all"  # SFT language
     rl_lang: Literal["en", "zh", "all"] = "all"  # GRPO prompt language
     qa_system_prompt: str = ""  # optional system message for AnesQA chats
+    # CPT documents replayed inside the SFT data (assistant turns after an empty user turn), this many per SFT
+    # record, drawn from data.corpus with the pipeline seed, so SFT does not overwrite what CPT stored; only for a
+    # model that has read that corpus (an arm without CPT must keep 0). 0 = none
+    sft_replay: float = 0.0
+    # a JSONL of SFT chats ({"messages": [...]}) mixed into the SFT data as they are, e.g. world-agnostic lookup
+    # drills every arm trains on; empty = none
+    sft_extra: str = ""
 
 
 @dataclass

@@ -68,8 +68,12 @@ def plan_data(cfg: PipelineConfig) -> DataPlan:
     if unknown:
         raise ValueError(f"data.sft_sources: unknown source(s) {unknown}; use anesqa and/or anesr1")
     needed: dict[str, str] = {}
+    if data.sft_replay < 0:
+        raise ValueError(f"data.sft_replay must be >= 0, got {data.sft_replay}")
     if cfg.cpt.enabled:
         needed["corpus"] = "the CPT stage (cpt.enabled)"
+    elif cfg.sft.enabled and data.sft_replay > 0:
+        needed["corpus"] = "the SFT stage's replay of CPT documents (data.sft_replay)"
     if cfg.sft.enabled and "anesqa" in data.sft_sources:
         needed["anesqa"] = "the SFT stage (data.sft_sources lists anesqa)"
     if cfg.sft.enabled and "anesr1" in data.sft_sources:
@@ -106,6 +110,18 @@ def _mix(sources: list[Path], out: Path, seed: int) -> int:
     random.Random(seed).shuffle(lines)
     out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return len(lines)
+
+
+def _replay(corpus: Path, out: Path, count: int, seed: int) -> int:
+    """``count`` CPT documents (seeded draw without replacement, all of them if fewer) as SFT chats whose
+    assistant turn is the document, after an empty user turn."""
+    documents = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line]
+    chosen = random.Random(seed).sample(documents, min(count, len(documents)))
+    with out.open("w", encoding="utf-8") as handle:
+        for text in chosen:
+            messages = [{"role": "user", "content": ""}, {"role": "assistant", "content": text}]
+            handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    return len(chosen)
 
 
 def _converted(key: str, path: str, convert):
@@ -159,7 +175,11 @@ def prepare_data(
             )
     if "benchmark" in needed:
         prepared["benchmark"] = Path(sources["benchmark"])
-    wanted = {"config": asdict(cfg), "sources": sources, "prompt": asdict(prompt)}
+    settings = asdict(cfg)
+    for added in ("sft_replay", "sft_extra"):  # prepared folders written before these options stay valid
+        if not settings[added]:
+            settings.pop(added)
+    wanted = {"config": settings, "sources": sources, "prompt": asdict(prompt)}
     if done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(wanted)):
         logger.info("reusing prepared data in %s", folder)
         return prepared
@@ -196,6 +216,18 @@ def prepare_data(
             parts.append(folder / "sft_anesr1.jsonl")
         if cfg.rl_lang != "all":
             convert_r1(r1, None, prepared["rl"], lang=cfg.rl_lang, prompt=prompt)
+    if cfg.sft_replay > 0 and parts:
+        records = sum(
+            1 for part in parts for line in part.read_text(encoding="utf-8").splitlines() if line.strip()
+        )
+        stats["sft_replay"] = _replay(
+            prepared["cpt"], folder / "sft_replay.jsonl", round(cfg.sft_replay * records), seed
+        )
+        parts.append(folder / "sft_replay.jsonl")
+    if cfg.sft_extra and parts:
+        if not Path(cfg.sft_extra).is_file():
+            raise FileNotFoundError(f"data.sft_extra: {cfg.sft_extra} does not exist (a JSONL of SFT chats)")
+        parts.append(Path(cfg.sft_extra))
     stats["sft_mixed"] = _mix(parts, prepared["sft"], seed)
     (folder / "stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
     done.write_text(json.dumps(wanted, indent=1), encoding="utf-8")
