@@ -57,9 +57,8 @@ class LookupDrillConfig:
     option_line_zh: str = "{text}是选项{letter}。"
     answer_en: str = "{text} is option {letter}."
     answer_zh: str = "{text}是选项{letter}。"
-    chats: int = (
-        3000  # drills also written as SFT chats (sft/drills.jsonl), one restatement each, half per language
-    )
+    # drills also written as SFT chats (sft/drills.jsonl), one restatement each, half per language
+    chats: int = 3000
     user_en: str = "Question: {question}\n{options}"  # the chats' user turn (revision 4's prompt)
     user_zh: str = "题目：{question}\n{options}"
     answer_line_en: str = "Answer: {letter}"  # the chats' last line
