@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from anessuite.benchmark import load_anesbench
     from anessuite.mcq import MCQItem
     from anessuite.prompts import PromptConfig, build_messages
+    from anessuite.synthetic.miniature import system1_r1_items
 
     parser = argparse.ArgumentParser(description="Does the model name the question's drug? (diagnostic)")
     parser.add_argument(
@@ -50,15 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             i for i in load_anesbench(world / "benchmark", languages=["en", "zh"]) if i.level == "system1"
         ]
     }
-    training = []
-    for line in (world / "anesr1" / "anesr1.jsonl").read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        if r["level"] == 1 and sum(t.language == r["language"] for t in training) < args.training_items:
-            training.append(
-                MCQItem(
-                    r["id"], r["question"], tuple(r["options"].items()), r["answer"], r["language"], "system1"
-                )
-            )
+    training = system1_r1_items(world, args.training_items)
     sets["training"] = training
     backend = HFChatBackend(args.model, batch_size=64, dtype="float32")
     prompt, max_new_tokens = PromptConfig(use_system_prompt=False), 128
@@ -90,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # items whose question names a drug of the set (training items include option lookups that name none)
             asking = [(i, t) for i, t in rows if any(d[f"name_{lang}"] in i.question for d in drugs[name])]
             named_of_asking = sum(
-                any(d[f"name_{lang}"] in i.question and d[f"name_{lang}"] in t for d in drugs[name]) for i, t in asking
+                any(d[f"name_{lang}"] in i.question and d[f"name_{lang}"] in t for d in drugs[name])
+                for i, t in asking
             )
             report[f"{name}/{lang}"] = {
                 "n": len(rows),

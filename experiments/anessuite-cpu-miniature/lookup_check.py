@@ -69,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from anessuite.benchmark import load_anesbench
-    from anessuite.mcq import MCQItem
     from anessuite.pipeline.config import PipelineConfig
     from anessuite.prompts import build_messages
+    from anessuite.synthetic.miniature import system1_r1_items
     from rlcore.config import load_config
 
     parser = argparse.ArgumentParser(
@@ -90,15 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     prompt = load_config(PipelineConfig, args.config).prompt
     world = Path(args.world)
-    training: list[MCQItem] = []
-    for line in (world / "anesr1" / "anesr1.jsonl").read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        if r["level"] == 1 and sum(t.language == r["language"] for t in training) < args.items:
-            training.append(
-                MCQItem(
-                    r["id"], r["question"], tuple(r["options"].items()), r["answer"], r["language"], "system1"
-                )
-            )
+    training = system1_r1_items(world, args.items)
     benchmark = [
         i for i in load_anesbench(world / "benchmark", languages=["en", "zh"]) if i.level == "system1"
     ]

@@ -18,6 +18,7 @@ from anessuite.synthetic.miniature import (
     MiniatureConfig,
     build_miniature_world,
     generate_miniature_data,
+    system1_r1_items,
 )
 from anessuite.synthetic.world import CLASSES, EFFECTS, ORGANS, Condition, Drug
 
@@ -245,3 +246,17 @@ def test_design1_seed0_is_the_registered_runs_world(mini):
         else:
             digest = file_sha256(path)
         assert digest == expected, f"{name}: design 1's seed-0 output changed"
+
+
+def test_system1_r1_items_are_the_first_of_each_language_in_file_order(mini):
+    records = [r for r in read_records(mini["anesr1"]) if r["level"] == 1]
+    items = system1_r1_items(mini["root"], 3)
+    assert [i.language for i in items].count("en") == 3 and [i.language for i in items].count("zh") == 3
+    expected = [r["id"] for r in records if r["language"] == "en"][:3] + [
+        r["id"] for r in records if r["language"] == "zh"
+    ][:3]
+    assert sorted(i.id for i in items) == sorted(expected)
+    assert [i.id for i in items] == [r["id"] for r in records if r["id"] in set(expected)]
+    first = next(r for r in records if r["id"] == items[0].id)
+    assert items[0].answer == first["answer"] and dict(items[0].options) == first["options"]
+    assert {i.level for i in items} == {"system1"}

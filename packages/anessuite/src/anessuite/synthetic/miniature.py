@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,21 @@ def miniature_paths(out: Path) -> dict[str, Path]:
         "benchmark": out / "benchmark",
         "probe": out / "probe" / "facts.jsonl",
     }
+
+
+def system1_r1_items(world: Path, per_language: int) -> list[MCQItem]:
+    """The first ``per_language`` System 1 AnesR1 records of each language in a miniature world, in file order, as
+    MCQ items (the SFT items the diagnostics check the model on)."""
+    items: list[MCQItem] = []
+    taken: Counter[str] = Counter()
+    text = miniature_paths(Path(world))["anesr1"].read_text(encoding="utf-8")
+    for line in text.splitlines():
+        r = json.loads(line)
+        if r["level"] == 1 and taken[r["language"]] < per_language:
+            taken[r["language"]] += 1
+            options = tuple(r["options"].items())
+            items.append(MCQItem(r["id"], r["question"], options, r["answer"], r["language"], "system1"))
+    return items
 
 
 def write_r1_benchmark_probe_world(
