@@ -27,6 +27,8 @@ from anessuite.mcq import SchemaError
 from anessuite.pipeline.config import DataPrepConfig, PipelineConfig
 from anessuite.prompts import PromptConfig
 from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
+from rlcore.config import identity_dict
+from rlcore.io import read_jsonl
 
 __all__ = ["DATA_KEYS", "DataPlan", "PreparedData", "plan_data", "prepare_data"]
 
@@ -115,7 +117,7 @@ def _mix(sources: list[Path], out: Path, seed: int) -> int:
 def _replay(corpus: Path, out: Path, count: int, seed: int) -> int:
     """``count`` CPT documents (seeded draw without replacement, all of them if fewer) as SFT chats whose
     assistant turn is the document, after an empty user turn."""
-    documents = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines() if line]
+    documents = [record["text"] for record in read_jsonl(corpus)]
     chosen = random.Random(seed).sample(documents, min(count, len(documents)))
     with out.open("w", encoding="utf-8") as handle:
         for text in chosen:
@@ -175,11 +177,8 @@ def prepare_data(
             )
     if "benchmark" in needed:
         prepared["benchmark"] = Path(sources["benchmark"])
-    settings = asdict(cfg)
-    for added in ("sft_replay", "sft_extra"):  # prepared folders written before these options stay valid
-        if not settings[added]:
-            settings.pop(added)
-    wanted = {"config": settings, "sources": sources, "prompt": asdict(prompt)}
+    # settings added later are left out at their default, so prepared folders written before them stay valid
+    wanted = {"config": identity_dict(cfg), "sources": sources, "prompt": asdict(prompt)}
     if done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(wanted)):
         logger.info("reusing prepared data in %s", folder)
         return prepared
