@@ -176,8 +176,9 @@ def test_reproducible_by_seed(world2, tmp_path):
 
 
 def test_revision2_pipeline_data_keeps_benchmark_drugs_out_of_sft_and_grpo(world2, tmp_path):
-    """pipeline_r2.yaml through the pipeline's data preparation: its SFT chats and GRPO prompts never name a benchmark
-    drug; its CPT text holds every benchmark fact in the probe's corpus wording."""
+    """Revision 2's pipeline (pipeline.yaml on the revision-2 world: the retired pipeline_r2.yaml changed only the paths
+    given here) through the pipeline's data preparation: its SFT chats and GRPO prompts never name a benchmark drug;
+    its CPT text holds every benchmark fact in the probe's corpus wording."""
     from anessuite.pipeline.config import PipelineConfig
     from anessuite.pipeline.data import plan_data, prepare_data
     from rlcore.config import load_config
@@ -185,7 +186,7 @@ def test_revision2_pipeline_data_keeps_benchmark_drugs_out_of_sft_and_grpo(world
     root = world2["root"]
     cfg = load_config(
         PipelineConfig,
-        REPO / "experiments" / "anessuite-cpu-miniature" / "pipeline_r2.yaml",
+        REPO / "experiments" / "anessuite-cpu-miniature" / "pipeline.yaml",
         [
             f"data.corpus={root / 'corpus'}",
             f"data.anesqa={world2['anesqa']}",
