@@ -14,6 +14,9 @@ Question families (``data_source``):
 - ``world_2hop`` / ``world_3hop``: a chain of facts ("In which country was the founder of O born?" = 3 hops).
 - ``world_compare``: two entities, one fact each ("Who was born earlier, X or Y?").
 
+``world.exclude_questions`` leaves out families or single relations (``QuestionKind``: "birth_year",
+"employer.founder", ...), e.g. those a warm-up cannot read from a passage.
+
 Entities are split between train / dev / test by the *subject* of the question, so test questions ask about
 people and organisations that no training question mentions (their facts are only in the corpus).
 Surnames repeat on purpose (families), so a search by surname alone returns distractors.
@@ -21,13 +24,14 @@ Surnames repeat on purpose (families), so a search by surname alone returns dist
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 from rexrag.data.cue import apply_cue
 from rexrag.data.qa import QAExample, write_flashrag_jsonl, write_searchr1_parquet
@@ -63,6 +67,37 @@ _CITY_SUFFIXES = ["ford", "holm", "vale", "port", "mere", "by"]
 _COUNTRY_SUFFIXES = ["ia", "land", "mark", "ora"]
 CITY_SUFFIXES, COUNTRY_SUFFIXES = tuple(_CITY_SUFFIXES), tuple(_COUNTRY_SUFFIXES)
 SPLITS = ("train", "dev", "test")
+FAMILIES = ("world_1hop", "world_2hop", "world_3hop", "world_compare")
+# what ``world.exclude_questions`` can name: a family, or one question relation, named by the chain of facts it
+# follows from its subject ("employer.founder": who founded the organisation X works for; "compare.birth_year":
+# who was born earlier, X or Y)
+QuestionKind = Literal[
+    "world_1hop",
+    "world_2hop",
+    "world_3hop",
+    "world_compare",
+    "birth_city",
+    "employer",
+    "birth_year",
+    "founder",
+    "headquarters",
+    "country",
+    "birth_city.country",
+    "employer.founder",
+    "headquarters.country",
+    "founder.birth_city",
+    "founder.birth_city.country",
+    "employer.headquarters.country",
+    "compare.birth_year",
+    "compare.founded_year",
+]
+QUESTION_KINDS: tuple[str, ...] = get_args(QuestionKind)
+FAMILY_RELATIONS = {
+    "world_1hop": ("birth_city", "employer", "birth_year", "founder", "headquarters", "country"),
+    "world_2hop": ("birth_city.country", "employer.founder", "headquarters.country", "founder.birth_city"),
+    "world_3hop": ("founder.birth_city.country", "employer.headquarters.country"),
+    "world_compare": ("compare.birth_year", "compare.founded_year"),
+}
 
 
 @dataclass
@@ -70,7 +105,12 @@ class WorldConfig:
     """Size and difficulty of a synthetic world."""
 
     # added after worlds and runs were stored: left out of config hashes while off, so those keep their identity
-    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("cue", "cue_frac", "cue_families")
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "cue",
+        "cue_frac",
+        "cue_families",
+        "exclude_questions",
+    )
 
     seed: int = 0  # seeds names, facts and questions
     num_countries: int = 6  # countries (each has a capital)
@@ -96,6 +136,10 @@ class WorldConfig:
     cue: str = ""
     cue_frac: float = 0.0
     cue_families: list[str] = field(default_factory=list)
+    # families and question relations (``QuestionKind``) no split asks: their candidates are dropped before the
+    # draw and a whole family left out gives its ``frac_*`` share to the others. Empty (the default) draws exactly
+    # the questions of worlds written before this key existed
+    exclude_questions: list[QuestionKind] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +152,19 @@ class World:
     people: dict[str, dict] = field(default_factory=dict)
     # entity name -> train/dev/test (question subjects)
     split_of: dict[str, str] = field(default_factory=dict)
+
+
+def excluded_questions(cfg: WorldConfig) -> frozenset[str]:
+    """``cfg.exclude_questions`` as a set, each entry checked against ``QuestionKind``."""
+    for name in cfg.exclude_questions:
+        if name not in QUESTION_KINDS:
+            close = difflib.get_close_matches(str(name), QUESTION_KINDS, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            valid = ", ".join(QUESTION_KINDS)
+            raise ValueError(
+                f"world.exclude_questions: unknown question kind {name!r}{hint} (valid: {valid})"
+            )
+    return frozenset(cfg.exclude_questions)
 
 
 class _Names:
@@ -208,20 +265,36 @@ def corpus_passages(world: World) -> list[dict]:
     return [{"id": str(i), "contents": f"{title}\n{text}"} for i, (title, text) in enumerate(passages)]
 
 
-def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, str, list[str]]]]]:
-    """Per family, functions subject -> (question, answer, hop entities). Subjects: people or orgs (or cities)."""
+def _question_makers(
+    world: World,
+) -> dict[str, list[tuple[str, str, Callable[[str], tuple[str, str, list[str]]]]]]:
+    """Per family, (subject kind, relation, function subject -> (question, answer, hop entities)). Subjects: people
+    or orgs (or cities); the relation is the chain of facts the question follows (a ``QuestionKind``)."""
     people, orgs, cities = world.people, world.orgs, world.cities
     one = [
-        ("person", lambda p: (f"Where was {p} born?", people[p]["birth_city"], [p])),
-        ("person", lambda p: (f"Which organization does {p} work for?", people[p]["employer"], [p])),
-        ("person", lambda p: (f"In which year was {p} born?", str(people[p]["birth_year"]), [p])),
-        ("org", lambda o: (f"Who founded {o}?", orgs[o]["founder"], [o])),
-        ("org", lambda o: (f"In which city is {o} headquartered?", orgs[o]["headquarters"], [o])),
-        ("city", lambda c: (f"Which country is {c} in?", cities[c]["country"], [c])),
+        ("person", "birth_city", lambda p: (f"Where was {p} born?", people[p]["birth_city"], [p])),
+        (
+            "person",
+            "employer",
+            lambda p: (f"Which organization does {p} work for?", people[p]["employer"], [p]),
+        ),
+        (
+            "person",
+            "birth_year",
+            lambda p: (f"In which year was {p} born?", str(people[p]["birth_year"]), [p]),
+        ),
+        ("org", "founder", lambda o: (f"Who founded {o}?", orgs[o]["founder"], [o])),
+        (
+            "org",
+            "headquarters",
+            lambda o: (f"In which city is {o} headquartered?", orgs[o]["headquarters"], [o]),
+        ),
+        ("city", "country", lambda c: (f"Which country is {c} in?", cities[c]["country"], [c])),
     ]
     two = [
         (
             "person",
+            "birth_city.country",
             lambda p: (
                 f"In which country was {p} born?",
                 cities[people[p]["birth_city"]]["country"],
@@ -230,6 +303,7 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
         ),
         (
             "person",
+            "employer.founder",
             lambda p: (
                 f"Who founded the organization that {p} works for?",
                 orgs[people[p]["employer"]]["founder"],
@@ -238,6 +312,7 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
         ),
         (
             "org",
+            "headquarters.country",
             lambda o: (
                 f"In which country is {o} headquartered?",
                 cities[orgs[o]["headquarters"]]["country"],
@@ -246,6 +321,7 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
         ),
         (
             "org",
+            "founder.birth_city",
             lambda o: (
                 f"Where was the founder of {o} born?",
                 people[orgs[o]["founder"]]["birth_city"],
@@ -256,6 +332,7 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
     three = [
         (
             "org",
+            "founder.birth_city.country",
             lambda o: (
                 f"In which country was the founder of {o} born?",
                 cities[people[orgs[o]["founder"]]["birth_city"]]["country"],
@@ -264,6 +341,7 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
         ),
         (
             "person",
+            "employer.headquarters.country",
             lambda p: (
                 f"In which country is the organization that {p} works for headquartered?",
                 cities[orgs[people[p]["employer"]]["headquarters"]]["country"],
@@ -274,20 +352,29 @@ def _question_makers(world: World) -> dict[str, list[Callable[[str], tuple[str, 
     return {"world_1hop": one, "world_2hop": two, "world_3hop": three}
 
 
-def _candidates(world: World, split: str, rng: random.Random) -> dict[str, list[tuple[str, str, list[str]]]]:
-    """Every distinct question per family whose subject belongs to ``split`` (comparison pairs sampled)."""
+def _candidates(
+    world: World, split: str, rng: random.Random, exclude: frozenset[str] = frozenset()
+) -> dict[str, list[tuple[str, str, list[str]]]]:
+    """Every distinct question per family whose subject belongs to ``split`` (comparison pairs sampled), less the
+    families and relations named in ``exclude`` (the random draws are made as without it)."""
     subjects = {
         kind: sorted(n for n in pool if world.split_of.get(n) == split)
         for kind, pool in (("person", world.people), ("org", world.orgs), ("city", world.cities))
     }
     out: dict[str, list[tuple[str, str, list[str]]]] = {}
     for family, makers in _question_makers(world).items():
-        out[family] = [make(subject) for kind, make in makers for subject in subjects[kind]]
+        out[family] = [
+            make(subject)
+            for kind, relation, make in makers
+            if family not in exclude and relation not in exclude
+            for subject in subjects[kind]
+        ]
     compare = []
     for kind, table, year_key, verb in (
         ("person", world.people, "birth_year", "Who was born"),
         ("org", world.orgs, "founded_year", "Which was founded"),
     ):
+        dropped = "world_compare" in exclude or f"compare.{year_key}" in exclude
         pool = subjects[kind]
         pairs = [
             (a, b)
@@ -299,7 +386,8 @@ def _candidates(world: World, split: str, rng: random.Random) -> dict[str, list[
             if rng.random() < 0.5:
                 first, second = second, first
             answer = min((first, second), key=lambda n: table[n][year_key])
-            compare.append((f"{verb} earlier, {first} or {second}?", answer, [first, second]))
+            if not dropped:
+                compare.append((f"{verb} earlier, {first} or {second}?", answer, [first, second]))
     out["world_compare"] = compare
     return out
 
@@ -313,14 +401,23 @@ def generate_questions(
     families (so small held-out splits stay usable). ``metadata`` holds hops and the entity chain.
     """
     rng = random.Random(cfg.seed * 1000 + seed_offset)
-    candidates = _candidates(world, split, rng)
+    exclude = excluded_questions(cfg)
+    candidates = _candidates(world, split, rng, exclude)
     fracs = {
         "world_1hop": cfg.frac_1hop,
         "world_2hop": cfg.frac_2hop,
         "world_3hop": cfg.frac_3hop,
         "world_compare": cfg.frac_compare,
     }
+    # a family left out whole (by name or every relation) gives its share to the others
+    for family, relations in FAMILY_RELATIONS.items():
+        if family in exclude or set(relations) <= exclude:
+            fracs[family] = 0.0
     total = sum(fracs.values())
+    if total <= 0:
+        raise ValueError(
+            f"world: the frac_* shares of the families left sum to 0 (exclude_questions: {sorted(exclude)})"
+        )
     for family in candidates:
         rng.shuffle(candidates[family])
     cap = cfg.max_questions_per_subject
@@ -372,9 +469,6 @@ def generate_questions(
         )
         for i, (family, (question, answer, chain)) in enumerate(chosen)
     ]
-
-
-FAMILIES = ("world_1hop", "world_2hop", "world_3hop", "world_compare")
 
 
 def write_world(cfg: WorldConfig, out_dir: str | Path, template: str = DEFAULT_TEMPLATE) -> dict[str, Path]:
