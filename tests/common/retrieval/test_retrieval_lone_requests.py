@@ -19,7 +19,7 @@ from test_retrieval_batching import Recorder
 from rlcore.retrieval import load_retriever
 from rlcore.retrieval.batching import MicroBatcher
 from rlcore.retrieval.protocol import Limits
-from rlcore.retrieval.server import ServerConfig, create_app
+from rlcore.retrieval.server import ServerConfig, create_app, main
 
 
 def test_lone_means_an_empty_batcher_and_a_repeat_connection_that_found_it_empty_too():
@@ -204,3 +204,18 @@ def test_a_second_client_waits_at_most_one_lone_compute_then_both_run_on_the_wor
     assert len(b_threads) == 3 and all(name.startswith("retrieval-batch") for name in b_threads), b_threads
     # at most the compute B's first request arrived during, and one more when B's requests left A alone again
     assert inline_during_b <= 3, inline_during_b
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "floor"),
+    [("--inline-max-queries", "-1", 0), ("--batch-workers", "0", 1), ("--max-wait-ms", "-5", 0), ("--nprobe", "0", 1)],
+)
+def test_the_server_command_refuses_values_below_an_options_floor(option, value, floor, tmp_path, capsys):
+    """A negative --inline-max-queries used to act as 0 (off) without a word; every numeric option now names its
+    floor and the value given, before anything loads."""
+    from rlcore.retrieval.server import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--index", str(tmp_path / "absent"), option, value])
+    assert stop.value.code == 2
+    assert f"{option} must be at least {floor}, got {value}" in capsys.readouterr().err

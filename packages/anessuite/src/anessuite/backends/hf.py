@@ -255,10 +255,9 @@ class HFChatBackend:
             out.append(full[len(prefix_only) :])
         return out
 
-    @torch.inference_mode()
-    def _sequence_logprobs(self, sequences: list[list[int]], continuation_lengths: list[int]) -> list[float]:
-        """Sum of log p(continuation token | everything before) for each sequence; the continuation is the
-        last ``continuation_lengths[i]`` tokens. Left-padded batch, position ids follow the mask."""
+    def _left_padded(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token lists as a left-padded batch on the model's device: ``(input_ids, attention_mask, position_ids)``,
+        each (batch, longest); positions count real tokens only, so padding shifts no position."""
         device = next(self.model.parameters()).device
         width = max(len(seq) for seq in sequences)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -267,7 +266,14 @@ class HFChatBackend:
         for row, seq in enumerate(sequences):
             input_ids[row, width - len(seq) :] = torch.tensor(seq, device=device)
             mask[row, width - len(seq) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    @torch.inference_mode()
+    def _sequence_logprobs(self, sequences: list[list[int]], continuation_lengths: list[int]) -> list[float]:
+        """Sum of log p(continuation token | everything before) for each sequence; the continuation is the
+        last ``continuation_lengths[i]`` tokens. Left-padded batch, position ids follow the mask."""
+        input_ids, mask, positions = self._left_padded(sequences)
+        width = input_ids.shape[1]
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # (batch, width-1, vocab): predicts token t+1
         targets = input_ids[:, 1:]
@@ -281,15 +287,7 @@ class HFChatBackend:
         self, sequences: list[list[int]], token_ids: list[list[int]]
     ) -> list[list[float]]:
         """log p(next token = t | sequence) for each t in ``token_ids[i]``: one forward of the prompts only."""
-        device = next(self.model.parameters()).device
-        width = max(len(seq) for seq in sequences)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long, device=device)
-        mask = torch.zeros_like(input_ids)
-        for row, seq in enumerate(sequences):
-            input_ids[row, width - len(seq) :] = torch.tensor(seq, device=device)
-            mask[row, width - len(seq) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = self._left_padded(sequences)
         logits = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
         ).logits

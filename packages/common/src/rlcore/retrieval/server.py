@@ -75,6 +75,16 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)  # request validation limits
 
 
+# The smallest value of each numeric command-line option: 1, or 0 where 0 means "off", "no limit" or "any port".
+_NUMERIC_FLOOR = dict.fromkeys(
+    "port max_wait_ms max_queue_wait_ms inline_max_queries retry_after_s threads".split(), 0
+) | dict.fromkeys(
+    "max_batch_queries max_queue_queries batch_workers parallel_min_queries ef_search nprobe max_queries max_topk"
+    " max_query_chars".split(),
+    1,
+)
+
+
 class _State:
     def __init__(self) -> None:
         self.status = "loading"  # loading | ok | error | shutting_down
@@ -359,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode not in ("batched", "naive"):
         parser.error("--mode must be batched or naive")
+    for name, lowest in _NUMERIC_FLOOR.items():
+        if getattr(args, name) < lowest:
+            parser.error(f"--{name.replace('_', '-')} must be at least {lowest}, got {getattr(args, name)}")
     if args.encoder_backend not in ("auto", *BACKENDS):
         parser.error(f"--encoder-backend must be auto, {', '.join(BACKENDS)}")
     setup_logging(args.log_level.upper())
