@@ -1,7 +1,10 @@
 """Revision 2's diagnostic (README.md, "Revision 2: pre-check result"; not pre-registered): does a model name the
 drug a System 1 question asks about, on the benchmark (CPT-only drugs) and on System 1 items SFT trained on
-(training drugs)? Greedy, the evaluation's prompt (no system message) and its 128-token cap; with ``--config`` the
-prompt and response cap of that pipeline config (revision 4 on: the trained-items check of its pre-check).
+(training drugs), or on revision 6's dev set (``--sets dev``: the benchmark drugs in training wordings,
+``anessuite.synthetic.miniature6.dev_items``, which that revision's design trials read instead of the benchmark)?
+Greedy, the evaluation's prompt (no system message) and its 128-token cap; with ``--config`` the prompt and
+response cap of that pipeline config (revision 4 on: the trained-items check of its pre-check). Per question kind
+(class / organ / effect) the report counts named drugs and correct answers.
 
     python experiments/anessuite-cpu-miniature/copy_check_r2.py --world runs/anessuite-miniature-r2/world \
         --model runs/anessuite-miniature-r2/pipeline-seed0/sft/final --out copy.json
@@ -34,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sets",
         nargs="+",
         default=["benchmark", "training"],
-        choices=["benchmark", "training"],
+        choices=["benchmark", "training", "dev"],
         help="item sets",
     )
     parser.add_argument("--config", help="pipeline YAML whose prompt and eval.max_new_tokens are used")
@@ -46,13 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     drugs = {"benchmark": [], "training": []}
     for drug in dump["drugs"]:
         drugs["benchmark" if drug["key"] in bench_keys else "training"].append(drug)
-    sets: dict[str, list[MCQItem]] = {
-        "benchmark": [
-            i for i in load_anesbench(world / "benchmark", languages=["en", "zh"]) if i.level == "system1"
-        ]
-    }
-    training = system1_r1_items(world, args.training_items)
-    sets["training"] = training
+    sets: dict[str, list[MCQItem]] = {}
+    if "benchmark" in args.sets:
+        bench = load_anesbench(world / "benchmark", languages=["en", "zh"])
+        sets["benchmark"] = [i for i in bench if i.level == "system1"]
+    if "training" in args.sets:
+        sets["training"] = system1_r1_items(world, args.training_items)
+    if "dev" in args.sets:
+        from anessuite.synthetic.miniature6 import dev_items
+
+        sets["dev"] = dev_items(json.loads((world / "manifest.json").read_text())["config"]["seed"])
+        drugs["dev"] = drugs["benchmark"]
     backend = HFChatBackend(args.model, batch_size=64, dtype="float32")
     prompt, max_new_tokens = PromptConfig(use_system_prompt=False), 128
     if args.config:
@@ -86,7 +93,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 any(d[f"name_{lang}"] in i.question and d[f"name_{lang}"] in t for d in drugs[name])
                 for i, t in asking
             )
+            kinds = sorted({i.metadata.get("kind") for i, _ in rows} - {None, "lookup"})
+            by_kind = {
+                kind: {
+                    "n": sum(i.metadata.get("kind") == kind for i, _ in rows),
+                    "names_question_drug": sum(
+                        i.metadata.get("kind") == kind
+                        and any(
+                            d[f"name_{lang}"] in i.question and d[f"name_{lang}"] in t for d in drugs[name]
+                        )
+                        for i, t in rows
+                    ),
+                    "correct": sum(
+                        i.metadata.get("kind") == kind and extract_prediction(t, i) == i.answer
+                        for i, t in rows
+                    ),
+                }
+                for kind in kinds
+            }
             report[f"{name}/{lang}"] = {
+                "by_kind": by_kind,
                 "n": len(rows),
                 "names_question_drug": named / len(rows),
                 "items_naming_a_drug": len(asking),
@@ -98,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"{name}/{lang}: n {len(rows)}, names the question's drug {named / len(rows):.2f} (of the "
                 f"{len(asking)} naming a drug: {named_of_asking / max(len(asking), 1):.2f}), another "
-                f"training drug {other / len(rows):.2f}, accuracy {correct / len(rows):.3f}"
+                f"training drug {other / len(rows):.2f}, accuracy {correct / len(rows):.3f}; by kind "
+                + ", ".join(
+                    f"{k} {v['names_question_drug']}/{v['correct']}/{v['n']}" for k, v in by_kind.items()
+                )
             )
     Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     return 0

@@ -177,12 +177,19 @@ def _r1_spec(record: dict[str, Any]) -> TaskSpec:
     )
 
 
-def _with_answer_line(reasoning: str, letter: str, language: str) -> str:
-    """The reasoning, ending in our answer line (appended when the chain does not already end with it)."""
+def _with_answer_line(reasoning: str, letter: str, language: str, text: str | None = None) -> str:
+    """The reasoning, ending in our answer line: "Answer: X" with the letter, or with the option's ``text`` when
+    given ("Answer: bradycardia", which ``rlcore.rewards.extract_choice`` reads as that option). A chain that
+    already ends with the letter line gets it replaced by the text line, never both."""
     reasoning = reasoning.strip()
-    final = answer_line(letter, language)
-    last = reasoning.splitlines()[-1].strip() if reasoning else ""
-    return reasoning if last == final else f"{reasoning}\n{final}".strip()
+    letter_line = answer_line(letter, language)
+    lines = reasoning.splitlines()
+    if lines and lines[-1].strip() == letter_line:
+        if text is None:
+            return reasoning
+        reasoning = "\n".join(lines[:-1]).strip()
+    final = letter_line if text is None else answer_line(text, language)
+    return f"{reasoning}\n{final}".strip()
 
 
 def convert_r1(
@@ -191,10 +198,14 @@ def convert_r1(
     rl_out: str | Path | None,
     lang: str = "all",
     prompt: PromptConfig | None = None,
+    answer: str = "letter",
 ) -> dict[str, int]:
     """MCQs with reasoning -> SFT chats and/or RLVR prompts. The user turn is exactly the evaluation prompt, so
-    training and evaluation see the same format."""
+    training and evaluation see the same format. ``answer``: the SFT chats end with "Answer: <letter>"
+    ("letter") or "Answer: <the gold option's text>" ("text"); the RLVR prompts do not depend on it."""
     _check_lang(lang)
+    if answer not in ("letter", "text"):
+        raise ValueError(f"convert_r1: answer must be 'letter' or 'text', got {answer!r}")
     prompt = prompt or PromptConfig()
     sft = _Writer(sft_out) if sft_out else None
     rl = _Writer(rl_out) if rl_out else None
@@ -232,7 +243,12 @@ def convert_r1(
                         *messages,
                         {
                             "role": "assistant",
-                            "content": _with_answer_line(reasoning, item.answer, item.language),
+                            "content": _with_answer_line(
+                                reasoning,
+                                item.answer,
+                                item.language,
+                                dict(item.options)[item.answer] if answer == "text" else None,
+                            ),
                         },
                     ],
                     "language": item.language,

@@ -20,7 +20,7 @@ class DataPrepConfig:
     """Where training data comes from; empty paths mean the synthetic world."""
 
     # added later, left out of config hashes and run identities while at their default
-    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("sft_replay", "sft_extra")
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("sft_replay", "sft_extra", "sft_answer")
 
     world_seed: int = 0  # seed of the synthetic world used when a path below is empty
     corpus: str = ""  # AnesCorpus parquet folder/file (text column)
@@ -40,6 +40,9 @@ class DataPrepConfig:
     # a JSONL of SFT chats ({"messages": [...]}) mixed into the SFT data as they are, e.g. world-agnostic lookup
     # drills every arm trains on; empty = none
     sft_extra: str = ""
+    # how the AnesR1 SFT chats state their choice on the last line: "letter" ("Answer: D") or "text" ("Answer:
+    # bradycardia", the gold option's text, which the evaluation's extractor reads as that option)
+    sft_answer: Literal["letter", "text"] = "letter"
 
 
 @dataclass

@@ -28,9 +28,9 @@ from anessuite.pipeline.config import DataPrepConfig, PipelineConfig
 from anessuite.prompts import PromptConfig
 from anessuite.synthetic.generate import WorldDataConfig, generate_world_data
 from rlcore.config import identity_dict
-from rlcore.io import read_jsonl
+from rlcore.io import iter_jsonl_records, read_jsonl
 
-__all__ = ["DATA_KEYS", "DataPlan", "PreparedData", "plan_data", "prepare_data"]
+__all__ = ["DATA_KEYS", "DataPlan", "PreparedData", "check_sft_chats", "plan_data", "prepare_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,40 @@ def _replay(corpus: Path, out: Path, count: int, seed: int) -> int:
     return len(chosen)
 
 
+_ROLES = ("system", "user", "assistant")
+
+
+def check_sft_chats(path: str | Path, key: str = "data.sft_extra") -> int:
+    """Check every record of a JSONL of SFT chats before training reads it: ``{"messages": [...]}``, each message an
+    object with a ``role`` (system / user / assistant) and a string ``content``, the last one the assistant's (the
+    SFT stage trains on that turn). Returns the number of records; raises ``ValueError`` naming ``key`` and
+    ``<file>:<line>``."""
+    try:
+        records = list(iter_jsonl_records(path, error=ValueError, what="JSONL of SFT chats"))
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"{key}: {err}") from err
+    for line, record in records:
+        where = f"{key}: {path}:{line}"
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(
+                f"{where}: 'messages' must be a non-empty list of chat messages, got {messages!r}"
+            )
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in _ROLES:
+                raise ValueError(f"{where}: messages[{index}] needs a role among {_ROLES}, got {message!r}")
+            if not isinstance(message.get("content"), str):
+                raise ValueError(f"{where}: messages[{index}].content must be a string, got {message!r}")
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(
+                f"{where}: the last message must be the assistant's (SFT trains on it), got roles "
+                f"{[message['role'] for message in messages]}"
+            )
+    if not records:
+        raise ValueError(f"{key}: {path} holds no chats")
+    return len(records)
+
+
 def _converted(key: str, path: str, convert):
     """Run one converter; a failure names the config key the input came from."""
     try:
@@ -207,11 +241,25 @@ def prepare_data(
         stats["anesr1"] = _converted(
             "anesr1",
             r1,
-            lambda: convert_r1(r1, folder / "sft_anesr1.jsonl", prepared["rl"], lang="all", prompt=prompt),
+            lambda: convert_r1(
+                r1,
+                folder / "sft_anesr1.jsonl",
+                prepared["rl"],
+                lang="all",
+                prompt=prompt,
+                answer=cfg.sft_answer,
+            ),
         )
         if "anesr1" in cfg.sft_sources:
             if cfg.sft_lang != "all":
-                convert_r1(r1, folder / "sft_anesr1.jsonl", None, lang=cfg.sft_lang, prompt=prompt)
+                convert_r1(
+                    r1,
+                    folder / "sft_anesr1.jsonl",
+                    None,
+                    lang=cfg.sft_lang,
+                    prompt=prompt,
+                    answer=cfg.sft_answer,
+                )
             parts.append(folder / "sft_anesr1.jsonl")
         if cfg.rl_lang != "all":
             convert_r1(r1, None, prepared["rl"], lang=cfg.rl_lang, prompt=prompt)
@@ -226,6 +274,7 @@ def prepare_data(
     if cfg.sft_extra and parts:
         if not Path(cfg.sft_extra).is_file():
             raise FileNotFoundError(f"data.sft_extra: {cfg.sft_extra} does not exist (a JSONL of SFT chats)")
+        stats["sft_extra"] = check_sft_chats(cfg.sft_extra)
         parts.append(Path(cfg.sft_extra))
     stats["sft_mixed"] = _mix(parts, prepared["sft"], seed)
     (folder / "stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
