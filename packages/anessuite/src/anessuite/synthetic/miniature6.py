@@ -21,11 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
 from anessuite.mcq import MCQItem
+from anessuite.synthetic.miniature2 import build_miniature2_world
+from anessuite.synthetic.miniature3 import LOOKUP_WORDINGS, Miniature3Config, fact_items
 from anessuite.synthetic.questions import answer_line
+from anessuite.synthetic.world import _EN_HEAD, _EN_MID, _EN_TAIL, _ZH_HEAD, _ZH_MID, _ZH_TAIL
 
 __all__ = [
     "dev_items",
@@ -62,11 +66,6 @@ def dev_items(world_seed: int = 0, seed: int = 6) -> list[MCQItem]:
     """Every benchmark drug's class, organ and effect as one System 1 MCQ per language in a *training* wording
     (72 per language at the default sizes), drawn with ``seed``: the drugs and facts the benchmark asks about,
     none of its items or wordings."""
-    import random
-
-    from anessuite.synthetic.miniature2 import build_miniature2_world
-    from anessuite.synthetic.miniature3 import Miniature3Config, fact_items
-
     world = build_miniature2_world(Miniature3Config(seed=world_seed).world_config())
     rng = random.Random(f"dev-{seed}")
     return [item for lang in ("en", "zh") for item in fact_items(world.benchmark, rng, lang, "mini6-dev")]
@@ -88,10 +87,6 @@ def with_lead_in(record: dict, lead_in: dict[str, str], names: Sequence[str]) ->
 def made_up_names(world_names: set[str], seed: int) -> dict[str, list[str]]:
     """Every name the world's syllables can build (head + middle + tail, revision 2's scheme) that no drug of the
     world has, per language, in a seeded order: names that look like the drugs' but were never read anywhere."""
-    import random
-
-    from anessuite.synthetic.world import _EN_HEAD, _EN_MID, _EN_TAIL, _ZH_HEAD, _ZH_MID, _ZH_TAIL
-
     parts = {"en": (_EN_HEAD, _EN_MID, _EN_TAIL), "zh": (_ZH_HEAD, _ZH_MID, _ZH_TAIL)}
     rng = random.Random(f"made-up-{seed}")
     out = {}
@@ -106,10 +101,6 @@ def name_copy_records(world_names: set[str], per_language: int, seed: int = 6) -
     """Option-lookup items (revision 3's wordings) over made-up drug names, in the AnesR1 layout with an empty
     reasoning: the answer line ("Answer: Zelaquor") can only be written by copying a name no training text holds,
     which is what naming a CPT-only drug in an answer takes. They state no fact."""
-    import random
-
-    from anessuite.synthetic.miniature3 import LOOKUP_WORDINGS
-
     pools = made_up_names(world_names, seed)
     rng = random.Random(f"name-copy-{seed}")
     records = []
