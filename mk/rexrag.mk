@@ -39,7 +39,7 @@ reproduce-rexrag-cpu-multiworld: setup ## GRPO vs REX-RAG from the multi-world w
 reproduce-rexrag-cpu-multiworld-ablations: setup ## no correction (with / without training the inserted prompt), coarse correction, dead-end trigger from the multi-world warm-up (CPU; reuses the main runs)
 	$(call REXRAG_EXPERIMENT,rexrag-cpu-multiworld,group=ablations)
 
-rexrag-cpu-mechanism-prechecks: setup ## mechanism experiment: warm-up (two stages), its test EM and the pre-checks (dead-end rate, direct probe check), each reused if present (CPU)
+rexrag-cpu-mechanism-prechecks: setup ## mechanism experiment: warm-up (six SFT stages), its test EM and the pre-checks (dead-end rate, direct probe check), each reused if present (CPU)
 	$(call REXRAG_EXPERIMENT,rexrag-cpu-mechanism,only=stages)
 
 reproduce-rexrag-cpu-mechanism: setup ## pre-registered mechanism test: warm-up, pre-checks (RL waits for them to pass), GRPO / REX-RAG / REX-RAG without correction x 5 seeds (CPU)

@@ -34,6 +34,26 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def window_means(rows: list[dict], key: str, width: int = 10) -> tuple[float | None, float | None]:
+    """Mean of ``key`` over the first and over the last ``width`` steps (at most half of the steps each, so the two
+    windows never share a step); (None, None) without at least two steps that report it."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    width = min(width, len(values) // 2)
+    if width < 1:
+        return None, None
+    return sum(values[:width]) / width, sum(values[-width:]) / width
+
+
+def heldout_change(rows: list[dict]) -> dict[str, Any] | None:
+    """Greedy held-out EM at the first and the last evaluation of heldout_curve.jsonl, and the curve itself."""
+    curve = [(int(r["step"]), r["heldout/em"]) for r in rows if r.get("heldout/em") is not None]
+    if not curve:
+        return None
+    (first_step, first), (last_step, last) = curve[0], curve[-1]
+    return {"first_step": first_step, "first_em": first, "last_step": last_step, "last_em": last,
+            "change": last - first, "curve": curve}  # fmt: skip
+
+
 def collect_results(out: Path) -> dict[str, Any]:
     """REX-RAG EM per source + probe/alpha statistics, and the AnesBench EN/ZH totals (Table 3 layout)."""
     results: dict[str, Any] = {}
@@ -58,12 +78,25 @@ def collect_results(out: Path) -> dict[str, Any]:
             "probes_spawned": sum(r.get("rexrag/probes_spawned", 0) for r in probes),
             "probes_kept": sum(r.get("rexrag/probes_kept", 0) for r in probes),
             "alpha_mean": mean(probes, "rexrag/alpha"),
-            "alpha_max": max((r["rexrag/alpha"] for r in probes), default=None),
+            "alpha_max": max(
+                (r["rexrag/alpha"] for r in probes if r.get("rexrag/alpha") is not None), default=None
+            ),
             "keep_ratio_last": probes[-1].get("rexrag/keep_ratio") if probes else None,
             "probe_accuracy_kept_mean": mean(probes, "rexrag/probe_accuracy_kept"),
             "is_weight_mean": mean(probes, "rexrag/is_weight_mean"),
             "is_ess_mean": mean(probes, "rexrag/is_ess"),
             "dead_end_rate_mean": mean(probes, "rexrag/dead_end_rate"),
+            "heldout": heldout_change(read_jsonl(run_dir / "heldout_curve.jsonl")),
+            # first / last 10 steps: what RL changed in the probes' work
+            "moves": {
+                name: window_means(probes, key)
+                for name, key in (
+                    ("dead_end_rate", "rexrag/dead_end_rate"),
+                    ("originals_accuracy", "rexrag/orig_accuracy"),
+                    ("kept_probe_accuracy", "rexrag/probe_accuracy_kept"),
+                    ("alpha", "rexrag/alpha"),
+                )
+            },
         }
     anes_path = out / "anessuite" / "eval" / "results.json"
     if anes_path.is_file():
@@ -93,18 +126,27 @@ def plot_training(out: Path) -> Path | None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    curve = [r for r in read_jsonl(out / "rexrag" / "heldout_curve.jsonl") if r.get("heldout/em") is not None]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 3.6))
     steps = [r["step"] for r in train]
     left.plot(steps, [r.get("reward/mean") for r in train], marker="o", label="reward (originals + probes)")
     left.plot(steps, [r.get("accuracy") for r in train], marker="s", label="accuracy")
     left.set(xlabel="step", title="REX-RAG training", ylim=(-0.05, 1.05))
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.legend(fontsize=8)
+    if curve:
+        middle.plot(
+            [r["step"] for r in curve], [r["heldout/em"] for r in curve], marker="o", label="EM (greedy)"
+        )
+        middle.set(xlabel="step", title="held-out dev questions", ylim=(-0.05, 1.05))
+        middle.xaxis.set_major_locator(MaxNLocator(integer=True))
+        middle.legend(fontsize=8)
     if probes:
         pstep = [r["step"] for r in probes]
         right.plot(pstep, [r.get("rexrag/alpha") for r in probes], marker="o", label="alpha = K / (N + K)")
         right.plot(pstep, [r.get("rexrag/keep_ratio") for r in probes], marker="s", label="keep ratio")
         right.plot(pstep, [r.get("rexrag/is_ess") for r in probes], marker="^", label="normalised ESS")
+        right.plot(pstep, [r.get("rexrag/dead_end_rate") for r in probes], marker=".", label="dead-end rate")
         right.set(xlabel="step", title="probes and policy correction", ylim=(-0.05, 1.05))
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
         right.legend(fontsize=8)
@@ -130,6 +172,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"REX-RAG ({rex['train_steps']} steps, greedy EM on {rex['n_eval']} test questions over HTTP "
             f"{summary['retrieval']['kind']} retrieval)",
             f"  average EM {rex['average_em']:.3f} | {sources}",
+            *_movement_lines(rex),
             f"  probes spawned {rex['probes_spawned']}, kept {rex['probes_kept']}; alpha mean "
             f"{_fmt(rex['alpha_mean'])} max {_fmt(rex['alpha_max'])}; keep ratio {_fmt(rex['keep_ratio_last'])}; "
             f"IS weight mean {_fmt(rex['is_weight_mean'])}, ESS {_fmt(rex['is_ess_mean'])}; "
@@ -169,6 +212,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _movement_lines(rex: dict[str, Any]) -> list[str]:
+    """What the run changed, against its start: held-out EM first -> last evaluation, probe statistics over the
+    first and the last ten steps."""
+    lines = []
+    held = rex.get("heldout")
+    if held:
+        lines.append(
+            f"  held-out EM (greedy, dev) {held['first_em']:.3f} at step {held['first_step']} -> "
+            f"{held['last_em']:.3f} at step {held['last_step']} ({held['change']:+.3f})"
+        )
+    moves = [(name, pair) for name, pair in (rex.get("moves") or {}).items() if pair[0] is not None]
+    if moves:
+        text = "; ".join(f"{name.replace('_', ' ')} {a:.2f} -> {b:.2f}" for name, (a, b) in moves)
+        lines.append(f"  first -> last steps: {text}")
+    return lines
+
+
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The parent run's metrics: stage times, REX-RAG EM and mixture statistics, AnesBench totals."""
     metrics: dict[str, float] = {f"time/{k}_s": v for k, v in summary["stage_seconds"].items()}
@@ -183,6 +243,10 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     ):
         if rex.get(key) is not None:
             metrics[f"rexrag/{key}"] = rex[key]
+    held = rex.get("heldout") or {}
+    if held:
+        metrics["rexrag/heldout_em_first"] = held["first_em"]
+        metrics["rexrag/heldout_em_last"] = held["last_em"]
     for source, em in (rex.get("em_by_source") or {}).items():
         metrics[f"rexrag/em/{source}"] = em
     anes = summary["results"].get("anesbench") or {}

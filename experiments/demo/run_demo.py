@@ -8,8 +8,10 @@ Top to bottom (every stage logs to ``<out>/logs/<stage>.log``; ``<out>`` = ``run
   1. world     synthetic knowledge world (rexrag API)   a. anes-synth  synthetic bilingual benchmark
   2. index     retrieval index over its corpus          b. anes-eval   SmolLM2-135M-Instruct, Table 3 layout
   3. server    python -m rlcore.retrieval.server on a free 127.0.0.1 port, wait for GET /health
-  4. sft       SFT warm-up of a tiny Qwen2 trained from scratch (python -m rexrag sft)
-  5. train     short REX-RAG run against the HTTP server, then greedy EM per source (python -m rexrag train)
+  4. warmup    the committed warm-up policy checked against its SHA256SUMS (experiments/demo/warmup.py), or, with
+               rexrag.warmup='', sft: an SFT warm-up of a tiny Qwen2 trained from scratch (python -m rexrag sft)
+  5. train     REX-RAG against the HTTP server, greedy held-out EM every few steps, then greedy EM per source
+               on the test questions (python -m rexrag train)
   6. report    plots, summary.json / summary.md, one MLflow parent run "demo" with every stage's run nested
 
 The server and every subprocess are stopped on success, on a failing stage, on Ctrl-C and on SIGTERM. A failing
@@ -52,13 +54,14 @@ from experiments.demo.stages import (
 logger = logging.getLogger("demo")
 
 # `--smoke`: the same stages on a few examples (tests/experiments/test_demo_e2e.py); applied before the user's
-# overrides. BM25 instead of MiniLM saves the encoder load in the build and in the server.
+# overrides. BM25 even when a config picks a dense index (no encoder load); the SFT keys act with rexrag.warmup=''.
 SMOKE_OVERRIDES = (
     "index.kind=bm25",
     "rexrag.sft_steps=2",
     "rexrag.sft_num_demos=32",
-    "rexrag.train_steps=1",
+    "rexrag.train_steps=2",
     "rexrag.eval_questions=4",
+    "rexrag.heldout_questions=4",
     "anessuite.limit_per_language=2",
     "budget_minutes=3",
 )
@@ -68,7 +71,8 @@ SMOKE_OVERRIDES = (
 class IndexConfig:
     """The retrieval index built over the world's corpus (python -m rlcore.retrieval.build)."""
 
-    kind: str = "flat"  # flat (exact FAISS inner product) | hnsw | ivfpq | bm25
+    # bm25 (what the warm-up policy was trained to read) | flat (exact FAISS inner product) | hnsw | ivfpq
+    kind: str = "bm25"
     encoder: str = "minilm"  # dense kinds: minilm (embedded all-MiniLM-L6-v2) | hashing:DIM | e5:PATH | PATH
 
 
@@ -85,13 +89,21 @@ class ServerConfig:
 
 @dataclass
 class RexRagStageConfig:
-    """SFT warm-up and the short REX-RAG run (python -m rexrag sft / train), CPU configs shrunk by overrides."""
+    """The start policy (a committed warm-up, or an SFT warm-up trained here) and the REX-RAG run on it."""
 
-    sft_config: str = "packages/rexrag/configs/cpu/sft.yaml"  # SFT recipe config (tiny Qwen2 from scratch)
-    train_config: str = "packages/rexrag/configs/cpu/rexrag.yaml"  # REX-RAG recipe config
-    sft_steps: int = 600  # SFT optimizer steps (the CPU experiment uses 1200)
-    sft_num_demos: int = 0  # demonstrations built for SFT; 0 = one per training question
-    train_steps: int = 20  # REX-RAG training steps (4 prompts x 4 rollouts + probes each)
+    # a saved policy folder with a SHA256SUMS manifest: REX-RAG starts from it and no SFT stage runs. The default
+    # is experiments/rexrag-cpu-mechanism's warm-up (`make demo-warmup` regenerates it). Empty: SFT from scratch
+    warmup: str = "experiments/demo/warmup-policy"
+    # SFT recipe config (tiny Qwen2 from scratch); only when warmup is empty
+    sft_config: str = "packages/rexrag/configs/cpu/sft.yaml"
+    # REX-RAG recipe config; its world is the one the demo writes, indexes and serves
+    train_config: str = "experiments/rexrag-cpu-mechanism/arms/rexrag.yaml"
+    sft_steps: int = 600  # SFT optimizer steps, when warmup is empty
+    # demonstrations built for SFT, when warmup is empty; 0 = one per training question
+    sft_num_demos: int = 0
+    train_steps: int = 40  # REX-RAG training steps (4 prompts x 4 rollouts + probes each)
+    heldout_every: int = 20  # greedy held-out EM (dev questions) at step 0 and every N steps
+    heldout_questions: int = 100  # dev questions in each held-out evaluation
     eval_questions: int = 150  # greedy evaluation on the first N test questions after training
     sft_overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m rexrag sft
     train_overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m rexrag train
@@ -156,28 +168,30 @@ def served_queries(url: str) -> float | None:
 
 
 def make_world(cfg: DemoConfig, world_dir: Path) -> dict[str, Any]:
-    """Write the synthetic world exactly as both REX-RAG recipes will read it (same WorldConfig, same folder).
+    """Write the synthetic world exactly as the REX-RAG recipes will read it (same WorldConfig, same folder).
 
-    ``ensure_world`` also stamps the folder with the world's config hash, so the recipes reuse it as is."""
+    Without a committed warm-up the SFT config must describe the same world as the training config. ``ensure_world``
+    also stamps the folder with the world's config hash, so the recipes reuse it as is."""
     from rexrag.recipes.common import ensure_world
     from rexrag.recipes.sft import SFTConfig
     from rexrag.recipes.train import RexRagTrainConfig
     from rlcore.config import load_config
 
-    world_overrides = [f"data.dir={world_dir}", f"data.world.seed={cfg.seed}"]
-    sft = load_config(SFTConfig, REPO / cfg.rexrag.sft_config, world_overrides)
     train = load_config(
         RexRagTrainConfig,
         REPO / cfg.rexrag.train_config,
         [f"qa.world.dir={world_dir}", f"qa.world.world.seed={cfg.seed}"],
     )
-    if train.qa.world.world != sft.data.world:
-        raise ValueError(
-            f"{cfg.rexrag.sft_config} (data.world) and {cfg.rexrag.train_config} (qa.world.world) describe "
-            f"different worlds: {sft.data.world} vs {train.qa.world.world}"
-        )
+    if not cfg.rexrag.warmup:
+        world_overrides = [f"data.dir={world_dir}", f"data.world.seed={cfg.seed}"]
+        sft = load_config(SFTConfig, REPO / cfg.rexrag.sft_config, world_overrides)
+        if train.qa.world.world != sft.data.world:
+            raise ValueError(
+                f"{cfg.rexrag.sft_config} (data.world) and {cfg.rexrag.train_config} (qa.world.world) describe "
+                f"different worlds: {sft.data.world} vs {train.qa.world.world}"
+            )
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    paths = ensure_world(sft.data)
+    paths = ensure_world(train.qa.world)
     counts = {
         name: sum(1 for _ in paths[name].open(encoding="utf-8")) for name in ("corpus", "train", "test")
     }
@@ -186,6 +200,25 @@ def make_world(cfg: DemoConfig, world_dir: Path) -> dict[str, Any]:
         "dir": str(world_dir),
         "corpus": str(paths["corpus"]),
         **{f"num_{k}": v for k, v in counts.items()},
+    }
+
+
+def check_warmup(policy: Path) -> dict[str, Any]:
+    """The committed warm-up folder matches its SHA256SUMS (a Git LFS pointer or a truncated file stops the demo
+    here, naming the file); returns what the summary reports about it."""
+    from experiments.demo.warmup import verify
+
+    entries = verify(policy)
+    config = json.loads((policy / "config.json").read_text(encoding="utf-8"))
+    logging.getLogger("demo.warmup").info(
+        "warm-up policy %s: %d files match SHA256SUMS (weights %s...)",
+        policy, len(entries), entries["model.safetensors"][:12],
+    )  # fmt: skip
+    return {
+        "dir": str(policy),
+        "weights_sha256": entries["model.safetensors"],
+        "layers": config.get("num_hidden_layers"),
+        "hidden_size": config.get("hidden_size"),
     }
 
 
@@ -250,21 +283,27 @@ def rexrag_chain(cfg: DemoConfig, stages: Stages, out: Path, facts: dict[str, An
                 "server", stages.log_path("server"), f"/retrieve self-check found nothing: {check}"
             )
 
-        sft_dir = out / "sft"
-        sft = [python, "-m", "rexrag", "sft", "--config", cfg.rexrag.sft_config,
-               f"data.dir={world_dir}", f"data.world.seed={cfg.seed}", f"train.output_dir={sft_dir}",
-               f"train.total_steps={cfg.rexrag.sft_steps}", f"train.seed={cfg.seed}", "eval.num_questions=0",
-               f"tracking.experiment={cfg.experiment}"]  # fmt: skip
-        if cfg.rexrag.sft_num_demos:
-            sft.append(f"train.num_demos={cfg.rexrag.sft_num_demos}")
-        stages.run("sft", sft + cfg.rexrag.sft_overrides)
+        if cfg.rexrag.warmup:
+            policy = (REPO / cfg.rexrag.warmup).resolve()
+            facts["warmup"] = stages.call("warmup", lambda: check_warmup(policy))
+        else:
+            policy = out / "sft" / "model"
+            sft = [python, "-m", "rexrag", "sft", "--config", cfg.rexrag.sft_config,
+                   f"data.dir={world_dir}", f"data.world.seed={cfg.seed}", f"train.output_dir={policy.parent}",
+                   f"train.total_steps={cfg.rexrag.sft_steps}", f"train.seed={cfg.seed}", "eval.num_questions=0",
+                   f"tracking.experiment={cfg.experiment}"]  # fmt: skip
+            if cfg.rexrag.sft_num_demos:
+                sft.append(f"train.num_demos={cfg.rexrag.sft_num_demos}")
+            stages.run("sft", sft + cfg.rexrag.sft_overrides)
 
         train = [python, "-m", "rexrag", "train", "--config", cfg.rexrag.train_config,
-                 f"model.path={sft_dir / 'model'}", f"qa.world.dir={world_dir}", f"qa.world.world.seed={cfg.seed}",
+                 f"model.path={policy}", f"qa.world.dir={world_dir}", f"qa.world.world.seed={cfg.seed}",
                  "retriever.kind=http", f"retriever.url={url}", f"train.total_steps={cfg.rexrag.train_steps}",
                  f"train.seed={cfg.seed}", f"rexrag.seed={cfg.seed}", f"train.output_dir={out / 'rexrag'}",
                  "train.resume=never", f"qa.max_eval_examples={cfg.rexrag.eval_questions}",
-                 "final_eval.enabled=true", "final_eval.greedy=true",
+                 "final_eval.enabled=true", "final_eval.greedy=true", "heldout_curve.split=dev",
+                 f"heldout_curve.every={cfg.rexrag.heldout_every}",
+                 f"heldout_curve.max_examples={cfg.rexrag.heldout_questions}",
                  f"tracking.experiment={cfg.experiment}"]  # fmt: skip
         try:
             stages.run("train", train + cfg.rexrag.train_overrides)
@@ -305,10 +344,11 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
     if cfg.anessuite.model in EMBEDDED_MODELS:  # built into ~/.cache/rlcore on first use, inside anes-eval
         model_cache = "reused" if (cache_dir() / cfg.anessuite.model).is_dir() else "built in this run"
     logger.info("demo %s -> %s (MLflow %s)", demo_id, out, uri)
+    start = f"warm-up {cfg.rexrag.warmup}" if cfg.rexrag.warmup else f"SFT ({cfg.rexrag.sft_steps} steps)"
     logger.info(
-        "plan: world -> index (%s) -> retrieval server -> SFT (%d steps) -> REX-RAG (%d steps) + greedy eval (%d q)"
+        "plan: world -> index (%s) -> retrieval server -> %s -> REX-RAG (%d steps) + greedy eval (%d q)"
         " | %s AnesBench branch: synth -> eval (%s, %s)",
-        cfg.index.kind, cfg.rexrag.sft_steps, cfg.rexrag.train_steps, cfg.rexrag.eval_questions,
+        cfg.index.kind, start, cfg.rexrag.train_steps, cfg.rexrag.eval_questions,
         "parallel" if cfg.parallel else "then", cfg.anessuite.model, cfg.anessuite.mode,
     )  # fmt: skip
     status, error = "FAILED", None
@@ -386,6 +426,7 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
             "anes_mode": cfg.anessuite.mode,
             "anes_model_cache": model_cache,
             "world": facts.get("world", {}),
+            "warmup": facts.get("warmup"),
             "retrieval": {
                 "kind": cfg.index.kind,
                 "encoder": cfg.index.encoder if cfg.index.kind != "bm25" else None,

@@ -21,6 +21,15 @@ def load_demo_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
     return run_demo, stages, report
 
 
+def load_warmup_module() -> ModuleType:
+    """``experiments.demo.warmup``, imported as load_demo_modules does."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from experiments.demo import warmup
+
+    return warmup
+
+
 def demo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "experiments.demo.run_demo", *args]
 

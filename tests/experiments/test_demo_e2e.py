@@ -1,5 +1,5 @@
 """`make demo` end to end in its --smoke mode (same stages, a few examples): real world, index, HTTP server,
-SFT, REX-RAG step, greedy eval, AnesBench eval, MLflow nesting; and the two ways it must stop cleanly (a failing
+the committed warm-up policy, REX-RAG step, held-out curve, greedy eval, AnesBench eval, MLflow nesting; and the two ways it must stop cleanly (a failing
 stage, SIGTERM). Each run takes 30 s to 2 minutes on 2 busy cores, hence slow."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from demo_helpers import REPO, demo_command, demo_env, mlflow_runs, start_demo
 
 pytestmark = pytest.mark.slow
 
-SOURCES = {"world_1hop", "world_2hop", "world_3hop", "world_compare"}
+# the mechanism experiment's world: comparisons are left out (revision 8)
+SOURCES = {"world_1hop", "world_2hop", "world_3hop"}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,15 @@ def test_smoke_demo_succeeds_and_prints_the_summary(smoke: dict):
         "EN: Sys1",
         "ZH: Sys1",
         "Avg.",
+        "held-out EM (greedy, dev)",
+        "first -> last steps:",
         "Per stage (s):  wall-clock   CPU",
     ):
         assert text in proc.stdout
     assert "Open the MLflow UI: make mlflow-ui" in proc.stdout
-    for stage in ("world", "index", "server", "sft", "train", "anes-synth", "anes-eval"):
+    for stage in ("world", "index", "server", "warmup", "train", "anes-synth", "anes-eval"):
         assert f"[{stage}] " in proc.stderr  # progress lines per stage
+    assert "files match SHA256SUMS" in proc.stderr
 
 
 def test_smoke_demo_outputs(smoke: dict):
@@ -56,11 +60,18 @@ def test_smoke_demo_outputs(smoke: dict):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "FINISHED" and summary["error"] is None
     rex = summary["results"]["rexrag"]
-    assert rex["n_eval"] == 4 and rex["train_steps"] == 1
+    assert rex["n_eval"] == 4 and rex["train_steps"] == 2
     assert 0.0 <= rex["average_em"] <= 1.0
     assert set(rex["em_by_source"]) <= SOURCES and all(0.0 <= v <= 1.0 for v in rex["em_by_source"].values())
     assert rex["probes_kept"] <= rex["probes_spawned"]
     assert rex["alpha_mean"] is not None and 0.0 <= rex["alpha_mean"] < 1.0
+    # held-out EM before the first step and after the last, on the 4 dev questions of the smoke preset
+    held = rex["heldout"]
+    assert (held["first_step"], held["last_step"]) == (0, 2) and len(held["curve"]) == 2
+    assert held["change"] == pytest.approx(held["last_em"] - held["first_em"])
+    warmup = summary["warmup"]
+    manifest = (REPO / "experiments" / "demo" / "warmup-policy" / "SHA256SUMS").read_text().splitlines()
+    assert f"{warmup['weights_sha256']}  model.safetensors" in manifest
     anes = summary["results"]["anesbench"]
     assert anes["en"]["n"] == 2 and anes["zh"]["n"] == 2  # limit_per_language=2
     for lang in ("en", "zh"):
@@ -73,8 +84,9 @@ def test_smoke_demo_outputs(smoke: dict):
     assert retrieval["queries_served"] >= 8 and retrieval["training_queries"] >= 0
     assert retrieval["exit_code"] is not None and not psutil.pid_exists(retrieval["pid"])  # no orphan server
     stages = summary["stage_seconds"]
-    for stage in ("world", "index", "server", "sft", "train", "anes-synth", "anes-eval", "total"):
+    for stage in ("world", "index", "server", "train", "anes-synth", "anes-eval", "total"):
         assert stages[stage] > 0
+    assert 0 <= stages["warmup"] < 30  # hashing 5 MB
     for name in (
         "rexrag eval table",
         "rexrag eval json",
@@ -84,11 +96,12 @@ def test_smoke_demo_outputs(smoke: dict):
     ):
         assert Path(summary["paths"][name]).is_file(), name
     assert "EN Total" in (out / "anessuite" / "eval" / "table.md").read_text()
-    assert (out / "sft" / "model" / "config.json").is_file() and (out / "rexrag" / "final").is_dir()
-    for stage in ("index", "server", "sft", "train", "anes-synth", "anes-eval"):
+    # no SFT stage with a committed warm-up
+    assert not (out / "sft").exists() and (out / "rexrag" / "final").is_dir()
+    for stage in ("index", "server", "train", "anes-synth", "anes-eval"):
         assert (out / "logs" / f"{stage}.log").read_text().startswith("$ ")
     results = json.loads((out / "results.json").read_text())
-    assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["train_steps"] == 1
+    assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["train_steps"] == 2
 
 
 def test_smoke_demo_mlflow_runs_are_nested_and_finished(smoke: dict):
@@ -100,7 +113,7 @@ def test_smoke_demo_mlflow_runs_are_nested_and_finished(smoke: dict):
     assert parent.data.metrics["anesbench/avg"] == pytest.approx(summary["results"]["anesbench"]["avg"])
     children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     names = sorted(r.info.run_name for r in children)
-    assert names == ["rexrag", "sft", "smollm2-135m-instruct"]
+    assert names == ["rexrag", "smollm2-135m-instruct"]
     assert all(r.info.status == "FINISHED" and r.data.tags["demo.id"] == summary["demo_id"] for r in children)
     train = next(r for r in children if r.info.run_name == "rexrag")
     assert train.data.params["retriever.kind"] == "http"

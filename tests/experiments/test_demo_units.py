@@ -32,7 +32,7 @@ def test_smoke_preset_then_user_overrides(capsys: pytest.CaptureFixture[str]):
 
     assert demo.main(["--smoke", "--dry-run", "rexrag.train_steps=3"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
-    assert resolved["rexrag"]["train_steps"] == 3  # the user's override wins over the preset's 1
+    assert resolved["rexrag"]["train_steps"] == 3  # the user's override wins over the preset's 2
     assert resolved["rexrag"]["sft_steps"] == 2  # from the preset
     assert resolved["index"]["kind"] == "bm25"
     assert resolved["anessuite"]["limit_per_language"] == 2
@@ -264,3 +264,40 @@ def test_collect_results_and_summary(tmp_path: Path):
     metrics = report.summary_metrics(summary)
     assert metrics["rexrag/average_em"] == 0.25 and metrics["anesbench/avg"] == 0.5
     assert metrics["time/sft_s"] == 10.0 and metrics["rexrag/em/world_2hop"] == 0.0
+
+
+def test_the_summary_says_what_the_run_changed_against_its_start(tmp_path: Path):
+    """Held-out EM first -> last evaluation, and probe statistics over the first and the last ten steps."""
+    out = tmp_path / "out"
+    (out / "rexrag").mkdir(parents=True)
+    scores = {"average_em": 0.5, "n": 2, "by_source": {"world_1hop": {"em": 0.5, "searches": 1.0}}}
+    (out / "rexrag" / "eval.json").write_text(json.dumps(scores))
+    (out / "rexrag" / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward/mean": 0.1}) + "\n")
+    curve = [
+        {"step": 0, "heldout/em": 0.1},
+        {"step": 20, "heldout/em": 0.4},
+        {"step": 40, "heldout/em": 0.55},
+    ]
+    (out / "rexrag" / "heldout_curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
+    # 24 steps: dead ends fall from 1.0 (steps 1-12) to 0.5 (steps 13-24); kept probes right on the last 4 only
+    probes = [
+        {
+            "step": s,
+            "rexrag/dead_end_rate": 1.0 if s <= 12 else 0.5,
+            "rexrag/probe_accuracy_kept": float(s > 20),
+        }
+        for s in range(1, 25)
+    ]
+    (out / "rexrag" / "rexrag_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in probes))
+    rex = report.collect_results(out)["rexrag"]
+    assert rex["heldout"]["first_em"] == 0.1 and rex["heldout"]["last_step"] == 40
+    assert rex["heldout"]["change"] == pytest.approx(0.45)
+    assert rex["moves"]["dead_end_rate"] == (1.0, 0.5)
+    assert rex["moves"]["kept_probe_accuracy"] == (0.0, pytest.approx(0.4))  # 4 of the last 10 steps
+    assert rex["moves"]["alpha"] == (None, None)  # not reported by these steps
+    lines = report._movement_lines(rex)
+    assert lines[0] == "  held-out EM (greedy, dev) 0.100 at step 0 -> 0.550 at step 40 (+0.450)"
+    assert lines[1] == "  first -> last steps: dead end rate 1.00 -> 0.50; kept probe accuracy 0.00 -> 0.40"
+    # one step is no before/after: the two windows would be the same step
+    assert report.window_means(probes[:1], "rexrag/dead_end_rate") == (None, None)
+    assert report.window_means(probes[:3], "rexrag/dead_end_rate") == (1.0, 1.0)

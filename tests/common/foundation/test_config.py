@@ -41,6 +41,15 @@ def test_defaults_yaml_then_overrides(tmp_path):
     assert cfg.tags == ["a", "b"]
 
 
+def test_an_empty_override_is_the_empty_string_and_null_is_none():
+    """`key=` (what a shell leaves of `key=''`) sets "", as Hydra reads it; OmegaConf alone would give None, which a
+    str field refuses. `key=null` still sets None."""
+    cfg = load_config(RecipeConfig, None, ["data.path=", "data.max_items=null"])
+    assert cfg.data.path == "" and cfg.data.max_items is None
+    with pytest.raises(ConfigError, match="invalid value for 'data.max_items'"):
+        load_config(RecipeConfig, None, ["data.max_items="])
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [

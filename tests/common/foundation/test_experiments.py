@@ -172,3 +172,20 @@ def test_experiment_main_dry_run_lists_the_planned_runs(tmp_path: Path, capsys):
         == 2
     )
     assert "group 'other' is not one of the groups: main" in capsys.readouterr().err
+
+
+def test_only_stages_runs_the_chosen_groups_stages_and_no_arm(tmp_path: Path, capsys):
+    """`only=stages` plans the selected group's stages (a group can hold a subset: `make demo-warmup` runs the
+    mechanism experiment's warm-up stages without its pre-checks) and no arm run."""
+    import yaml
+
+    folder = make_folder(tmp_path)
+    (folder / "check.yaml").write_text("train:\n  steps: 2\n")
+    spec = (folder / "experiment.yaml").read_text()
+    spec = spec.replace("stages:\n", f"stages:\n  check: {{recipe: sft, config: check.yaml}}\n", 1)
+    spec = spec.replace("stages: [warmup]}", "stages: [warmup, check]}\n  warm: {stages: [warmup]}")
+    (folder / "experiment.yaml").write_text(spec)
+    for group, names in (("main", ["warmup", "check"]), ("warm", ["warmup"])):
+        argv = ["--config", str(folder / "experiment.yaml"), "--dry-run", f"group={group}", "only=stages"]
+        assert experiment_main(argv, "x", "pkg", Arm, print) == 0
+        assert [r["name"] for r in yaml.safe_load(capsys.readouterr().out)["planned_runs"]] == names

@@ -213,8 +213,10 @@ def _parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"command line: override '{item}' is not of the form a.b=c")
+    # `key=` sets the empty string (OmegaConf alone would read None); `key=null` still sets None
+    items = [f"{item}''" if item.endswith("=") else item for item in overrides]
     try:
-        return _plain(OmegaConf.from_dotlist(list(overrides)))
+        return _plain(OmegaConf.from_dotlist(items))
     except OmegaConfBaseException as err:
         raise ConfigError(f"command line: cannot parse overrides {list(overrides)}: {err}") from err
 

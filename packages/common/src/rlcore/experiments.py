@@ -110,7 +110,7 @@ class ExperimentSpec:
     groups: dict[str, GroupSpec] = field(default_factory=dict)
     # which group to run and summarise
     group: str = "main"
-    # all: stages, arms, summary | stages: only the stages | summary: only summarise finished runs
+    # all: the group's stages, arms, summary | stages: the group's stages only | summary: summarise finished runs
     only: Literal["all", "stages", "summary"] = "all"
 
     def validate(self) -> None:
@@ -168,7 +168,7 @@ def _arm_path(folder: Path, arm: str) -> Path:
 
 
 def plan(
-    spec: ExperimentSpec, folder: Path, arm_schema: type, stage_names: Sequence[str] | None = None
+    spec: ExperimentSpec, folder: Path, arm_schema: type
 ) -> tuple[list[PlannedRun], list[PlannedRun]]:
     """The stages and the (arm, seed) runs of ``spec.group``, with each arm run's resolved config."""
     group = spec.groups[spec.group]
@@ -182,7 +182,7 @@ def plan(
             command=list(spec.stages[name].command),
             writes_marker=not spec.stages[name].creates,
         )
-        for name in (group.stages if stage_names is None else stage_names)
+        for name in group.stages
     ]
     runs = []
     for seed in spec.seeds:
@@ -318,7 +318,7 @@ def experiment_main(
         loaded = load_config_explained(spec_schema, args.config, args.overrides)
         spec = loaded.config
         spec.validate()
-        stages, runs = plan(spec, folder, arm_schema, list(spec.stages) if spec.only == "stages" else None)
+        stages, runs = plan(spec, folder, arm_schema)
     except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
