@@ -112,23 +112,28 @@ def test_probe_curves_skip_steps_without_probes_and_mean_over_seeds():
 
 
 def test_mechanism_figure_only_for_arms_that_sample_probes(tmp_path):
-    for arm, probes in (("grpo", False), ("rexrag", True)):
+    """GRPO logs alpha 0 and a kept-probe accuracy of 0.0 (no probe kept): not a probing arm. An arm without the
+    correction logs no clip fractions: no clip panel of its own."""
+    from PIL import Image
+
+    arms = {"grpo": (False, False), "rexrag": (True, True), "rexrag_no_correction": (True, False)}
+    for arm, (probes, clips) in arms.items():
         for seed in (0, 1):
             folder = tmp_path / "runs" / f"{arm}-seed{seed}"
             _fake_run(folder, 0.1, [0.5] * 6)
             results = json.loads((folder / "results.json").read_text())
-            if probes:
-                for i, record in enumerate(results["rexrag_metrics"]):
-                    record["rexrag/probe_accuracy_kept"] = 0.1 * i
+            for i, record in enumerate(results["rexrag_metrics"]):
+                record["rexrag/alpha"] = 0.1 if probes else 0.0
+                record["rexrag/probe_accuracy_kept"] = 0.1 * i if probes else 0.0
+                if clips:
                     record.update({f"rexrag/clip_frac_probe_{c}": 0.01 * i for c in CLIP_CLASSES})
             (folder / "results.json").write_text(json.dumps(results))
-    runs = {
-        arm: [summarize_run(tmp_path / "runs" / f"{arm}-seed{s}") for s in (0, 1)]
-        for arm in ("grpo", "rexrag")
-    }
+    runs = {arm: [summarize_run(tmp_path / "runs" / f"{arm}-seed{s}") for s in (0, 1)] for arm in arms}
     assert runs["rexrag"][0]["curves"]["clip_frac_probe_inserted"] == pytest.approx(
         [0.01 * i for i in range(6)]
     )
     assert plot_mechanism({"grpo": runs["grpo"]}, tmp_path) is None
     path = plot_mechanism(runs, tmp_path)
     assert path == tmp_path / "mechanism.png" and path.stat().st_size > 0
+    # kept-probe accuracy, alpha, and one clip panel (rexrag's): 3 panels of 5 inches at 100 dpi
+    assert Image.open(path).size[0] == 3 * 500

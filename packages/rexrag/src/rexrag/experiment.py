@@ -240,16 +240,26 @@ def smoothed_mean_curve(curves: list[list[float | None]], window: int) -> tuple[
 
 
 def plot_mechanism(per_arm: dict[str, list[dict]], out: Path, window: int = 5) -> Path | None:
-    """``mechanism.png`` for the arms that sample probes: kept-probe accuracy, alpha, and the clipped share of
-    probe tokens by class (prefix / inserted / continuation), seed means of ``window``-step means. None when no
-    arm recorded probes (GRPO only)."""
+    """``mechanism.png`` for the arms that sample probes: kept-probe accuracy, alpha, and, for each arm that logged
+    it, the clipped share of probe tokens by class (prefix / inserted / continuation); seed means of
+    ``window``-step means. None when no arm kept a probe (GRPO only)."""
+    # an arm samples probes when it kept some (alpha > 0): a GRPO run logs alpha 0 and a kept-probe accuracy of 0.0
     probing = {
-        arm: runs
-        for arm, runs in per_arm.items()
-        if any(v is not None for r in runs for v in r["curves"]["probe_accuracy_kept"])
+        arm: runs for arm, runs in per_arm.items() if any(a for r in runs for a in r["curves"]["alpha"])
     }
     if not probing:
         return None
+    # one clip panel per arm that logged clip fractions (an arm without the correction clips no probe token)
+    clipping = {
+        arm: runs
+        for arm, runs in probing.items()
+        if any(
+            v is not None
+            for r in runs
+            for c in CLIP_CLASSES
+            for v in r["curves"].get(f"clip_frac_probe_{c}", [])
+        )
+    }
     # heavy and only needed for the figure
     import matplotlib
 
@@ -257,7 +267,7 @@ def plot_mechanism(per_arm: dict[str, list[dict]], out: Path, window: int = 5) -
     # pyplot only after the non-interactive backend is chosen above
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2 + len(probing), figsize=(5 * (2 + len(probing)), 3.5))
+    fig, axes = plt.subplots(1, 2 + len(clipping), figsize=(5 * (2 + len(clipping)), 3.5))
     for ax, key, title in (
         (axes[0], "probe_accuracy_kept", "kept-probe accuracy"),
         (axes[1], "alpha", "alpha (probe budget)"),
@@ -267,7 +277,7 @@ def plot_mechanism(per_arm: dict[str, list[dict]], out: Path, window: int = 5) -
         ax.set_title(f"{title}, {window}-step mean")
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    for ax, (arm, runs) in zip(axes[2:], probing.items(), strict=True):
+    for ax, (arm, runs) in zip(axes[2:], clipping.items(), strict=True):
         for cls in CLIP_CLASSES:
             curve = smoothed_mean_curve([r["curves"].get(f"clip_frac_probe_{cls}", []) for r in runs], window)
             ax.plot(*curve, label=cls)
