@@ -102,7 +102,7 @@ class RexRagStageConfig:
     # demonstrations built for SFT, when warmup is empty; 0 = one per training question
     sft_num_demos: int = 0
     train_steps: int = 40  # REX-RAG training steps (4 prompts x 4 rollouts + probes each)
-    heldout_every: int = 20  # greedy held-out EM (dev questions) at step 0 and every N steps
+    heldout_every: int = 10  # greedy held-out EM (dev questions) at step 0 and every N steps
     heldout_questions: int = 100  # dev questions in each held-out evaluation
     eval_questions: int = 150  # greedy evaluation on the first N test questions after training
     sft_overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m rexrag sft
