@@ -176,6 +176,13 @@ def fake_runs_from_summary(arm: dict[str, Any], seeds: list[int]) -> list[dict[s
                 "rexrag/alpha": v("alpha"),
                 "rexrag/probes_kept": v("probes_kept_per_step"),
                 "rexrag/probe_generated_tokens": (v("probe_generated_tokens") or 0.0) if step == 1 else 0.0,
+                # which probe tokens the clip acted on, by class (absent from summaries written before it existed)
+                **{
+                    f"rexrag/clip_frac_probe_{c}": v(f"clip_frac_probe_{c}")
+                    if f"clip_frac_probe_{c}" in value
+                    else None
+                    for c in ("prefix", "inserted", "continuation")
+                },
             }
             method.append({"step": step, **{k: x for k, x in extra.items() if x is not None}})
         curve = []
@@ -203,12 +210,13 @@ def fake_runs_from_summary(arm: dict[str, Any], seeds: list[int]) -> list[dict[s
 
 
 def _committed_groups() -> list[tuple[str, str]]:
-    """Groups with a committed summary (a pre-registered experiment that has not run yet has none)."""
+    """Groups with a committed summary (a pre-registered experiment that has not run yet has none; a group of stages
+    only, such as rexrag-cpu-mechanism's `warmup`, summarises nothing)."""
     return [
         (name, group)
         for name in DRIVEN
         for group, entry in _spec(name).groups.items()
-        if (REPO / "experiments" / name / entry.out / "results.json").is_file()
+        if entry.arms and (REPO / "experiments" / name / entry.out / "results.json").is_file()
     ]
 
 
@@ -274,7 +282,8 @@ def test_recorded_config_hashes_match_the_arms(name: str):
     folder = REPO / "experiments" / name
     spec = _spec(name)
     for group, entry in spec.groups.items():
-        if not (folder / entry.out / "results.json").is_file():  # not run yet: nothing recorded
+        # not run yet, or a group of stages only: nothing recorded
+        if not entry.arms or not (folder / entry.out / "results.json").is_file():
             continue
         results = json.loads((folder / entry.out / "results.json").read_text())
         recorded = results.get("runs", {})
