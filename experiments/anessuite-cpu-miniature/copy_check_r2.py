@@ -4,7 +4,9 @@ drug a System 1 question asks about, on the benchmark (CPT-only drugs) and on Sy
 ``anessuite.synthetic.miniature6.dev_items``, which that revision's design trials read instead of the benchmark)?
 Greedy, the evaluation's prompt (no system message) and its 128-token cap; with ``--config`` the prompt and
 response cap of that pipeline config (revision 4 on: the trained-items check of its pre-check). Per question kind
-(class / organ / effect) the report counts named drugs and correct answers.
+(class / organ / effect) the report counts named drugs and correct answers, per level correct answers, abstentions
+and responses whose last line is an answer line (``--sets chains``: the first System 1.x and System 2 items SFT
+trains on, revision 6's item 3).
 
     python experiments/anessuite-cpu-miniature/copy_check_r2.py --world runs/anessuite-miniature-r2/world \
         --model runs/anessuite-miniature-r2/pipeline-seed0/sft/final --out copy.json
@@ -25,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from anessuite.benchmark import load_anesbench
     from anessuite.mcq import MCQItem
     from anessuite.prompts import PromptConfig, build_messages
-    from anessuite.synthetic.miniature import system1_r1_items
+    from anessuite.synthetic.miniature import r1_items, system1_r1_items
 
     parser = argparse.ArgumentParser(description="Does the model name the question's drug? (diagnostic)")
     parser.add_argument(
@@ -37,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sets",
         nargs="+",
         default=["benchmark", "training"],
-        choices=["benchmark", "training", "dev"],
+        choices=["benchmark", "training", "dev", "chains"],
         help="item sets",
     )
     parser.add_argument("--config", help="pipeline YAML whose prompt and eval.max_new_tokens are used")
@@ -55,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets["benchmark"] = [i for i in bench if i.level == "system1"]
     if "training" in args.sets:
         sets["training"] = system1_r1_items(world, args.training_items)
+    if "chains" in args.sets:
+        sets["chains"] = r1_items(world, args.training_items, 2) + r1_items(world, args.training_items, 3)
+        drugs["chains"] = drugs["training"]
     if "dev" in args.sets:
         from anessuite.synthetic.miniature6 import dev_items
 
@@ -111,8 +116,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
                 for kind in kinds
             }
+            by_level = {
+                level: {
+                    "n": sum(i.level == level for i, _ in rows),
+                    "correct": sum(
+                        i.level == level and extract_prediction(t, i) == i.answer for i, t in rows
+                    ),
+                    "abstained": sum(i.level == level and extract_prediction(t, i) is None for i, t in rows),
+                    "answer_line_last": sum(
+                        i.level == level
+                        and t.strip().splitlines()[-1:] != []
+                        and t.strip().splitlines()[-1].startswith(("Answer:", "答案："))
+                        for i, t in rows
+                    ),
+                }
+                for level in sorted({i.level for i, _ in rows})
+            }
             report[f"{name}/{lang}"] = {
                 "by_kind": by_kind,
+                "by_level": by_level,
                 "n": len(rows),
                 "names_question_drug": named / len(rows),
                 "items_naming_a_drug": len(asking),
@@ -127,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"training drug {other / len(rows):.2f}, accuracy {correct / len(rows):.3f}; by kind "
                 + ", ".join(
                     f"{k} {v['names_question_drug']}/{v['correct']}/{v['n']}" for k, v in by_kind.items()
+                )
+                + "; by level "
+                + ", ".join(
+                    f"{k} correct {v['correct']}, abstained {v['abstained']}, answer line last "
+                    f"{v['answer_line_last']} of {v['n']}"
+                    for k, v in by_level.items()
                 )
             )
     Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -254,3 +254,26 @@ def test_name_copy_items_ask_made_up_names_no_drug_of_the_world_has():
         letters.add(record["answer"])
     assert letters == set("ABCD")  # the gold letter is drawn, not fixed
     assert name_copy_records(world_names, per_language=40) == records  # seeded
+
+
+def test_r1_items_takes_the_first_records_of_a_level_per_language(tmp_path):
+    from anessuite.synthetic.miniature import r1_items, system1_r1_items
+
+    chain = {**EN, "id": "c-en-1", "level": 3}
+    records = [
+        EN,
+        {**EN, "id": "x-en-2", "level": 2},
+        chain,
+        {**chain, "id": "c-en-2"},
+        ZH,
+        {**ZH, "level": 3},
+    ]
+    (tmp_path / "anesr1").mkdir()
+    _write(tmp_path / "anesr1" / "anesr1.jsonl", records)
+    # one System 2 item per language, the first in file order, with the level's benchmark name
+    assert [(i.id, i.language, i.level) for i in r1_items(tmp_path, 1, 3)] == [
+        ("c-en-1", "en", "system2"),
+        (ZH["id"], "zh", "system2"),
+    ]
+    assert [i.level for i in r1_items(tmp_path, 5, 2)] == ["system1.x"]
+    assert [i.id for i in system1_r1_items(tmp_path, 5)] == [EN["id"], ZH["id"]]

@@ -297,15 +297,26 @@ def miniature_paths(out: Path) -> dict[str, Path]:
 def system1_r1_items(world: Path, per_language: int) -> list[MCQItem]:
     """The first ``per_language`` System 1 AnesR1 records of each language in a miniature world, in file order, as
     MCQ items (the SFT items the diagnostics check the model on)."""
+    return r1_items(world, per_language, 1)
+
+
+_LEVEL_NAMES = {1: "system1", 2: "system1.x", 3: "system2"}
+
+
+def r1_items(world: Path, per_language: int, level: int) -> list[MCQItem]:
+    """The first ``per_language`` AnesR1 records of ``level`` (1, 2 = System 1.x, 3 = System 2) of each language
+    in a miniature world, in file order, as MCQ items."""
     items: list[MCQItem] = []
     taken: Counter[str] = Counter()
     text = miniature_paths(Path(world))["anesr1"].read_text(encoding="utf-8")
     for line in text.splitlines():
         r = json.loads(line)
-        if r["level"] == 1 and taken[r["language"]] < per_language:
+        if r["level"] == level and taken[r["language"]] < per_language:
             taken[r["language"]] += 1
             options = tuple(r["options"].items())
-            items.append(MCQItem(r["id"], r["question"], options, r["answer"], r["language"], "system1"))
+            items.append(
+                MCQItem(r["id"], r["question"], options, r["answer"], r["language"], _LEVEL_NAMES[level])
+            )
     return items
 
 
