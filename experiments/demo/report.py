@@ -54,8 +54,14 @@ def heldout_change(rows: list[dict]) -> dict[str, Any] | None:
             "change": last - first, "curve": curve}  # fmt: skip
 
 
-def collect_results(out: Path) -> dict[str, Any]:
-    """REX-RAG EM per source + probe/alpha statistics, and the AnesBench EN/ZH totals (Table 3 layout)."""
+def row_slug(label: str) -> str:
+    """A table row's label as a folder and stage name: "+CPT+SFT" -> "cpt-sft"."""
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split()) or "model"
+
+
+def collect_results(out: Path, anes_rows: list[str] = ()) -> dict[str, Any]:
+    """REX-RAG EM per source + probe/alpha statistics, and per AnesBench row (a model's label, its results in
+    ``anessuite/eval-<slug>/``) the EN/ZH accuracies by level (Table 3 layout)."""
     results: dict[str, Any] = {}
     run_dir = out / "rexrag"
     if (run_dir / "eval.json").is_file():
@@ -98,19 +104,25 @@ def collect_results(out: Path) -> dict[str, Any]:
                 )
             },
         }
-    anes_path = out / "anessuite" / "eval" / "results.json"
-    if anes_path.is_file():
-        anes = json.loads(anes_path.read_text(encoding="utf-8"))
+    rows = []
+    for label in anes_rows:
+        path = out / "anessuite" / f"eval-{row_slug(label)}" / "results.json"
+        if not path.is_file():
+            continue
+        anes = json.loads(path.read_text(encoding="utf-8"))
         levels = ("system1", "system1.x", "system2", "total", "n")
-        results["anesbench"] = {
-            "model": anes.get("model"),
-            **{
-                lang: {k: entry.get(k) for k in levels} for lang, entry in sorted(anes["by_language"].items())
-            },
-            "avg": anes["avg"],
-            "overall_accuracy": anes["overall"]["accuracy"],
-            "abstained": anes["overall"].get("abstained"),
-        }
+        rows.append(
+            {
+                "label": label,
+                "model": anes.get("model"),
+                **{lang: {k: e.get(k) for k in levels} for lang, e in sorted(anes["by_language"].items())},
+                "avg": anes["avg"],
+                "overall_accuracy": anes["overall"]["accuracy"],
+                "abstained": anes["overall"].get("abstained"),
+            }
+        )
+    if rows:
+        results["anesbench"] = {"rows": rows}
     return results
 
 
@@ -183,25 +195,33 @@ def format_summary(summary: dict[str, Any]) -> str:
         ]
     anes = summary["results"].get("anesbench")
     if anes:
-        lines.append(
-            f"AnesBench layout ({anes['model']}, synthetic bilingual benchmark, {summary['anes_mode']})"
-        )
-        for lang in ("en", "zh"):
-            if lang in anes:
-                e = anes[lang]
-                lines.append(
-                    f"  {lang.upper()}: Sys1 {_fmt(e['system1'])}  Sys1.x {_fmt(e['system1.x'])}  "
-                    f"Sys2 {_fmt(e['system2'])}  Total {_fmt(e['total'])}  (n={e['n']})"
-                )
-        lines += [f"  Avg. {_fmt(anes['avg'])}", ""]
+        lines += [
+            f"AnesBench layout (CPU miniature benchmark, {summary['anes_mode']}; accuracy by level)",
+            f"  {'':<10} {'EN Sys1':>7} {'1.x':>6} {'2':>6} {'Total':>6} | {'ZH Sys1':>7} {'1.x':>6} {'2':>6} "
+            f"{'Total':>6} | {'Avg.':>6}",
+        ]
+        for row in anes["rows"]:
+            cells = [
+                f"{_fmt(row[lang]['system1']):>7} {_fmt(row[lang]['system1.x']):>6} {_fmt(row[lang]['system2']):>6} "
+                f"{_fmt(row[lang]['total']):>6}"
+                for lang in ("en", "zh")
+                if lang in row
+            ]
+            lines.append(f"  {row['label']:<10} {' | '.join(cells)} | {_fmt(row['avg']):>6}")
+        sizes = anes["rows"][0]
+        lines += [
+            f"  ({sizes.get('en', {}).get('n')} EN + {sizes.get('zh', {}).get('n')} ZH questions, four options each: a "
+            "guess scores 0.25, an answer that names no option scores 0)",
+            "",
+        ]
     cpu = summary.get("stage_cpu_seconds", {})
-    lines.append("Per stage (s):  wall-clock   CPU (user+sys)")
+    lines.append("Per stage (s):        wall-clock   CPU (user+sys)")
     lines += [
-        f"  {name:<11} {seconds:9.1f} {_fmt(cpu.get(name), 1):>9}"
+        f"  {name:<17} {seconds:9.1f} {_fmt(cpu.get(name), 1):>9}"
         for name, seconds in summary["stage_seconds"].items()
     ]
     lines += ["", "Outputs:"]
-    lines += [f"  {name:<18} {path}" for name, path in summary["paths"].items()]
+    lines += [f"  {name:<28} {path}" for name, path in summary["paths"].items()]
     mlflow = summary["mlflow"]
     lines += [
         "",
@@ -249,10 +269,11 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
         metrics["rexrag/heldout_em_last"] = held["last_em"]
     for source, em in (rex.get("em_by_source") or {}).items():
         metrics[f"rexrag/em/{source}"] = em
-    anes = summary["results"].get("anesbench") or {}
-    for lang in ("en", "zh"):
-        if lang in anes:
-            metrics[f"anesbench/{lang}_total"] = anes[lang]["total"]
-    if anes.get("avg") is not None:
-        metrics["anesbench/avg"] = anes["avg"]
+    for row in (summary["results"].get("anesbench") or {}).get("rows", []):
+        slug = row_slug(row["label"])
+        for lang in ("en", "zh"):
+            if lang in row:
+                metrics[f"anesbench/{slug}/{lang}_total"] = row[lang]["total"]
+        if row.get("avg") is not None:
+            metrics[f"anesbench/{slug}/avg"] = row["avg"]
     return metrics

@@ -5,10 +5,12 @@
 Top to bottom (every stage logs to ``<out>/logs/<stage>.log``; ``<out>`` = ``runs/demo/<time>/``):
 
   REX-RAG chain (first core)                          AnesBench branch (second core, in parallel)
-  1. world     synthetic knowledge world (rexrag API)   a. anes-synth  synthetic bilingual benchmark
-  2. index     retrieval index over its corpus          b. anes-eval   SmolLM2-135M-Instruct, Table 3 layout
+  1. world     synthetic knowledge world (rexrag API)   a. anes-synth  the CPU miniature's bilingual benchmark and
+  2. index     retrieval index over its corpus                         from-scratch base (python -m anessuite synth)
+                                                        b. anes-eval-* each model on it, Table 3 layout: the base and
+                                                                       the miniature's committed +CPT+SFT model
   3. server    python -m rlcore.retrieval.server on a free 127.0.0.1 port, wait for GET /health
-  4. warmup    the committed warm-up policy checked against its SHA256SUMS (experiments/demo/warmup.py), or, with
+  4. warmup    the committed warm-up policy checked against its SHA256SUMS (experiments/demo/checkpoints.py), or, with
                rexrag.warmup='', sft: an SFT warm-up of a tiny Qwen2 trained from scratch (python -m rexrag sft)
   5. train     REX-RAG against the HTTP server, greedy held-out EM every few steps, then greedy EM per source
                on the test questions (python -m rexrag train)
@@ -29,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from experiments.demo.report import (
     collect_results,
     format_summary,
     plot_training,
+    row_slug,
     stage_runs,
     summary_metrics,
 )
@@ -93,7 +96,7 @@ class RexRagStageConfig:
 
     # a saved policy folder with a SHA256SUMS manifest: REX-RAG starts from it and no SFT stage runs. The default
     # is experiments/rexrag-cpu-mechanism's warm-up (`make demo-warmup` regenerates it). Empty: SFT from scratch
-    warmup: str = "experiments/demo/warmup-policy"
+    warmup: str = "experiments/demo/committed/rexrag-warmup"
     # SFT recipe config (tiny Qwen2 from scratch); only when warmup is empty
     sft_config: str = "packages/rexrag/configs/cpu/sft.yaml"
     # REX-RAG recipe config; its world is the one the demo writes, indexes and serves
@@ -111,13 +114,36 @@ class RexRagStageConfig:
 
 @dataclass
 class AnesStageConfig:
-    """AnesBench-layout evaluation on the synthetic bilingual benchmark (python -m anessuite eval)."""
+    """AnesBench-layout evaluation (python -m anessuite eval) on the CPU miniature's benchmark: its from-scratch base
+    beside its committed +CPT+SFT model, with the prompt and answer length the miniature's pipeline trained with."""
 
     config: str = "packages/anessuite/configs/eval_cpu.yaml"  # anessuite eval recipe config
-    model: str = "smollm2-135m-instruct"  # model spec (embedded, built into ~/.cache/rlcore on first use)
-    mode: str = "loglik"  # loglik (argmax log p(letter), one forward per question) | generate (greedy CoT)
-    limit_per_language: int = 0  # first N questions per language; 0 = all (52 EN + 32 ZH)
-    threads: int = 1  # torch threads (OMP_NUM_THREADS) of the evaluation process
+    # the miniature pipeline config whose `prompt` and `eval.max_new_tokens` the evaluation uses
+    pipeline_config: str = "experiments/anessuite-cpu-miniature/pipeline_r6.yaml"
+    design: str = (
+        "miniature3"  # anessuite synth --design: the benchmark and the from-scratch base (seed = seed)
+    )
+    # table rows, "LABEL=MODEL": MODEL "base" is the from-scratch base the synth stage writes; else a model folder
+    # (checked against its SHA256SUMS when it is one of experiments/demo/committed/) or an embedded model name
+    models: list[str] = field(
+        default_factory=lambda: ["base=base", "+CPT+SFT=experiments/demo/committed/anessuite-cpt-sft"]
+    )
+
+    def rows(self) -> dict[str, str]:
+        """``models`` as {label: model}; a row without "=" or a repeated label is a config error."""
+        rows: dict[str, str] = {}
+        for entry in self.models:
+            label, sep, model = entry.partition("=")
+            if not sep or not label or not model or label in rows:
+                raise ValueError(f"anessuite.models: expected distinct 'LABEL=MODEL' entries, got {entry!r}")
+            rows[label] = model
+        return rows
+
+    mode: str = (
+        "generate"  # generate (greedy answers; the miniature's models answer with the option's text) | loglik
+    )
+    limit_per_language: int = 0  # first N questions per language; 0 = all (300 EN + 300 ZH)
+    threads: int = 1  # torch threads (OMP_NUM_THREADS) of each evaluation process
     overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m anessuite eval
 
 
@@ -206,9 +232,9 @@ def make_world(cfg: DemoConfig, world_dir: Path) -> dict[str, Any]:
 def check_warmup(policy: Path) -> dict[str, Any]:
     """The committed warm-up folder matches its SHA256SUMS (a Git LFS pointer or a truncated file stops the demo
     here, naming the file); returns what the summary reports about it."""
-    from experiments.demo.warmup import verify
+    from experiments.demo.checkpoints import CHECKPOINTS, verify
 
-    entries = verify(policy)
+    entries = verify(policy, CHECKPOINTS.get(policy.name, ("config.json", "model.safetensors")))
     config = json.loads((policy / "config.json").read_text(encoding="utf-8"))
     logging.getLogger("demo.warmup").info(
         "warm-up policy %s: %d files match SHA256SUMS (weights %s...)",
@@ -222,27 +248,46 @@ def check_warmup(policy: Path) -> dict[str, Any]:
     }
 
 
+def miniature_eval_overrides(pipeline_config: str) -> list[str]:
+    """`prompt.*` and `generation.max_new_tokens` of ``python -m anessuite eval`` set as the miniature pipeline sets
+    them, so a model is asked as it was trained (values JSON-quoted: templates hold newlines and braces)."""
+    from anessuite.pipeline.config import PipelineConfig
+    from rlcore.config import load_config
+
+    pipe = load_config(PipelineConfig, REPO / pipeline_config)
+    prompt = [f"prompt.{f.name}={json.dumps(getattr(pipe.prompt, f.name))}" for f in fields(pipe.prompt)]
+    return [*prompt, f"generation.max_new_tokens={pipe.eval.max_new_tokens}"]
+
+
 def anessuite_branch(cfg: DemoConfig, stages: Stages, out: Path) -> None:
-    """Synthetic bilingual benchmark, then one evaluation (Table 3 layout), in the AnesBench branch."""
+    """The miniature's benchmark and from-scratch base, then one evaluation per model (Table 3 layout)."""
+    from experiments.demo.checkpoints import CHECKPOINTS, ROOT, verify
+
     python = sys.executable
-    world = out / "anessuite" / "world"
-    stages.run(
-        "anes-synth", [python, "-m", "anessuite", "synth", "--out", str(world), "--seed", str(cfg.seed)]
-    )
-    argv = [
-        python, "-m", "anessuite", "eval", "--config", cfg.anessuite.config,
-        f"model={cfg.anessuite.model}", f"benchmark={world / 'benchmark'}", f"generation.mode={cfg.anessuite.mode}",
-        f"output_dir={out / 'anessuite' / 'eval'}", f"cache_dir={out / 'anessuite' / 'cache'}",
-        f"tracking.experiment={cfg.experiment}", f"seed={cfg.seed}",
-    ]  # fmt: skip
-    if cfg.anessuite.limit_per_language:
-        argv.append(f"limit_per_language={cfg.anessuite.limit_per_language}")
+    world, base = out / "anessuite" / "world", out / "anessuite" / "base-scratch"
+    stages.run("anes-synth", [python, "-m", "anessuite", "synth", "--design", cfg.anessuite.design,
+                              "--out", str(world), "--seed", str(cfg.seed), "--scratch-model", str(base)])  # fmt: skip
+    asked = miniature_eval_overrides(cfg.anessuite.pipeline_config) if cfg.anessuite.pipeline_config else []
     threads = str(cfg.anessuite.threads)
-    stages.run(
-        "anes-eval",
-        argv + cfg.anessuite.overrides,
-        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-    )
+    for label, model in cfg.anessuite.rows().items():
+        path = base if model == "base" else (REPO / model if (REPO / model).exists() else None)
+        if path is not None and path.resolve().parent == ROOT.resolve():
+            verify(path, CHECKPOINTS[path.name])
+        slug = row_slug(label)
+        argv = [
+            python, "-m", "anessuite", "eval", "--config", cfg.anessuite.config,
+            f"model={path or model}", f"model_name={label}", f"benchmark={world / 'benchmark'}",
+            f"generation.mode={cfg.anessuite.mode}", f"output_dir={out / 'anessuite' / f'eval-{slug}'}",
+            f"cache_dir={out / 'anessuite' / 'cache'}", f"tracking.experiment={cfg.experiment}", f"seed={cfg.seed}",
+            *asked,
+        ]  # fmt: skip
+        if cfg.anessuite.limit_per_language:
+            argv.append(f"limit_per_language={cfg.anessuite.limit_per_language}")
+        stages.run(
+            f"anes-eval-{slug}",
+            argv + cfg.anessuite.overrides,
+            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+        )
 
 
 def rexrag_chain(cfg: DemoConfig, stages: Stages, out: Path, facts: dict[str, Any]) -> None:
@@ -340,16 +385,17 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
     stages = Stages(out, env)
     facts: dict[str, Any] = {}
     uri = tracking_uri()
-    model_cache = "n/a (not an embedded model)"
-    if cfg.anessuite.model in EMBEDDED_MODELS:  # built into ~/.cache/rlcore on first use, inside anes-eval
-        model_cache = "reused" if (cache_dir() / cfg.anessuite.model).is_dir() else "built in this run"
+    model_cache = "n/a (no embedded model)"
+    embedded = [m for m in cfg.anessuite.rows().values() if m in EMBEDDED_MODELS]
+    if embedded:  # built into ~/.cache/rlcore on first use, inside its anes-eval stage
+        model_cache = "reused" if all((cache_dir() / m).is_dir() for m in embedded) else "built in this run"
     logger.info("demo %s -> %s (MLflow %s)", demo_id, out, uri)
     start = f"warm-up {cfg.rexrag.warmup}" if cfg.rexrag.warmup else f"SFT ({cfg.rexrag.sft_steps} steps)"
     logger.info(
         "plan: world -> index (%s) -> retrieval server -> %s -> REX-RAG (%d steps) + greedy eval (%d q)"
         " | %s AnesBench branch: synth -> eval (%s, %s)",
         cfg.index.kind, start, cfg.rexrag.train_steps, cfg.rexrag.eval_questions,
-        "parallel" if cfg.parallel else "then", cfg.anessuite.model, cfg.anessuite.mode,
+        "parallel" if cfg.parallel else "then", ", ".join(cfg.anessuite.rows()), cfg.anessuite.mode,
     )  # fmt: skip
     status, error = "FAILED", None
     nested: list[dict] = []
@@ -408,8 +454,11 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
             "rexrag eval json": out / "rexrag" / "eval.json",
             "rexrag predictions": out / "rexrag" / "eval_predictions.jsonl",
             "training plot": plot_training(out),
-            "anesbench table": out / "anessuite" / "eval" / "table.md",
-            "anesbench plot": out / "anessuite" / "eval" / "levels.png",
+            **{
+                f"anesbench {kind} ({label})": out / "anessuite" / f"eval-{row_slug(label)}" / name
+                for label in cfg.anessuite.rows()
+                for kind, name in (("table", "table.md"), ("plot", "levels.png"))
+            },
             "logs": stages.logs,
         }
         summary = {
@@ -432,7 +481,7 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
                 "encoder": cfg.index.encoder if cfg.index.kind != "bm25" else None,
                 **facts.get("server", {}),
             },  # fmt: skip
-            "results": collect_results(out),
+            "results": collect_results(out, list(cfg.anessuite.rows())),
             "paths": {k: str(v) for k, v in paths.items() if v is not None and Path(v).exists()},
             "mlflow": {
                 "tracking_uri": uri,
@@ -448,9 +497,11 @@ def run(cfg: DemoConfig, t0: float | None = None) -> int:
         parent.log_metrics(summary_metrics(summary), step=0)
         for name in ("summary.md", "summary.json", "results.json"):
             parent.log_artifact(out / name)
-        for name in ("training plot", "anesbench table", "anesbench plot", "rexrag eval table"):
-            if name in summary["paths"]:
-                parent.log_artifact(summary["paths"][name], "outputs")
+        for name, path in summary["paths"].items():
+            if name in ("training plot", "rexrag eval table"):
+                parent.log_artifact(path, "outputs")
+            elif name.startswith("anesbench "):  # one folder per model: every model's table is table.md
+                parent.log_artifact(path, f"outputs/anessuite-{Path(path).parent.name}")
         print(format_summary(summary), end="", flush=True)
         if error is not None:
             tail = last_lines(error.log) if isinstance(error, StageError) and error.log else ""
@@ -482,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides]
     try:
         cfg = load_config(DemoConfig, args.config, overrides)
-    except ConfigError as err:
+        cfg.anessuite.rows()
+    except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:

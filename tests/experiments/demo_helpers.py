@@ -21,13 +21,13 @@ def load_demo_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
     return run_demo, stages, report
 
 
-def load_warmup_module() -> ModuleType:
-    """``experiments.demo.warmup``, imported as load_demo_modules does."""
+def load_checkpoints_module() -> ModuleType:
+    """``experiments.demo.checkpoints``, imported as load_demo_modules does."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from experiments.demo import warmup
+    from experiments.demo import checkpoints
 
-    return warmup
+    return checkpoints
 
 
 def demo_command(*args: str) -> list[str]:

@@ -40,17 +40,28 @@ def test_smoke_demo_succeeds_and_prints_the_summary(smoke: dict):
     assert proc.returncode == 0, proc.stderr[-4000:]
     for text in (
         "average EM",
-        "AnesBench layout",
-        "EN: Sys1",
-        "ZH: Sys1",
+        "AnesBench layout (CPU miniature benchmark",
+        "EN Sys1",
+        "ZH Sys1",
+        "  base ",
+        "  +CPT+SFT ",
         "Avg.",
         "held-out EM (greedy, dev)",
         "first -> last steps:",
-        "Per stage (s):  wall-clock   CPU",
+        "Per stage (s):        wall-clock   CPU",
     ):
         assert text in proc.stdout
     assert "Open the MLflow UI: make mlflow-ui" in proc.stdout
-    for stage in ("world", "index", "server", "warmup", "train", "anes-synth", "anes-eval"):
+    for stage in (
+        "world",
+        "index",
+        "server",
+        "warmup",
+        "train",
+        "anes-synth",
+        "anes-eval-base",
+        "anes-eval-cpt-sft",
+    ):
         assert f"[{stage}] " in proc.stderr  # progress lines per stage
     assert "files match SHA256SUMS" in proc.stderr
 
@@ -70,13 +81,23 @@ def test_smoke_demo_outputs(smoke: dict):
     assert (held["first_step"], held["last_step"]) == (0, 2) and len(held["curve"]) == 2
     assert held["change"] == pytest.approx(held["last_em"] - held["first_em"])
     warmup = summary["warmup"]
-    manifest = (REPO / "experiments" / "demo" / "warmup-policy" / "SHA256SUMS").read_text().splitlines()
+    manifest = (
+        (REPO / "experiments" / "demo" / "committed" / "rexrag-warmup" / "SHA256SUMS")
+        .read_text()
+        .splitlines()
+    )
     assert f"{warmup['weights_sha256']}  model.safetensors" in manifest
-    anes = summary["results"]["anesbench"]
-    assert anes["en"]["n"] == 2 and anes["zh"]["n"] == 2  # limit_per_language=2
-    for lang in ("en", "zh"):
-        assert 0.0 <= anes[lang]["total"] <= 1.0
-    assert anes["avg"] == pytest.approx((anes["en"]["total"] + anes["zh"]["total"]) / 2)
+    # the miniature's benchmark: the from-scratch base and the committed +CPT+SFT model, one row each
+    rows = summary["results"]["anesbench"]["rows"]
+    assert [r["label"] for r in rows] == ["base", "+CPT+SFT"]
+    for row in rows:
+        assert row["en"]["n"] == 2 and row["zh"]["n"] == 2  # limit_per_language=2
+        for lang in ("en", "zh"):
+            assert 0.0 <= row[lang]["total"] <= 1.0
+        assert row["avg"] == pytest.approx((row["en"]["total"] + row["zh"]["total"]) / 2)
+    assert (
+        "experiments/demo/committed/anessuite-cpt-sft" in (out / "logs" / "anes-eval-cpt-sft.log").read_text()
+    )
     retrieval = summary["retrieval"]
     assert retrieval["kind"] == "bm25" and retrieval["passages"] == summary["world"]["num_corpus"] > 0
     # the server found each of the first 8 passages by its title, and served those queries over HTTP
@@ -84,21 +105,31 @@ def test_smoke_demo_outputs(smoke: dict):
     assert retrieval["queries_served"] >= 8 and retrieval["training_queries"] >= 0
     assert retrieval["exit_code"] is not None and not psutil.pid_exists(retrieval["pid"])  # no orphan server
     stages = summary["stage_seconds"]
-    for stage in ("world", "index", "server", "train", "anes-synth", "anes-eval", "total"):
+    for stage in (
+        "world",
+        "index",
+        "server",
+        "train",
+        "anes-synth",
+        "anes-eval-base",
+        "anes-eval-cpt-sft",
+        "total",
+    ):
         assert stages[stage] > 0
     assert 0 <= stages["warmup"] < 30  # hashing 5 MB
     for name in (
         "rexrag eval table",
         "rexrag eval json",
         "training plot",
-        "anesbench table",
-        "anesbench plot",
+        "anesbench table (base)",
+        "anesbench plot (+CPT+SFT)",
     ):
         assert Path(summary["paths"][name]).is_file(), name
-    assert "EN Total" in (out / "anessuite" / "eval" / "table.md").read_text()
+    assert "EN Total" in (out / "anessuite" / "eval-cpt-sft" / "table.md").read_text()
+    assert (out / "anessuite" / "base-scratch" / "model.safetensors").is_file()  # written by anes-synth
     # no SFT stage with a committed warm-up
     assert not (out / "sft").exists() and (out / "rexrag" / "final").is_dir()
-    for stage in ("index", "server", "train", "anes-synth", "anes-eval"):
+    for stage in ("index", "server", "train", "anes-synth", "anes-eval-base", "anes-eval-cpt-sft"):
         assert (out / "logs" / f"{stage}.log").read_text().startswith("$ ")
     results = json.loads((out / "results.json").read_text())
     assert results["provenance"]["git.sha"] and results["config"]["rexrag"]["train_steps"] == 2
@@ -110,10 +141,11 @@ def test_smoke_demo_mlflow_runs_are_nested_and_finished(smoke: dict):
     parent = runs[summary["mlflow"]["parent_run_id"]]
     assert parent.info.status == "FINISHED" and parent.data.tags["demo.id"] == summary["demo_id"]
     assert parent.data.metrics["rexrag/average_em"] == summary["results"]["rexrag"]["average_em"]
-    assert parent.data.metrics["anesbench/avg"] == pytest.approx(summary["results"]["anesbench"]["avg"])
+    tuned = summary["results"]["anesbench"]["rows"][1]
+    assert parent.data.metrics["anesbench/cpt-sft/avg"] == pytest.approx(tuned["avg"])
     children = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     names = sorted(r.info.run_name for r in children)
-    assert names == ["rexrag", "smollm2-135m-instruct"]
+    assert names == ["+CPT+SFT", "base", "rexrag"]
     assert all(r.info.status == "FINISHED" and r.data.tags["demo.id"] == summary["demo_id"] for r in children)
     train = next(r for r in children if r.info.run_name == "rexrag")
     assert train.data.params["retriever.kind"] == "http"

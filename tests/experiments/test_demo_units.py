@@ -227,9 +227,17 @@ def test_collect_results_and_summary(tmp_path: Path):
             "zh": {"total": 0.25, "system1": 0.5, "system1.x": 0.0, "system2": None, "n": 4},
         },
     }
-    (out / "anessuite" / "eval").mkdir(parents=True)
-    (out / "anessuite" / "eval" / "results.json").write_text(json.dumps(anes))
-    results = report.collect_results(out)
+    (out / "anessuite" / "eval-cpt-sft").mkdir(parents=True)
+    (out / "anessuite" / "eval-cpt-sft" / "results.json").write_text(json.dumps(anes))
+    base = {
+        **anes,
+        "avg": 0.0,
+        "by_language": {k: {**v, "total": 0.0, "system1": 0.0} for k, v in anes["by_language"].items()},
+    }
+    (out / "anessuite" / "eval-base").mkdir(parents=True)
+    (out / "anessuite" / "eval-base" / "results.json").write_text(json.dumps(base))
+    # rows in the configured order; a row whose evaluation wrote nothing is left out
+    results = report.collect_results(out, ["base", "+CPT+SFT", "never ran"])
     rex = results["rexrag"]
     assert rex["average_em"] == 0.25 and rex["em_by_source"] == {"world_1hop": 0.5, "world_2hop": 0.0}
     assert rex["train_steps"] == 2
@@ -242,7 +250,9 @@ def test_collect_results_and_summary(tmp_path: Path):
     assert rex["keep_ratio_last"] == 0.18
     assert rex["is_ess_mean"] == pytest.approx(0.85)  # (0.9 + 0.8) / 2
     assert rex["searches_per_question"] == pytest.approx(1.5)  # (1 + 2) / 2 over sources
-    assert results["anesbench"]["en"]["total"] == 0.75 and results["anesbench"]["zh"]["system2"] is None
+    rows = results["anesbench"]["rows"]
+    assert [r["label"] for r in rows] == ["base", "+CPT+SFT"]
+    assert rows[1]["en"]["total"] == 0.75 and rows[1]["zh"]["system2"] is None
     summary = {
         "demo_id": "d",
         "status": "FINISHED",
@@ -258,11 +268,14 @@ def test_collect_results_and_summary(tmp_path: Path):
     text = report.format_summary(summary)
     assert "average EM 0.250 | world_1hop 0.500  world_2hop 0.000" in text
     assert "probes spawned 11, kept 5; alpha mean 0.135 max 0.158" in text
-    assert "EN: Sys1 1.000  Sys1.x 0.500  Sys2 0.000  Total 0.750  (n=4)" in text
-    assert "ZH: Sys1 0.500  Sys1.x 0.000  Sys2 n/a  Total 0.250  (n=4)" in text
-    assert "Avg. 0.500" in text and "Open the MLflow UI: make mlflow-ui" in text
+    assert "  base         0.000  0.500  0.000  0.000 |   0.000  0.000    n/a  0.000 |  0.000" in text
+    assert "  +CPT+SFT     1.000  0.500  0.000  0.750 |   0.500  0.000    n/a  0.250 |  0.500" in text
+    assert "(4 EN + 4 ZH questions, four options each: a guess scores 0.25" in text
+    assert "Open the MLflow UI: make mlflow-ui" in text
     metrics = report.summary_metrics(summary)
-    assert metrics["rexrag/average_em"] == 0.25 and metrics["anesbench/avg"] == 0.5
+    assert metrics["rexrag/average_em"] == 0.25 and metrics["anesbench/cpt-sft/avg"] == 0.5
+    assert metrics["anesbench/base/en_total"] == 0.0 and metrics["anesbench/cpt-sft/zh_total"] == 0.25
+    assert report.row_slug("+CPT+SFT") == "cpt-sft" and report.row_slug("base") == "base"
     assert metrics["time/sft_s"] == 10.0 and metrics["rexrag/em/world_2hop"] == 0.0
 
 
@@ -301,3 +314,11 @@ def test_the_summary_says_what_the_run_changed_against_its_start(tmp_path: Path)
     # one step is no before/after: the two windows would be the same step
     assert report.window_means(probes[:1], "rexrag/dead_end_rate") == (None, None)
     assert report.window_means(probes[:3], "rexrag/dead_end_rate") == (1.0, 1.0)
+
+
+def test_anesbench_rows_are_label_model_pairs(capsys: pytest.CaptureFixture[str]):
+    rows = demo.DemoConfig().anessuite.rows()
+    assert rows == {"base": "base", "+CPT+SFT": "experiments/demo/committed/anessuite-cpt-sft"}
+    for bad in ("['no-label-here']", "['a=x', 'a=y']"):
+        assert demo.main(["--dry-run", f"anessuite.models={bad}"]) == 2
+        assert "anessuite.models: expected distinct 'LABEL=MODEL' entries" in capsys.readouterr().err
