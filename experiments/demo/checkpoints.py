@@ -49,6 +49,10 @@ CHECKPOINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# what any other model folder's manifest must list
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder that does not match its manifest (or a manifest that is malformed)."""
 
@@ -89,10 +93,11 @@ def read_manifest(folder: Path, files: tuple[str, ...]) -> dict[str, str]:
     return entries
 
 
-def verify(folder: Path, files: tuple[str, ...]) -> dict[str, str]:
+def verify(folder: Path, files: tuple[str, ...] | None = None) -> dict[str, str]:
     """Every file of the manifest is present with its digest; returns the manifest. Raises CheckpointError naming
-    the file otherwise (a Git LFS pointer or a truncated download has another size and digest)."""
-    entries = read_manifest(folder, files)
+    the file otherwise (a Git LFS pointer or a truncated download has another size and digest). ``files``: what the
+    manifest must list; by default the committed checkpoint's files of that name, else ``MODEL_FILES``."""
+    entries = read_manifest(folder, files or CHECKPOINTS.get(folder.name, MODEL_FILES))
     for name, digest in entries.items():
         path = folder / name
         if not path.is_file():
@@ -104,6 +109,11 @@ def verify(folder: Path, files: tuple[str, ...]) -> dict[str, str]:
                 f"{digest[:12]}...; restore it with `git checkout -- {name}` in {folder}"
             )
     return entries
+
+
+def verify_if_committed(path: Path) -> dict[str, str] | None:
+    """``verify`` a folder of ``ROOT``; None for any other model folder (nothing committed to check it against)."""
+    return verify(path) if path.resolve().parent == ROOT.resolve() else None
 
 
 def compare(model_dir: Path, folder: Path, files: tuple[str, ...]) -> list[str]:

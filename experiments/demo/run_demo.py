@@ -120,14 +120,19 @@ class AnesStageConfig:
     config: str = "packages/anessuite/configs/eval_cpu.yaml"  # anessuite eval recipe config
     # the miniature pipeline config whose `prompt` and `eval.max_new_tokens` the evaluation uses
     pipeline_config: str = "experiments/anessuite-cpu-miniature/pipeline_r6.yaml"
-    design: str = (
-        "miniature3"  # anessuite synth --design: the benchmark and the from-scratch base (seed = seed)
-    )
+    # anessuite synth --design: the benchmark and the from-scratch base (seed = seed)
+    design: str = "miniature3"
     # table rows, "LABEL=MODEL": MODEL "base" is the from-scratch base the synth stage writes; else a model folder
     # (checked against its SHA256SUMS when it is one of experiments/demo/committed/) or an embedded model name
     models: list[str] = field(
         default_factory=lambda: ["base=base", "+CPT+SFT=experiments/demo/committed/anessuite-cpt-sft"]
     )
+
+    # generate (greedy answers; the miniature's models answer with the option's text) | loglik
+    mode: str = "generate"
+    limit_per_language: int = 0  # first N questions per language; 0 = all (300 EN + 300 ZH)
+    threads: int = 1  # torch threads (OMP_NUM_THREADS) of each evaluation process
+    overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m anessuite eval
 
     def rows(self) -> dict[str, str]:
         """``models`` as {label: model}; a row without "=" or a repeated label is a config error."""
@@ -138,13 +143,6 @@ class AnesStageConfig:
                 raise ValueError(f"anessuite.models: expected distinct 'LABEL=MODEL' entries, got {entry!r}")
             rows[label] = model
         return rows
-
-    mode: str = (
-        "generate"  # generate (greedy answers; the miniature's models answer with the option's text) | loglik
-    )
-    limit_per_language: int = 0  # first N questions per language; 0 = all (300 EN + 300 ZH)
-    threads: int = 1  # torch threads (OMP_NUM_THREADS) of each evaluation process
-    overrides: list[str] = field(default_factory=list)  # extra a.b=c for python -m anessuite eval
 
 
 @dataclass
@@ -232,9 +230,9 @@ def make_world(cfg: DemoConfig, world_dir: Path) -> dict[str, Any]:
 def check_warmup(policy: Path) -> dict[str, Any]:
     """The committed warm-up folder matches its SHA256SUMS (a Git LFS pointer or a truncated file stops the demo
     here, naming the file); returns what the summary reports about it."""
-    from experiments.demo.checkpoints import CHECKPOINTS, verify
+    from experiments.demo.checkpoints import verify
 
-    entries = verify(policy, CHECKPOINTS.get(policy.name, ("config.json", "model.safetensors")))
+    entries = verify(policy)
     config = json.loads((policy / "config.json").read_text(encoding="utf-8"))
     logging.getLogger("demo.warmup").info(
         "warm-up policy %s: %d files match SHA256SUMS (weights %s...)",
@@ -261,7 +259,7 @@ def miniature_eval_overrides(pipeline_config: str) -> list[str]:
 
 def anessuite_branch(cfg: DemoConfig, stages: Stages, out: Path) -> None:
     """The miniature's benchmark and from-scratch base, then one evaluation per model (Table 3 layout)."""
-    from experiments.demo.checkpoints import CHECKPOINTS, ROOT, verify
+    from experiments.demo.checkpoints import verify_if_committed
 
     python = sys.executable
     world, base = out / "anessuite" / "world", out / "anessuite" / "base-scratch"
@@ -271,8 +269,8 @@ def anessuite_branch(cfg: DemoConfig, stages: Stages, out: Path) -> None:
     threads = str(cfg.anessuite.threads)
     for label, model in cfg.anessuite.rows().items():
         path = base if model == "base" else (REPO / model if (REPO / model).exists() else None)
-        if path is not None and path.resolve().parent == ROOT.resolve():
-            verify(path, CHECKPOINTS[path.name])
+        if path is not None:
+            verify_if_committed(path)
         slug = row_slug(label)
         argv = [
             python, "-m", "anessuite", "eval", "--config", cfg.anessuite.config,

@@ -93,3 +93,13 @@ def test_the_command_line(copy: Path, capsys: pytest.CaptureFixture[str]):
     assert "differs from the committed rexrag-warmup in: generation_config.json" in capsys.readouterr().out
     assert checkpoints.main(["verify", "no-such-model"]) == 2
     assert "unknown checkpoint 'no-such-model'" in capsys.readouterr().err
+
+
+def test_only_committed_folders_are_checked_against_a_manifest(copy: Path):
+    assert checkpoints.verify_if_committed(COMMITTED / "anessuite-cpt-sft") == checkpoints.read_manifest(
+        COMMITTED / "anessuite-cpt-sft", checkpoints.CHECKPOINTS["anessuite-cpt-sft"]
+    )
+    (copy / checkpoints.MANIFEST).unlink()
+    assert checkpoints.verify_if_committed(copy) is None  # a user's own model folder needs no manifest
+    with pytest.raises(checkpoints.CheckpointError, match="SHA256SUMS: missing"):
+        checkpoints.verify(copy)
