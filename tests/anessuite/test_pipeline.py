@@ -35,6 +35,38 @@ def test_answer_line_format(completion, expected):
     assert answer_line_format(completion) == expected
 
 
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("The adverse effect of Quelodexol is pruritus.\nAnswer: pruritus", 1.0),  # one option's text
+        ("...\n答案：瘙痒。", 1.0),  # Chinese, closing full stop
+        ("...\nAnswer:  Pruritus ", 1.0),  # case and spacing ignored
+        ("...\nAnswer: D", 0.0),  # text-answer SFT never writes a letter line
+        ("...\nAnswer: itching", 0.0),  # a text that is no option
+        ("Answer: pruritus\nmore text", 0.0),  # not the last line
+    ],
+)
+def test_answer_line_format_for_text_answers(completion, expected):
+    options = ["hyperkalemia", "hypotension", "bradycardia", "pruritus", "瘙痒"]
+    assert answer_line_format(completion, "text", options) == expected
+
+
+def test_text_answer_reward_pays_the_format_term_for_option_text_lines():
+    reward = make_reward_fn(format_weight=0.5, answer="text")
+    options = [["hypotension", "pruritus", "bradycardia", "seizures"]] * 3
+    values = reward(
+        ["x\nAnswer: pruritus", "x\nAnswer: seizures", "x\nAnswer: B"],
+        gold_letter=["B"] * 3,
+        num_choices=[4] * 3,
+        options=options,
+        language=["en"] * 3,
+    )
+    # right text = 1 + 0.5; wrong text = 0.5; a correct letter line is right but not the taught form = 1
+    assert values == [1.5, 0.5, 1.0]
+    with pytest.raises(ValueError, match="data.sft_answer"):
+        make_reward_fn(format_weight=0.5, answer="options")
+
+
 def test_reward_mcq_plus_format():
     reward = make_reward_fn(format_weight=0.5)
     values = reward(

@@ -59,3 +59,36 @@ def test_without_a_fixed_out_dir_the_variants_keep_their_named_folders(tmp_path:
     monkeypatch.setattr(run_module, "stage_final", lambda out, stage: "cpt-model")
     run_strategies(StrategiesConfig(pipeline_config=str(pipeline), output_dir=str(tmp_path / "table5")))
     assert not any(o.startswith("output_dir=") for call in calls for o in call)
+
+
+def test_rows_without_cpt_replay_no_cpt_document(tmp_path: Path, monkeypatch):
+    """A pipeline that replays CPT documents inside SFT (data.sft_replay) keeps that replay for the rows that start
+    from the CPT model; the rows without CPT are fine-tuned with it off, or the CPT corpus would leak into them."""
+    pipeline = tmp_path / "pipeline.yaml"
+    body = {"name": "mini", "output_dir": str(tmp_path / "runs" / "p"), "data": {"sft_replay": 0.25}}
+    pipeline.write_text(yaml.safe_dump(body))
+    replay_by_variant: dict[str, float] = {}
+
+    def fake_pipeline(config_path: str, overrides=()):
+        cfg = load_config(PipelineConfig, config_path, overrides)
+        out = Path(cfg.output_dir)
+        (out / "cpt").mkdir(parents=True, exist_ok=True)
+        (out / "cpt" / "DONE.json").write_text(json.dumps({"final": "cpt/final"}))
+        replay_by_variant[out.name] = cfg.data.sft_replay
+        labels = ["base", "base+CPT"] if cfg.cpt.enabled else ["base+SFT"]
+        return cfg, {label: _result() for label in labels}
+
+    monkeypatch.setattr(tables, "_pipeline", fake_pipeline)
+    run_strategies(StrategiesConfig(pipeline_config=str(pipeline), output_dir=str(tmp_path / "table5")))
+    sft_rows = {name: replay for name, replay in replay_by_variant.items() if name != "p-cpt-only"}
+    assert len(sft_rows) == 6
+    assert {name: replay for name, replay in sft_rows.items() if name.startswith("p-base-CPT-")} == {
+        "p-base-CPT-anesqa": 0.25,
+        "p-base-CPT-anesr1": 0.25,
+        "p-base-CPT-anesqa+anesr1": 0.25,
+    }
+    assert {name: replay for name, replay in sft_rows.items() if not name.startswith("p-base-CPT-")} == {
+        "p-base-anesqa": 0.0,
+        "p-base-anesr1": 0.0,
+        "p-base-anesqa+anesr1": 0.0,
+    }

@@ -267,7 +267,15 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
             }
         )
         per_model[f"{label}/none"] = results[cfg.mode]
+    if base_cfg.data.sft_replay > 0:
+        logger.info(
+            "table5: data.sft_replay=%s replays CPT documents in the SFT of the rows that start from base-CPT only; "
+            "the rows without CPT are fine-tuned with data.sft_replay=0",
+            base_cfg.data.sft_replay,
+        )
     for start_label, start_model in (("base", base_cfg.base_model), ("base-CPT", cpt_model)):
+        # a row without CPT must see no CPT document, so the pipeline's replay of the CPT corpus inside SFT is off
+        no_replay = ["data.sft_replay=0"] if start_label == "base" and base_cfg.data.sft_replay > 0 else []
         for data_choice in cfg.sft_data:
             sources = data_choice.split("+")
             overrides = [
@@ -276,6 +284,7 @@ def run_strategies(cfg: StrategiesConfig) -> Path:
                 "grpo.enabled=false",
                 "evaluate_base=false",
                 f"data.sft_sources=[{','.join(sources)}]",
+                *no_replay,
                 f"name={base_cfg.name}-{start_label}-{data_choice}",
                 *own_folder(f"{start_label}-{data_choice}"),
             ]

@@ -67,7 +67,7 @@ def _train_stage(cfg: PipelineConfig, out: Path, stage: str, data: dict[str, Pat
     stage_dir = out / stage
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage == "grpo":
-        final = run_grpo_stage(cfg.grpo, model_in, data["rl"], stage_dir, cfg.seed, run)
+        final = run_grpo_stage(cfg.grpo, model_in, data["rl"], stage_dir, cfg.seed, run, cfg.data.sft_answer)
     else:
         final = run_hf_stage(stage, getattr(cfg, stage), model_in, data[stage], stage_dir, cfg.seed, run)
     if _is_main_rank():
