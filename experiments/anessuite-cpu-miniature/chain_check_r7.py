@@ -50,7 +50,7 @@ def step_checks(response: str, reference: str, options: Sequence[str], lang: str
     out = {"rule": bool(body) and body[0] == ref[0]}
     option_lines = body[1:5]
     names_ok = len(option_lines) == 4 and all(
-        line.startswith(f"{letter} {name}") for letter, name, line in zip("ABCD", options, option_lines)
+        line.startswith(f"{letter}. {name}") for letter, name, line in zip("ABCD", options, option_lines)
     )
     out["names"] = names_ok
     written = [_split_line(line, lang) for line in option_lines]

@@ -4,11 +4,12 @@ Revision 6's SFT never fitted its own chains: its 100 System 1.x and 100 System 
 options in an order of their own ("Among the options, Galomide and Lomequor are vasopressors; ...") and answer 1-3
 of 50 trained chains correctly. Revision 7 writes every chain from steps the model already does well on System 1:
 
-1. the rule, recalled from the question in the CPT corpus's wording ("The Ostrava laparotomy requires a
+1. the rule, recalled from the question in the CPT corpus's wording ("Rule: the Ostrava laparotomy requires a
    vasopressor. In patients with severe pulmonary fibrosis, drugs cleared by the lungs must be avoided.");
-2. one line per option, in option order: its letter, its name copied from the prompt and the fact(s) the rule
-   needs, each in the corpus wording System 1 answers recall ("C Lomequor is a vasopressor. Lomequor is cleared by
-   the lungs."), ending with a verdict ("No." / "Yes."; Chinese "否。" / "是。") unless ``verdicts`` is off;
+2. one line per option, in option order: its letter and its name as the prompt's option line writes them
+   ("C. Lomequor", the prompt's option lines being "{letter}. {text}"), then the fact(s) the rule needs, each in the corpus wording System 1 answers recall ("C. Lomequor is a vasopressor. Lomequor is cleared by
+   the lungs."; English effects in the corpus's second wording, "Lomequor can cause seizures.", so that every line
+   opens with the name), ending with a verdict ("No." / "Yes."; Chinese "否。" / "是。") unless ``verdicts`` is off;
 3. the pipeline's text answer line (``data.sft_answer: text``): "Answer: Galomide".
 
 Levels and kinds are revision 3's (System 1.x: ``avoid`` and ``pair``; System 2: ``decide``), over the training
@@ -61,9 +62,12 @@ def _condition_rule(condition: Condition, lang: str) -> str:
 
 
 def _option_line(letter: str, drug: Drug, attributes: Sequence[str], fits: bool, lang: str, verdicts: bool) -> str:
-    facts = ("" if lang == "zh" else " ").join(_fact(drug, attribute, lang, 0) for attribute in attributes)
+    # English effects in the corpus's second wording ("X can cause Y."), so every line opens with the copied name
+    facts = ("" if lang == "zh" else " ").join(
+        _fact(drug, attribute, lang, int(lang == "en" and attribute == "effect")) for attribute in attributes
+    )
     verdict = (" " if lang == "en" else "") + VERDICT[(lang, fits)] if verdicts else ""
-    return f"{letter} {facts}{verdict}"
+    return f"{letter}. {facts}{verdict}"
 
 
 def chain_item(world: World, rng: random.Random, kind: str, lang: str, qid: str, verdicts: bool = True) -> MCQItem:
@@ -109,8 +113,9 @@ def chain_item(world: World, rng: random.Random, kind: str, lang: str, qid: str,
         )
         others = [trap, *outside]
         klass = _label(CLASSES, procedure.drug_class, lang)
+        # English: "the <procedure>" as every training and benchmark wording has it, so the name is copied after "the"
         needs = f"实施{procedure.name_zh}需要使用{klass}。" if lang == "zh" else (
-            f"The {procedure.name_en} requires a {klass}."
+            f"Rule: the {procedure.name_en} requires a {klass}."
         )
         rule = needs + ("" if lang == "zh" else " ") + _condition_rule(condition, lang)
         attributes = ["class", "organ" if condition.rule_kind == "organ" else "effect"]
