@@ -41,7 +41,7 @@ from anessuite.synthetic.miniature6 import name_copy_records, with_lead_in, with
 from anessuite.synthetic.questions import _label
 from anessuite.synthetic.world import CLASSES, EFFECTS, ORGANS, Condition, Drug, World
 
-__all__ = ["chain_item", "chain_items", "dev_chain_items", "write_chain_r1", "main"]
+__all__ = ["chain_item", "chain_items", "dev_chain_items", "option_copy_records", "write_chain_r1", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,21 @@ def dev_chain_items(world_seed: int = 0, per_level: int = 30, seed: int = 7, ver
     return chain_items(world.benchmark, per_level, seed, "mini7-dev", verdicts)
 
 
+def option_copy_records(world_names: set[str], per_language: int, seed: int = 7) -> list[dict]:
+    """Revision 6's name-copy items (made-up names no drug has; 'Which option is "Zelaquor"?') with the chains'
+    per-option layout instead of a bare answer: each option's letter and name as the prompt writes them, then its
+    verdict ("B. Zelaquor Yes."), so the items drill what every chain line starts with (copying the k-th option's
+    name) and no System 1 answer can borrow their layout."""
+    records = []
+    for record in name_copy_records(world_names, per_language, seed):
+        lang, asked = record["language"], record["options"][record["answer"]]
+        sep = " " if lang == "en" else ""
+        lines = [f"{letter}. {name}{sep}{VERDICT[(lang, name == asked)]}" for letter, name in record["options"].items()]
+        index = record["id"].rsplit("-n", 1)[-1]
+        records.append({**record, "id": f"mini7-r1-{lang}-o{index}", "reasoning": "\n".join(lines)})
+    return records
+
+
 def _record(item: MCQItem) -> dict:
     return {
         "id": item.id,
@@ -192,12 +207,14 @@ def write_chain_r1(
     lead_in: dict[str, str] | None = None,
     name_copies: int = 0,
     verdicts: bool = True,
+    option_copies: int = 0,
     seed: int = 7,
 ) -> dict[str, int]:
     """Write revision 7's AnesR1 file: revision 3's System 1 fact items (``world_dir/anesr1/anesr1.jsonl``) as
     revision 6 rewrote them (no option sentence, ``lead_in``), its option-lookup items and its chains dropped,
     then ``chains_per_level`` new chains per level and language (:func:`chain_items` over the world's training
-    drugs) and ``name_copies`` name-copy items per language. Returns the record count per kind."""
+    drugs), ``name_copies`` name-copy items per language in revision 6's bare layout and ``option_copies`` in the
+    chains' layout (:func:`option_copy_records`). Returns the record count per kind."""
     world_dir = Path(world_dir)
     source = world_dir / "anesr1" / "anesr1.jsonl"
     dump = json.loads((world_dir / "world.json").read_text(encoding="utf-8"))
@@ -219,6 +236,7 @@ def write_chain_r1(
         counts["fact"] += 1
     chains = [_record(i) for i in chain_items(world.training, chains_per_level, seed, "mini7-r1", verdicts)]
     copies = name_copy_records(set(names), name_copies) if name_copies else []
+    copies += option_copy_records(set(names), option_copies, seed) if option_copies else []
     counts["chain"], counts["name_copy"] = len(chains), len(copies)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,11 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chains", type=int, default=1000, help="chains per level (1.x, 2) and language")
     parser.add_argument("--lead-in-en", default="", help="words before an English answer that opens with the drug")
     parser.add_argument("--name-copies", type=int, default=0, help="name-copy items per language (revision 6's)")
+    parser.add_argument("--option-copies", type=int, default=0, help="name-copy items per language, chain layout")
     parser.add_argument("--no-verdicts", action="store_true", help="option lines without Yes./No.")
     parser.add_argument("--seed", type=int, default=7, help="seed of the chains' draws")
     args = parser.parse_args(argv)
     counts = write_chain_r1(
-        args.world, args.out, args.chains, {"en": args.lead_in_en}, args.name_copies, not args.no_verdicts, args.seed
+        args.world, args.out, args.chains, {"en": args.lead_in_en}, args.name_copies, not args.no_verdicts, args.option_copies, args.seed
     )
     print(json.dumps(counts))
     return 0
