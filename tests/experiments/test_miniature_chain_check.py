@@ -1,0 +1,99 @@
+"""Revision 7's chain diagnostic (chain_check_r7.py: step checks of a response against its reference chain) and its
+pre-check report (precheck_r7.py: revision 2's (a) and (b), and the pooled System 1.x + 2 accuracy with its
+interval, reported)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from config_harness import load_script
+
+REFERENCE = (
+    "Rule: the Ostrava laparotomy requires a vasopressor. In patients with severe pulmonary fibrosis, drugs cleared "
+    "by the lungs must be avoided.\n"
+    "A. Sorezine is a opioid analgesic. Sorezine is cleared by the liver. No.\n"
+    "B. Soradrol is a vasopressor. Soradrol is cleared by the lungs. No.\n"
+    "C. Lomequor is a sedative-hypnotic. Lomequor is cleared by the kidneys. No.\n"
+    "D. Galomide is a vasopressor. Galomide is cleared by the kidneys. Yes."
+)
+OPTIONS = ["Sorezine", "Soradrol", "Lomequor", "Galomide"]
+
+
+def _check():
+    return load_script("anessuite-cpu-miniature", "chain_check_r7.py", "miniature_chain_check_r7")
+
+
+def _swap(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        # the reference itself with its answer: every step holds
+        (REFERENCE + "\nAnswer: Galomide",
+         dict(rule=True, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=True)),
+        # a wrong condition in the rule line fails the rule only
+        (_swap(REFERENCE, "severe pulmonary fibrosis", "brittle asthma") + "\nAnswer: Galomide",
+         dict(rule=False, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=True)),
+        # B's line names A's drug: names fail, and so do facts and verdicts, which need the right names
+        (_swap(REFERENCE, "B. Soradrol", "B. Sorezine") + "\nAnswer: Galomide",
+         dict(rule=True, names=False, facts=False, verdicts=False, answer_line=True, answer_follows=False)),
+        # a wrong organ for C: facts fail; C's line is not judged for its verdict, the others' verdicts are right
+        (_swap(REFERENCE, "Lomequor is cleared by the kidneys", "Lomequor is cleared by the liver") + "\nAnswer: Galomide",
+         dict(rule=True, names=True, facts=False, verdicts=True, answer_line=True, answer_follows=True)),
+        # right facts with a wrong verdict on B: verdicts fail; two lines say yes, so no answer follows from them
+        (_swap(REFERENCE, "the lungs. No.", "the lungs. Yes.") + "\nAnswer: Galomide",
+         dict(rule=True, names=True, facts=True, verdicts=False, answer_line=True, answer_follows=False)),
+        # the chain is right but the answer names another option than the one whose line says yes
+        (REFERENCE + "\nAnswer: Soradrol",
+         dict(rule=True, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=False)),
+        # no answer line at all
+        (REFERENCE, dict(rule=True, names=True, facts=True, verdicts=True, answer_line=False, answer_follows=False)),
+        # three option lines only (cut short)
+        ("\n".join(REFERENCE.split("\n")[:4]) + "\nAnswer: Galomide",
+         dict(rule=True, names=False, facts=False, verdicts=False, answer_line=True, answer_follows=False)),
+    ],
+)
+def test_step_checks(response, expected):
+    assert _check().step_checks(response, REFERENCE, OPTIONS, "en") == expected
+
+
+def test_step_checks_read_chinese_verdicts():
+    reference = "需要：经肝脏清除的血管加压药。\nA. 洛托韦属于血管加压药。洛托韦经肝脏清除。是。\nB. 凯托酮属于血管加压药。凯托酮经肾脏清除。否。\nC. 奥达胺属于止吐药。奥达胺经血浆酯酶清除。否。\nD. 普尼定属于止吐药。普尼定经肝脏清除。否。"
+    options = ["洛托韦", "凯托酮", "奥达胺", "普尼定"]
+    checks = _check().step_checks(reference + "\n答案：洛托韦", reference, options, "zh")
+    assert all(checks.values())
+    wrong = reference.replace("凯托酮经肾脏清除。否。", "凯托酮经肾脏清除。是。")
+    assert _check().step_checks(wrong + "\n答案：洛托韦", reference, options, "zh")["verdicts"] is False
+
+
+def _scored(lang: str, level: str, correct: int, n: int, abstained: int = 0) -> list[dict]:
+    return [
+        {"language": lang, "level": level, "correct": k < correct, "prediction": None if k >= n - abstained else "A"}
+        for k in range(n)
+    ]
+
+
+def test_precheck_r7_pools_system1x_and_system2_and_reports_whether_the_lower_end_is_above_chance():
+    r7 = load_script("anessuite-cpu-miniature", "precheck_r7.py", "miniature_precheck_r7")
+    r2 = r7._precheck_r2()
+    scored = (
+        _scored("en", "system1", 150, 150)  # System 1 does not enter (c)
+        + _scored("en", "system1.x", 45, 90)  # 0.5
+        + _scored("en", "system2", 30, 60)  # 0.5: pooled 75 / 150 = 0.5, interval well above 0.25
+        + _scored("zh", "system1.x", 27, 90, abstained=50)  # 0.3
+        + _scored("zh", "system2", 12, 60)  # 0.2: pooled 39 / 150 = 0.26, interval reaches below 0.25
+    )
+    figures = r7.chain_figures(scored, r2.bootstrap_interval)
+    assert figures["en"]["pooled"]["accuracy"] == pytest.approx(0.5)
+    assert figures["zh"]["pooled"]["accuracy"] == pytest.approx(0.26)
+    assert figures["zh"]["system1.x"]["abstained"] == 50 and figures["zh"]["system2"]["n"] == 60
+    assert r7.chain_verdict(figures, r2.CHANCE) == {"chains_above_chance_en": True, "chains_above_chance_zh": False}
+    with pytest.raises(ValueError, match="no system1.x items in language en"):
+        r7.chain_figures(_scored("en", "system2", 1, 2), r2.bootstrap_interval)
+    with pytest.raises(ValueError, match="no system1.x / system2 items in language zh"):
+        r7.chain_figures(_scored("en", "system2", 1, 2) + _scored("en", "system1.x", 1, 2), r2.bootstrap_interval)
+    json.dumps(figures)  # the report is JSON
