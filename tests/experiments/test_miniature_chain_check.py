@@ -97,3 +97,37 @@ def test_precheck_r7_pools_system1x_and_system2_and_reports_whether_the_lower_en
     with pytest.raises(ValueError, match="no system1.x / system2 items in language zh"):
         r7.chain_figures(_scored("en", "system2", 1, 2) + _scored("en", "system1.x", 1, 2), r2.bootstrap_interval)
     json.dumps(figures)  # the report is JSON
+
+
+def test_wording_check_counts_naming_correct_and_chain_layout_per_wording(tmp_path):
+    wc = load_script("anessuite-cpu-miniature", "wording_check.py", "miniature_wording_check")
+    world, eval_dir = tmp_path / "world", tmp_path / "eval"
+    (world / "benchmark").mkdir(parents=True)
+    eval_dir.mkdir()
+    drugs = [  # "Velo" is inside "Velodrol": the longer name is the asked one
+        {"key": "d0", "name_en": "Velodrol", "name_zh": "维洛醇"},
+        {"key": "d1", "name_en": "Velo", "name_zh": "维洛"},
+        {"key": "d2", "name_en": "Koradex", "name_zh": "科拉"},
+    ]
+    (world / "world.json").write_text(json.dumps({"benchmark_drugs": ["d0", "d1"], "drugs": drugs}), encoding="utf-8")
+    items = {
+        "en": [("q1", "Which class is Velodrol?", "system1"), ("q2", "Which class is Velo?", "system1"),
+               ("q3", "Which drug fits?", "system2")],
+        "zh": [("q4", "维洛醇属于哪一类？", "system1")],
+    }
+    responses = {"en/q1": "Recall: Velodrol is a vasopressor.\nAnswer: vasopressor",  # named, right
+                 "en/q2": "Rule: ...\nA. Koradex is a vasopressor. No.\nAnswer: Koradex",  # chain layout, wrong
+                 "en/q3": "", "zh/q4": "科拉属于止吐药。\n答案：止吐药"}
+    correct = {"en/q1": True, "en/q2": False, "en/q3": False, "zh/q4": False}
+    for lang, rows in items.items():
+        (world / "benchmark" / f"anesbench_{lang}.json").write_text(
+            json.dumps([{"id": i, "question": q} for i, q, _ in rows], ensure_ascii=False), encoding="utf-8")
+    levels = {f"{lang}/{i}": level for lang, rows in items.items() for i, _, level in rows}
+    (eval_dir / "responses.jsonl").write_text("".join(json.dumps({"key": k, "response": v}) + "\n" for k, v in responses.items()))
+    (eval_dir / "scored.jsonl").write_text(
+        "".join(json.dumps({"key": k, "level": levels[k], "correct": v}) + "\n" for k, v in correct.items()))
+    report = wc.by_wording(world, eval_dir)
+    assert report["en"] == [  # sorted by naming rate; the System 2 item is left out
+        {"wording": "Which class is {drug}?", "n": 2, "names_asked_drug": 1, "correct": 1, "chain_layout": 1}
+    ]
+    assert report["zh"] == [{"wording": "{drug}属于哪一类？", "n": 1, "names_asked_drug": 0, "correct": 0, "chain_layout": 0}]
