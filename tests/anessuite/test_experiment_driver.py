@@ -4,12 +4,15 @@ seed statistics (two-level bootstrap) the miniature's results.json and tables ar
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from anessuite import experiment as experiment_module
 from anessuite.experiment import AnessuiteExperimentSpec, pool_row, summarize
 from rlcore.config import load_config
 from rlcore.experiments import execute, plan
@@ -124,3 +127,35 @@ def test_a_stage_with_both_a_command_and_a_recipe_is_refused(tmp_path: Path):
     spec = load_config(AnessuiteExperimentSpec, spec_file)
     with pytest.raises(ValueError, match="stages.bad: give either recipe"):
         spec.validate()
+
+
+def test_the_preregistration_commit_is_the_first_or_the_one_that_added_the_marker(
+    tmp_path: Path, monkeypatch
+):
+    """A design registered later in the same README (a revision) names the commit that added its registration."""
+    names = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+    env = {**os.environ, **{name: "t" for name in names}}
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    git("init", "-q")
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "README.md").write_text("# design 1\n")
+    git("add", ".")
+    git("commit", "-qm", "design 1")
+    first = git("rev-parse", "HEAD")
+    (folder / "README.md").write_text("# design 1\n\n8. **Revision 8 (recorded today)**\n")
+    git("commit", "-qam", "revision 8")
+    revision = git("rev-parse", "HEAD")
+    (folder / "README.md").write_text("# design 1\n\n8. **Revision 8 (recorded today)**\n\nresults\n")
+    git("commit", "-qam", "results")
+    monkeypatch.chdir(tmp_path)
+    spec = AnessuiteExperimentSpec(runs_dir=str(tmp_path / "runs"))
+    assert experiment_module.provenance(spec, folder)["preregistration_commit"] == first
+    spec.preregistration_marker = "8. **Revision 8 (recorded"
+    assert experiment_module.provenance(spec, folder)["preregistration_commit"] == revision

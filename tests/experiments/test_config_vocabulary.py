@@ -61,13 +61,14 @@ def clean_env(monkeypatch):
 
 
 def test_the_fixture_covers_the_committed_configs():
-    assert len(FIXTURE["configs"]) >= 20 and len(FIXTURE["experiment_runs"]) >= 60
+    assert len(FIXTURE["configs"]) >= 15 and len(FIXTURE["experiment_runs"]) >= 60
+    # a retired config leaves the fixture in the same commit, so no identity check is skipped for a missing file
+    retired = [path for path in FIXTURE["configs"] if not (REPO / path).is_file()]
+    assert not retired, f"configs no longer committed, remove them from fixtures/run_identities.json: {retired}"
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURE["configs"]))
 def test_identities_survive_the_renames(path: str, clean_env, monkeypatch):
-    if not (REPO / path).is_file():
-        pytest.skip(f"{path} is no longer committed")
     # renames only: an embedded model rebuilt since changes keys on purpose (tests/anessuite/test_stage_cache_builds.py)
     monkeypatch.setattr(stage_cache, "BUILDS_IN_EARLIER_KEYS", dict(stage_cache.EMBEDDED_VERSIONS))
     before = FIXTURE["configs"][path]

@@ -55,6 +55,9 @@ class AnessuiteExperimentSpec(ExperimentSpec):
     chance: float | None = 0.25
     # the README whose first commit is the pre-registration (relative to the experiment folder)
     preregistration: str = "README.md"
+    # a revised design registered later in that README: the text that opens its registration; the commit that first
+    # added it is then the pre-registration commit ("" = the README's first commit)
+    preregistration_marker: str = ""
 
 
 def load_scores(path: Path) -> list[tuple[str, str, float]]:
@@ -174,7 +177,13 @@ def _git(*args: str) -> str:
 def provenance(spec: AnessuiteExperimentSpec, folder: Path) -> dict[str, Any]:
     """The pre-registration commit and when the runs' first file was written (the order the issue asks for)."""
     readme = folder / spec.preregistration
-    first = _git("log", "--diff-filter=A", "--format=%H %cI", "--", str(readme)).splitlines()
+    if spec.preregistration_marker:
+        # the commits that changed how often the marker occurs, newest first: the last one added it
+        first = _git(
+            "log", "-S", spec.preregistration_marker, "--format=%H %cI", "--", str(readme)
+        ).splitlines()
+    else:
+        first = _git("log", "--diff-filter=A", "--format=%H %cI", "--", str(readme)).splitlines()
     runs = Path(spec.runs_dir)
     written = [
         p.stat().st_mtime
