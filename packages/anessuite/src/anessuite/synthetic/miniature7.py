@@ -34,11 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anessuite.mcq import LETTERS, MCQItem
+from anessuite.synthetic.generate import _r1_record
 from anessuite.synthetic.miniature import TRAIN_PAIR
 from anessuite.synthetic.miniature2 import _fact, build_miniature2_world
 from anessuite.synthetic.miniature3 import TRAIN_WORDINGS, Miniature3Config
 from anessuite.synthetic.miniature6 import name_copy_records, with_lead_in, without_option_sentence
-from anessuite.synthetic.questions import _label
+from anessuite.synthetic.questions import _label, draw_decision
 from anessuite.synthetic.world import CLASSES, EFFECTS, ORGANS, Condition, Drug, World
 
 __all__ = ["chain_item", "chain_items", "dev_chain_items", "option_copy_records", "write_chain_r1", "main"]
@@ -61,7 +62,9 @@ def _condition_rule(condition: Condition, lang: str) -> str:
     return f"In patients with {condition.name_en}, {what} must be avoided."
 
 
-def _option_line(letter: str, drug: Drug, attributes: Sequence[str], fits: bool, lang: str, verdicts: bool) -> str:
+def _option_line(
+    letter: str, drug: Drug, attributes: Sequence[str], fits: bool, lang: str, verdicts: bool
+) -> str:
     # English effects in the corpus's second wording ("X can cause Y."), so every line opens with the copied name
     facts = ("" if lang == "zh" else " ").join(
         _fact(drug, attribute, lang, int(lang == "en" and attribute == "effect")) for attribute in attributes
@@ -70,7 +73,9 @@ def _option_line(letter: str, drug: Drug, attributes: Sequence[str], fits: bool,
     return f"{letter}. {facts}{verdict}"
 
 
-def chain_item(world: World, rng: random.Random, kind: str, lang: str, qid: str, verdicts: bool = True) -> MCQItem:
+def chain_item(
+    world: World, rng: random.Random, kind: str, lang: str, qid: str, verdicts: bool = True
+) -> MCQItem:
     """One System 1.x (``avoid``, ``pair``) or System 2 (``decide``) MCQ over ``world``'s drugs in a training
     wording, its reasoning the rule then one line per option in option order (module docstring); the reasoning
     has no answer line (the pipeline's ``data.sft_answer: text`` writes it)."""
@@ -100,22 +105,14 @@ def chain_item(world: World, rng: random.Random, kind: str, lang: str, qid: str,
         attributes = ["class", "organ"]
         question = rng.choice(TRAIN_PAIR[lang]).format(klass=klass, organ=organ)
     elif kind == "decide":
-        while True:
-            procedure, condition = rng.choice(world.procedures), rng.choice(world.conditions)
-            candidates = world.by_class[procedure.drug_class]
-            excluded = [d for d in candidates if condition.excludes(d)]
-            allowed = [d for d in candidates if not condition.excludes(d)]
-            if excluded and allowed:
-                break
-        answer, trap = rng.choice(allowed), rng.choice(excluded)
-        outside = rng.sample(
-            [d for d in drugs if d.drug_class != procedure.drug_class and not condition.excludes(d)], k=2
-        )
+        procedure, condition, answer, trap, outside = draw_decision(world, rng)
         others = [trap, *outside]
         klass = _label(CLASSES, procedure.drug_class, lang)
         # English: "the <procedure>" as every training and benchmark wording has it, so the name is copied after "the"
-        needs = f"实施{procedure.name_zh}需要使用{klass}。" if lang == "zh" else (
-            f"Rule: the {procedure.name_en} requires a {klass}."
+        needs = (
+            f"实施{procedure.name_zh}需要使用{klass}。"
+            if lang == "zh"
+            else f"Rule: the {procedure.name_en} requires a {klass}."
         )
         rule = needs + ("" if lang == "zh" else " ") + _condition_rule(condition, lang)
         attributes = ["class", "organ" if condition.rule_kind == "organ" else "effect"]
@@ -142,9 +139,7 @@ def chain_item(world: World, rng: random.Random, kind: str, lang: str, qid: str,
     )
 
 
-def chain_items(
-    world: World, per_level: int, seed: int, prefix: str, verdicts: bool = True
-) -> list[MCQItem]:
+def chain_items(world: World, per_level: int, seed: int, prefix: str, verdicts: bool = True) -> list[MCQItem]:
     """``per_level`` System 1.x and ``per_level`` System 2 chains per language (System 1.x: ``avoid`` and
     ``pair`` drawn alike), distinct by question and options within a language and level."""
     rng = random.Random(f"{prefix}-{seed}")
@@ -157,7 +152,9 @@ def chain_items(
                 attempts += 1
                 if attempts > 50 * per_level:
                     raise ValueError(f"cannot draw {per_level} distinct {level} chains ({lang})")
-                item = chain_item(world, rng, rng.choice(kinds), lang, f"{prefix}-{lang}-c{len(items):05d}", verdicts)
+                item = chain_item(
+                    world, rng, rng.choice(kinds), lang, f"{prefix}-{lang}-c{len(items):05d}", verdicts
+                )
                 signature = (item.question, item.options)
                 if signature in seen:
                     continue
@@ -166,7 +163,9 @@ def chain_items(
     return items
 
 
-def dev_chain_items(world_seed: int = 0, per_level: int = 30, seed: int = 7, verdicts: bool = True) -> list[MCQItem]:
+def dev_chain_items(
+    world_seed: int = 0, per_level: int = 30, seed: int = 7, verdicts: bool = True
+) -> list[MCQItem]:
     """System 1.x and System 2 chains over the benchmark drugs (CPT-only facts) in training wordings, drawn with
     ``seed``: the dev set of revision 7's design trials, none of the benchmark's items or wordings."""
     world = build_miniature2_world(Miniature3Config(seed=world_seed).world_config())
@@ -182,22 +181,13 @@ def option_copy_records(world_names: set[str], per_language: int, seed: int = 7)
     for record in name_copy_records(world_names, per_language, seed):
         lang, asked = record["language"], record["options"][record["answer"]]
         sep = " " if lang == "en" else ""
-        lines = [f"{letter}. {name}{sep}{VERDICT[(lang, name == asked)]}" for letter, name in record["options"].items()]
+        lines = [
+            f"{letter}. {name}{sep}{VERDICT[(lang, name == asked)]}"
+            for letter, name in record["options"].items()
+        ]
         index = record["id"].rsplit("-n", 1)[-1]
         records.append({**record, "id": f"mini7-r1-{lang}-o{index}", "reasoning": "\n".join(lines)})
     return records
-
-
-def _record(item: MCQItem) -> dict:
-    return {
-        "id": item.id,
-        "question": item.question,
-        "options": dict(item.options),
-        "answer": item.answer,
-        "reasoning": item.metadata["reasoning"],
-        "language": item.language,
-        "level": {"system1.x": 2, "system2": 3}[item.level],
-    }
 
 
 def write_chain_r1(
@@ -234,7 +224,9 @@ def write_chain_r1(
         record = without_option_sentence(record, f"{source}:{number}")
         records.append(with_lead_in(record, lead_in or {}, names))
         counts["fact"] += 1
-    chains = [_record(i) for i in chain_items(world.training, chains_per_level, seed, "mini7-r1", verdicts)]
+    chains = [
+        _r1_record(i) for i in chain_items(world.training, chains_per_level, seed, "mini7-r1", verdicts)
+    ]
     copies = name_copy_records(set(names), name_copies) if name_copies else []
     copies += option_copy_records(set(names), option_copies, seed) if option_copies else []
     counts["chain"], counts["name_copy"] = len(chains), len(copies)
@@ -248,18 +240,35 @@ def write_chain_r1(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="anessuite.synthetic.miniature7", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--world", required=True, help="folder written by `anessuite synth --design miniature3`")
+    parser = argparse.ArgumentParser(
+        prog="anessuite.synthetic.miniature7", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--world", required=True, help="folder written by `anessuite synth --design miniature3`"
+    )
     parser.add_argument("--out", required=True, help="the AnesR1 JSONL to write")
     parser.add_argument("--chains", type=int, default=1000, help="chains per level (1.x, 2) and language")
-    parser.add_argument("--lead-in-en", default="", help="words before an English answer that opens with the drug")
-    parser.add_argument("--name-copies", type=int, default=0, help="name-copy items per language (revision 6's)")
-    parser.add_argument("--option-copies", type=int, default=0, help="name-copy items per language, chain layout")
+    parser.add_argument(
+        "--lead-in-en", default="", help="words before an English answer that opens with the drug"
+    )
+    parser.add_argument(
+        "--name-copies", type=int, default=0, help="name-copy items per language (revision 6's)"
+    )
+    parser.add_argument(
+        "--option-copies", type=int, default=0, help="name-copy items per language, chain layout"
+    )
     parser.add_argument("--no-verdicts", action="store_true", help="option lines without Yes./No.")
     parser.add_argument("--seed", type=int, default=7, help="seed of the chains' draws")
     args = parser.parse_args(argv)
     counts = write_chain_r1(
-        args.world, args.out, args.chains, {"en": args.lead_in_en}, args.name_copies, not args.no_verdicts, args.option_copies, args.seed
+        args.world,
+        args.out,
+        args.chains,
+        {"en": args.lead_in_en},
+        args.name_copies,
+        not args.no_verdicts,
+        args.option_copies,
+        args.seed,
     )
     print(json.dumps(counts))
     return 0

@@ -198,8 +198,13 @@ def _avoid(world: World, rng: random.Random, lang: str):
     return {"condition": condition.name(lang)}, target.name(lang), [d.name(lang) for d in others], why
 
 
-def _decide(world: World, rng: random.Random, lang: str):
-    """System 2: procedure -> required class -> its drugs -> drop the one the condition excludes."""
+def draw_decision(world: World, rng: random.Random):
+    """A System 2 item's draw: (procedure, condition, answer, trap, two drugs outside the class).
+
+    The procedure needs a class with one drug the condition excludes (the trap) and one it allows (the answer); the
+    two other options are drugs of other classes the condition allows. The order of ``rng`` calls is part of every
+    generated file (their hashes are pinned in the tests).
+    """
     while True:
         procedure = rng.choice(world.procedures)
         condition = rng.choice(world.conditions)
@@ -212,6 +217,12 @@ def _decide(world: World, rng: random.Random, lang: str):
     outside = rng.sample(
         [d for d in world.drugs if d.drug_class != procedure.drug_class and not condition.excludes(d)], k=2
     )
+    return procedure, condition, answer, trap, outside
+
+
+def _decide(world: World, rng: random.Random, lang: str):
+    """System 2: procedure -> required class -> its drugs -> drop the one the condition excludes."""
+    procedure, condition, answer, trap, outside = draw_decision(world, rng)
     klass = _label(CLASSES, procedure.drug_class, lang)
     rule = _rule_text(condition, lang)
     if lang == "zh":
