@@ -9,11 +9,11 @@ _anessuite_comma := ,
 _anessuite_models = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(subst $(_anessuite_comma),$(_anessuite_space),$(MODELS))))
 _anessuite_model = $(subst $(_anessuite_space),$(_anessuite_comma),$(strip $(subst $(_anessuite_comma),$(_anessuite_space),$(MODEL))))
 
-reproduce-table3: setup ## AnesBench Table 3 (EN/ZH x Sys1/1.x/2/Total, Avg.); default: embedded models on the synthetic benchmark; real: BENCHMARK=<dir> MODELS=<paths or URL> [BACKEND=vllm]
-	$(PY) -m anessuite table3 --config experiments/anessuite-table3/config.yaml \
+reproduce-table3: setup ## AnesBench Table 3 (EN/ZH x Sys1/1.x/2/Total, Avg.); default: the CPU miniature's pipelines (3 seeds, pooled); real: BENCHMARK=<dir> [MODELS=<paths or URL>] [BACKEND=vllm]
+	$(if $(or $(BENCHMARK),$(MODELS)),$(PY) -m anessuite table3 --config experiments/anessuite-table3/config.yaml \
 		$(if $(BENCHMARK),benchmark=$(BENCHMARK)) \
 		$(if $(MODELS),'models=[$(_anessuite_models)]' max_new_tokens=2048 output_dir=$(or $(OUT),experiments/anessuite-table3/results-custom)) \
-		$(if $(BACKEND),backend=$(BACKEND)) $(TABLE3_ARGS)
+		$(if $(BACKEND),backend=$(BACKEND)) $(TABLE3_ARGS),$(PY) -m anessuite experiment --config experiments/anessuite-table3/experiment.yaml $(TABLE3_ARGS))
 
 reproduce-morpheus: setup ## Morpheus Table 4 layout (base / +SFT / +SFT+GRPO) at CPU scale on the synthetic world
 	$(PY) -m anessuite morpheus --config experiments/anessuite-morpheus/config.yaml $(MORPHEUS_ARGS)

@@ -14,7 +14,8 @@ import yaml
 
 from anessuite import experiment as experiment_module
 from anessuite.experiment import AnessuiteExperimentSpec, pool_row, summarize
-from rlcore.config import load_config
+from anessuite.pipeline.config import PipelineConfig
+from rlcore.config import config_hash, load_config
 from rlcore.experiments import execute, plan
 
 
@@ -159,3 +160,55 @@ def test_the_preregistration_commit_is_the_first_or_the_one_that_added_the_marke
     assert experiment_module.provenance(spec, folder)["preregistration_commit"] == first
     spec.preregistration_marker = "8. **Revision 8 (recorded"
     assert experiment_module.provenance(spec, folder)["preregistration_commit"] == revision
+
+
+def test_a_spec_showing_fewer_tables_pools_only_their_rows(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "experiments" / "view"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# view\n\n<!-- last-run:start -->\n<!-- last-run:end -->\n")
+    rows = [{"language": lang, "level": "system1", "correct": c} for lang in ("en", "zh") for c in (True, False)]
+    for name in ("a", "b"):
+        p = tmp_path / f"runs/{name}.jsonl"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "full.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "runs_dir": "runs",
+                "groups": {"main": {"out": "results"}},
+                "rows": {"a": "runs/a.jsonl", "b": "runs/b.jsonl"},
+                "tables": {"t3": ["a"], "t4": ["b"]},
+            }
+        )
+    )
+    (folder / "experiment.yaml").write_text("base: full.yaml\ntables:\n  t4: []\n")
+    spec = load_config(AnessuiteExperimentSpec, folder / "experiment.yaml")
+    body = json.loads(summarize(spec, folder, []).read_text())
+    assert list(body["rows"]) == ["a"]
+    assert (folder / "results" / "t3.md").is_file() and not (folder / "results" / "t4.md").exists()
+
+
+def test_the_cpu_table3_runs_the_miniatures_pipelines_from_its_own_folder():
+    """`make reproduce-table3`'s default: the miniature's registered Table 3 stages, each run through a config of
+    experiments/anessuite-table3 that resolves to the very config (same hash) the miniature's own stage runs."""
+    repo = Path(__file__).resolve().parents[2]
+    table3 = load_config(AnessuiteExperimentSpec, repo / "experiments/anessuite-table3/experiment.yaml")
+    miniature = load_config(
+        AnessuiteExperimentSpec, repo / "experiments/anessuite-cpu-miniature/experiment.yaml"
+    )
+    table3.validate()
+    assert table3.runs_dir == miniature.runs_dir and list(table3.tables["table4"]) == []
+    mine, _ = plan(table3, repo / "experiments/anessuite-table3", PipelineConfig)
+    theirs = {
+        s.name: s for s in plan(miniature, repo / "experiments/anessuite-cpu-miniature", PipelineConfig)[0]
+    }
+    recipes = [s for s in mine if s.recipe]
+    assert [s.name for s in recipes] == ["table3-seed0", "table3-seed1", "table3-seed2"]
+    for stage in recipes:
+        assert stage.config.resolve().parent == (repo / "experiments/anessuite-table3").resolve()
+        other = theirs[stage.name]
+        assert stage.overrides == other.overrides and stage.done_marker == other.done_marker
+        assert config_hash(load_config(PipelineConfig, stage.config, stage.overrides)) == config_hash(
+            load_config(PipelineConfig, other.config, other.overrides)
+        )

@@ -214,3 +214,16 @@ def test_option_copy_items_list_every_option_in_order_with_one_yes_on_the_quoted
         assert not set(record["options"].values()) & names  # made-up names only
         assert record["id"].startswith(f"mini7-r1-{record['language']}-o")
     assert option_copy_records(names, per_language=30) == records  # seeded
+
+
+# SHA-256 of the AnesR1 file the registered run (revision 8 = revision 7's design, experiment.yaml's `anesr1` stage)
+# trains on: revision 3's seed-0 world, 400 chains per level and language, "Recall: " before English System 1 items.
+# A change here means the registered run could no longer be regenerated.
+REVISION7_ANESR1 = "de53f3bf49dcfd95ddf852ece15de589469216f961d7da4fb5176c973e667ace"
+
+
+def test_the_registered_runs_anesr1_file_is_regenerated_byte_for_byte(world3, tmp_path):
+    out = tmp_path / "anesr1.jsonl"
+    args = ["--world", str(world3["root"]), "--out", str(out), "--lead-in-en", "Recall: ", "--chains", "400"]
+    assert main(args) == 0
+    assert file_sha256(out) == REVISION7_ANESR1

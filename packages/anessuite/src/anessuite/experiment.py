@@ -207,7 +207,11 @@ def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRu
     out = folder / spec.groups[spec.group].out
     out.mkdir(parents=True, exist_ok=True)
     pooled: dict[str, Any] = {}
+    # a spec that shows fewer tables than its base (anessuite-table3 over the miniature) pools only their rows
+    shown_rows = {label for labels in spec.tables.values() for label in labels}
     for label, pattern in spec.rows.items():
+        if spec.tables and label not in shown_rows:
+            continue
         paths = [Path(pattern.format(seed=seed)) for seed in spec.seeds]
         if not all(p.is_file() for p in paths):
             logger.warning(
