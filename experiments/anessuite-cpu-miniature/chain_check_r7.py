@@ -58,8 +58,10 @@ def step_checks(response: str, reference: str, options: Sequence[str], lang: str
     out["facts"] = names_ok and all(w[0] == g[0] for w, g in zip(written, gold))
     # verdict that follows from the written facts: the written facts equal some reference line's facts -> its verdict
     by_facts = {g[0]: g[1] for g in gold}
-    out["verdicts"] = names_ok and all(by_facts.get(w[0], None) in (None, w[1]) for w in written) and all(
-        w[1] for w in written
+    out["verdicts"] = (
+        names_ok
+        and all(by_facts.get(w[0], None) in (None, w[1]) for w in written)
+        and all(w[1] for w in written)
     )
     yes = [k for k, w in enumerate(written) if w[1] == YES[lang]]
     answer = lines[-1] if lines and lines[-1].startswith(("Answer:", "答案：")) else ""
@@ -79,8 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Step-by-step reading of System 1.x / 2 chains (diagnostic)")
     parser.add_argument("--model", required=True, help="model or checkpoint folder")
-    parser.add_argument("--config", required=True, help="pipeline YAML whose prompt and eval.max_new_tokens are used")
-    parser.add_argument("--anesr1", help="revision 7's AnesR1 file: its first --trained chains per level and language")
+    parser.add_argument(
+        "--config", required=True, help="pipeline YAML whose prompt and eval.max_new_tokens are used"
+    )
+    parser.add_argument(
+        "--anesr1", help="revision 7's AnesR1 file: its first --trained chains per level and language"
+    )
     parser.add_argument("--trained", type=int, default=50, help="trained chains per level and language")
     parser.add_argument("--dev", type=int, default=30, help="dev chains per level and language (0: none)")
     parser.add_argument("--world-seed", type=int, default=0, help="the revision-3 world's seed")
@@ -98,21 +104,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r["level"] in levels and taken.get(key, 0) < args.trained:
                 taken[key] = taken.get(key, 0) + 1
                 item = MCQItem(
-                    r["id"], r["question"], tuple(r["options"].items()), r["answer"], r["language"], levels[r["level"]]
+                    r["id"],
+                    r["question"],
+                    tuple(r["options"].items()),
+                    r["answer"],
+                    r["language"],
+                    levels[r["level"]],
                 )
                 rows.append((item, r["reasoning"]))
         sets["trained"] = rows
     if args.dev:
         sets["dev"] = [(i, i.metadata["reasoning"]) for i in dev_chain_items(args.world_seed, args.dev)]
     backend = HFChatBackend(args.model, batch_size=64, dtype="float32")
-    report: dict[str, Any] = {"model": args.model, "config": args.config, "max_new_tokens": pipeline.eval.max_new_tokens}
+    report: dict[str, Any] = {
+        "model": args.model,
+        "config": args.config,
+        "max_new_tokens": pipeline.eval.max_new_tokens,
+    }
     for name, rows in sets.items():
         done = dict(
-            backend.complete([build_messages(i, pipeline.prompt) for i, _ in rows], pipeline.eval.max_new_tokens)
+            backend.complete(
+                [build_messages(i, pipeline.prompt) for i, _ in rows], pipeline.eval.max_new_tokens
+            )
         )
         for lang in ("en", "zh"):
             for level in ("system1.x", "system2"):
-                picked = [(k, i, ref) for k, (i, ref) in enumerate(rows) if i.language == lang and i.level == level]
+                picked = [
+                    (k, i, ref) for k, (i, ref) in enumerate(rows) if i.language == lang and i.level == level
+                ]
                 if not picked:
                     continue
                 counts: dict[str, int] = {"n": len(picked), "correct": 0, "abstained": 0}

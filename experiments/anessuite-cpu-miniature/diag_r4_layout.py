@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     world = Path(args.world)
     if args.write:
-        rows = [json.loads(x) for x in (world / "anesr1" / "anesr1.jsonl").read_text(encoding="utf-8").splitlines()]
+        rows = [
+            json.loads(x)
+            for x in (world / "anesr1" / "anesr1.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
         for row in rows:
             row["reasoning"] = adjacent(row["reasoning"], row["language"])
         out = Path(args.write)

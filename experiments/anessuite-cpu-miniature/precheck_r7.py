@@ -56,7 +56,9 @@ def chain_figures(scored: list[dict[str, Any]], bootstrap) -> dict[str, Any]:
 
 def chain_verdict(figures: dict[str, Any], chance: float) -> dict[str, bool]:
     """Whether the pooled interval's lower end is above ``chance``, per language (reported, not a threshold)."""
-    return {f"chains_above_chance_{lang}": figures[lang]["pooled"]["ci95"][0] > chance for lang in ("en", "zh")}
+    return {
+        f"chains_above_chance_{lang}": figures[lang]["pooled"]["ci95"][0] > chance for lang in ("en", "zh")
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,10 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Revision 7's pre-check on one pipeline run.")
-    parser.add_argument("--world", required=True, help="folder written by `anessuite synth --design miniature3`")
-    parser.add_argument("--run", required=True, help="the pipeline's output_dir (eval/<row>-generate/ inside)")
+    parser.add_argument(
+        "--world", required=True, help="folder written by `anessuite synth --design miniature3`"
+    )
+    parser.add_argument(
+        "--run", required=True, help="the pipeline's output_dir (eval/<row>-generate/ inside)"
+    )
     parser.add_argument("--row", default="base+SFT", help="the row the thresholds judge")
-    parser.add_argument("--probes", nargs="*", default=[], help="label=probe.json pairs to copy into the report")
+    parser.add_argument(
+        "--probes", nargs="*", default=[], help="label=probe.json pairs to copy into the report"
+    )
     parser.add_argument("--out", required=True, help="the report (JSON)")
     args = parser.parse_args(argv)
     r2_out = Path(args.out).with_name(Path(args.out).stem + "-r2.json")
@@ -78,11 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_dir = Path(args.run) / "eval" / f"{args.row}-generate"
     scored = r2._jsonl(eval_dir / "scored.jsonl")
     chains = chain_figures(scored, r2.bootstrap_interval)
-    report["chains"] = {"levels_pooled": list(CHAIN_LEVELS), **chains, "reported": chain_verdict(chains, r2.CHANCE)}
+    report["chains"] = {
+        "levels_pooled": list(CHAIN_LEVELS),
+        **chains,
+        "reported": chain_verdict(chains, r2.CHANCE),
+    }
     Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     for lang in ("en", "zh"):
         pooled = chains[lang]["pooled"]
-        print(f"{lang}: System 1.x + 2 accuracy {pooled['accuracy']:.3f} [{pooled['ci95'][0]:.3f}, {pooled['ci95'][1]:.3f}]")
+        print(
+            f"{lang}: System 1.x + 2 accuracy {pooled['accuracy']:.3f} [{pooled['ci95'][0]:.3f}, {pooled['ci95'][1]:.3f}]"
+        )
     print(f"pre-check {'PASSED' if report['verdict']['passed'] else 'FAILED'} (thresholds (a), (b) only)")
     return 0
 

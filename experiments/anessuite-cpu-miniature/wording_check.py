@@ -27,7 +27,9 @@ def by_wording(world: Path, eval_dir: Path) -> dict[str, list[dict[str, Any]]]:
     for lang in ("en", "zh"):
         names = [d[f"name_{lang}"] for d in dump["drugs"] if d["key"] in bench]
         rows: dict[str, dict[str, Any]] = {}
-        for record in json.loads((world / "benchmark" / f"anesbench_{lang}.json").read_text(encoding="utf-8")):
+        for record in json.loads(
+            (world / "benchmark" / f"anesbench_{lang}.json").read_text(encoding="utf-8")
+        ):
             key = f"{lang}/{record['id']}"
             if scored[key]["level"] != "system1":
                 continue
@@ -48,9 +50,15 @@ def by_wording(world: Path, eval_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="System 1 naming and accuracy per benchmark wording (diagnostic)")
-    parser.add_argument("--world", required=True, help="folder written by `anessuite synth --design miniature3`")
-    parser.add_argument("--eval", required=True, help="<run>/eval/<row>-generate (responses.jsonl, scored.jsonl)")
+    parser = argparse.ArgumentParser(
+        description="System 1 naming and accuracy per benchmark wording (diagnostic)"
+    )
+    parser.add_argument(
+        "--world", required=True, help="folder written by `anessuite synth --design miniature3`"
+    )
+    parser.add_argument(
+        "--eval", required=True, help="<run>/eval/<row>-generate (responses.jsonl, scored.jsonl)"
+    )
     parser.add_argument("--out", required=True, help="report (JSON)")
     args = parser.parse_args(argv)
     report = by_wording(Path(args.world), Path(args.eval))

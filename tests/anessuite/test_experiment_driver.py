@@ -167,7 +167,9 @@ def test_a_spec_showing_fewer_tables_pools_only_their_rows(tmp_path: Path, monke
     folder = tmp_path / "experiments" / "view"
     folder.mkdir(parents=True)
     (folder / "README.md").write_text("# view\n\n<!-- last-run:start -->\n<!-- last-run:end -->\n")
-    rows = [{"language": lang, "level": "system1", "correct": c} for lang in ("en", "zh") for c in (True, False)]
+    rows = [
+        {"language": lang, "level": "system1", "correct": c} for lang in ("en", "zh") for c in (True, False)
+    ]
     for name in ("a", "b"):
         p = tmp_path / f"runs/{name}.jsonl"
         p.parent.mkdir(parents=True, exist_ok=True)

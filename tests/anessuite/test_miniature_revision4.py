@@ -13,14 +13,16 @@ from anessuite.evaluate import EvalConfig, _generation_hash
 from anessuite.mcq import MCQItem
 from anessuite.pipeline import stage_cache
 from anessuite.pipeline.config import PipelineConfig
-from anessuite.prompts import PromptConfig, build_messages, format_options
+from anessuite.prompts import build_messages, format_options
 from anessuite.records import read_records
 from anessuite.synthetic.miniature3 import SCRATCH_VOCAB_SIZE, Miniature3Config, generate_miniature3_data
 from anessuite.synthetic.scratch import capital_space_tokenizer, world_training_texts
 from rlcore.config import load_config
 
 EXP = Path(__file__).resolve().parents[2] / "experiments" / "anessuite-cpu-miniature"
-ITEM = MCQItem("q1", "What is the effect of Koradrol?", (("A", "pruritus"), ("B", "bradycardia")), "B", "en", "system1")
+ITEM = MCQItem(
+    "q1", "What is the effect of Koradrol?", (("A", "pruritus"), ("B", "bradycardia")), "B", "en", "system1"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,10 @@ def _option_sentence(r: dict) -> str:
 
 def test_option_lines_default_to_the_letter_first_layout_and_keep_earlier_keys():
     assert format_options(ITEM) == "A. pruritus\nB. bradycardia"
-    assert format_options(ITEM, "- {text} is option {letter}.") == "- pruritus is option A.\n- bradycardia is option B."
+    assert (
+        format_options(ITEM, "- {text} is option {letter}.")
+        == "- pruritus is option A.\n- bradycardia is option B."
+    )
     default, spelled = EvalConfig(), EvalConfig()
     spelled.prompt.option_line_en = spelled.prompt.option_line_zh = "{letter}. {text}"
     assert _generation_hash(default) == _generation_hash(spelled)  # earlier response caches stay valid
@@ -115,7 +120,9 @@ def test_revision4_chats_are_half_as_long_and_fit_the_lengths(world3, tokenizer3
     for r in read_records(world3["anesr1"]):
         for name, cfg in (("r3", r3), ("r4", r4)):
             chat = build_messages(_item(r), cfg.prompt) + [{"role": "assistant", "content": r["reasoning"]}]
-            lengths[name].append(len(tokenizer3(tokenizer3.apply_chat_template(chat, tokenize=False))["input_ids"]))
+            lengths[name].append(
+                len(tokenizer3(tokenizer3.apply_chat_template(chat, tokenize=False))["input_ids"])
+            )
     mean = {k: sum(v) / len(v) for k, v in lengths.items()}
     assert mean["r4"] < 0.5 * mean["r3"], mean
     assert max(lengths["r4"]) <= r4.sft.max_length
@@ -131,10 +138,25 @@ def test_sft_cost_script_reports_a_step_cost(tmp_path, monkeypatch):
         f"base: {EXP / 'pipeline_r4.yaml'}\ndata: {{corpus: '', anesqa: '', anesr1: '', benchmark: ''}}\n",
         encoding="utf-8",
     )
-    monkeypatch.setattr(sys, "argv", [
-        "sft_cost.py", "--config", str(config), "--model", "tiny-qwen2", "--steps", "2", "--warmup", "1",
-        "--out", str(out), "sft.max_samples=64", "sft.micro_batch_size=4",
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "sft_cost.py",
+            "--config",
+            str(config),
+            "--model",
+            "tiny-qwen2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+            "sft.max_samples=64",
+            "sft.micro_batch_size=4",
+        ],
+    )
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(EXP / "sft_cost.py"), run_name="__main__")
     assert done.value.code == 0

@@ -33,11 +33,19 @@ WORLD = build_miniature2_world(Miniature3Config(seed=0).world_config())
 @pytest.fixture(scope="module")
 def world3(tmp_path_factory):
     return generate_miniature3_data(tmp_path_factory.mktemp("w3"), Miniature3Config(seed=0))
+
+
 FACT_PATTERNS = {  # the CPT corpus's wordings (English effects: its second)
-    "en": [r"(?P<n>\S+) is a (?P<class>[a-z -]+)\.", r"(?P<n>\S+) is cleared by (?P<organ>[a-z ]+)\.",
-           r"(?P<n>\S+) can cause (?P<effect>[a-z]+)\."],
-    "zh": [r"(?P<n>[^属经的。]+)属于(?P<class>[^。]+)。", r"(?P<n>[^属经的。]+)经(?P<organ>[^。]+)清除。",
-           r"(?P<n>[^属经的。]+)的特征性不良反应是(?P<effect>[^。]+)。"],
+    "en": [
+        r"(?P<n>\S+) is a (?P<class>[a-z -]+)\.",
+        r"(?P<n>\S+) is cleared by (?P<organ>[a-z ]+)\.",
+        r"(?P<n>\S+) can cause (?P<effect>[a-z]+)\.",
+    ],
+    "zh": [
+        r"(?P<n>[^属经的。]+)属于(?P<class>[^。]+)。",
+        r"(?P<n>[^属经的。]+)经(?P<organ>[^。]+)清除。",
+        r"(?P<n>[^属经的。]+)的特征性不良反应是(?P<effect>[^。]+)。",
+    ],
 }
 
 
@@ -68,7 +76,7 @@ def test_a_chain_states_the_rule_then_every_option_in_order_with_true_facts_and_
             body, is_yes = (line[: -len(verdict)].rstrip(), True) if line.endswith(verdict) else (line, False)
             if not is_yes:
                 assert line.endswith("No." if lang == "en" else "否。")
-                body = line[: -3].rstrip() if lang == "en" else line[:-2]
+                body = line[:-3].rstrip() if lang == "en" else line[:-2]
             else:
                 yes.append(letter)
             facts = body[len(letter) + 2 :]
@@ -78,9 +86,16 @@ def test_a_chain_states_the_rule_then_every_option_in_order_with_true_facts_and_
             for pattern in FACT_PATTERNS[lang]:
                 for match in re.finditer(pattern, facts):
                     assert match["n"].strip() == name
-                    key, table = next((k, t) for k, t in (("class", CLASSES), ("organ", ORGANS), ("effect", EFFECTS))
-                                      if k in match.groupdict())
-                    value = _label(table, {"class": drug.drug_class, "organ": drug.organ, "effect": drug.effect}[key], lang)
+                    key, table = next(
+                        (k, t)
+                        for k, t in (("class", CLASSES), ("organ", ORGANS), ("effect", EFFECTS))
+                        if k in match.groupdict()
+                    )
+                    value = _label(
+                        table,
+                        {"class": drug.drug_class, "organ": drug.organ, "effect": drug.effect}[key],
+                        lang,
+                    )
                     assert match[key] == value
                     found += 1
             assert found == (1 if kind == "avoid" else 2)
@@ -106,8 +121,14 @@ def test_chain_questions_use_training_wordings_and_training_drugs_only():
             "decide": TRAIN_WORDINGS["decide"][item.language]["train"],
             "pair": TRAIN_PAIR[item.language],
         }[item.metadata["kind"]]
-        stems = [re.escape(w).replace(r"\{condition\}", ".+").replace(r"\{procedure\}", ".+")
-                 .replace(r"\{klass\}", ".+").replace(r"\{organ\}", ".+") for w in wordings]
+        stems = [
+            re.escape(w)
+            .replace(r"\{condition\}", ".+")
+            .replace(r"\{procedure\}", ".+")
+            .replace(r"\{klass\}", ".+")
+            .replace(r"\{organ\}", ".+")
+            for w in wordings
+        ]
         assert any(re.fullmatch(stem, item.question) for stem in stems), item.question
     assert len(signatures) == len(items)  # distinct by question and options
     assert {i.metadata["kind"] for i in items} == {"avoid", "pair", "decide"}
@@ -121,7 +142,9 @@ def test_no_verdicts_drops_only_the_verdicts():
 
     with_v = chain_item(WORLD.training, random.Random(3), "decide", "en", "q")
     without = chain_item(WORLD.training, random.Random(3), "decide", "en", "q", verdicts=False)
-    assert without.metadata["reasoning"] == re.sub(r" (Yes|No)\.$", "", with_v.metadata["reasoning"], flags=re.M)
+    assert without.metadata["reasoning"] == re.sub(
+        r" (Yes|No)\.$", "", with_v.metadata["reasoning"], flags=re.M
+    )
 
 
 def test_too_many_distinct_chains_for_a_small_world_is_refused():
@@ -157,8 +180,11 @@ def test_written_file_keeps_revision6_fact_items_drops_lookups_and_old_chains_an
     source = [json.loads(line) for line in world["anesr1"].read_text(encoding="utf-8").splitlines()]
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     facts = [r for r in source if r["level"] == 1 and "-f" in r["id"]]
-    names = [d[f"name_{lang}"] for d in json.loads((world["root"] / "world.json").read_text())["drugs"]
-             for lang in ("en", "zh")]
+    names = [
+        d[f"name_{lang}"]
+        for d in json.loads((world["root"] / "world.json").read_text())["drugs"]
+        for lang in ("en", "zh")
+    ]
     expected = [with_lead_in(without_option_sentence(r), {"en": "Recall: "}, names) for r in facts]
     assert written[: len(facts)] == expected  # revision 6's System 1 records, in file order
     assert counts == {"fact": len(facts), "chain": 200, "name_copy": 0, "dropped": len(source) - len(facts)}
@@ -171,7 +197,10 @@ def test_written_file_keeps_revision6_fact_items_drops_lookups_and_old_chains_an
     assert file_sha256(again) == file_sha256(out)
     # the CLI writes the same file
     cli = tmp_path / "cli.jsonl"
-    assert main(["--world", str(world["root"]), "--out", str(cli), "--chains", "50", "--lead-in-en", "Recall: "]) == 0
+    assert (
+        main(["--world", str(world["root"]), "--out", str(cli), "--chains", "50", "--lead-in-en", "Recall: "])
+        == 0
+    )
     assert file_sha256(cli) == file_sha256(out)
     # a world.json of another seed is refused by name
     dump = json.loads((world["root"] / "world.json").read_text())
@@ -180,7 +209,9 @@ def test_written_file_keeps_revision6_fact_items_drops_lookups_and_old_chains_an
         write_chain_r1(world["root"], tmp_path / "x.jsonl", chains_per_level=5)
 
 
-def test_chain_sft_chats_end_with_the_gold_text_which_the_extractor_reads_as_the_gold_letter(world3, tmp_path):
+def test_chain_sft_chats_end_with_the_gold_text_which_the_extractor_reads_as_the_gold_letter(
+    world3, tmp_path
+):
     world = world3
     out = tmp_path / "r7.jsonl"
     write_chain_r1(world["root"], out, chains_per_level=20, option_copies=10)
@@ -193,7 +224,10 @@ def test_chain_sft_chats_end_with_the_gold_text_which_the_extractor_reads_as_the
         gold = record["options"][record["answer"]]
         assert response.endswith(("Answer: " if record["language"] == "en" else "答案：") + gold)
         options = list(record["options"].values())
-        assert extract_choice(response, num_choices=4, lang=record["language"], options=options) == record["answer"]
+        assert (
+            extract_choice(response, num_choices=4, lang=record["language"], options=options)
+            == record["answer"]
+        )
 
 
 def test_option_copy_items_list_every_option_in_order_with_one_yes_on_the_quoted_name():

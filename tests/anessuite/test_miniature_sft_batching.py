@@ -21,7 +21,9 @@ def _chats(count: int) -> list[dict]:
     for i in range(count):
         question = f"Question {i}: " + " ".join(rng.choices(words, k=rng.choice([3, 40])))
         answer = " ".join(rng.choices(words, k=rng.choice([2, 60]))) + f"\nAnswer: {'ABCD'[i % 4]}"
-        chats.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+        chats.append(
+            {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+        )
     return chats
 
 
@@ -33,13 +35,23 @@ def _epoch(tmp_path, group_by_length: bool):
 
     from rlcore.models import load_causal_lm, load_tokenizer
 
-    cfg = HFStageConfig(max_length=512, micro_batch_size=8, gradient_accumulation_steps=1, total_steps=-1,
-                        num_epochs=1.0, group_by_length=group_by_length)
+    cfg = HFStageConfig(
+        max_length=512,
+        micro_batch_size=8,
+        gradient_accumulation_steps=1,
+        total_steps=-1,
+        num_epochs=1.0,
+        group_by_length=group_by_length,
+    )
     args = stage_training_args("sft", cfg, tmp_path / f"grouped-{group_by_length}", seed=0)
     dataset = datasets.Dataset.from_list([chat_to_prompt_completion(c) for c in _chats(256)])
     tokenizer = load_tokenizer("tiny-qwen2", padding_side="right")
-    trainer = SFTTrainer(load_causal_lm("tiny-qwen2", dtype=torch.float32), args=args, train_dataset=dataset,
-                         processing_class=tokenizer)
+    trainer = SFTTrainer(
+        load_causal_lm("tiny-qwen2", dtype=torch.float32),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
     records, padding = [], 0
     for batch in trainer.get_train_dataloader():
         mask = batch["attention_mask"].bool()
@@ -92,7 +104,9 @@ def test_trainable_trains_only_the_named_parameters(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trained, total = freeze_except(model, ["self_attn"])
     assert 0 < trained < total
-    cfg = HFStageConfig(max_length=256, micro_batch_size=4, gradient_accumulation_steps=1, total_steps=2, lr=1e-2)
+    cfg = HFStageConfig(
+        max_length=256, micro_batch_size=4, gradient_accumulation_steps=1, total_steps=2, lr=1e-2
+    )
     trainer = SFTTrainer(
         model,
         args=stage_training_args("sft", cfg, tmp_path / "frozen", seed=0),

@@ -64,7 +64,9 @@ def test_the_fixture_covers_the_committed_configs():
     assert len(FIXTURE["configs"]) >= 15 and len(FIXTURE["experiment_runs"]) >= 60
     # a retired config leaves the fixture in the same commit, so no identity check is skipped for a missing file
     retired = [path for path in FIXTURE["configs"] if not (REPO / path).is_file()]
-    assert not retired, f"configs no longer committed, remove them from fixtures/run_identities.json: {retired}"
+    assert not retired, (
+        f"configs no longer committed, remove them from fixtures/run_identities.json: {retired}"
+    )
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURE["configs"]))

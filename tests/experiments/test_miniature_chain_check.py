@@ -33,28 +33,46 @@ def _swap(text: str, old: str, new: str) -> str:
     ("response", "expected"),
     [
         # the reference itself with its answer: every step holds
-        (REFERENCE + "\nAnswer: Galomide",
-         dict(rule=True, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=True)),
+        (
+            REFERENCE + "\nAnswer: Galomide",
+            dict(rule=True, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=True),
+        ),
         # a wrong condition in the rule line fails the rule only
-        (_swap(REFERENCE, "severe pulmonary fibrosis", "brittle asthma") + "\nAnswer: Galomide",
-         dict(rule=False, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=True)),
+        (
+            _swap(REFERENCE, "severe pulmonary fibrosis", "brittle asthma") + "\nAnswer: Galomide",
+            dict(rule=False, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=True),
+        ),
         # B's line names A's drug: names fail, and so do facts and verdicts, which need the right names
-        (_swap(REFERENCE, "B. Soradrol", "B. Sorezine") + "\nAnswer: Galomide",
-         dict(rule=True, names=False, facts=False, verdicts=False, answer_line=True, answer_follows=False)),
+        (
+            _swap(REFERENCE, "B. Soradrol", "B. Sorezine") + "\nAnswer: Galomide",
+            dict(rule=True, names=False, facts=False, verdicts=False, answer_line=True, answer_follows=False),
+        ),
         # a wrong organ for C: facts fail; C's line is not judged for its verdict, the others' verdicts are right
-        (_swap(REFERENCE, "Lomequor is cleared by the kidneys", "Lomequor is cleared by the liver") + "\nAnswer: Galomide",
-         dict(rule=True, names=True, facts=False, verdicts=True, answer_line=True, answer_follows=True)),
+        (
+            _swap(REFERENCE, "Lomequor is cleared by the kidneys", "Lomequor is cleared by the liver")
+            + "\nAnswer: Galomide",
+            dict(rule=True, names=True, facts=False, verdicts=True, answer_line=True, answer_follows=True),
+        ),
         # right facts with a wrong verdict on B: verdicts fail; two lines say yes, so no answer follows from them
-        (_swap(REFERENCE, "the lungs. No.", "the lungs. Yes.") + "\nAnswer: Galomide",
-         dict(rule=True, names=True, facts=True, verdicts=False, answer_line=True, answer_follows=False)),
+        (
+            _swap(REFERENCE, "the lungs. No.", "the lungs. Yes.") + "\nAnswer: Galomide",
+            dict(rule=True, names=True, facts=True, verdicts=False, answer_line=True, answer_follows=False),
+        ),
         # the chain is right but the answer names another option than the one whose line says yes
-        (REFERENCE + "\nAnswer: Soradrol",
-         dict(rule=True, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=False)),
+        (
+            REFERENCE + "\nAnswer: Soradrol",
+            dict(rule=True, names=True, facts=True, verdicts=True, answer_line=True, answer_follows=False),
+        ),
         # no answer line at all
-        (REFERENCE, dict(rule=True, names=True, facts=True, verdicts=True, answer_line=False, answer_follows=False)),
+        (
+            REFERENCE,
+            dict(rule=True, names=True, facts=True, verdicts=True, answer_line=False, answer_follows=False),
+        ),
         # three option lines only (cut short)
-        ("\n".join(REFERENCE.split("\n")[:4]) + "\nAnswer: Galomide",
-         dict(rule=True, names=False, facts=False, verdicts=False, answer_line=True, answer_follows=False)),
+        (
+            "\n".join(REFERENCE.split("\n")[:4]) + "\nAnswer: Galomide",
+            dict(rule=True, names=False, facts=False, verdicts=False, answer_line=True, answer_follows=False),
+        ),
     ],
 )
 def test_step_checks(response, expected):
@@ -72,7 +90,12 @@ def test_step_checks_read_chinese_verdicts():
 
 def _scored(lang: str, level: str, correct: int, n: int, abstained: int = 0) -> list[dict]:
     return [
-        {"language": lang, "level": level, "correct": k < correct, "prediction": None if k >= n - abstained else "A"}
+        {
+            "language": lang,
+            "level": level,
+            "correct": k < correct,
+            "prediction": None if k >= n - abstained else "A",
+        }
         for k in range(n)
     ]
 
@@ -91,11 +114,16 @@ def test_precheck_r7_pools_system1x_and_system2_and_reports_whether_the_lower_en
     assert figures["en"]["pooled"]["accuracy"] == pytest.approx(0.5)
     assert figures["zh"]["pooled"]["accuracy"] == pytest.approx(0.26)
     assert figures["zh"]["system1.x"]["abstained"] == 50 and figures["zh"]["system2"]["n"] == 60
-    assert r7.chain_verdict(figures, r2.CHANCE) == {"chains_above_chance_en": True, "chains_above_chance_zh": False}
+    assert r7.chain_verdict(figures, r2.CHANCE) == {
+        "chains_above_chance_en": True,
+        "chains_above_chance_zh": False,
+    }
     with pytest.raises(ValueError, match="no system1.x items in language en"):
         r7.chain_figures(_scored("en", "system2", 1, 2), r2.bootstrap_interval)
     with pytest.raises(ValueError, match="no system1.x / system2 items in language zh"):
-        r7.chain_figures(_scored("en", "system2", 1, 2) + _scored("en", "system1.x", 1, 2), r2.bootstrap_interval)
+        r7.chain_figures(
+            _scored("en", "system2", 1, 2) + _scored("en", "system1.x", 1, 2), r2.bootstrap_interval
+        )
     json.dumps(figures)  # the report is JSON
 
 
@@ -109,25 +137,39 @@ def test_wording_check_counts_naming_correct_and_chain_layout_per_wording(tmp_pa
         {"key": "d1", "name_en": "Velo", "name_zh": "维洛"},
         {"key": "d2", "name_en": "Koradex", "name_zh": "科拉"},
     ]
-    (world / "world.json").write_text(json.dumps({"benchmark_drugs": ["d0", "d1"], "drugs": drugs}), encoding="utf-8")
+    (world / "world.json").write_text(
+        json.dumps({"benchmark_drugs": ["d0", "d1"], "drugs": drugs}), encoding="utf-8"
+    )
     items = {
-        "en": [("q1", "Which class is Velodrol?", "system1"), ("q2", "Which class is Velo?", "system1"),
-               ("q3", "Which drug fits?", "system2")],
+        "en": [
+            ("q1", "Which class is Velodrol?", "system1"),
+            ("q2", "Which class is Velo?", "system1"),
+            ("q3", "Which drug fits?", "system2"),
+        ],
         "zh": [("q4", "维洛醇属于哪一类？", "system1")],
     }
-    responses = {"en/q1": "Recall: Velodrol is a vasopressor.\nAnswer: vasopressor",  # named, right
-                 "en/q2": "Rule: ...\nA. Koradex is a vasopressor. No.\nAnswer: Koradex",  # chain layout, wrong
-                 "en/q3": "", "zh/q4": "科拉属于止吐药。\n答案：止吐药"}
+    responses = {
+        "en/q1": "Recall: Velodrol is a vasopressor.\nAnswer: vasopressor",  # named, right
+        "en/q2": "Rule: ...\nA. Koradex is a vasopressor. No.\nAnswer: Koradex",  # chain layout, wrong
+        "en/q3": "",
+        "zh/q4": "科拉属于止吐药。\n答案：止吐药",
+    }
     correct = {"en/q1": True, "en/q2": False, "en/q3": False, "zh/q4": False}
     for lang, rows in items.items():
         (world / "benchmark" / f"anesbench_{lang}.json").write_text(
-            json.dumps([{"id": i, "question": q} for i, q, _ in rows], ensure_ascii=False), encoding="utf-8")
+            json.dumps([{"id": i, "question": q} for i, q, _ in rows], ensure_ascii=False), encoding="utf-8"
+        )
     levels = {f"{lang}/{i}": level for lang, rows in items.items() for i, _, level in rows}
-    (eval_dir / "responses.jsonl").write_text("".join(json.dumps({"key": k, "response": v}) + "\n" for k, v in responses.items()))
+    (eval_dir / "responses.jsonl").write_text(
+        "".join(json.dumps({"key": k, "response": v}) + "\n" for k, v in responses.items())
+    )
     (eval_dir / "scored.jsonl").write_text(
-        "".join(json.dumps({"key": k, "level": levels[k], "correct": v}) + "\n" for k, v in correct.items()))
+        "".join(json.dumps({"key": k, "level": levels[k], "correct": v}) + "\n" for k, v in correct.items())
+    )
     report = wc.by_wording(world, eval_dir)
     assert report["en"] == [  # sorted by naming rate; the System 2 item is left out
         {"wording": "Which class is {drug}?", "n": 2, "names_asked_drug": 1, "correct": 1, "chain_layout": 1}
     ]
-    assert report["zh"] == [{"wording": "{drug}属于哪一类？", "n": 1, "names_asked_drug": 0, "correct": 0, "chain_layout": 0}]
+    assert report["zh"] == [
+        {"wording": "{drug}属于哪一类？", "n": 1, "names_asked_drug": 0, "correct": 0, "chain_layout": 0}
+    ]

@@ -182,7 +182,7 @@ def test_only_stages_runs_the_chosen_groups_stages_and_no_arm(tmp_path: Path, ca
     folder = make_folder(tmp_path)
     (folder / "check.yaml").write_text("train:\n  steps: 2\n")
     spec = (folder / "experiment.yaml").read_text()
-    spec = spec.replace("stages:\n", f"stages:\n  check: {{recipe: sft, config: check.yaml}}\n", 1)
+    spec = spec.replace("stages:\n", "stages:\n  check: {recipe: sft, config: check.yaml}\n", 1)
     spec = spec.replace("stages: [warmup]}", "stages: [warmup, check]}\n  warm: {stages: [warmup]}")
     (folder / "experiment.yaml").write_text(spec)
     for group, names in (("main", ["warmup", "check"]), ("warm", ["warmup"])):

@@ -208,12 +208,16 @@ def test_a_second_client_waits_at_most_one_lone_compute_then_both_run_on_the_wor
 
 @pytest.mark.parametrize(
     ("option", "value", "floor"),
-    [("--inline-max-queries", "-1", 0), ("--batch-workers", "0", 1), ("--max-wait-ms", "-5", 0), ("--nprobe", "0", 1)],
+    [
+        ("--inline-max-queries", "-1", 0),
+        ("--batch-workers", "0", 1),
+        ("--max-wait-ms", "-5", 0),
+        ("--nprobe", "0", 1),
+    ],
 )
 def test_the_server_command_refuses_values_below_an_options_floor(option, value, floor, tmp_path, capsys):
     """A negative --inline-max-queries used to act as 0 (off) without a word; every numeric option now names its
     floor and the value given, before anything loads."""
-    from rlcore.retrieval.server import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--index", str(tmp_path / "absent"), option, value])

@@ -167,9 +167,7 @@ def _arm_path(folder: Path, arm: str) -> Path:
     return path
 
 
-def plan(
-    spec: ExperimentSpec, folder: Path, arm_schema: type
-) -> tuple[list[PlannedRun], list[PlannedRun]]:
+def plan(spec: ExperimentSpec, folder: Path, arm_schema: type) -> tuple[list[PlannedRun], list[PlannedRun]]:
     """The stages and the (arm, seed) runs of ``spec.group``, with each arm run's resolved config."""
     group = spec.groups[spec.group]
     stages = [

@@ -72,7 +72,9 @@ def make_reward_fn(format_weight: float, answer: str = "letter"):
     ``answer`` is the answer form SFT taught (``data.sft_answer``), which the format term checks.
     """
     if answer not in ("letter", "text"):
-        raise ValueError(f"make_reward_fn: answer must be 'letter' or 'text' (data.sft_answer), got {answer!r}")
+        raise ValueError(
+            f"make_reward_fn: answer must be 'letter' or 'text' (data.sft_answer), got {answer!r}"
+        )
 
     def reward(
         completions: Sequence[str],
