@@ -162,6 +162,35 @@ def test_the_preregistration_commit_is_the_first_or_the_one_that_added_the_marke
     assert experiment_module.provenance(spec, folder)["preregistration_commit"] == revision
 
 
+def test_provenance_gives_the_stage_wall_clock_from_the_drivers_timings(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logs = tmp_path / "runs" / "logs"
+    logs.mkdir(parents=True)
+    (tmp_path / "runs" / "train").mkdir()
+    (tmp_path / "runs" / "train" / "model.bin").write_text("x")
+    records = [
+        {"run": "a", "started_at": "2026-12-07T10:00:00+00:00", "seconds": 600.0, "exit": 0},
+        {"run": "b", "started_at": "2026-12-07T10:00:05+00:00", "seconds": 1200.0, "exit": 0},
+        {
+            "run": "c",
+            "started_at": "2026-12-07T10:10:00+00:00",
+            "seconds": 30.0,
+            "exit": 1,
+        },  # failed: not counted
+        {"run": "c", "started_at": "2026-12-07T10:20:05+00:00", "seconds": 300.0, "exit": 0},
+    ]
+    (logs / "timings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    timeline = experiment_module.provenance(AnessuiteExperimentSpec(runs_dir="runs"), tmp_path)
+    assert timeline["stage_minutes"] == {"a": 10.0, "b": 20.0, "c": 5.0}
+    assert timeline["stage_minutes_total"] == 35.0
+    assert timeline["first_stage_started_at"] == "2026-12-07T10:00:00+00:00"
+    assert timeline["span_minutes"] == 25.1  # 10:00:00 to 10:25:05
+    # the driver's logs are not run files
+    assert timeline["first_run_file_written_at"] == experiment_module._iso(
+        (tmp_path / "runs" / "train" / "model.bin").stat().st_mtime
+    )
+
+
 def test_a_spec_showing_fewer_tables_pools_only_their_rows(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "experiments" / "view"

@@ -188,7 +188,7 @@ def provenance(spec: AnessuiteExperimentSpec, folder: Path) -> dict[str, Any]:
     written = [
         p.stat().st_mtime
         for p in runs.rglob("*")
-        if p.is_file() and p.parts[len(runs.parts)] not in ("world", "base-scratch", "stages")
+        if p.is_file() and p.parts[len(runs.parts)] not in ("world", "base-scratch", "stages", "logs")
     ]
     stages = sorted((runs / "stages").glob("*.done"), key=lambda p: p.stat().st_mtime)
     return {
@@ -196,6 +196,26 @@ def provenance(spec: AnessuiteExperimentSpec, folder: Path) -> dict[str, Any]:
         "preregistration_committed_at": first[-1].split()[1] if first else None,
         "first_run_file_written_at": _iso(min(written)) if written else None,
         "last_stage_finished_at": _iso(stages[-1].stat().st_mtime) if stages else None,
+        **_wall_clock(runs / "logs" / "timings.jsonl"),
+    }
+
+
+def _wall_clock(timings: Path) -> dict[str, Any]:
+    """The driver's record of each stage run (rlcore.experiments): minutes per run, their sum, and the span from
+    the first start to the last end (all invocations together, so a paused and resumed run counts its pause)."""
+    if not timings.is_file():
+        return {}
+    runs = [json.loads(line) for line in timings.read_text(encoding="utf-8").splitlines() if line.strip()]
+    runs = [run for run in runs if run.get("exit") == 0]
+    if not runs:
+        return {}
+    starts = [datetime.fromisoformat(run["started_at"]).timestamp() for run in runs]
+    ends = [start + run["seconds"] for start, run in zip(starts, runs, strict=True)]
+    return {
+        "stage_minutes": {run["run"]: round(run["seconds"] / 60, 1) for run in runs},
+        "stage_minutes_total": round(sum(run["seconds"] for run in runs) / 60, 1),
+        "first_stage_started_at": _iso(min(starts)),
+        "span_minutes": round((max(ends) - min(starts)) / 60, 1),
     }
 
 
@@ -269,7 +289,13 @@ def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRu
         f"{str(written.get('git.sha', '?'))[:10]}, {written.get('host.cpus')} CPUs). Pre-registration commit "
         f"{str(timeline['preregistration_commit'])[:10]} at {timeline['preregistration_committed_at']}; first run file "
         f"written at {timeline['first_run_file_written_at']}. Seeds {spec.seeds}; "
-        f"source `{out.relative_to(folder)}/results.json`.",
+        f"source `{out.relative_to(folder)}/results.json`."
+        + (
+            f" Stage runs: {timeline['stage_minutes_total']} min in all, {timeline['span_minutes']} min from the "
+            f"first start to the last end (`{spec.runs_dir}/logs/timings.jsonl`)."
+            if "span_minutes" in timeline
+            else ""
+        ),
         "",
         *tables_md,
     ]

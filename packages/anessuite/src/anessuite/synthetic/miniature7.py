@@ -139,6 +139,10 @@ def chain_item(
     )
 
 
+# consecutive repeated draws after which chain_items gives up
+STALE_DRAWS = 20_000
+
+
 def chain_items(world: World, per_level: int, seed: int, prefix: str, verdicts: bool = True) -> list[MCQItem]:
     """``per_level`` System 1.x and ``per_level`` System 2 chains per language (System 1.x: ``avoid`` and
     ``pair`` drawn alike), distinct by question and options within a language and level."""
@@ -147,17 +151,23 @@ def chain_items(world: World, per_level: int, seed: int, prefix: str, verdicts: 
     for lang in ("en", "zh"):
         for level, kinds in KINDS.items():
             seen: set[tuple] = set()
-            attempts = 0
+            attempts = stale = 0
             while len(seen) < per_level:
                 attempts += 1
-                if attempts > 50 * per_level:
-                    raise ValueError(f"cannot draw {per_level} distinct {level} chains ({lang})")
+                # a world with too few drugs runs out of distinct chains: stop after 50 draws per chain asked for,
+                # or after STALE_DRAWS draws in a row that find nothing new (the draws themselves are unchanged)
+                if attempts > 50 * per_level or stale > STALE_DRAWS:
+                    raise ValueError(
+                        f"cannot draw {per_level} distinct {level} chains ({lang}): {len(seen)} found"
+                    )
                 item = chain_item(
                     world, rng, rng.choice(kinds), lang, f"{prefix}-{lang}-c{len(items):05d}", verdicts
                 )
                 signature = (item.question, item.options)
                 if signature in seen:
+                    stale += 1
                     continue
+                stale = 0
                 seen.add(signature)
                 items.append(item)
     return items
