@@ -11,12 +11,19 @@ import yaml
 from rlcore.config import load_config
 from rlcore.experiments import ExperimentError, ExperimentSpec, execute, experiment_main, plan
 
-# a stage process: records when it started and ended (and the thread count it was given), sleeps, exits with CODE
+# a stage process: sleeps SECONDS, or with a number below 0 waits (up to a minute) for the file WAIT_FOR that another
+# stage writes, then records when it started and ended (and the thread count it was given) and exits with CODE
 STAGE = """
 import json, os, sys, time
-out, seconds, code = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+out, seconds, code, wait_for = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 start = time.time()
-time.sleep(seconds)
+if seconds >= 0:
+    time.sleep(seconds)
+else:
+    while not os.path.exists(wait_for):
+        if time.time() - start > 60:
+            sys.exit(9)
+        time.sleep(0.05)
 print("working on", out)
 open(out, "w").write(json.dumps({"start": start, "end": time.time(), "threads": os.environ.get("OMP_NUM_THREADS")}))
 sys.exit(code)
@@ -33,9 +40,16 @@ def write_spec(tmp_path: Path, stages: dict, group: list[str], **top) -> Path:
     return folder
 
 
-def stage(tmp_path: Path, name: str, seconds: float = 0.0, code: int = 0, **keys) -> dict:
-    out = tmp_path / f"{name}.json"
-    return {"command": [str(tmp_path / "exp" / "stage.py"), str(out), str(seconds), str(code)], **keys}
+def stage(tmp_path: Path, name: str, seconds: float = 0.0, code: int = 0, wait_for: str = "", **keys) -> dict:
+    out, waited = tmp_path / f"{name}.json", str(tmp_path / f"{wait_for}.json") if wait_for else "-"
+    command = [
+        str(tmp_path / "exp" / "stage.py"),
+        str(out),
+        "-1" if wait_for else str(seconds),
+        str(code),
+        waited,
+    ]
+    return {"command": command, **keys}
 
 
 def times(tmp_path: Path, name: str) -> dict:
@@ -94,8 +108,9 @@ def test_per_seed_without_the_seed_and_unknown_after_names_are_refused(tmp_path:
 def test_stages_run_side_by_side_as_their_after_allows(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 4)
+    # `long` ends only once `then` has run: it fails (exit 9) if `then` waited for it or did not run beside it
     stages = {
-        "long": stage(tmp_path, "long", 1.5, after=[]),
+        "long": stage(tmp_path, "long", wait_for="then", after=[]),
         "short": stage(tmp_path, "short", 0.2, after=[]),
         "then": stage(tmp_path, "then", 0.0, after=["short"]),
         "last": stage(tmp_path, "last", 0.0, after=["long"]),
@@ -103,15 +118,15 @@ def test_stages_run_side_by_side_as_their_after_allows(tmp_path: Path, monkeypat
     folder = write_spec(tmp_path, stages, ["long", "short", "then", "last"], jobs=2, only="stages")
     assert experiment_main(["--config", str(folder / "experiment.yaml")], "p", "rlcore", dict, None) == 0
     long, short, then, last = (times(tmp_path, name) for name in ("long", "short", "then", "last"))
-    assert short["start"] < long["end"]  # side by side
-    assert short["end"] <= then["start"] < long["end"]  # waited for short only, not for long
+    assert short["start"] < long["end"] and then["end"] <= long["end"]  # side by side
+    assert short["end"] <= then["start"]  # waited for short
     assert last["start"] >= long["end"]
     assert {t["threads"] for t in (long, short, then, last)} == {"2"}  # 4 cores / 2 jobs
     logs = tmp_path / "runs" / "logs"
     assert "working on" in (logs / "long.log").read_text()
     timings = [json.loads(line) for line in (logs / "timings.jsonl").read_text().splitlines()]
     assert sorted(t["run"] for t in timings) == ["last", "long", "short", "then"]
-    assert next(t for t in timings if t["run"] == "long")["seconds"] >= 1.5
+    assert next(t for t in timings if t["run"] == "long")["seconds"] >= then["end"] - long["start"] - 1
     assert all((tmp_path / "runs" / "stages" / f"{name}.done").is_file() for name in stages)
     # a second invocation finds everything finished and runs nothing
     (tmp_path / "long.json").unlink()
