@@ -362,6 +362,8 @@ def execute(
     Finished arm runs are checked against the config they would get now. ``jobs`` > 1 runs up to that many side by
     side, each once the runs in its ``after`` have finished, its output in ``log_dir/<run>.log``; ``log_dir``
     also gets each run's wall-clock in ``timings.jsonl``."""
+    if not runs:
+        return 0
     for index, run in enumerate(runs, start=1):
         if run.done:
             if run.resolved is not None:
