@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from anessuite import experiment as experiment_module
+from anessuite import stage_timeline
 from anessuite.experiment import AnessuiteExperimentSpec, pool_row, summarize
 from anessuite.pipeline.config import PipelineConfig
 from rlcore.config import config_hash, load_config
@@ -186,12 +187,12 @@ def test_provenance_gives_the_stage_wall_clock_from_the_drivers_timings(tmp_path
     assert timeline["first_stage_started_at"] == "2026-12-07T10:00:00+00:00"
     assert timeline["span_minutes"] == 25.1  # 10:00:00 to 10:25:05
     # the chart puts b beside a, and c (started after a ended) on a's lane
-    runs = experiment_module._timings(logs / "timings.jsonl")
+    runs = stage_timeline.timings(logs / "timings.jsonl")
     assert [r["run"] for r in runs] == ["a", "b", "c"]
-    assert experiment_module.job_lanes(runs) == [0, 1, 0]
-    chart = experiment_module.plot_stage_timeline(runs, tmp_path / "stages.png")
+    assert stage_timeline.job_lanes(runs) == [0, 1, 0]
+    chart = stage_timeline.plot_stage_timeline(runs, tmp_path / "stages.png")
     assert chart is not None and chart.stat().st_size > 5_000
-    assert experiment_module.plot_stage_timeline([], tmp_path / "none.png") is None
+    assert stage_timeline.plot_stage_timeline([], tmp_path / "none.png") is None
     # the driver's logs are not run files
     assert timeline["first_run_file_written_at"] == experiment_module._iso(
         (tmp_path / "runs" / "train" / "model.bin").stat().st_mtime
