@@ -22,12 +22,12 @@ import random
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from anessuite.pipeline.config import PipelineConfig
 from anessuite.report import plot_levels, write_table3
+from anessuite.stage_timeline import iso as _iso
 from anessuite.stage_timeline import plot_stage_timeline, timings, wall_clock
 from rlcore.experiments import ExperimentSpec, PlannedRun, experiment_main, update_last_run
 from rlcore.tracking import write_results_json
@@ -199,10 +199,6 @@ def provenance(spec: AnessuiteExperimentSpec, folder: Path) -> dict[str, Any]:
         "last_stage_finished_at": _iso(stages[-1].stat().st_mtime) if stages else None,
         **wall_clock(runs / "logs" / "timings.jsonl"),
     }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
 
 
 def summarize(spec: AnessuiteExperimentSpec, folder: Path, _runs: list[PlannedRun]) -> Path:

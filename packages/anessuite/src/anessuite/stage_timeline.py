@@ -88,10 +88,10 @@ def wall_clock(path: Path) -> dict[str, Any]:
     return {
         "stage_minutes": {run["run"]: round(run["seconds"] / 60, 1) for run in runs},
         "stage_minutes_total": round(sum(run["seconds"] for run in runs) / 60, 1),
-        "first_stage_started_at": _iso(min(starts)),
+        "first_stage_started_at": iso(min(starts)),
         "span_minutes": round((max(ends) - min(starts)) / 60, 1),
     }
 
 
-def _iso(timestamp: float) -> str:
+def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
