@@ -50,7 +50,7 @@ class HFStageConfig:
     """One TRL SFTTrainer stage (CPT with packing, or SFT with completion-only loss)."""
 
     # added later, left out of config hashes and run identities while at their default
-    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("group_by_length", "trainable")
+    IDENTITY_OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("group_by_length", "trainable", "loss")
 
     enabled: bool = True  # run this stage (disabled stages pass their input model through)
     max_length: int = 2048  # tokens per packed block (CPT) or per example (SFT, longer ones are truncated)
@@ -76,6 +76,10 @@ class HFStageConfig:
     # parameters trained: those whose name contains one of these strings (e.g. [self_attn] keeps the MLPs, norms
     # and embeddings, where a small model holds what CPT stored, frozen); empty trains every parameter
     trainable: list[str] = field(default_factory=list)
+    # the cross-entropy that trains: "trl", TRL's fused log-prob head (never builds the full logits; also logs
+    # entropy and token accuracy), or "model", the model's own cross-entropy over the full logits: the same mean
+    # over labelled tokens, summed in another order, and on CPU about 15% less time per step for a small model
+    loss: Literal["trl", "model"] = "trl"
     # worker processes that tokenise and pack the data (datasets map); None = the training process itself
     num_proc: int | None = None
     eos_token: str | None = None  # document separator / end token override (None = the tokenizer's)

@@ -187,6 +187,7 @@ def run_hf_stage(
         metric_prefix="train/",
         keep_last=cfg.keep_checkpoints,  # pruned once the newer checkpoint is complete
         desc=kind,
+        model_loss=cfg.loss == "model",
     )
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))

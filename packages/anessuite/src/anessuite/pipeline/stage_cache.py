@@ -59,6 +59,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "sft.group_by_length": False,
     "cpt.trainable": [],
     "sft.trainable": [],
+    "cpt.loss": "trl",
+    "sft.loss": "trl",
     "grpo.rollout.drop_eos_before_feedback": False,
     "grpo.rollout.max_start_tokens": 0,
     "prompt.preset": "ours",
