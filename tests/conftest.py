@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 # `make test` runs two pytest-xdist workers on a 2-core machine: with torch's default of one intra-op thread per core
-# in each worker, four threads compete for two cores. Each worker gets one thread
-# unless the environment says otherwise; a serial run keeps torch's default.
+# in each worker, four threads compete for two cores. Each worker gets one thread unless the environment sets
+# another number; a serial run keeps torch's default.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
